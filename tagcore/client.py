@@ -1,0 +1,55 @@
+"""Submitting a request and waiting for its own answer, on any transport."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from .errors import RequestTimedOut
+from .messages import ProgressEvent, SoundRequest, SoundResponse
+from .transport import Event, TransportClient
+
+
+class ResponseWaiter:
+    """Collects events per request id from a client's listener so callers can block on one request."""
+
+    def __init__(self, client: TransportClient) -> None:
+        self.client = client
+        self._cond = threading.Condition()
+        self._responses: dict[str, SoundResponse] = {}
+        self._progress: dict[str, list[Callable[[ProgressEvent], None]]] = {}
+        client.add_listener(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, SoundResponse):
+            with self._cond:
+                self._responses[event.request_id] = event
+                self._cond.notify_all()
+            return
+        for callback in self._progress.get(event.request_id, []):
+            callback(event)
+
+    def submit_and_wait(
+        self,
+        request: SoundRequest,
+        timeout: float,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+    ) -> SoundResponse:
+        """Submit `request` and block until its response arrives; raise RequestTimedOut after `timeout` s."""
+        if on_progress is not None:
+            self._progress[request.request_id] = [on_progress]
+        if request.deadline is None:
+            request.deadline = time.time() + timeout
+        try:
+            self.client.submit(request)
+            end = time.monotonic() + timeout
+            with self._cond:
+                while request.request_id not in self._responses:
+                    remaining = end - time.monotonic()
+                    if remaining <= 0:
+                        raise RequestTimedOut(f"no answer within {timeout:g} s (is a worker running for "
+                                              f"backend {request.backend!r}?)")
+                    self._cond.wait(remaining)
+                return self._responses.pop(request.request_id)
+        finally:
+            self._progress.pop(request.request_id, None)

@@ -1,0 +1,157 @@
+"""Configuration from an optional TOML file and `TAG_*` environment variables (the environment wins).
+
+File: `$TAG_CONFIG`, else `$XDG_CONFIG_HOME/tag/config.toml` (`~/.config/tag/config.toml`). Top-level keys are the
+fields of `Config`; `[backends.NAME]` tables hold worker options of a backend (for example `weights`); any other
+table (`[telegram]`, `[rabbitmq]`, `[http]`, `[clap]`...) belongs to the plugin of that name.
+
+Environment: `TAG_<FIELD>` for a field (`TAG_BROKER_URL`, `TAG_MAX_DURATION`...), `TAG_<BACKEND>_<OPTION>` for
+a backend's worker option (`TAG_MAKE_AN_AUDIO_WEIGHTS=/models/maa`) and `TAG_<SECTION>_<KEY>` for a plugin
+section (`TAG_TELEGRAM_ALLOWED_USERS`). Secrets are wrapped in `Secret` so they never print or log.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+class Secret:
+    """A string that hides itself from repr/str/logging; call `reveal()` where the value is really needed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass
+class Config:
+    """Settings shared by the CLI, workers and frontends."""
+
+    default_backend: str = "make_an_audio"
+    transport: str = "inprocess"
+    broker_url: Secret = field(default_factory=lambda: Secret("amqp://guest:guest@127.0.0.1:5672/%2F"))
+    telegram_token: Secret = field(default_factory=lambda: Secret(""))
+    http_api_key: Secret = field(default_factory=lambda: Secret(""))
+    device: str = "auto"
+    scorer: str = ""
+    max_duration: float = 30.0
+    max_prompt_chars: int = 500
+    max_candidates: int = 8
+    max_batch: int = 8
+    request_timeout: float = 600.0
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    source: str = "defaults"
+
+    def backend_settings(self, backend: str) -> dict[str, Any]:
+        """Worker options configured for `backend`: its file table, overridden by TAG_<BACKEND>_<OPTION>."""
+        return _merge_env(self.backends.get(backend, {}), f"TAG_{backend.upper()}_", self.environ)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A plugin's own table (`config.section("telegram")`), overridden by TAG_<NAME>_<KEY>."""
+        return _merge_env(self.sections.get(name, {}), f"TAG_{name.upper()}_", self.environ)
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as a dict that is safe to print."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out.pop("environ")
+        return {k: repr(v) if isinstance(v, Secret) else v for k, v in out.items()}
+
+
+def _merge_env(table: Mapping[str, Any], prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    merged = dict(table)
+    for key, value in environ.items():
+        if key.startswith(prefix) and key[4:].lower() not in _FIELDS:
+            merged[key[len(prefix):].lower()] = value
+    return merged
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name not in ("backends", "sections", "environ", "source")}
+_SECRET_FIELDS = {"broker_url", "telegram_token", "http_api_key"}
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    if environ.get("TAG_CONFIG"):
+        return Path(environ["TAG_CONFIG"]).expanduser()
+    base = Path(environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "tag" / "config.toml"
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = getattr(Config(), name)
+    if name in _SECRET_FIELDS:
+        if not isinstance(value, str):
+            raise ConfigError(f"config {name} must be a string")
+        return Secret(value)
+    try:
+        if isinstance(default, bool):
+            return str(value).lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config {name}: {value!r} is not a valid {type(default).__name__}") from None
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration from the file (if any) and the environment."""
+    environ = dict(os.environ if environ is None else environ)
+    config_path = Path(path) if path else default_config_path(environ)
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if config_path.is_file():
+        try:
+            data = tomllib.loads(config_path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {config_path} is not valid TOML: {exc}") from None
+        source = str(config_path)
+    elif path:
+        raise ConfigError(f"config file {config_path} does not exist")
+
+    values: dict[str, Any] = {}
+    backends_table: dict[str, dict[str, Any]] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        if key == "backends":
+            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+                raise ConfigError("[backends] must hold one table per backend, like [backends.make_an_audio]")
+            backends_table = {k: dict(v) for k, v in value.items()}
+        elif isinstance(value, dict):
+            sections[key] = dict(value)
+        elif key in _FIELDS:
+            values[key] = _coerce(key, value)
+        else:
+            raise ConfigError(f"unknown config key {key!r} in {config_path}")
+    for name in _FIELDS:
+        env_value = environ.get(f"TAG_{name.upper()}")
+        if env_value is not None:
+            values[name] = _coerce(name, env_value)
+    return Config(**values, backends=backends_table, sections=sections, environ=environ, source=source)

@@ -1,0 +1,60 @@
+"""Errors that carry a stable code and a message meant for the person who made the request.
+
+Every failure that can reach a user (CLI, bot, HTTP, a remote worker's error response) is a `TagError`, so
+frontends can show `message` as-is and programs can branch on `code` without parsing text.
+"""
+from __future__ import annotations
+
+
+class TagError(Exception):
+    """Base error: `code` is machine-readable, `message` is a sentence a user can act on."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(TagError):
+    """The request itself is wrong (empty prompt, absurd duration, bad option value...)."""
+
+    code = "invalid_request"
+
+
+class UnknownBackend(InvalidRequest):
+    code = "unknown_backend"
+
+
+class UnknownOption(InvalidRequest):
+    code = "unknown_option"
+
+
+class MessageError(InvalidRequest):
+    """A wire message could not be decoded: malformed, wrong version or over a size limit."""
+
+    code = "malformed_message"
+
+
+class WeightsMissing(TagError):
+    """A backend cannot find or read its weights; the message names the file and how to get it."""
+
+    code = "weights_missing"
+
+
+class GenerationFailed(TagError):
+    code = "generation_failed"
+
+
+class RequestTimedOut(TagError):
+    code = "timed_out"
+
+
+class ConfigError(TagError):
+    code = "config_error"
+
+
+class PluginError(TagError):
+    code = "plugin_error"

@@ -1,0 +1,162 @@
+"""The in-process transport: frontends and workers in one process, no broker (the embedded default)."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Sequence
+
+from . import hookspecs
+from .config import Config
+from .errors import TagError
+from .messages import ProgressEvent, SoundRequest, SoundResponse
+from .transport import Job, JobSource, Listener, Transport, TransportClient
+
+
+class _InProcessJob(Job):
+    def __init__(self, transport: "InProcessTransport", request: SoundRequest) -> None:
+        self.transport = transport
+        self.request = request
+
+    def progress(self, event: ProgressEvent) -> None:
+        self.transport.dispatch(event)
+
+    def respond(self, response: SoundResponse) -> None:
+        self.transport.dispatch(response)
+
+    def release(self) -> None:
+        with self.transport.arrived:
+            self.transport.queue_for(self.request.backend).put(self.request)
+            self.transport.arrived.notify_all()
+
+
+class _InProcessSource(JobSource):
+    def __init__(self, transport: "InProcessTransport", backends: Sequence[str]) -> None:
+        self.transport = transport
+        self.queues = [transport.queue_for(b) for b in backends]
+        self._turn = 0
+
+    def next_jobs(self, max_jobs: int, timeout: float) -> list[Job]:
+        deadline = time.monotonic() + timeout
+        with self.transport.arrived:
+            while True:
+                jobs = self._drain(max_jobs)
+                remaining = deadline - time.monotonic()
+                if jobs or remaining <= 0:
+                    return jobs
+                self.transport.arrived.wait(remaining)
+
+    def _drain(self, max_jobs: int) -> list[Job]:
+        jobs: list[Job] = []
+        for offset in range(len(self.queues)):  # rotate so one busy backend cannot starve another
+            q = self.queues[(self._turn + offset) % len(self.queues)]
+            while len(jobs) < max_jobs:
+                try:
+                    jobs.append(_InProcessJob(self.transport, q.get_nowait()))
+                except queue.Empty:
+                    break
+        self._turn += 1
+        return jobs
+
+    def close(self) -> None:
+        self.transport.detach(self)
+
+
+class _InProcessClient(TransportClient):
+    def __init__(self, transport: "InProcessTransport") -> None:
+        self.transport = transport
+        self.listeners: list[Listener] = []
+
+    def submit(self, request: SoundRequest) -> None:
+        self.transport.submit(self, request)
+
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def close(self) -> None:
+        self.transport.forget(self)
+
+
+class InProcessTransport(Transport):
+    """Thread-safe queues per backend; responses go back to the client that submitted the request."""
+
+    name = "inprocess"
+    aliases = ("local",)
+    description = "Requests and workers in one process (no broker)."
+    embedded = True
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self._lock = threading.Lock()
+        self._queues: dict[str, queue.Queue[SoundRequest]] = {}
+        self._sources: list[_InProcessSource] = []
+        self._owners: dict[str, _InProcessClient] = {}
+        self._clients: list[_InProcessClient] = []
+        self.arrived = threading.Condition()
+
+    def queue_for(self, backend: str) -> queue.Queue[SoundRequest]:
+        with self._lock:
+            return self._queues.setdefault(backend, queue.Queue())
+
+    def client(self, *, name: str | None = None) -> TransportClient:
+        client = _InProcessClient(self)
+        with self._lock:
+            self._clients.append(client)
+        return client
+
+    def job_source(self, backends: Sequence[str], *, prefetch: int = 1) -> JobSource:
+        source = _InProcessSource(self, backends)
+        with self._lock:
+            self._sources.append(source)
+        return source
+
+    def detach(self, source: _InProcessSource) -> None:
+        with self._lock:
+            if source in self._sources:
+                self._sources.remove(source)
+
+    def forget(self, client: _InProcessClient) -> None:
+        with self._lock:
+            if client in self._clients:
+                self._clients.remove(client)
+
+    def served_backends(self) -> set[str]:
+        with self._lock:
+            return {name for s in self._sources for name, q in self._queues.items() if q in s.queues}
+
+    def submit(self, client: _InProcessClient, request: SoundRequest) -> None:
+        if request.backend not in self.served_backends():
+            served = ", ".join(sorted(self.served_backends())) or "none"
+            error = TagError(f"no worker in this process serves backend {request.backend!r} (served: {served})",
+                             code="no_worker")
+            client_response = SoundResponse.failure(request, error)
+            for listener in list(client.listeners):
+                listener(client_response)
+            return
+        q = self.queue_for(request.backend)
+        with self._lock:
+            self._owners[request.request_id] = client
+        with self.arrived:
+            q.put(request)
+            self.arrived.notify_all()
+        self._deliver(client, ProgressEvent(request.request_id, "queued", position=q.qsize(),
+                                            chat_id=request.chat_id, user_id=request.user_id))
+
+    def dispatch(self, event: ProgressEvent | SoundResponse) -> None:
+        with self._lock:
+            if isinstance(event, SoundResponse):
+                client = self._owners.pop(event.request_id, None)
+            else:
+                client = self._owners.get(event.request_id)
+        if client is not None:
+            self._deliver(client, event)
+
+    @staticmethod
+    def _deliver(client: _InProcessClient, event: ProgressEvent | SoundResponse) -> None:
+        for listener in list(client.listeners):
+            listener(event)
+
+
+@hookspecs.hookimpl
+def register_transports(register) -> None:
+    register(InProcessTransport)

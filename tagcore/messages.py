@@ -1,0 +1,271 @@
+"""Request, progress and response messages and their wire format.
+
+Wire format, version 1 (one message = one byte string, the same on every transport):
+
+    b"TAGM" | uint32 big-endian header length | UTF-8 JSON header | optional raw audio payload
+
+The header is a JSON object with `"v": 1` and `"kind"` (request, progress, response). When audio travels
+(a request's audio prompt, a response's result) the header's `"audio"` object describes the payload:
+`{"sample_rate", "channels", "frames", "dtype": "float32le"}` and the payload is exactly
+channels * frames * 4 bytes, channel-major. No pickle, no base64, no float lists: decoding never executes
+anything and every field is type-checked, so a malformed message is rejected with a `MessageError`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .audio_types import Audio
+from .errors import MessageError, TagError
+
+MAGIC = b"TAGM"
+VERSION = 1
+MAX_HEADER_BYTES = 256 * 1024
+MAX_AUDIO_BYTES = 64 * 1024 * 1024
+MAX_MESSAGE_BYTES = 8 + MAX_HEADER_BYTES + MAX_AUDIO_BYTES
+MAX_PROMPT_CHARS = 2000
+MAX_WIRE_DURATION = 3600.0
+_PREFIX = struct.Struct(">4sI")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class SoundRequest:
+    """Everything a worker needs to produce one clip, and what a frontend needs to route the answer back."""
+
+    prompt: str
+    duration: float
+    backend: str
+    request_id: str = field(default_factory=new_request_id)
+    seed: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    candidates: int = 1
+    negative_prompt: str | None = None
+    audio_prompt: Audio | None = None
+    chat_id: int | None = None
+    user_id: int | None = None
+    client: str = ""
+    reply_to: str | None = None
+    created_at: float = field(default_factory=time.time)
+    deadline: float | None = None
+
+    kind = "request"
+
+    def batch_key(self) -> tuple:
+        """Requests with equal keys can share one batched backend call."""
+        return (self.backend, round(self.duration, 6), json.dumps(self.options, sort_keys=True))
+
+
+@dataclass
+class ProgressEvent:
+    """Where a request stands: queued (with position), loading, generating (fraction), encoding."""
+
+    request_id: str
+    stage: str
+    fraction: float = 0.0
+    position: int | None = None
+    message: str = ""
+    chat_id: int | None = None
+    user_id: int | None = None
+    reply_to: str | None = None
+
+    kind = "progress"
+
+
+@dataclass
+class SoundResponse:
+    """The outcome of a request: audio plus how it was made, or an error code with a human message."""
+
+    request_id: str
+    ok: bool
+    audio: Audio | None = None
+    prompt: str = ""
+    duration: float = 0.0
+    backend: str = ""
+    model_id: str = ""
+    seed: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error_message: str | None = None
+    chat_id: int | None = None
+    user_id: int | None = None
+    reply_to: str | None = None
+    worker: str = ""
+
+    kind = "response"
+
+    @classmethod
+    def failure(cls, request: SoundRequest, error: TagError, *, worker: str = "") -> "SoundResponse":
+        """An error response that still carries the routing fields, so the user hears back."""
+        return cls(
+            request_id=request.request_id,
+            ok=False,
+            prompt=request.prompt,
+            duration=request.duration,
+            backend=request.backend,
+            seed=request.seed,
+            error_code=error.code,
+            error_message=error.message,
+            chat_id=request.chat_id,
+            user_id=request.user_id,
+            reply_to=request.reply_to,
+            worker=worker,
+        )
+
+
+Message = SoundRequest | ProgressEvent | SoundResponse
+
+# Field name -> accepted JSON types (None allowed where the dataclass default is None).
+_INT = (int,)
+_NUM = (int, float)
+_STR = (str,)
+_SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "request": {
+        "prompt": (_STR, False), "duration": (_NUM, False), "backend": (_STR, False),
+        "request_id": (_STR, False), "seed": (_INT, True), "options": ((dict,), False),
+        "candidates": (_INT, False), "negative_prompt": (_STR, True), "chat_id": (_INT, True),
+        "user_id": (_INT, True), "client": (_STR, False), "reply_to": (_STR, True),
+        "created_at": (_NUM, False), "deadline": (_NUM, True),
+    },
+    "progress": {
+        "request_id": (_STR, False), "stage": (_STR, False), "fraction": (_NUM, False),
+        "position": (_INT, True), "message": (_STR, False), "chat_id": (_INT, True),
+        "user_id": (_INT, True), "reply_to": (_STR, True),
+    },
+    "response": {
+        "request_id": (_STR, False), "ok": ((bool,), False), "prompt": (_STR, False),
+        "duration": (_NUM, False), "backend": (_STR, False), "model_id": (_STR, False),
+        "seed": (_INT, True), "timings": ((dict,), False), "metadata": ((dict,), False),
+        "error_code": (_STR, True), "error_message": (_STR, True), "chat_id": (_INT, True),
+        "user_id": (_INT, True), "reply_to": (_STR, True), "worker": (_STR, False),
+    },
+}
+_CLASSES = {"request": SoundRequest, "progress": ProgressEvent, "response": SoundResponse}
+
+
+def encode(message: Message) -> bytes:
+    """Serialise a message to the version-1 wire format."""
+    header: dict[str, Any] = {"v": VERSION, "kind": message.kind}
+    for name in _SCHEMAS[message.kind]:
+        header[name] = getattr(message, name)
+    audio = getattr(message, "audio_prompt", None) if message.kind == "request" else getattr(message, "audio", None)
+    payload = b""
+    if audio is not None:
+        payload = audio.samples.astype("<f4", copy=False).tobytes()
+        header["audio"] = {"sample_rate": audio.sample_rate, "channels": audio.channels,
+                           "frames": audio.frames, "dtype": "float32le"}
+    raw_header = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    if len(raw_header) > MAX_HEADER_BYTES:
+        raise MessageError(f"message header is {len(raw_header)} bytes, over the {MAX_HEADER_BYTES} limit")
+    if len(payload) > MAX_AUDIO_BYTES:
+        raise MessageError(f"audio is {len(payload)} bytes, over the {MAX_AUDIO_BYTES} limit")
+    return _PREFIX.pack(MAGIC, len(raw_header)) + raw_header + payload
+
+
+def decode(data: bytes) -> Message:
+    """Parse and validate a wire message; raise MessageError saying exactly what is wrong."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MessageError("message is not bytes")
+    data = bytes(data)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message is {len(data)} bytes, over the {MAX_MESSAGE_BYTES} limit")
+    if len(data) < _PREFIX.size:
+        raise MessageError("message is too short to hold a header")
+    magic, header_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise MessageError("not a TAG message (bad magic bytes)")
+    if header_len > MAX_HEADER_BYTES or _PREFIX.size + header_len > len(data):
+        raise MessageError("header length is out of bounds")
+    try:
+        header = json.loads(data[_PREFIX.size:_PREFIX.size + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(f"header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise MessageError("header is not a JSON object")
+    if header.get("v") != VERSION:
+        raise MessageError(f"unsupported message version {header.get('v')!r} (this build speaks {VERSION})")
+    kind = header.get("kind")
+    if kind not in _SCHEMAS:
+        raise MessageError(f"unknown message kind {kind!r}")
+    fields = _check_fields(kind, header)
+    audio = _decode_audio(header.get("audio"), data[_PREFIX.size + header_len:])
+    if kind == "request":
+        fields["audio_prompt"] = audio
+        _check_request(fields)
+    elif kind == "response":
+        fields["audio"] = audio
+        if fields.get("ok") and audio is None:
+            raise MessageError("a successful response must carry audio")
+    elif audio is not None:
+        raise MessageError("progress events carry no audio")
+    return _CLASSES[kind](**fields)
+
+
+def _check_fields(kind: str, header: dict[str, Any]) -> dict[str, Any]:
+    schema = _SCHEMAS[kind]
+    unknown = set(header) - set(schema) - {"v", "kind", "audio"}
+    if unknown:
+        raise MessageError(f"unknown {kind} field(s): {', '.join(sorted(unknown))}")
+    fields: dict[str, Any] = {}
+    for name, (types, nullable) in schema.items():
+        if name not in header:
+            continue
+        value = header[name]
+        if value is None and nullable:
+            fields[name] = None
+            continue
+        if isinstance(value, bool) and bool not in types:
+            raise MessageError(f"{kind}.{name} must be {types[0].__name__}, got a boolean")
+        if not isinstance(value, types):
+            raise MessageError(f"{kind}.{name} must be {types[0].__name__}, got {type(value).__name__}")
+        fields[name] = value
+    required = {"request": ("prompt", "duration", "backend"), "progress": ("request_id", "stage"),
+                "response": ("request_id", "ok")}[kind]
+    missing = [n for n in required if n not in fields]
+    if missing:
+        raise MessageError(f"{kind} is missing {', '.join(missing)}")
+    return fields
+
+
+def _check_request(fields: dict[str, Any]) -> None:
+    duration = fields["duration"]
+    if not math.isfinite(duration) or not 0 < duration <= MAX_WIRE_DURATION:
+        raise MessageError(f"duration {duration!r} is outside (0, {MAX_WIRE_DURATION:g}] seconds")
+    if len(fields["prompt"]) > MAX_PROMPT_CHARS:
+        raise MessageError(f"prompt is over {MAX_PROMPT_CHARS} characters")
+    if not 1 <= fields.get("candidates", 1) <= 64:
+        raise MessageError("candidates must be between 1 and 64")
+    if not 0 < len(fields.get("request_id", "x")) <= 128:
+        raise MessageError("request_id must be 1 to 128 characters")
+
+
+def _decode_audio(spec: Any, payload: bytes) -> Audio | None:
+    if spec is None:
+        if payload:
+            raise MessageError("payload present but the header describes no audio")
+        return None
+    if not isinstance(spec, dict) or spec.get("dtype") != "float32le":
+        raise MessageError("audio description must be an object with dtype float32le")
+    try:
+        rate, channels, frames = (int(spec[k]) for k in ("sample_rate", "channels", "frames"))
+    except (KeyError, TypeError, ValueError):
+        raise MessageError("audio description needs integer sample_rate, channels and frames") from None
+    if not (1 <= rate <= 384_000 and 1 <= channels <= 8 and frames >= 0):
+        raise MessageError("audio description is out of range")
+    if len(payload) != channels * frames * 4:
+        raise MessageError(f"audio payload is {len(payload)} bytes, expected {channels * frames * 4}")
+    samples = np.frombuffer(payload, dtype="<f4").reshape(channels, frames)
+    if not np.isfinite(samples).all():
+        raise MessageError("audio holds NaN or infinite samples")
+    return Audio(samples.astype(np.float32), rate)

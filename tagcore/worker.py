@@ -1,0 +1,192 @@
+"""The generator service: takes jobs from any transport, runs one backend per request, answers every job.
+
+Data flows one way: JobSource -> validate -> group compatible requests -> backend.generate_batch -> rank
+candidates -> fit to the requested duration -> Job.respond. Every job gets exactly one response: audio, or an
+error response with a code and a message (never silence). Models stay loaded between jobs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .audio import fit_duration
+from .backend import Backend, GenerationItem, new_seed
+from .config import Config
+from .errors import GenerationFailed, RequestTimedOut, TagError
+from .messages import ProgressEvent, SoundRequest, SoundResponse
+from .scoring import Scorer, rank
+from .transport import Job, JobSource
+from .validation import validate_request
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL = 0.5  # seconds between progress events of one batch
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class GeneratorService:
+    """Serves `backends` (name -> loaded or loadable instance) from `source` until stopped."""
+
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        source: JobSource,
+        config: Config,
+        *,
+        scorer: Scorer | None = None,
+        max_batch: int | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.backends = dict(backends)
+        self.aliases = {alias: name for name, b in self.backends.items() for alias in type(b).aliases}
+        self.source = source
+        self.config = config
+        self.scorer = scorer
+        self.max_batch = max(1, max_batch or config.max_batch)
+        self.worker_id = worker_id or default_worker_id()
+        self.served = 0
+
+    def run(self, stop: threading.Event, poll: float = 0.5) -> None:
+        """Process jobs until `stop` is set; the job in hand is finished first."""
+        for backend in self.backends.values():
+            backend.ensure_loaded()
+        while not stop.is_set():
+            jobs = self.source.next_jobs(self.max_batch, poll)
+            if jobs:
+                self.process(jobs)
+
+    def process(self, jobs: Sequence[Job]) -> None:
+        """Validate, group and generate `jobs`; each gets exactly one response."""
+        groups: dict[tuple, list[tuple[Job, dict[str, Any]]]] = defaultdict(list)
+        for job in jobs:
+            request = job.request
+            try:
+                backend = self._backend_for(request)
+                options = validate_request(request, type(backend), self.config)
+                if request.deadline is not None and time.time() > request.deadline:
+                    raise RequestTimedOut("the request timed out while waiting in the queue")
+            except TagError as error:
+                self._fail(job, error)
+                continue
+            groups[(backend.name, request.batch_key())].append((job, options))
+        for (name, _), members in groups.items():
+            backend = self.backends[name]
+            size = self.max_batch if backend.capabilities.batch else 1
+            for start in range(0, len(members), size):
+                self._generate(backend, members[start:start + size])
+
+    def _backend_for(self, request: SoundRequest) -> Backend:
+        name = self.aliases.get(request.backend, request.backend)
+        if name not in self.backends:
+            raise TagError(f"this worker does not serve backend {request.backend!r}", code="unknown_backend")
+        return self.backends[name]
+
+    def _generate(self, backend: Backend, members: list[tuple[Job, dict[str, Any]]]) -> None:
+        jobs = [job for job, _ in members]
+        requests = [job.request for job in jobs]
+        items = [
+            GenerationItem(
+                prompt=r.prompt.strip(),
+                seed=new_seed() if r.seed is None else r.seed,
+                candidates=r.candidates,
+                negative_prompt=r.negative_prompt,
+                audio_prompt=r.audio_prompt,
+            )
+            for r in requests
+        ]
+        progress = _ProgressFanout(jobs)
+        started = time.perf_counter()
+        try:
+            backend.ensure_loaded()
+            progress(0.0, "generating")
+            results = backend.generate_batch(items, requests[0].duration, options=members[0][1], progress=progress)
+            if len(results) != len(items):
+                raise GenerationFailed(f"{backend.name} returned {len(results)} results for {len(items)} prompts")
+        except TagError as error:
+            for job in jobs:
+                self._fail(job, error)
+            return
+        except Exception as exc:  # a backend bug must cost one batch, never the worker
+            log.exception("backend %s failed", backend.name)
+            for job in jobs:
+                self._fail(job, GenerationFailed(f"{backend.name} failed: {type(exc).__name__}: {exc}"))
+            return
+        elapsed = time.perf_counter() - started
+        for job, item, result in zip(jobs, items, results):
+            try:
+                self._deliver(job, item, result, elapsed / len(jobs))
+            except Exception as exc:
+                log.exception("could not finish request %s", job.request.request_id)
+                self._fail(job, GenerationFailed(f"could not finish the clip: {exc}"))
+
+    def _deliver(self, job: Job, item: GenerationItem, result, batch_share: float) -> None:
+        request = job.request
+        metadata = dict(result.metadata)
+        candidates = list(result.candidates)
+        if len(candidates) > 1:
+            if self.scorer is not None:
+                order, scores = rank(self.scorer, item.prompt, candidates)
+                metadata.update(candidate_scores=scores, chosen_candidate=order[0], scorer=self.scorer.name)
+                candidates = [candidates[i] for i in order]
+            else:
+                metadata.update(candidate_scores=None, chosen_candidate=0, scorer=None)
+        audio = fit_duration(candidates[0], request.duration)
+        timings = dict(result.timings)
+        timings.setdefault("generate_s", batch_share)
+        job.respond(SoundResponse(
+            request_id=request.request_id,
+            ok=True,
+            audio=audio,
+            prompt=request.prompt,
+            duration=request.duration,
+            backend=result.backend,
+            model_id=result.model_id,
+            seed=result.seed,
+            timings=timings,
+            metadata=metadata,
+            chat_id=request.chat_id,
+            user_id=request.user_id,
+            reply_to=request.reply_to,
+            worker=self.worker_id,
+        ))
+        self.served += 1
+
+    def _fail(self, job: Job, error: TagError) -> None:
+        job.respond(SoundResponse.failure(job.request, error, worker=self.worker_id))
+
+
+class _ProgressFanout:
+    """Sends throttled progress events to every job of a batch."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.jobs = jobs
+        self.last = 0.0
+
+    def __call__(self, fraction: float, stage: str = "generating") -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_INTERVAL and 0.0 < fraction < 1.0:
+            return
+        self.last = now
+        for job in self.jobs:
+            r = job.request
+            try:
+                job.progress(ProgressEvent(r.request_id, stage, fraction=max(0.0, min(1.0, fraction)),
+                                           chat_id=r.chat_id, user_id=r.user_id, reply_to=r.reply_to))
+            except Exception:  # progress is best effort; the response is what matters
+                log.warning("progress event for %s was lost", r.request_id, exc_info=True)
+
+
+def start_embedded_worker(service: GeneratorService) -> tuple[threading.Thread, threading.Event]:
+    """Run a service in a daemon thread (in-process transport); set the returned event to stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), name="tag-worker", daemon=True)
+    thread.start()
+    return thread, stop
