@@ -29,27 +29,36 @@ class ResponseWaiter:
         for callback in self._progress.get(event.request_id, []):
             callback(event)
 
+    def submit(self, request: SoundRequest,
+               on_progress: Callable[[ProgressEvent], None] | None = None) -> None:
+        """Send `request`; its progress events go to `on_progress` until `wait` returns its response."""
+        if on_progress is not None:
+            self._progress[request.request_id] = [on_progress]
+        self.client.submit(request)
+
+    def wait(self, request_id: str, timeout: float) -> SoundResponse:
+        """Block until the response to `request_id` arrives; raise RequestTimedOut after `timeout` s."""
+        end = time.monotonic() + timeout
+        try:
+            with self._cond:
+                while request_id not in self._responses:
+                    remaining = end - time.monotonic()
+                    if remaining <= 0:
+                        raise RequestTimedOut(f"no answer within {timeout:g} s (is a worker running for this "
+                                              "backend?)")
+                    self._cond.wait(remaining)
+                return self._responses.pop(request_id)
+        finally:
+            self._progress.pop(request_id, None)
+
     def submit_and_wait(
         self,
         request: SoundRequest,
         timeout: float,
         on_progress: Callable[[ProgressEvent], None] | None = None,
     ) -> SoundResponse:
-        """Submit `request` and block until its response arrives; raise RequestTimedOut after `timeout` s."""
-        if on_progress is not None:
-            self._progress[request.request_id] = [on_progress]
+        """Submit `request` (with a deadline of `timeout` from now unless it has one) and wait for its answer."""
         if request.deadline is None:
             request.deadline = time.time() + timeout
-        try:
-            self.client.submit(request)
-            end = time.monotonic() + timeout
-            with self._cond:
-                while request.request_id not in self._responses:
-                    remaining = end - time.monotonic()
-                    if remaining <= 0:
-                        raise RequestTimedOut(f"no answer within {timeout:g} s (is a worker running for "
-                                              f"backend {request.backend!r}?)")
-                    self._cond.wait(remaining)
-                return self._responses.pop(request.request_id)
-        finally:
-            self._progress.pop(request.request_id, None)
+        self.submit(request, on_progress)
+        return self.wait(request.request_id, timeout)

@@ -70,8 +70,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 
 def register_plugin(module: ModuleType | object, name: str | None = None) -> None:
-    """Register a plugin object at run time (tests, embedding applications)."""
-    get_plugin_manager().register(module, name=name)
+    """Register a plugin object at run time (tests, embedding applications); registering twice is a no-op."""
+    manager = get_plugin_manager()
+    if not manager.is_registered(module):
+        manager.register(module, name=name)
 
 
 def unregister_plugin(name: str) -> None:

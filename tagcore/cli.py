@@ -1,0 +1,428 @@
+"""The `tag` command line: generate clips, list backends, run workers and frontends.
+
+Commands parse and validate everything before any model loads, so a typo costs milliseconds, not a model load.
+Errors that a user can fix exit with code 2 and one sentence; failed generations exit with code 1.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from . import audio as audio_io
+from . import plugins
+from .backend import Backend
+from .client import ResponseWaiter
+from .config import Config, load_config
+from .errors import ConfigError, InvalidRequest, PluginError, TagError, WeightsMissing
+from .messages import ProgressEvent, SoundRequest, SoundResponse
+from .options import parse_key_values
+from .prompts_file import PromptEntry, read_prompts_file
+from .runtime import build_backend, build_scorer, build_transport
+from .transport import Transport
+from .validation import validate_request
+from .worker import GeneratorService, start_embedded_worker
+
+USER_ERRORS = (InvalidRequest, ConfigError, PluginError, WeightsMissing)
+DEFAULT_DURATION = 10.0
+
+
+class TagGroup(click.Group):
+    """Turns TagError into a one-line message and an exit code instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TagError as error:
+            click.echo(f"Error: {error.message}", err=True)
+            ctx.exit(2 if isinstance(error, USER_ERRORS) else 1)
+
+
+@click.group(cls=TagGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tag-audio", prog_name="tag")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML configuration file (default: $TAG_CONFIG or ~/.config/tag/config.toml).")
+@click.option("-v", "--verbose", is_flag=True, help="Log what workers and plugins do (tracebacks included).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
+    """TAG: text-to-audio generation from the command line, a Telegram bot, an HTTP API and worker pools."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # failures reach the user as one-line errors; tracebacks only on request
+        logging.getLogger("tagcore.worker").setLevel(logging.CRITICAL)
+    ctx.obj = {"config_path": config_path}
+
+
+def _config(ctx: click.Context) -> Config:
+    obj = ctx.find_root().obj or {}
+    if "config" not in obj:
+        obj["config"] = load_config(obj.get("config_path"))
+    return obj["config"]
+
+
+def _split_options(backend: type[Backend], pairs: Sequence[str], device: str | None) -> tuple[dict, dict]:
+    """Split `-O KEY=VALUE` pairs into (worker settings, request options) by each option's declared scope."""
+    raw = parse_key_values(pairs)
+    scopes = {o.name: o.scope for o in backend.options} | {a: o.scope for o in backend.options for a in o.aliases}
+    worker = {k: v for k, v in raw.items() if scopes.get(k) == "worker"}
+    request = {k: v for k, v in raw.items() if scopes.get(k) != "worker"}
+    if device and device != "auto":
+        if "device" not in scopes:
+            raise InvalidRequest(f"{backend.name} has no device choice (it does not run a model on a device)")
+        worker["device"] = device
+    backend.resolve_worker_options(worker)
+    backend.resolve_request_options(request)
+    return worker, request
+
+
+def _first_set(*values: float | None) -> float:
+    return next(v for v in values if v is not None)
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "clip"
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM so long-running commands shut down cleanly."""
+    stop = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        click.echo(f"received signal {signum}, finishing the current job and stopping...", err=True)
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _load_backends(config: Config, names: Sequence[str], pairs: Sequence[str], device: str | None,
+                   quiet: bool = False) -> dict[str, Backend]:
+    """Build and load the named backends; `-O` pairs go to every backend that declares the option."""
+    raw = parse_key_values(pairs)
+    loaded: dict[str, Backend] = {}
+    for name in names:
+        cls = plugins.backends().get(name)
+        declared = {o.name for o in cls.options} | {a for o in cls.options for a in o.aliases}
+        mine = [f"{k}={v}" for k, v in raw.items() if k in declared]
+        worker, _ = _split_options(cls, mine, device if "device" in declared else None)
+        backend = build_backend(cls.name, config, worker)
+        if not quiet:
+            click.echo(f"loading {cls.name}...", err=True)
+        backend.ensure_loaded()
+        loaded[cls.name] = backend
+    unused = set(raw) - {k for n in names for o in plugins.backends().get(n).options for k in (o.name, *o.aliases)}
+    if unused:
+        raise InvalidRequest(f"no chosen backend has option(s) {', '.join(sorted(unused))}")
+    return loaded
+
+
+def _start_embedded(config: Config, transport: Transport, backends: dict[str, Backend]):
+    source = transport.job_source(list(backends), prefetch=config.max_batch)
+    service = GeneratorService(backends, source, config, scorer=build_scorer(config))
+    return start_embedded_worker(service)
+
+
+# ------------------------------------------------------------------------------------------------ generate
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option("-d", "--duration", type=float, default=None, help="Length in seconds (default 10, or the prompts file's).")
+@click.option("-b", "--backend", "backend_name", help="Backend name or alias (default from config).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default: named after the prompt).")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Seed for a reproducible clip (default: random, reported).")
+@click.option("-n", "--candidates", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Generate N candidates and keep the best (by the configured scorer, else the first).")
+@click.option("-O", "--option", "option_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Backend option, repeatable (see `tag backends`).")
+@click.option("--format", "fmt", type=click.Choice(sorted(audio_io.FORMATS)), help="Output format (default from -o, else wav).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")
+@click.option("--normalize", is_flag=True, help="Scale the clip to peak at -1 dBFS (no gain change otherwise).")
+@click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File of prompts: one per line, or CSV with prompt/caption and optional duration columns.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"), show_default=True,
+              help="Folder for the clips of a prompts file.")
+@click.option("--audio-prompt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Audio to continue from (or a voice sample for speech backends).")
+@click.option("--negative-prompt", help="What the clip should not sound like (backends that support it).")
+@click.option("--transport", "transport_name", help="Transport (default from config: inprocess runs the model here).")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for each answer (default from config).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line of metadata per clip.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def generate(ctx: click.Context, prompt: str | None, duration: float | None, backend_name: str | None,
+             output: Path | None, seed: int | None, candidates: int, option_pairs: tuple[str, ...], fmt: str | None,
+             device: str | None, normalize: bool, prompts_file: Path | None, out_dir: Path,
+             audio_prompt: Path | None, negative_prompt: str | None, transport_name: str | None,
+             timeout: float | None, as_json: bool, quiet: bool) -> None:
+    """Generate audio for PROMPT (or for every line of --prompts) and write it to a file."""
+    config = _config(ctx)
+    if (prompt is None) == (prompts_file is None):
+        raise InvalidRequest("give either a PROMPT or --prompts FILE")
+    backend_cls = plugins.backends().get(backend_name or config.default_backend)
+    worker_settings, request_options = _split_options(backend_cls, option_pairs, device)
+    entries = read_prompts_file(prompts_file) if prompts_file else [PromptEntry(prompt or "", None)]
+    if output is not None and len(entries) > 1:
+        raise InvalidRequest("-o names one file; use --out-dir with --prompts")
+    conditioning = audio_io.read(audio_prompt) if audio_prompt else None
+    requests = [
+        SoundRequest(prompt=e.prompt, duration=_first_set(duration, e.duration, DEFAULT_DURATION), backend=backend_cls.name, seed=seed,
+                     options=request_options, candidates=candidates, negative_prompt=negative_prompt,
+                     audio_prompt=conditioning, client="cli")
+        for e in entries
+    ]
+    for number, request in enumerate(requests, 1):
+        try:
+            validate_request(request, backend_cls, config)
+        except InvalidRequest as error:
+            where = f"line {number} of {prompts_file}: " if prompts_file else ""
+            raise InvalidRequest(f"{where}{error.message}") from None
+
+    transport = build_transport(config, transport_name)
+    stop = None
+    if transport.embedded:
+        backend = build_backend(backend_cls.name, config, worker_settings)
+        if not quiet:
+            click.echo(f"loading {backend_cls.name}...", err=True)
+        backend.ensure_loaded()
+        _, stop = _start_embedded(config, transport, {backend_cls.name: backend})
+    elif worker_settings:
+        raise InvalidRequest(f"option(s) {', '.join(worker_settings)} are set where the worker runs, not by a client")
+    client = transport.client()
+    failures = 0
+    try:
+        waiter = ResponseWaiter(client)
+        wait = timeout or config.request_timeout
+        bars = {r.request_id: _progress_bar(r, quiet or as_json) for r in requests}
+        for request in requests:
+            waiter.submit(request, on_progress=bars[request.request_id])
+        for number, request in enumerate(requests):
+            response = waiter.wait(request.request_id, wait)
+            bars[request.request_id].close()
+            if not response.ok:
+                failures += 1
+                click.echo(f"Error: {request.prompt[:60]!r}: {response.error_message} ({response.error_code})", err=True)
+                continue
+            path = _output_path(output, fmt, out_dir if prompts_file else None, number, response)
+            clip = audio_io.normalize(response.audio) if normalize else response.audio
+            audio_io.write(path, clip, fmt or audio_io.format_for_path(path))
+            _report(path, response, as_json)
+    finally:
+        client.close()
+        if stop is not None:
+            stop.set()
+        transport.close()
+    if failures:
+        ctx.exit(1)
+
+
+class _progress_bar:
+    """A tqdm bar driven by progress events (queue position, then percent)."""
+
+    def __init__(self, request: SoundRequest, disabled: bool) -> None:
+        self.label = request.prompt[:30]
+        self.bar = tqdm(total=100, desc=self.label, disable=disabled, leave=False, file=sys.stderr,
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}")
+        self.lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self.lock:
+            stage = f"queued #{event.position}" if event.stage == "queued" and event.position else event.stage
+            self.bar.set_description_str(f"{self.label} [{stage}]", refresh=False)
+            if event.stage != "queued":
+                self.bar.n = int(round(event.fraction * 100))
+            self.bar.refresh()
+
+    def close(self) -> None:
+        with self.lock:
+            self.bar.close()
+
+
+def _output_path(output: Path | None, fmt: str | None, out_dir: Path | None, number: int,
+                 response: SoundResponse) -> Path:
+    suffix = audio_io.FORMATS[fmt or "wav"][2]
+    if output is not None:
+        return output if output.suffix else output.with_suffix(suffix)
+    name = f"{_slug(response.prompt)}-{response.seed}{suffix}"
+    if out_dir is not None:
+        return out_dir / f"{number + 1:03d}-{name}"
+    return Path(name)
+
+
+def _report(path: Path, response: SoundResponse, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({
+            "file": str(path), "prompt": response.prompt, "duration": response.duration,
+            "backend": response.backend, "model_id": response.model_id, "seed": response.seed,
+            "timings": response.timings, "metadata": response.metadata, "worker": response.worker,
+        }))
+        return
+    took = sum(v for k, v in response.timings.items() if k == "generate_s")
+    click.echo(f"wrote {path} ({response.duration:g} s, {response.backend}, seed {response.seed}"
+               + (f", {took:.1f} s" if took else "") + ")")
+
+
+# ------------------------------------------------------------------------------------------------ backends
+@cli.command("backends")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def list_backends(ctx: click.Context, as_json: bool) -> None:
+    """List installed backends, their options with defaults, and whether their weights are present."""
+    config = _config(ctx)
+    rows = []
+    for cls in plugins.backends():
+        try:
+            status = cls.weights_status(cls.resolve_worker_options(config.backend_settings(cls.name)))
+            weights = {"present": status.present, "location": status.location, "detail": status.detail}
+        except TagError as error:
+            weights = {"present": False, "location": "", "detail": error.message}
+        rows.append({
+            "name": cls.name, "aliases": list(cls.aliases), "description": cls.description,
+            "sample_rate": cls.sample_rate, "native_max_duration": cls.native_max_duration,
+            "min_duration": cls.min_duration, "max_duration": cls.max_duration,
+            "capabilities": {k: v for k, v in vars(cls.capabilities).items()},
+            "options": [{"name": o.name, "type": o.type, "default": o.default, "scope": o.scope, "help": o.help,
+                         "choices": list(o.choices), "minimum": o.minimum, "maximum": o.maximum}
+                        for o in cls.options],
+            "weights": weights,
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no backends installed (check TAG_PLUGINS / `tag plugins`)")
+    for row in rows:
+        alias = f" (aliases: {', '.join(row['aliases'])})" if row["aliases"] else ""
+        click.echo(f"{row['name']}{alias}: {row['description']}")
+        caps = ", ".join(k for k, v in row["capabilities"].items() if v) or "none"
+        click.echo(f"  {row['sample_rate']} Hz, {row['min_duration']:g}-{row['max_duration']:g} s "
+                   f"(native window {row['native_max_duration']:g} s); supports: {caps}")
+        w = row["weights"]
+        state = "present" if w["present"] else "MISSING"
+        click.echo(f"  weights: {state} at {w['location']}" + (f" ({w['detail']})" if w["detail"] else ""))
+        for o in row["options"]:
+            extra = f" [{'|'.join(o['choices'])}]" if o["choices"] else ""
+            bounds = ""
+            if o["minimum"] is not None or o["maximum"] is not None:
+                bounds = f" ({o['minimum'] if o['minimum'] is not None else ''}..{o['maximum'] if o['maximum'] is not None else ''})"
+            scope = " (worker)" if o["scope"] == "worker" else ""
+            click.echo(f"    -O {o['name']}={o['default']!s:<10} {o['type']}{extra}{bounds}{scope}: {o['help']}")
+
+
+@cli.command("plugins")
+def list_plugins() -> None:
+    """List loaded plugins (entry points filtered by TAG_PLUGINS, plus TAG_PLUGIN_MODULES)."""
+    for name, module in sorted(plugins.loaded_plugins(), key=lambda p: p[0]):
+        click.echo(f"{name}: {getattr(module, '__name__', module)}")
+
+
+@cli.command("config")
+@click.pass_context
+def show_config(ctx: click.Context) -> None:
+    """Show the effective configuration (secrets hidden) and where it came from."""
+    for key, value in _config(ctx).redacted().items():
+        click.echo(f"{key} = {value}")
+
+
+# ------------------------------------------------------------------------------------------------ services
+def _service_options(func):
+    func = click.option("--transport", "transport_name", help="Transport (default from config).")(func)
+    func = click.option("-b", "--backend", "backend_names", multiple=True,
+                        help="Backend to serve, repeatable (default from config).")(func)
+    func = click.option("-O", "--option", "option_pairs", multiple=True, metavar="KEY=VALUE",
+                        help="Worker option of the served backends (weights, dtype...).")(func)
+    func = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where models run.")(func)
+    return func
+
+
+@cli.command()
+@_service_options
+@click.option("--max-batch", type=click.IntRange(1, 256), help="Most requests generated together (default from config).")
+@click.pass_context
+def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[str, ...],
+           option_pairs: tuple[str, ...], device: str | None, max_batch: int | None) -> None:
+    """Run a generator worker: take requests from a transport, generate, answer. Stops cleanly on SIGTERM."""
+    config = _config(ctx)
+    transport = build_transport(config, transport_name)
+    if transport.embedded:
+        raise InvalidRequest(f"transport {transport.name!r} only reaches this process; run a worker with a broker "
+                             "(--transport rabbitmq), or use `tag bot`/`tag serve`, which embed one")
+    names = list(backend_names) or [config.default_backend]
+    backends = _load_backends(config, names, option_pairs, device)
+    batch = max_batch or config.max_batch
+    source = transport.job_source(list(backends), prefetch=batch)
+    service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch)
+    click.echo(f"worker {service.worker_id} serving {', '.join(backends)} on {transport.name}", err=True)
+    with _stop_on_signals() as stop:
+        try:
+            service.run(stop)
+        finally:
+            source.close()
+            transport.close()
+    click.echo(f"worker stopped after {service.served} clips", err=True)
+
+
+def _run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transport_name: str | None,
+                  backend_names: tuple[str, ...], option_pairs: tuple[str, ...], device: str | None) -> None:
+    config = _config(ctx)
+    frontend_cls = plugins.frontends().get(name)
+    transport = build_transport(config, transport_name)
+    stop_worker = None
+    if transport.embedded:
+        backends = _load_backends(config, list(backend_names) or [config.default_backend], option_pairs, device)
+        _, stop_worker = _start_embedded(config, transport, backends)
+    elif option_pairs or backend_names:
+        raise InvalidRequest("-b/-O choose embedded workers; with a broker, start workers with `tag worker`")
+    frontend = frontend_cls(config, transport, config.section(name) | settings)
+    with _stop_on_signals() as stop:
+        try:
+            frontend.run(stop)
+        finally:
+            if stop_worker is not None:
+                stop_worker.set()
+            transport.close()
+
+
+@cli.command()
+@_service_options
+@click.pass_context
+def bot(ctx: click.Context, transport_name, backend_names, option_pairs, device) -> None:
+    """Run the Telegram bot (token from TAG_TELEGRAM_TOKEN or the config file)."""
+    _run_frontend(ctx, "telegram", {}, transport_name, backend_names, option_pairs, device)
+
+
+@cli.command()
+@_service_options
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default 8000).")
+@click.pass_context
+def serve(ctx: click.Context, transport_name, backend_names, option_pairs, device, host, port) -> None:
+    """Run the HTTP API and web page."""
+    settings = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    _run_frontend(ctx, "http", settings, transport_name, backend_names, option_pairs, device)
+
+
+def main() -> None:
+    """Console-script entry point: plugins may add commands before the group runs."""
+    try:
+        plugins.get_plugin_manager().hook.register_commands(cli=cli)
+    except TagError as error:
+        click.echo(f"Error: {error.message}", err=True)
+        sys.exit(2)
+    cli()
