@@ -1,0 +1,1 @@
+"""RabbitMQ transport for TAG (plugin entry point: tag_rabbitmq.plugin)."""

@@ -1,0 +1,201 @@
+"""The frontend side: submit requests to the backend's request queue and receive this client's answers.
+
+A client named "telegram" reads the durable queue `ResponseQueue.telegram`: answers that arrive while the bot
+is down wait there, and an answer is acknowledged only after the listeners handled it. An unnamed client (a CLI
+call) reads a private queue `ResponseQueue.private.<random>` that it alone consumes (exclusive consumer); it is
+durable with an expiry instead of exclusive so that an answer survives a broker restart mid-request.
+
+`submit` returns once the broker confirmed the request; until then it is kept and republished after a
+reconnect. Duplicate answers (a request redelivered after a worker crash) reach the listeners only once.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import uuid
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from tagcore import plugins
+from tagcore.errors import MessageError, PluginError, TagError
+from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse, decode, encode
+from tagcore.transport import Event, Listener, TransportClient
+
+from .iothread import IOThread
+from .settings import RabbitSettings
+from .topology import PERSISTENT, dead_letter, declare_dead_letter_queue, declare_request_queue, \
+    declare_response_queue
+
+log = logging.getLogger(__name__)
+SEEN_MEMORY = 100_000
+
+
+def canonical_backend(name: str) -> str:
+    """The backend's registered name when its class is installed here (aliases share one queue)."""
+    try:
+        return plugins.backends().get(name).name
+    except (TagError, PluginError):
+        return name
+
+
+class _Pending:
+    def __init__(self, request: SoundRequest, body: bytes, backend: str) -> None:
+        self.request = request
+        self.body = body
+        self.backend = backend
+        self.confirmed = threading.Event()
+
+
+class RabbitClient(TransportClient, IOThread):
+    def __init__(self, params: pika.ConnectionParameters, settings: RabbitSettings, *, name: str | None) -> None:
+        IOThread.__init__(self, params, name=f"tag-rabbitmq-client-io-{name or 'private'}",
+                          max_delay=settings.reconnect_max_delay)
+        self.settings = settings
+        self.name = name
+        if name:
+            self.reply_queue = settings.named_response_queue(name)
+            self._expiry: float | None = None
+        else:
+            self.reply_queue = f"{settings.response_queue}.private.{uuid.uuid4().hex}"
+            self._expiry = settings.private_queue_expiry
+        self.listeners: list[Listener] = []
+        self._consuming = False
+        self._consumer_generation = -1
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._channel: BlockingChannel | None = None
+        self._declared: set[str] = set()
+        self._events: queue.Queue[tuple[Event, int | None, int] | None] = queue.Queue()
+        self._dispatcher = threading.Thread(target=self._dispatch, name="tag-rabbitmq-client-dispatch",
+                                            daemon=True)
+        self._dispatcher.start()
+        self.start()
+
+    # -- I/O thread ----------------------------------------------------------------------------------------
+    def setup(self, connection: BlockingConnection) -> None:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        declare_dead_letter_queue(channel, self.settings)
+        declare_response_queue(channel, self.reply_queue, expiry=self._expiry)
+        channel.basic_qos(prefetch_count=self.settings.client_prefetch)
+        self._channel = channel
+        self._declared = set()
+        if self._consuming:
+            self._consume()
+        with self._lock:
+            unconfirmed = list(self._pending.values())
+        for pending in unconfirmed:  # accepted by submit but never confirmed by the old connection
+            self._publish(pending.request.request_id)
+
+    def on_disconnect(self) -> None:
+        self._channel = None
+
+    def _consume(self) -> None:
+        if self._channel is None or self._consumer_generation == self.generation:
+            return
+        self._consumer_generation = self.generation
+        self._channel.basic_consume(self.reply_queue, self._on_message, exclusive=self._expiry is not None)
+
+    def _on_message(self, channel: BlockingChannel, method, properties, body: bytes) -> None:
+        try:
+            event = decode(body)
+            if isinstance(event, SoundRequest):
+                raise MessageError("a request arrived in a response queue")
+        except MessageError as error:
+            dead_letter(channel, self.settings, body, error.message, source=self.reply_queue,
+                        by=f"client {self.name or 'private'}")
+            channel.basic_ack(method.delivery_tag)
+            return
+        self._events.put((event, method.delivery_tag, self.generation))
+
+    def _publish(self, request_id: str) -> None:
+        with self._lock:
+            pending = self._pending.get(request_id)
+        if pending is None or pending.confirmed.is_set() or self._channel is None:
+            return
+        channel = self._channel
+        queue_name = self.settings.request_queue_for(pending.backend)
+        if queue_name not in self._declared:  # requests wait for a worker that has not started yet
+            declare_request_queue(channel, self.settings, pending.backend)
+            self._declared.add(queue_name)
+        channel.basic_publish("", queue_name, pending.body, pika.BasicProperties(
+            delivery_mode=PERSISTENT, correlation_id=request_id, reply_to=self.reply_queue, type="request"))
+        with self._lock:
+            self._pending.pop(request_id, None)
+        pending.confirmed.set()
+        ok = channel.queue_declare(queue_name, passive=True).method
+        request = pending.request
+        note = "" if ok.consumer_count else f"no worker is serving {request.backend!r} right now"
+        self._events.put((ProgressEvent(request_id, "queued", position=max(1, ok.message_count), message=note,
+                                        chat_id=request.chat_id, user_id=request.user_id,
+                                        reply_to=request.reply_to), None, self.generation))
+
+    # -- dispatcher thread: listeners may be slow (uploads), so they never run on the I/O thread ----------------
+    def _dispatch(self) -> None:
+        while True:
+            item = self._events.get()
+            if item is None:
+                return
+            event, tag, generation = item
+            if isinstance(event, SoundResponse):
+                with self._lock:
+                    duplicate = event.request_id in self._seen
+                    self._seen[event.request_id] = None
+                    while len(self._seen) > SEEN_MEMORY:
+                        self._seen.popitem(last=False)
+                if duplicate:
+                    log.info("dropped a duplicate response for %s", event.request_id)
+                else:
+                    self._notify(event)
+            else:
+                self._notify(event)
+            if tag is not None:
+                self._ack(tag, generation)
+
+    def _notify(self, event: Event) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("a listener failed on %s %s", event.kind, event.request_id)
+
+    def _ack(self, tag: int, generation: int) -> None:
+        def ack() -> None:
+            if self._channel is not None and generation == self.generation:
+                self._channel.basic_ack(tag)
+        self.call(ack)
+
+    # -- TransportClient -------------------------------------------------------------------------------------
+    def submit(self, request: SoundRequest) -> None:
+        request.reply_to = self.reply_queue
+        if not request.client:
+            request.client = self.name or "cli"
+        pending = _Pending(request, encode(request), canonical_backend(request.backend))  # MessageError (a TagError) on bad input
+        with self._lock:
+            self._pending[request.request_id] = pending
+        self.call(lambda: self._publish(request.request_id))
+        if not pending.confirmed.wait(self.settings.submit_timeout):
+            with self._lock:
+                self._pending.pop(request.request_id, None)
+            raise TagError(f"the broker did not accept the request within {self.settings.submit_timeout:g} s "
+                           "(is RabbitMQ running and TAG_BROKER_URL right?)", code="broker_unavailable")
+
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+        if not self._consuming:
+            self._consuming = True
+
+            def consume() -> None:
+                if self._channel is not None:
+                    self._consume()
+            self.call(consume)
+
+    def close(self) -> None:
+        self.stop()
+        self._events.put(None)
+        self._dispatcher.join(5)
+

@@ -1,0 +1,18 @@
+"""Entry point of the RabbitMQ plugin: the transport and the `tag broker` development command."""
+from __future__ import annotations
+
+from tagcore import hookimpl
+
+
+@hookimpl
+def register_transports(register) -> None:
+    from .transport import RabbitMQTransport
+
+    register(RabbitMQTransport)
+
+
+@hookimpl
+def register_commands(cli) -> None:
+    from .devbroker import broker_cli
+
+    cli.add_command(broker_cli)

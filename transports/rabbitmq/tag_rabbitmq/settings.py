@@ -1,0 +1,85 @@
+"""The transport's settings: `[rabbitmq]` in the config file or TAG_RABBITMQ_* variables, plus the broker URL.
+
+Credentials, virtual host, TLS (`amqps://`) and connection tuning (`?heartbeat=30`) all come from
+`broker_url` (TAG_BROKER_URL), which is a Secret and never printed; nothing here is hard-coded.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+
+from tagcore.config import Config
+from tagcore.errors import ConfigError
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class RabbitSettings:
+    request_queue: str = "RequestQueue"
+    """Requests for backend B wait in `<request_queue>.<B>` (a durable quorum queue)."""
+    response_queue: str = "ResponseQueue"
+    """Named clients read `<response_queue>.<name>`; private clients `<response_queue>.private.<random>`;
+    responses whose reply address is missing or not ours land in `<response_queue>` itself."""
+    dead_letter_queue: str = "DeadLetterQueue"
+    """Malformed messages, with the reason in the `x-tag-error` header."""
+    max_attempts: int = 3
+    """Deliveries of one request before it is answered with an error instead of being tried again."""
+    submit_timeout: float = 30.0
+    """Seconds `submit` waits for the broker to confirm a request (reconnecting meanwhile) before failing."""
+    private_queue_expiry: float = 3600.0
+    """Seconds an abandoned private reply queue outlives its client (it survives broker restarts meanwhile)."""
+    reconnect_max_delay: float = 10.0
+    """Upper bound of the exponential reconnect backoff, in seconds."""
+    client_prefetch: int = 16
+
+    @classmethod
+    def from_config(cls, config: Config) -> "RabbitSettings":
+        table = config.section("rabbitmq")
+        known = {name: field_type for name, field_type in cls.__annotations__.items()}
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(f"unknown [rabbitmq] setting {key!r} (known: {', '.join(sorted(known))})")
+            kind = {"str": str, "int": int, "float": float}[known[key]]
+            try:
+                values[key] = kind(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"[rabbitmq] {key} = {value!r} is not a valid {known[key]}") from None
+        settings = cls(**values)
+        for key in ("request_queue", "response_queue", "dead_letter_queue"):
+            if not _QUEUE_NAME.match(getattr(settings, key)):
+                raise ConfigError(f"[rabbitmq] {key} must be 1-200 letters, digits or _.:- characters")
+        if settings.max_attempts < 1:
+            raise ConfigError("[rabbitmq] max_attempts must be at least 1")
+        return settings
+
+    def request_queue_for(self, backend: str) -> str:
+        return f"{self.request_queue}.{backend}"
+
+    def named_response_queue(self, name: str) -> str:
+        if not _QUEUE_NAME.match(name):
+            raise ConfigError(f"client name {name!r} must be letters, digits or _.:- characters")
+        return f"{self.response_queue}.{name}"
+
+    def accepts_reply_to(self, reply_to: str | None) -> bool:
+        """Workers only publish answers to response queues, never to a queue a request merely names."""
+        return bool(reply_to) and reply_to.startswith(self.response_queue + ".") and bool(
+            _QUEUE_NAME.match(reply_to))
+
+
+def connection_parameters(config: Config) -> pika.URLParameters:
+    """pika parameters from the (secret) broker URL; `amqps://` enables TLS with the system's CA store."""
+    url = config.broker_url.reveal()
+    if not url.startswith(("amqp://", "amqps://")):
+        raise ConfigError("broker_url must start with amqp:// or amqps:// (TAG_BROKER_URL)")
+    try:
+        params = pika.URLParameters(url)
+    except Exception as exc:  # pika raises assorted types for bad query strings
+        raise ConfigError(f"broker_url is not a valid AMQP URL: {type(exc).__name__}") from None
+    params.connection_attempts = 1
+    params.blocked_connection_timeout = params.blocked_connection_timeout or 60
+    return params
