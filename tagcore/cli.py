@@ -330,6 +330,8 @@ def list_plugins() -> None:
     """List loaded plugins (entry points filtered by TAG_PLUGINS, plus TAG_PLUGIN_MODULES)."""
     for name, module in sorted(plugins.loaded_plugins(), key=lambda p: p[0]):
         click.echo(f"{name}: {getattr(module, '__name__', module)}")
+    for name, error in sorted(plugins.broken.items()):
+        click.echo(f"{name}: FAILED TO LOAD ({error})")
 
 
 @cli.command("config")

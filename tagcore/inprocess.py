@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 
 from . import hookspecs
+from .plugins import canonical_backend_name
 from .config import Config
 from .errors import TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
@@ -125,6 +126,7 @@ class InProcessTransport(Transport):
             return {name for s in self._sources for name, q in self._queues.items() if q in s.queues}
 
     def submit(self, client: _InProcessClient, request: SoundRequest) -> None:
+        request.backend = canonical_backend_name(request.backend)
         if request.backend not in self.served_backends():
             served = ", ".join(sorted(self.served_backends())) or "none"
             error = TagError(f"no worker in this process serves backend {request.backend!r} (served: {served})",

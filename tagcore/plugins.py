@@ -7,6 +7,7 @@ Plugins are modules that implement the hooks in `hookspecs`. They are found thro
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -25,6 +26,9 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None
+log = logging.getLogger(__name__)
+broken: dict[str, str] = {}
+"""Installed plugins that failed to import: entry-point name -> error (shown by `tag plugins`)."""
 
 
 def _selected(env: str | None) -> set[str] | None:
@@ -44,8 +48,10 @@ def load_plugins(manager: pluggy.PluginManager, environ: dict[str, str] | None =
             continue
         try:
             module = ep.load()
-        except Exception as exc:  # a broken third-party plugin must not take the CLI down with it
-            raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+        except Exception as exc:  # one broken plugin must not take every command down with it
+            broken[ep.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("plugin %r (%s) failed to import and is skipped: %s", ep.name, ep.value, exc)
+            continue
         manager.register(module, name=ep.name)
     for path in filter(None, (p.strip() for p in environ.get("TAG_PLUGIN_MODULES", "").split(","))):
         if manager.has_plugin(path):
@@ -146,3 +152,10 @@ def frontends() -> Registry:
 
 def scorers() -> Registry:
     return _collect("scorer", get_plugin_manager().hook.register_scorers)
+
+
+def canonical_backend_name(name: str) -> str:
+    """The registered name for `name` when it is a known alias; otherwise `name` unchanged (a remote worker
+    pool may serve backends this process does not have installed)."""
+    registry = backends()
+    return registry.aliases.get(name, name)

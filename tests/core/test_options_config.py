@@ -1,0 +1,80 @@
+import pytest
+
+from tagcore.config import Secret, load_config
+from tagcore.errors import ConfigError, InvalidRequest, UnknownOption
+from tagcore.options import Option, parse_key_values, resolve_options
+
+SPECS = (
+    Option("steps", "int", 100, "steps", minimum=1, maximum=1000),
+    Option("guidance", "float", 3.0, "cfg", minimum=0),
+    Option("sampler", "choice", "ddim", "sampler", choices=("ddim", "dpmpp")),
+    Option("compile", "bool", False, "compile", scope="worker"),
+    Option("weights", "path", "", "folder", scope="worker"),
+)
+
+
+def test_defaults_types_and_aliases_of_cli_strings():
+    values = resolve_options(SPECS, {"steps": "25", "guidance": "4.5", "sampler": "dpmpp", "compile": "yes"})
+    assert values == {"steps": 25, "guidance": 4.5, "sampler": "dpmpp", "compile": True, "weights": ""}
+    assert resolve_options(SPECS, {}, scope="request") == {"steps": 100, "guidance": 3.0, "sampler": "ddim"}
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"steps": "many"}, "not a valid int"),
+    ({"steps": 2.5}, "not a valid int"),
+    ({"steps": True}, "not a valid int"),
+    ({"steps": 0}, "below the minimum"),
+    ({"steps": 5000}, "above the maximum"),
+    ({"guidance": "nan"}, "not a valid float"),
+    ({"sampler": "euler"}, "not one of"),
+    ({"compile": "maybe"}, "not a valid bool"),
+    ({"weights": ["a"]}, "not a valid path"),
+])
+def test_bad_values_are_rejected(given, message):
+    with pytest.raises(InvalidRequest, match=message):
+        resolve_options(SPECS, given)
+
+
+def test_unknown_option_and_wrong_scope():
+    with pytest.raises(UnknownOption, match="no option 'stepz'.*steps, guidance"):
+        resolve_options(SPECS, {"stepz": 1}, owner="maa")
+    with pytest.raises(InvalidRequest, match="weights of maa is set when the worker starts"):
+        resolve_options(SPECS, {"weights": "/etc"}, scope="request", owner="maa")
+
+
+def test_key_value_pairs():
+    assert parse_key_values(["steps=25", "weights=/a=b"]) == {"steps": "25", "weights": "/a=b"}
+    with pytest.raises(InvalidRequest, match="KEY=VALUE"):
+        parse_key_values(["steps"])
+
+
+def test_config_file_and_environment(tmp_path):
+    path = tmp_path / "tag.toml"
+    path.write_text('default_backend = "audiogen"\nmax_duration = 20\ntelegram_token = "123:SECRET"\n'
+                    '[backends.make_an_audio]\nweights = "/models/maa"\ndtype = "fp16"\n'
+                    '[telegram]\nallowed_users = "1,2"\n')
+    env = {"TAG_MAX_DURATION": "12.5", "TAG_MAKE_AN_AUDIO_DTYPE": "bf16", "TAG_TELEGRAM_RATE": "3",
+           "TAG_BROKER_URL": "amqp://u:pw@host/vh"}
+    config = load_config(path, env)
+    assert config.default_backend == "audiogen" and config.max_duration == 12.5
+    assert config.backend_settings("make_an_audio") == {"weights": "/models/maa", "dtype": "bf16"}
+    assert config.section("telegram") == {"allowed_users": "1,2", "rate": "3"}
+    assert config.telegram_token.reveal() == "123:SECRET"
+    shown = repr(config) + str(config.redacted())
+    assert "SECRET" not in shown and "pw" not in shown
+    assert isinstance(config.broker_url, Secret) and config.broker_url.reveal().endswith("/vh")
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("this is = = not toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad, {})
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown config key 'colour'"):
+        load_config(unknown, {})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", {})
+    with pytest.raises(ConfigError, match="max_duration"):
+        load_config(None, {"TAG_MAX_DURATION": "long", "TAG_CONFIG": str(tmp_path / "none.toml")})

@@ -1,0 +1,133 @@
+"""The generator service over the in-process transport, driven by the tone backend."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tag_testkit.tone import ToneBackend, tone_frequency
+from tagcore.client import ResponseWaiter
+from tagcore.config import Config
+from tagcore.inprocess import InProcessTransport
+from tagcore.messages import SoundRequest
+from tagcore.scoring import Scorer
+from tagcore.worker import GeneratorService, start_embedded_worker
+
+
+def dominant_frequency(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[spectrum.argmax()])
+
+
+@pytest.fixture
+def setup():
+    config = Config(max_batch=8)
+    transport = InProcessTransport(config)
+    backend = ToneBackend()
+    backend.ensure_loaded()
+    yield config, transport, backend
+
+
+def run_service(config, transport, backend, requests, scorer=None):
+    """Queue every request first, then start the worker, so compatible ones can share a batch."""
+    source = transport.job_source(["tone"], prefetch=8)
+    client = transport.client()
+    waiter = ResponseWaiter(client)
+    events = []
+    for r in requests:
+        waiter.submit(r, on_progress=events.append)
+    service = GeneratorService({"tone": backend}, source, config, scorer=scorer)
+    thread, stop = start_embedded_worker(service)
+    try:
+        return [waiter.wait(r.request_id, 30) for r in requests], events
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_compatible_requests_are_batched_and_each_answered(setup):
+    config, transport, backend = setup
+    ToneBackend.batches.clear()
+    prompts = [f"prompt {i}" for i in range(5)]
+    requests = [SoundRequest(prompt=p, duration=1.0, backend="tone", seed=i) for i, p in enumerate(prompts)]
+    requests.append(SoundRequest(prompt="longer", duration=2.0, backend="sine", seed=9))  # alias, other duration
+    responses, events = run_service(config, transport, backend, requests)
+    assert sorted(ToneBackend.batches) == [1, 5]
+    for request, response in zip(requests, responses):
+        assert response.ok and response.request_id == request.request_id and response.seed == request.seed
+        assert response.audio.frames == int(request.duration * 16000)
+        assert abs(dominant_frequency(response.audio.samples[0], 16000) - tone_frequency(request.prompt)) <= 1.0
+    stages = {e.stage for e in events}
+    assert {"queued", "generating"} <= stages
+
+
+def test_missing_seed_is_drawn_and_reported(setup):
+    responses, _ = run_service(*setup, [SoundRequest(prompt="a", duration=1.0, backend="tone")])
+    assert isinstance(responses[0].seed, int)
+
+
+def test_every_bad_request_gets_an_error_response_and_the_worker_goes_on(setup):
+    config, transport, backend = setup
+    requests = [
+        SoundRequest(prompt="   ", duration=1.0, backend="tone"),
+        SoundRequest(prompt="x" * 600, duration=1.0, backend="tone"),
+        SoundRequest(prompt="ok", duration=45.0, backend="tone"),
+        SoundRequest(prompt="ok", duration=1.0, backend="tone", options={"steps": 3}),
+        SoundRequest(prompt="ok", duration=1.0, backend="tone", options={"weights": "/etc"}),
+        SoundRequest(prompt="ok", duration=1.0, backend="tone", options={"fail": True}),
+        SoundRequest(prompt="ok", duration=1.0, backend="tone", deadline=time.time() - 1),
+        SoundRequest(prompt="ok", duration=1.0, backend="tone", seed=1),
+    ]
+    responses, _ = run_service(config, transport, backend, requests)
+    codes = [r.error_code for r in responses]
+    assert codes == ["invalid_request", "invalid_request", "invalid_request", "unknown_option", "invalid_request",
+                     "generation_failed", "timed_out", None]
+    assert "30 s" in responses[2].error_message and "asked to fail" in responses[5].error_message
+    assert responses[-1].ok
+
+
+class QuietestWins(Scorer):
+    name = "quietest"
+
+    def score(self, prompts, audios):
+        return [-float(np.abs(a.samples).max()) for a in audios]
+
+
+def test_candidates_are_ranked_by_the_scorer(setup):
+    config, transport, backend = setup
+    request = SoundRequest(prompt="c", duration=1.0, backend="tone", seed=5, candidates=3)
+    responses, _ = run_service(config, transport, backend, [request], scorer=QuietestWins(config))
+    meta = responses[0].metadata
+    assert meta["chosen_candidate"] == 2 and meta["scorer"] == "quietest"
+    assert meta["candidate_scores"] == pytest.approx([-0.5, -0.25, -0.5 / 3], abs=1e-4)
+    assert np.abs(responses[0].audio.samples).max() == pytest.approx(0.5 / 3, abs=1e-4)
+
+
+def test_no_worker_for_backend_is_answered_not_silent():
+    transport = InProcessTransport(Config())
+    waiter = ResponseWaiter(transport.client())
+    response = waiter.submit_and_wait(SoundRequest(prompt="a", duration=1.0, backend="tone"), timeout=5)
+    assert not response.ok and response.error_code == "no_worker"
+
+
+def test_model_is_loaded_once_and_kept(setup):
+    config, transport, backend = setup
+    loads = []
+    original = backend.load
+    backend.loaded = False
+    backend.load = lambda: (loads.append(1), original())[1]
+    run_service(config, transport, backend, [SoundRequest(prompt=str(i), duration=1.0, backend="tone",
+                                                          options={"amplitude": i / 10}) for i in range(3)])
+    assert loads == [1]
+
+
+def test_release_puts_a_job_back(setup):
+    config, transport, backend = setup
+    source = transport.job_source(["tone"])
+    client = transport.client()
+    client.submit(SoundRequest(prompt="a", duration=1.0, backend="tone"))
+    (job,) = source.next_jobs(1, 1.0)
+    job.release()
+    (again,) = source.next_jobs(1, 1.0)
+    assert again.request.request_id == job.request.request_id
+    assert source.next_jobs(1, 0.05) == []
