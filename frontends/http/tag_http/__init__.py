@@ -1,0 +1,1 @@
+"""HTTP API and web page frontend for TAG (`tag serve`)."""

@@ -1,0 +1,95 @@
+"""The `http` frontend: runs the API and web page under uvicorn until the stop event is set."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from tagcore.config import Config
+from tagcore.frontend import Frontend
+from tagcore.transport import Transport
+
+from .api import create_app
+from .catalog import Catalog
+from .jobs import JobStore
+from .limits import BodySizeLimit, RateLimiter
+from .settings import HttpSettings
+
+log = logging.getLogger(__name__)
+UPLOAD_PATH = "/v1/jobs/upload"
+
+
+class HttpFrontend(Frontend):
+    """REST API + web page. Settings: see `HttpSettings` (`[http]` table, TAG_HTTP_*, `tag serve` flags)."""
+
+    name = "http"
+    description = "REST API with an OpenAPI schema, server-sent progress and a small web page."
+
+    def __init__(self, config: Config, transport: Transport, settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config, transport, settings)
+        self.http = HttpSettings.from_mapping(self.settings)
+        self.catalog = Catalog(config, self.http.backends, self.http.default_duration)
+        self.ready = threading.Event()
+        """Set once the server listens; `port` then holds the bound port (useful with port 0)."""
+        self.port: int | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        client = self.transport.client(name="http")
+        store = JobStore(self.http.result_ttl, self.http.results_dir)
+        client.add_listener(store.on_event)
+        limiter = RateLimiter(self.http.rate_limit, self.http.rate_burst)
+        app = create_app(self.config, client, store, self.catalog, limiter, transport_name=self.transport.name,
+                         max_active_per_client=self.http.max_active_per_client, max_pending=self.http.max_pending)
+        app.router.lifespan_context = self._lifespan(store)
+        limits = BodySizeLimit(app, lambda path: self.http.max_upload_bytes if path == UPLOAD_PATH
+                               else self.http.max_json_bytes)
+        server = _Server(uvicorn.Config(
+            limits, host=self.http.host, port=self.http.port, proxy_headers=True,
+            forwarded_allow_ips=self.http.forwarded_allow_ips, timeout_graceful_shutdown=5, log_level="info",
+            server_header=False,
+        ), self)
+
+        def watch() -> None:
+            stop.wait()
+            store.close()  # ends event streams first, so the graceful shutdown does not wait for them
+            server.should_exit = True
+
+        watcher = threading.Thread(target=watch, name="tag-http-stop", daemon=True)
+        watcher.start()
+        try:
+            server.run()
+        finally:
+            stop.set()
+            watcher.join(timeout=5)
+            client.close()
+            store.close()
+
+    @staticmethod
+    def _lifespan(store: JobStore):  # type: ignore[no-untyped-def]
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            store.start(asyncio.get_running_loop())
+            yield
+
+        return lifespan
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, reporting the bound port once it listens."""
+
+    def __init__(self, config: uvicorn.Config, frontend: HttpFrontend) -> None:
+        super().__init__(config)
+        self.frontend = frontend
+
+    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        await super().startup(sockets)
+        if self.servers and self.servers[0].sockets:
+            self.frontend.port = self.servers[0].sockets[0].getsockname()[1]
+            log.info("TAG web page and API on http://%s:%s/ (API docs at /docs)", self.config.host, self.frontend.port)
+        self.frontend.ready.set()

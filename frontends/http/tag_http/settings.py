@@ -1,0 +1,79 @@
+"""The HTTP frontend's own settings: `[http]` in the config file, `TAG_HTTP_*` in the environment, CLI flags.
+
+Values may arrive as TOML types or as environment strings, so every field is coerced here once, with an error
+that names the setting instead of a stack trace from deep inside the server.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tagcore.audio import MAX_INPUT_BYTES
+from tagcore.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Limits and addresses of one HTTP server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_json_bytes: int = 64 * 1024
+    """Largest body accepted by every route except the audio-prompt upload."""
+    max_upload_bytes: int = MAX_INPUT_BYTES + 256 * 1024
+    """Largest multipart body (the audio prompt plus the form fields)."""
+    rate_limit: float = 30.0
+    """Generation requests per minute and client (0 turns rate limiting off)."""
+    rate_burst: int = 10
+    """Requests a client may send at once before the per-minute rate applies."""
+    max_active_per_client: int = 4
+    """Unfinished jobs one client may have at a time."""
+    max_pending: int = 200
+    """Unfinished jobs the whole server accepts before answering 503."""
+    result_ttl: float = 3600.0
+    """Seconds a result stays downloadable; its files are deleted afterwards."""
+    results_dir: str = ""
+    """Where result files live; empty means a private temporary folder removed at shutdown."""
+    backends: tuple[str, ...] = ()
+    """Backends offered (empty: every installed one). Name the ones your workers serve."""
+    default_duration: float = 5.0
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Proxies trusted to set X-Forwarded-For (the client address used for rate limits)."""
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "HttpSettings":
+        """Coerce a mapping of raw values (TOML or environment strings); unknown keys are an error."""
+        fields = {f.name: f for f in dataclasses.fields(cls) }
+        defaults = cls()
+        parsed: dict[str, Any] = {}
+        for key, raw in values.items():
+            if key not in fields:
+                known = ", ".join(sorted(fields))
+                raise ConfigError(f"unknown http setting {key!r} (known: {known})")
+            default = getattr(defaults, key)
+            try:
+                if isinstance(default, tuple):
+                    items = raw.split(",") if isinstance(raw, str) else list(raw)
+                    parsed[key] = tuple(str(item).strip() for item in items if str(item).strip())
+                elif isinstance(default, int):
+                    parsed[key] = int(raw)
+                elif isinstance(default, float):
+                    parsed[key] = float(raw)
+                else:
+                    parsed[key] = str(raw)
+            except (TypeError, ValueError):
+                raise ConfigError(f"http setting {key}: {raw!r} is not a valid {type(default).__name__}") from None
+        settings = cls(**parsed)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"http port {self.port} is out of range")
+        for name in ("max_json_bytes", "max_upload_bytes", "max_active_per_client", "max_pending", "rate_burst"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"http setting {name} must be at least 1")
+        if self.rate_limit < 0 or self.result_ttl <= 0 or self.default_duration <= 0:
+            raise ConfigError("http rate_limit must be >= 0, result_ttl and default_duration > 0")

@@ -1,0 +1,298 @@
+// TAG web page: submits jobs to the REST API, follows their server-sent events, plays and downloads results.
+// The API key (when the server wants one) travels as a header, so audio and events are fetched with fetch()
+// rather than <audio src> or EventSource, which cannot send headers.
+"use strict";
+
+const KEY_STORAGE = "tag.apiKey";
+const HISTORY_STORAGE = "tag.history";
+const HISTORY_SIZE = 5;
+const $ = (id) => document.getElementById(id);
+const state = { backends: new Map(), current: null, history: [], blobUrls: new Map() };
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+function authHeaders(extra = {}) {
+  const key = localStorage.getItem(KEY_STORAGE);
+  return key ? { ...extra, "X-API-Key": key } : extra;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: authHeaders(options.headers || {}) });
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try { message = (await response.json()).error.message || message; } catch (_) { /* not our JSON */ }
+    if (response.status === 401) {
+      $("key-box").hidden = false;
+      $("key-box").open = true;
+    }
+    throw new ApiError(response.status, message);
+  }
+  return response;
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+// --- backends and their options ---------------------------------------------------------------------------
+async function loadBackends() {
+  const health = await (await fetch("/v1/health")).json();
+  if (health.auth_required) $("key-box").hidden = false;
+  const list = await (await api("/v1/backends")).json();
+  const select = $("backend");
+  select.replaceChildren();
+  for (const backend of list.backends) {
+    state.backends.set(backend.name, backend);
+    select.append(new Option(backend.name, backend.name, false, backend.name === list.default));
+  }
+  if (!list.backends.length) showError("This server offers no backends.");
+  onBackendChange();
+}
+
+function onBackendChange() {
+  const backend = state.backends.get($("backend").value);
+  if (!backend) return;
+  const d = $("duration");
+  d.min = backend.durations.min;
+  d.max = backend.durations.max;
+  if (!d.value || +d.value > backend.durations.max || +d.value < backend.durations.min) d.value = backend.durations.default;
+  $("backend-info").textContent = `${backend.description} ${backend.durations.min}–${backend.durations.max} s, ` +
+    `${backend.sample_rate / 1000} kHz.`;
+  const box = $("options");
+  box.replaceChildren();
+  for (const option of backend.options) box.append(optionField(option));
+  $("options-box").hidden = backend.options.length === 0;
+}
+
+function optionField(option) {
+  const label = document.createElement("label");
+  label.textContent = option.name;
+  label.title = option.help;
+  let input;
+  if (option.type === "choice") {
+    input = document.createElement("select");
+    for (const choice of option.choices) input.append(new Option(choice, choice, false, choice === option.default));
+  } else if (option.type === "bool") {
+    input = document.createElement("input");
+    input.type = "checkbox";
+    input.checked = Boolean(option.default);
+  } else {
+    input = document.createElement("input");
+    input.type = option.type === "int" || option.type === "float" ? "number" : "text";
+    if (option.type === "int") input.step = "1";
+    if (option.type === "float") input.step = "any";
+    if (option.minimum !== null) input.min = option.minimum;
+    if (option.maximum !== null) input.max = option.maximum;
+    input.placeholder = String(option.default ?? "");
+  }
+  input.dataset.option = option.name;
+  input.dataset.type = option.type;
+  input.dataset.default = JSON.stringify(option.default);
+  label.append(input);
+  return label;
+}
+
+function chosenOptions() {
+  const options = {};
+  for (const input of $("options").querySelectorAll("[data-option]")) {
+    const type = input.dataset.type;
+    let value;
+    if (type === "bool") value = input.checked;
+    else if (input.value === "") continue;
+    else value = type === "int" ? parseInt(input.value, 10) : type === "float" ? parseFloat(input.value) : input.value;
+    if (JSON.stringify(value) !== input.dataset.default) options[input.dataset.option] = value;
+  }
+  return options;
+}
+
+// --- generating ---------------------------------------------------------------------------------------------
+function formRequest() {
+  const seed = $("seed").value.trim();
+  return {
+    prompt: $("prompt").value.trim(),
+    duration: parseFloat($("duration").value),
+    backend: $("backend").value || null,
+    seed: seed === "" ? null : parseInt(seed, 10),
+    options: chosenOptions(),
+  };
+}
+
+async function generate(request) {
+  showError("");
+  setBusy(true);
+  showProgress({ state: "queued", stage: "submitting", progress: 0, position: null });
+  try {
+    const job = await (await api("/v1/jobs", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request),
+    })).json();
+    const final = await follow(job);
+    if (final.state !== "done") throw new ApiError(0, final.error ? final.error.message : `job ${final.state}`);
+    await showResult({ ...final, options: request.options });
+  } catch (error) {
+    showError(error.message);
+    $("progress-box").hidden = true;
+  } finally {
+    setBusy(false);
+  }
+}
+
+function repeatOf(job, seed) {
+  return { prompt: job.prompt, duration: job.duration, backend: job.backend, seed, options: job.options || {} };
+}
+
+async function follow(job) {
+  showProgress(job);
+  try {
+    const response = await api(job.links.events, { headers: { Accept: "text/event-stream" } });
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    let last = job;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+        if (!data) continue;
+        last = JSON.parse(data);
+        showProgress(last);
+      }
+    }
+    if (["done", "failed", "expired"].includes(last.state)) return last;
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+  }
+  return poll(job);  // the stream broke (a proxy cut it): fall back to polling
+}
+
+async function poll(job) {
+  for (;;) {
+    const status = await (await api(job.links.status)).json();
+    showProgress(status);
+    if (["done", "failed", "expired"].includes(status.state)) return status;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+function showProgress(job) {
+  $("progress-box").hidden = false;
+  const pct = Math.round((job.progress || 0) * 100);
+  $("progress-bar").style.width = `${job.state === "done" ? 100 : pct}%`;
+  let text;
+  if (job.state === "queued") text = job.position ? `Queued: position ${job.position}` : "Queued";
+  else if (job.state === "running") text = `${job.stage[0].toUpperCase()}${job.stage.slice(1)}… ${pct}%`;
+  else if (job.state === "done") text = "Done";
+  else text = job.error ? job.error.message : job.state;
+  $("status").textContent = text;
+}
+
+async function audioUrl(job, format = "wav") {
+  const key = `${job.id}.${format}`;
+  if (!state.blobUrls.has(key)) {
+    const blob = await (await api(job.links.audio[format])).blob();
+    state.blobUrls.set(key, URL.createObjectURL(blob));
+  }
+  return state.blobUrls.get(key);
+}
+
+async function showResult(job) {
+  state.current = job;
+  const player = $("player");
+  player.src = await audioUrl(job);
+  $("result-prompt").textContent = job.prompt;
+  $("result-seed").textContent = job.seed;
+  $("result-meta").textContent = `${job.backend} · ${job.duration} s` + (job.model_id ? ` · ${job.model_id}` : "");
+  $("result").hidden = false;
+  $("progress-box").hidden = true;
+  remember(job);
+}
+
+async function download(format) {
+  const job = state.current;
+  if (!job) return;
+  try {
+    const link = document.createElement("a");
+    link.href = await audioUrl(job, format);
+    link.download = `tag-${job.seed}.${format}`;
+    link.click();
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function setBusy(busy) {
+  for (const id of ["generate", "again", "variation"]) $(id).disabled = busy;
+}
+
+// --- history ------------------------------------------------------------------------------------------------
+function remember(job) {
+  state.history = [job, ...state.history.filter((j) => j.id !== job.id)].slice(0, HISTORY_SIZE);
+  localStorage.setItem(HISTORY_STORAGE, JSON.stringify(state.history));
+  renderHistory();
+}
+
+function renderHistory() {
+  const list = $("history");
+  list.replaceChildren();
+  for (const job of state.history) {
+    const item = document.createElement("li");
+    const expired = job.expires_at && job.expires_at * 1000 < Date.now();
+    item.textContent = `${job.prompt} (seed ${job.seed}, ${job.duration} s, ${job.backend})`;
+    if (expired) item.className = "expired";
+    else {
+      const play = document.createElement("button");
+      play.type = "button";
+      play.className = "link";
+      play.textContent = "play";
+      play.addEventListener("click", () => showResult(job).catch((e) => showError(e.message)));
+      item.append(play);
+    }
+    list.append(item);
+  }
+  $("history-box").hidden = state.history.length === 0;
+}
+
+function loadHistory() {
+  try { state.history = JSON.parse(localStorage.getItem(HISTORY_STORAGE) || "[]").slice(0, HISTORY_SIZE); }
+  catch (_) { state.history = []; }
+  renderHistory();
+}
+
+// --- wiring -------------------------------------------------------------------------------------------------
+function init() {
+  $("api-key").value = localStorage.getItem(KEY_STORAGE) || "";
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    localStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
+    $("key-box").open = false;
+    loadBackends().then(() => showError("")).catch((e) => showError(e.message));
+  });
+  $("backend").addEventListener("change", onBackendChange);
+  $("gen-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    generate(formRequest());
+  });
+  $("again").addEventListener("click", () => {
+    if (!state.current) return;
+    $("seed").value = state.current.seed;
+    generate(repeatOf(state.current, state.current.seed));
+  });
+  $("variation").addEventListener("click", () => {
+    if (!state.current) return;
+    $("seed").value = "";
+    generate(repeatOf(state.current, null));
+  });
+  for (const button of document.querySelectorAll("[data-format]")) {
+    button.addEventListener("click", () => download(button.dataset.format));
+  }
+  loadHistory();
+  loadBackends().catch((e) => showError(e.message));
+}
+
+init();

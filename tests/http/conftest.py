@@ -1,0 +1,59 @@
+"""A real TAG HTTP server on 127.0.0.1 for the tests: in-process transport + an embedded worker serving `tone`."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+import tag_testkit.tone
+from tag_http.frontend import HttpFrontend
+from tagcore import plugins
+from tagcore.config import Config, Secret
+from tagcore.inprocess import InProcessTransport
+from tagcore.worker import GeneratorService, start_embedded_worker
+
+API_KEY = "test-key-0123456789"
+
+
+@dataclass
+class Server:
+    url: str
+    frontend: HttpFrontend
+    config: Config
+
+    def client(self, key: str | None = API_KEY, **kwargs: Any) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+
+def start_server(settings: Mapping[str, Any] | None = None, *, api_key: str = API_KEY,
+                 config: Config | None = None) -> Iterator[Server]:
+    """Run the frontend in a thread on a free port until the generator is closed."""
+    if not plugins.get_plugin_manager().is_registered(tag_testkit.tone):
+        plugins.register_plugin(tag_testkit.tone)
+    config = config or Config(default_backend="tone", http_api_key=Secret(api_key), max_duration=20.0)
+    transport = InProcessTransport(config)
+    service = GeneratorService({"tone": tag_testkit.tone.ToneBackend()}, transport.job_source(["tone"]), config)
+    worker, worker_stop = start_embedded_worker(service)
+    frontend = HttpFrontend(config, transport, {"port": 0, "backends": "tone", **(settings or {})})
+    stop = threading.Event()
+    thread = threading.Thread(target=frontend.run, args=(stop,), daemon=True)
+    thread.start()
+    assert frontend.ready.wait(15), "the HTTP server did not start"
+    try:
+        yield Server(f"http://127.0.0.1:{frontend.port}", frontend, config)
+    finally:
+        stop.set()
+        thread.join(15)
+        worker_stop.set()
+        worker.join(5)
+        assert not thread.is_alive(), "the HTTP frontend did not return after stop was set"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    yield from start_server({"rate_limit": 600, "rate_burst": 200, "max_active_per_client": 50})
