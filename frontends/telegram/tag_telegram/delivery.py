@@ -1,0 +1,314 @@
+"""Delivering progress and results to chats, off the polling thread.
+
+Transport listeners only enqueue; a few delivery threads ("lanes") do the Bot API calls. A chat always maps to
+the same lane, so its messages keep their order, while a slow upload or a 429 pause in one chat delays only the
+chats that share its lane, never the polling loop. Progress edits are throttled per chat; the final audio (or
+error) always goes out. A response whose request context was lost (the bot restarted while a broker kept the
+request) is still delivered, by the chat id and details the response carries.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from telebot import TeleBot, types
+from telebot.apihelper import ApiException, ApiTelegramException
+
+from tagcore import audio as audio_io
+from tagcore.audio_types import Audio
+from tagcore.messages import ProgressEvent, SoundResponse
+from tagcore.transport import Event
+
+from . import texts
+from .sender import ChatBlocked, Sender
+from .sessions import Recipe, Sessions
+from .settings import BotSettings
+
+log = logging.getLogger("tag_telegram")
+SWEEP_EVERY = 5.0
+TIMEOUT_GRACE = 30.0
+
+
+@dataclass
+class RequestContext:
+    """What the bot knows about a request it submitted (lost on restart; responses carry the essentials)."""
+
+    request_id: str
+    chat_id: int
+    user_id: int
+    prompt: str
+    duration: float
+    backend: str
+    seed: int | None
+    audio_prompt: Audio | None = None
+    submitted_at: float = 0.0
+    status_message_id: int | None = None
+    status_text: str = ""
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class _Expired:
+    request_id: str
+
+
+def result_buttons(request_id: str) -> types.InlineKeyboardMarkup:
+    markup = types.InlineKeyboardMarkup()
+    markup.row(types.InlineKeyboardButton("🔁 Again", callback_data=f"again:{request_id}"),
+               types.InlineKeyboardButton("🎲 Variation", callback_data=f"var:{request_id}"))
+    return markup
+
+
+def file_stem(prompt: str) -> str:
+    stem = re.sub(r"[^\w-]+", "_", prompt.lower()).strip("_")[:40]
+    return stem or "sound"
+
+
+class Delivery:
+    """Owns the request contexts and the lanes that turn transport events into chat messages."""
+
+    def __init__(self, bot: TeleBot, sender: Sender, sessions: Sessions, settings: BotSettings) -> None:
+        self.bot = bot
+        self.sender = sender
+        self.sessions = sessions
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._contexts: dict[str, RequestContext] = {}
+        self._last_edit: dict[int, float] = {}
+        self._lanes: list[queue.Queue[Any]] = [queue.Queue() for _ in range(settings.delivery_threads)]
+        self._threads: list[threading.Thread] = []
+        self._next_sweep = 0.0
+
+    # --- called by the conversation and the transport ------------------------------------------------------
+    def track(self, context: RequestContext) -> None:
+        """Remember a request before it is submitted (its answer may arrive before `submit` returns)."""
+        context.submitted_at = time.monotonic()
+        with self._lock:
+            self._contexts[context.request_id] = context
+
+    def forget(self, request_id: str) -> None:
+        with self._lock:
+            self._contexts.pop(request_id, None)
+
+    def accepted(self, request_id: str) -> None:
+        """The transport took the request: show a status message unless a queued event already did."""
+        chat_id = self._chat_of(request_id, None)
+        if chat_id is not None:
+            self._lane(chat_id).put(_Accepted(request_id))
+
+    def on_event(self, event: Event) -> None:
+        """Transport listener: never blocks, never raises."""
+        chat_id = self._chat_of(event.request_id, event.chat_id)
+        if chat_id is None:
+            log.warning("dropping a %s for request %s: no chat id", event.kind, event.request_id)
+            return
+        self._lane(chat_id).put(event)
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._contexts)
+
+    # --- life cycle --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for index, lane in enumerate(self._lanes):
+            thread = threading.Thread(target=self._run_lane, args=(lane, index == 0), daemon=True,
+                                      name=f"tag-telegram-delivery-{index}")
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Deliver what is already queued (up to `timeout` seconds), then end the lanes."""
+        for lane in self._lanes:
+            lane.put(None)
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        self._threads.clear()
+
+    # --- lanes -----------------------------------------------------------------------------------------
+    def _chat_of(self, request_id: str, chat_id: int | None) -> int | None:
+        if chat_id is not None:
+            return chat_id
+        with self._lock:
+            context = self._contexts.get(request_id)
+        return context.chat_id if context else None
+
+    def _lane(self, chat_id: int) -> queue.Queue[Any]:
+        return self._lanes[hash(chat_id) % len(self._lanes)]
+
+    def _run_lane(self, lane: queue.Queue[Any], sweeps: bool) -> None:
+        while True:
+            try:
+                item = lane.get(timeout=1.0)
+            except queue.Empty:
+                item = False
+            if item is None:
+                return
+            if item is not False:
+                self._handle(item)
+            if sweeps and time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + SWEEP_EVERY
+                self._sweep()
+
+    def _handle(self, item: Any) -> None:
+        context: RequestContext | None = None
+        try:
+            with self._lock:
+                context = self._contexts.get(item.request_id)
+            if isinstance(item, SoundResponse):
+                self._respond(item, context)
+            elif context is None:
+                return  # progress of a request this bot no longer tracks: nothing to update
+            elif isinstance(item, ProgressEvent):
+                self._show_status(context, texts.progress(item))
+            elif isinstance(item, _Accepted):
+                if context.status_message_id is None:
+                    self._show_status(context, texts.QUEUED)
+            elif isinstance(item, _Expired):
+                self._finish(context.request_id, context.user_id)
+                self._replace_status(context, texts.TIMED_OUT.format(prompt=_short(context.prompt)))
+        except ChatBlocked:
+            chat_id = context.chat_id if context else getattr(item, "chat_id", None)
+            self._drop_chat(chat_id)
+        except Exception as exc:
+            log.error("could not deliver %s for request %s: %s", type(item).__name__, item.request_id,
+                      self.sender.redactor.redact(exc))
+            if isinstance(item, SoundResponse):
+                self._finish(item.request_id, item.user_id if item.user_id is not None else
+                             (context.user_id if context else None))
+
+    def _sweep(self) -> None:
+        """Give up on requests that never got an answer, so their users are not stuck "in flight" forever."""
+        limit = self.settings.request_timeout + TIMEOUT_GRACE
+        now = time.monotonic()
+        with self._lock:
+            expired = [c for c in self._contexts.values() if now - c.submitted_at > limit]
+        for context in expired:
+            self._lane(context.chat_id).put(_Expired(context.request_id))
+
+    def _finish(self, request_id: str, user_id: int | None) -> None:
+        with self._lock:
+            self._contexts.pop(request_id, None)
+        self.sessions.finish(user_id, request_id)
+
+    def _drop_chat(self, chat_id: int | None) -> None:
+        """The chat blocked the bot: forget its requests and free its users (they may come back later)."""
+        with self._lock:
+            dropped = [c for c in self._contexts.values() if c.chat_id == chat_id]
+            for context in dropped:
+                del self._contexts[context.request_id]
+        for context in dropped:
+            self.sessions.finish(context.user_id, context.request_id)
+
+    # --- status message --------------------------------------------------------------------------------
+    def _show_status(self, context: RequestContext, text: str) -> None:
+        """Create or edit the request's status message, at most one edit per progress_interval per chat."""
+        if text == context.status_text:
+            return
+        chat_id = context.chat_id
+        now = time.monotonic()
+        if context.status_message_id is None:
+            message = self.sender.call(chat_id, "sendMessage", self.bot.send_message, chat_id, text)
+            context.status_message_id = message.message_id
+        else:
+            with self._lock:
+                if now - self._last_edit.get(chat_id, float("-inf")) < self.settings.progress_interval:
+                    return
+            try:
+                self.sender.call(chat_id, "editMessageText", self.bot.edit_message_text, text, chat_id,
+                                 context.status_message_id)
+            except ApiTelegramException as exc:  # the user deleted it, or it already says this
+                log.debug("status edit in chat %s failed: %s", chat_id, exc.description)
+        context.status_text = text
+        with self._lock:
+            self._last_edit[chat_id] = time.monotonic()
+
+    def _replace_status(self, context: RequestContext | None, text: str, chat_id: int | None = None) -> None:
+        """Turn the status message into a final text (or send the text when there is none)."""
+        chat_id = context.chat_id if context else chat_id
+        if context is not None and context.status_message_id is not None:
+            try:
+                self.sender.call(chat_id, "editMessageText", self.bot.edit_message_text, text, chat_id,
+                                 context.status_message_id)
+                return
+            except ApiTelegramException as exc:
+                log.debug("final edit in chat %s failed (%s); sending instead", chat_id, exc.description)
+        self.sender.call(chat_id, "sendMessage", self.bot.send_message, chat_id, text)
+
+    # --- results ---------------------------------------------------------------------------------------
+    def _respond(self, response: SoundResponse, context: RequestContext | None) -> None:
+        chat_id = context.chat_id if context else response.chat_id
+        user_id = context.user_id if context else response.user_id
+        if chat_id is None:
+            return
+        if self.sender.is_blocked(chat_id):
+            log.info("dropping the answer to request %s: chat %s blocked the bot", response.request_id, chat_id)
+            self._finish(response.request_id, user_id)
+            return
+        try:
+            if not response.ok:
+                error = response.error_message or response.error_code or "unknown error"
+                prompt = context.prompt if context else response.prompt
+                self._replace_status(context, texts.FAILED.format(prompt=_short(prompt), error=error), chat_id)
+                return
+            self._send_audio(chat_id, response)
+            recipe = Recipe(response.prompt, response.duration, response.backend, response.seed,
+                            context.audio_prompt if context else None)
+            self.sessions.remember(response.request_id, recipe)
+            if context is not None and context.status_message_id is not None:
+                try:
+                    self.sender.call(chat_id, "deleteMessage", self.bot.delete_message, chat_id,
+                                     context.status_message_id)
+                except ApiTelegramException as exc:
+                    log.debug("could not delete status message in chat %s: %s", chat_id, exc.description)
+        finally:
+            self._finish(response.request_id, user_id)
+
+    def _send_audio(self, chat_id: int, response: SoundResponse) -> None:
+        """Send the clip in the configured format; fall back to a voice note when a file is too big."""
+        assert response.audio is not None
+        caption = texts.caption(response.prompt, response.duration, response.backend, response.seed)
+        duration = max(1, round(response.duration))
+        markup = result_buttons(response.request_id)
+        fmt = self.settings.audio_format
+        try:
+            self.sender.call(chat_id, "sendChatAction", self.bot.send_chat_action, chat_id, "upload_voice")
+        except ApiTelegramException:
+            pass  # the action is cosmetic
+        if fmt != "voice":
+            data = audio_io.encode(response.audio, fmt)
+            if len(data) <= self.settings.max_upload_bytes:
+                name = f"{file_stem(response.prompt)}.{fmt}"
+                try:
+                    self.sender.call(
+                        chat_id, "sendAudio",
+                        lambda: self.bot.send_audio(chat_id, types.InputFile(io.BytesIO(data), file_name=name),
+                                                    caption=caption, duration=duration,
+                                                    title=response.prompt[:64] or "sound",
+                                                    performer=response.backend, reply_markup=markup))
+                    return
+                except ApiException as exc:
+                    if getattr(exc, "error_code", None) not in (None, 413):
+                        raise
+                    log.info("%s upload refused in chat %s (%s); sending a voice note instead", fmt, chat_id,
+                             self.sender.redactor.redact(exc))
+        data = audio_io.encode(response.audio, "ogg")
+        self.sender.call(
+            chat_id, "sendVoice",
+            lambda: self.bot.send_voice(chat_id, types.InputFile(io.BytesIO(data), file_name="sound.ogg"),
+                                        caption=caption, duration=duration, reply_markup=markup))
+
+
+def _short(prompt: str, limit: int = 80) -> str:
+    prompt = prompt or "your continuation"
+    return prompt if len(prompt) <= limit else prompt[:limit - 1] + "…"

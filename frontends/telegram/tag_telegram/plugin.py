@@ -1,0 +1,11 @@
+"""Registers the Telegram bot frontend (`tag bot --frontend telegram`)."""
+from __future__ import annotations
+
+from tagcore import hookimpl
+
+
+@hookimpl
+def register_frontends(register) -> None:
+    from .frontend import TelegramFrontend  # import telebot only when frontends are listed
+
+    register(TelegramFrontend)

@@ -1,0 +1,112 @@
+"""Everything the bot says, in one place (plain text: user prompts are never parsed as markup)."""
+from __future__ import annotations
+
+from tagcore.messages import ProgressEvent
+
+COMMANDS = (
+    ("start", "How to use this bot"),
+    ("help", "How to use this bot"),
+    ("backend", "Choose the sound generator"),
+    ("cancel", "Forget the prompt you are composing"),
+)
+CAPTION_LIMIT = 1024
+
+
+def seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def help_text(backend: str, min_duration: float, max_duration: float, audio_prompt_ok: bool) -> str:
+    lines = [
+        "🔊 I turn a text description into a sound.",
+        "",
+        "Send me a description, for example: rain on a tin roof, distant thunder.",
+        f"Then pick a duration ({seconds(min_duration)} to {seconds(max_duration)}) and wait for the audio.",
+        "",
+        f"Current generator: {backend} (change it with /backend).",
+    ]
+    if audio_prompt_ok:
+        lines.append("You can also send a voice message or an audio file, and I will continue it "
+                     "(add a caption to describe how).")
+    lines.append("/cancel forgets the prompt you are composing.")
+    return "\n".join(lines)
+
+
+def ask_duration(prompt: str) -> str:
+    shown = prompt if len(prompt) <= 200 else prompt[:197] + "…"
+    return f"How long should “{shown}” be?" if shown else "How long should the continuation be?"
+
+
+def chosen(prompt: str, duration: float) -> str:
+    shown = prompt if len(prompt) <= 200 else prompt[:197] + "…"
+    return f"🎚 “{shown}”, {seconds(duration)}" if shown else f"🎚 Continuation, {seconds(duration)}"
+
+
+def ask_custom(minimum: float, maximum: float) -> str:
+    return f"Send the duration in seconds, a number from {minimum:g} to {maximum:g}."
+
+
+def bad_number(text: str, minimum: float, maximum: float) -> str:
+    shown = text if len(text) <= 30 else text[:27] + "…"
+    return f"“{shown}” is not a number of seconds. Send a number from {minimum:g} to {maximum:g}, or /cancel."
+
+
+def out_of_range(value: float, minimum: float, maximum: float) -> str:
+    return f"{value:g} s is out of range: choose from {minimum:g} to {maximum:g} seconds, or /cancel."
+
+
+BUSY = "⏳ Your previous sound is still being made. Please wait for it before asking for another one."
+EMPTY = "Please describe the sound you want, for example: birds singing at dawn."
+NOT_ALLOWED = "Sorry, this bot is private. Ask its owner to add your user id: {user_id}."
+UNKNOWN_COMMAND = "I don't know that command. Try /help."
+EXPIRED = "This button has expired. Send your prompt again."
+CANCELLED = "Okay, forgotten. Send a new description whenever you like."
+NOTHING_TO_CANCEL = "There is nothing to cancel."
+UNSUPPORTED = ("I can only work with text descriptions, voice messages and audio files. "
+               "Send me a description of a sound, for example: a cat purring.")
+SUBMIT_FAILED = "😕 I could not queue your request right now: {error}. Please try again in a moment."
+TIMED_OUT = "⌛ Your sound “{prompt}” took too long and was given up. Please try again."
+FAILED = "😕 Sorry, I could not make “{prompt}”: {error}"
+INTERNAL = "😕 Something went wrong on my side. Please try again."
+QUEUED = "⏳ Queued"
+DOWNLOAD_FAILED = "😕 I could not download that file: {error}"
+CHOOSE_BACKEND = "Choose the sound generator (current: {current}):"
+BACKEND_SET = "Generator set to {backend}."
+NO_BACKENDS = "No sound generator is installed on this bot."
+UNKNOWN_BACKEND = "That generator is not available any more."
+
+
+def rate_limited(wait_s: float, limit: int, window_s: float) -> str:
+    return (f"🚦 You have used your {limit} sounds for now. "
+            f"Please try again in {max(1, round(wait_s / 60))} min." if wait_s >= 90 else
+            f"🚦 You have used your {limit} sounds for now. Please try again in {max(1, round(wait_s))} s.")
+
+
+def too_big(size: int, limit: int) -> str:
+    return f"That file is {size / 2**20:.1f} MB; I can only read files up to {limit / 2**20:g} MB."
+
+
+def no_audio_prompt(backend: str, capable: list[str]) -> str:
+    if capable:
+        return (f"{backend} cannot continue audio. Choose one that can with /backend "
+                f"({', '.join(capable)}), or send a text description.")
+    return "None of the installed generators can continue audio; send a text description instead."
+
+
+def progress(event: ProgressEvent) -> str:
+    if event.stage == "queued":
+        return f"⏳ Queued, position {event.position}" if event.position else QUEUED
+    if event.stage == "generating":
+        return f"🎛 Generating… {round(event.fraction * 100)}%"
+    if event.stage == "loading":
+        return "⚙️ Loading the model…"
+    if event.stage == "encoding":
+        return "📦 Almost done…"
+    return f"⏳ {event.stage.capitalize()}…" + (f" {round(event.fraction * 100)}%" if event.fraction else "")
+
+
+def caption(prompt: str, duration: float, backend: str, seed: int | None) -> str:
+    details = f"⏱ {seconds(duration)} · 🎛 {backend}" + (f" · 🌱 seed {seed}" if seed is not None else "")
+    room = CAPTION_LIMIT - len(details) - 4
+    shown = prompt if len(prompt) <= room else prompt[:room - 1] + "…"
+    return f"🔊 {shown}\n{details}" if shown else f"🔊 (continuation)\n{details}"
