@@ -1,0 +1,93 @@
+"""`tag bench`: speed, memory and (with a CLAP checkpoint) quality of backends over a prompt set."""
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from tagcore.config import Config, load_config
+from tagcore.errors import InvalidRequest
+from tagcore.options import parse_key_values
+
+from .prompts import bundled_prompts_path, load_prompts
+from .quality import build_quality
+from .report import environment, markdown_table, write_all
+from .runner import Plan, count_runs, run_plan
+
+
+def _numbers(text: str, kind: type, what: str) -> list:
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidRequest(f"{what} must be a comma-separated list of numbers, not {text!r}") from None
+    if not values:
+        raise InvalidRequest(f"{what} is empty")
+    return values
+
+
+def _config(ctx: click.Context) -> Config:
+    obj = ctx.find_root().obj or {}
+    if "config" not in obj:
+        obj["config"] = load_config(obj.get("config_path"))
+    return obj["config"]
+
+
+@click.command()
+@click.option("-b", "--backend", "backends", multiple=True, required=True, help="Backend to benchmark (repeatable).")
+@click.option("--prompts", "prompts_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Prompt file: one per line, or CSV with a prompt/caption column (AudioCaps). "
+                   "Default: the bundled 50-prompt TAG set.")
+@click.option("-n", "--limit", type=click.IntRange(1), default=8, show_default=True,
+              help="Use the first N prompts of the set.")
+@click.option("--steps", "steps_text", default="", help="Steps to sweep, e.g. 10,25,100 (backends with a steps option).")
+@click.option("--batch", "batch_text", default="1", show_default=True, help="Batch sizes, e.g. 1,4.")
+@click.option("-d", "--duration", "duration_text", default="5", show_default=True, help="Clip lengths (s), e.g. 5,10.")
+@click.option("-O", "--option", "option_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Backend option (worker ones like device/dtype/weights, or request ones like guidance).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first clip (then +1 per clip).")
+@click.option("--clap-checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="LAION CLAP .pt file for CLAP scores (default: [clap] checkpoint / TAG_CLAP_CHECKPOINT; "
+                   "without one the CLAP column is n/a).")
+@click.option("--fad-reference", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of reference clips: adds FAD over CLAP embeddings (needs a CLAP checkpoint).")
+@click.option("--warmup/--no-warmup", default=True, show_default=True,
+              help="Run one untimed batch per backend before measuring.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Result folder (default: bench-results/<date-time>).")
+@click.pass_context
+def bench(ctx: click.Context, backends, prompts_path, limit, steps_text, batch_text, duration_text, option_pairs,
+          seed, clap_checkpoint, fad_reference, warmup, out_dir) -> None:
+    """Benchmark backends: one row per backend x steps x batch x duration, written as CSV, markdown and PNG."""
+    config = _config(ctx)
+    now = dt.datetime.now(dt.timezone.utc)
+    plan = Plan(
+        backends=list(backends), prompts=load_prompts(prompts_path, limit),
+        steps=_numbers(steps_text, int, "--steps") if steps_text else (),
+        batches=_numbers(batch_text, int, "--batch"), durations=_numbers(duration_text, float, "--duration"),
+        options=parse_key_values(option_pairs), seed=seed, warmup=warmup,
+    )
+    if fad_reference is not None and len(plan.prompts) < 2:
+        raise InvalidRequest("FAD needs at least 2 generated clips per run: use --limit 2 or more")
+    quality = build_quality(config, clap_checkpoint, fad_reference)
+    with tqdm(total=count_runs(plan), unit="batch", file=sys.stderr, dynamic_ncols=True) as bar:
+        def tick(label: str) -> None:
+            bar.set_description(label)
+            bar.update(1)
+
+        rows = run_plan(plan, config, quality, tick)
+    meta = {
+        "date": now.isoformat(timespec="seconds"),
+        "command": "tag bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else "tag bench",
+        "prompts": str(prompts_path or bundled_prompts_path().name), "prompt_count": len(plan.prompts),
+        "seed": seed, "warmup": warmup, "clap_model": quality.model_id,
+        "fad_reference": str(fad_reference) if fad_reference else None,
+        "environment": environment(),
+    }
+    folder = out_dir or Path("bench-results") / now.strftime("%Y%m%d-%H%M%S")
+    written = write_all(rows, meta, folder)
+    click.echo(markdown_table(rows))
+    click.echo(f"\nwrote {', '.join(str(p) for p in written)}")
