@@ -36,10 +36,13 @@ def resample(audio: Audio, rate: int) -> Audio:
     return Audio(samples.astype(np.float32), rate)
 
 
-def fit_duration(audio: Audio, duration: float) -> Audio:
-    """Trim to exactly round(duration * rate) frames (backends may produce a little more)."""
+def fit_duration(audio: Audio, duration: float, *, upper_bound: bool = False) -> Audio:
+    """Trim to exactly round(duration * rate) frames (backends may produce a little more).
+
+    With `upper_bound` (variable-length backends such as speech) a shorter clip is returned unchanged.
+    """
     frames = int(round(duration * audio.sample_rate))
-    if audio.frames < frames:
+    if audio.frames < frames and not upper_bound:
         raise ValueError(f"audio has {audio.frames} frames, fewer than the {frames} requested")
     return Audio(audio.samples[:, :frames], audio.sample_rate)
 

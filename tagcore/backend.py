@@ -90,6 +90,9 @@ class Backend(abc.ABC):
     max_duration: ClassVar[float]
     """Longest clip this backend can produce (windowed extension may exceed the native window)."""
     min_duration: ClassVar[float] = 1.0
+    variable_length: ClassVar[bool] = False
+    """True for backends whose output length follows the content (speech): the requested duration is then an
+    upper bound, and a shorter clip is delivered as it is instead of being padded with silence."""
     capabilities: ClassVar[Capabilities] = Capabilities()
     options: ClassVar[tuple[Option, ...]] = ()
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .audio import fit_duration
-from .backend import Backend, GenerationItem, new_seed
+from .backend import Backend, GenerationItem, GenerationResult, new_seed
 from .config import Config
 from .errors import GenerationFailed, RequestTimedOut, TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
@@ -122,12 +122,13 @@ class GeneratorService:
         elapsed = time.perf_counter() - started
         for job, item, result in zip(jobs, items, results):
             try:
-                self._deliver(job, item, result, elapsed / len(jobs))
+                self._deliver(job, backend, item, result, elapsed / len(jobs))
             except Exception as exc:
                 log.exception("could not finish request %s", job.request.request_id)
                 self._fail(job, GenerationFailed(f"could not finish the clip: {exc}"))
 
-    def _deliver(self, job: Job, item: GenerationItem, result, batch_share: float) -> None:
+    def _deliver(self, job: Job, backend: Backend, item: GenerationItem, result: GenerationResult,
+                 batch_share: float) -> None:
         request = job.request
         metadata = dict(result.metadata)
         candidates = list(result.candidates)
@@ -138,7 +139,7 @@ class GeneratorService:
                 candidates = [candidates[i] for i in order]
             else:
                 metadata.update(candidate_scores=None, chosen_candidate=0, scorer=None)
-        audio = fit_duration(candidates[0], request.duration)
+        audio = fit_duration(candidates[0], request.duration, upper_bound=backend.variable_length)
         timings = dict(result.timings)
         timings.setdefault("generate_s", batch_share)
         job.respond(SoundResponse(

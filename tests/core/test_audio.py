@@ -62,3 +62,9 @@ def test_resample_and_bad_input():
         audio_io.decode(b"definitely not audio")
     with pytest.raises(InvalidRequest, match="unknown audio format"):
         audio_io.encode(tone(), "mp3")
+
+
+def test_fit_duration_as_an_upper_bound_keeps_shorter_clips():
+    clip = tone(seconds=1.0)
+    assert audio_io.fit_duration(clip, 2.0, upper_bound=True).frames == 16000
+    assert audio_io.fit_duration(clip, 0.5, upper_bound=True).frames == 8000
