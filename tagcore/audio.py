@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from .audio_types import Audio
 from .errors import InvalidRequest
@@ -31,6 +30,8 @@ def resample(audio: Audio, rate: int) -> Audio:
     """Polyphase resampling; exact identity when the rate already matches."""
     if audio.sample_rate == rate:
         return audio
+    from scipy.signal import resample_poly  # seconds to import: only when a clip really needs it
+
     g = gcd(audio.sample_rate, rate)
     samples = resample_poly(audio.samples, rate // g, audio.sample_rate // g, axis=1)
     return Audio(samples.astype(np.float32), rate)
