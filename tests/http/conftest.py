@@ -1,6 +1,7 @@
 """A real TAG HTTP server on 127.0.0.1 for the tests: in-process transport + an embedded worker serving `tone`."""
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,13 +25,17 @@ class Server:
     url: str
     frontend: HttpFrontend
     config: Config
+    key: str
 
-    def client(self, key: str | None = API_KEY, **kwargs: Any) -> httpx.Client:
-        headers = {"X-API-Key": key} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+    def client(self, key: str | None = "", headers: Mapping[str, str] | None = None) -> httpx.Client:
+        """An httpx client sending the server's key (`key=None`: none; any other string: that one)."""
+        key = self.key if key == "" else key
+        sent = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers={**sent, **(headers or {})}, timeout=30)
 
 
-def start_server(settings: Mapping[str, Any] | None = None, *, api_key: str = API_KEY,
+@contextlib.contextmanager
+def running_server(settings: Mapping[str, Any] | None = None, *, api_key: str = API_KEY,
                  config: Config | None = None) -> Iterator[Server]:
     """Run the frontend in a thread on a free port until the generator is closed."""
     if not plugins.get_plugin_manager().is_registered(tag_testkit.tone):
@@ -45,7 +50,7 @@ def start_server(settings: Mapping[str, Any] | None = None, *, api_key: str = AP
     thread.start()
     assert frontend.ready.wait(15), "the HTTP server did not start"
     try:
-        yield Server(f"http://127.0.0.1:{frontend.port}", frontend, config)
+        yield Server(f"http://127.0.0.1:{frontend.port}", frontend, config, api_key)
     finally:
         stop.set()
         thread.join(15)
@@ -54,6 +59,14 @@ def start_server(settings: Mapping[str, Any] | None = None, *, api_key: str = AP
         assert not thread.is_alive(), "the HTTP frontend did not return after stop was set"
 
 
+@pytest.fixture()
+def make_server():  # type: ignore[no-untyped-def]
+    """`with make_server({...settings}) as srv:` runs an extra server with its own limits."""
+    return running_server
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    yield from start_server({"rate_limit": 600, "rate_burst": 200, "max_active_per_client": 50})
+    with running_server({"rate_limit": 600, "rate_burst": 200, "max_active_per_client": 50,
+                         "max_upload_bytes": 300_000}) as srv:
+        yield srv

@@ -38,10 +38,12 @@ class HttpFrontend(Frontend):
         self.ready = threading.Event()
         """Set once the server listens; `port` then holds the bound port (useful with port 0)."""
         self.port: int | None = None
+        self.store: JobStore | None = None
+        """The running server's job store (for inspection; None before `run`)."""
 
     def run(self, stop: threading.Event) -> None:
         client = self.transport.client(name="http")
-        store = JobStore(self.http.result_ttl, self.http.results_dir)
+        store = self.store = JobStore(self.http.result_ttl, self.http.results_dir)
         client.add_listener(store.on_event)
         limiter = RateLimiter(self.http.rate_limit, self.http.rate_burst)
         app = create_app(self.config, client, store, self.catalog, limiter, transport_name=self.transport.name,

@@ -14,10 +14,6 @@ def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     """Answer 413 for bodies over the limit of their route, whether announced by Content-Length or streamed.
 
@@ -46,27 +42,35 @@ class BodySizeLimit:
                 return
         received = 0
         response_started = False
+        rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLarge()
+                    rejected = True
+                    if not response_started:
+                        await self._reject(send, limit)
+                    return {"type": "http.disconnect"}  # the app stops reading as if the client had left
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal response_started
+            if rejected:
+                return  # the 413 already went out; drop whatever the app answers to the "disconnect"
             if message["type"] == "http.response.start":
                 response_started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not response_started:
-                await self._reject(send, limit)
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not rejected:
+                raise
 
     @staticmethod
     async def _reject(send: Send, limit: int) -> None:
