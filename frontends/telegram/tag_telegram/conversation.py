@@ -189,7 +189,7 @@ class Conversation:
         try:
             validate_request(trial, self.classes[backend], self.config)
         except InvalidRequest as exc:
-            return texts.EMPTY if "empty" in exc.message else exc.message[0].upper() + exc.message[1:] + "."
+            return texts.EMPTY if "empty" in exc.message else texts.sentence(exc.message)
         return None
 
     def _ask_duration(self, chat_id: int, user_id: int, draft: Draft, backend: str) -> None:
@@ -265,7 +265,8 @@ class Conversation:
         try:
             clip = audio_io.decode(data)
         except InvalidRequest as exc:
-            self.reply(chat_id, "😕 " + exc.message[0].upper() + exc.message[1:] + ".")
+            unreadable = exc.message.startswith("could not read")
+            self.reply(chat_id, texts.UNREADABLE if unreadable else texts.sentence(exc.message))
             return
         prompt = (message.caption or "").strip()
         error = self._check_prompt(prompt, backend, clip)
@@ -372,7 +373,7 @@ class Conversation:
         try:
             validate_request(request, cls, self.config)
         except InvalidRequest as exc:
-            return problem(exc.message[0].upper() + exc.message[1:] + ".")
+            return problem(texts.sentence(exc.message))
         verdict, wait = self.sessions.begin(user_id, chat_id, request.request_id)
         if verdict == "busy":
             return problem(texts.BUSY)

@@ -265,6 +265,7 @@ class Delivery:
             recipe = Recipe(response.prompt, response.duration, response.backend, response.seed,
                             context.audio_prompt if context else None)
             self.sessions.remember(response.request_id, recipe)
+            self._finish(response.request_id, user_id)  # the user may ask again while we tidy up
             if context is not None and context.status_message_id is not None:
                 try:
                     self.sender.call(chat_id, "deleteMessage", self.bot.delete_message, chat_id,

@@ -12,6 +12,14 @@ COMMANDS = (
 CAPTION_LIMIT = 1024
 
 
+def sentence(message: str) -> str:
+    """A tagcore error message as a sentence: capitalised, ending with a full stop."""
+    message = message.strip()
+    if not message:
+        return message
+    return message[0].upper() + message[1:] + ("" if message[-1] in ".!?" else ".")
+
+
 def seconds(value: float) -> str:
     return f"{value:g} s"
 
@@ -69,6 +77,7 @@ TIMED_OUT = "⌛ Your sound “{prompt}” took too long and was given up. Pleas
 FAILED = "😕 Sorry, I could not make “{prompt}”: {error}"
 INTERNAL = "😕 Something went wrong on my side. Please try again."
 QUEUED = "⏳ Queued"
+UNREADABLE = "😕 I could not read that audio file. Send a voice message, or a WAV, OGG/Opus, FLAC or MP3 file."
 DOWNLOAD_FAILED = "😕 I could not download that file: {error}"
 CHOOSE_BACKEND = "Choose the sound generator (current: {current}):"
 BACKEND_SET = "Generator set to {backend}."
