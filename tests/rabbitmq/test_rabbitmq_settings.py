@@ -1,0 +1,41 @@
+"""Settings of the RabbitMQ transport (no broker needed)."""
+from __future__ import annotations
+
+import pytest
+
+from tag_rabbitmq.settings import RabbitSettings, connection_parameters
+from tagcore.config import load_config
+from tagcore.errors import ConfigError
+
+
+def config(**env: str):
+    return load_config(environ={"TAG_CONFIG": "/nonexistent/tag.toml", **env})
+
+
+def test_defaults_and_environment_overrides():
+    assert RabbitSettings.from_config(config()).request_queue_for("tone") == "RequestQueue.tone"
+    settings = RabbitSettings.from_config(config(TAG_RABBITMQ_REQUEST_QUEUE="Jobs", TAG_RABBITMQ_MAX_ATTEMPTS="7"))
+    assert settings.request_queue_for("tone") == "Jobs.tone" and settings.max_attempts == 7
+
+
+@pytest.mark.parametrize("env", [{"TAG_RABBITMQ_MAX_ATTEMPTS": "many"}, {"TAG_RABBITMQ_COLOUR": "red"},
+                                 {"TAG_RABBITMQ_RESPONSE_QUEUE": "bad name!"}, {"TAG_RABBITMQ_MAX_ATTEMPTS": "0"}])
+def test_bad_settings_are_refused(env):
+    with pytest.raises(ConfigError):
+        RabbitSettings.from_config(config(**env))
+
+
+def test_workers_only_answer_into_response_queues():
+    settings = RabbitSettings()
+    assert settings.accepts_reply_to("ResponseQueue.telegram")
+    assert settings.accepts_reply_to("ResponseQueue.private.0123abcd")
+    assert not settings.accepts_reply_to("RequestQueue.tone")
+    assert not settings.accepts_reply_to(None)
+
+
+def test_credentials_and_tls_come_from_the_url():
+    params = connection_parameters(config(TAG_BROKER_URL="amqps://bob:s3cret@mq.example:5671/prod?heartbeat=30"))
+    assert (params.host, params.port, params.virtual_host, params.heartbeat) == ("mq.example", 5671, "prod", 30)
+    assert params.credentials.username == "bob" and params.ssl_options is not None
+    with pytest.raises(ConfigError):
+        connection_parameters(config(TAG_BROKER_URL="http://mq.example"))
