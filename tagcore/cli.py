@@ -368,7 +368,9 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     names = list(backend_names) or [config.default_backend]
     backends = _load_backends(config, names, option_pairs, device)
     batch = max_batch or config.max_batch
-    source = transport.job_source(list(backends), prefetch=batch)
+    # Jobs held by a worker that cannot batch them would only wait here while other workers sit idle.
+    prefetch = batch if all(b.capabilities.batch for b in backends.values()) else 1
+    source = transport.job_source(list(backends), prefetch=prefetch)
     service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch)
     click.echo(f"worker {service.worker_id} serving {', '.join(backends)} on {transport.name}", err=True)
     with _stop_on_signals() as stop:
