@@ -234,6 +234,9 @@ class FakeTelegram:
         length = int(http.headers.get("Content-Length") or 0)
         if length > self.upload_limit:
             http.rfile.read(length)
+            with self._lock:
+                self.calls.append(Call(url.path.rsplit("/", 1)[-1], {}, status=413))
+                self._lock.notify_all()
             return self._reply(http, 413, {"ok": False, "error_code": 413, "description": "Request Entity Too Large"})
         body = http.rfile.read(length) if length else b""
         file_prefix = f"/file/bot{self.token}/"

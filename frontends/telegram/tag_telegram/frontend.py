@@ -29,6 +29,7 @@ from .settings import BotSettings, load_settings
 
 log = logging.getLogger("tag_telegram")
 MAX_BACKOFF = 30.0
+REDACTED_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "requests")
 
 
 class TelegramFrontend(Frontend):
@@ -46,7 +47,8 @@ class TelegramFrontend(Frontend):
 
     def run(self, stop: threading.Event) -> None:
         settings = self.bot_settings
-        for logger in (log, telebot.logger):
+        # urllib3 logs request URLs (which carry the token) at DEBUG: redact those loggers too.
+        for logger in (log, telebot.logger, *map(logging.getLogger, REDACTED_LOGGERS)):
             if self.redactor not in logger.filters:
                 logger.addFilter(self.redactor)
         if settings.api_url:
