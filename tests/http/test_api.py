@@ -287,3 +287,12 @@ def test_api_without_a_key_configured(make_server: Any) -> None:
         with srv.client(key=None) as c:
             assert c.get("/v1/health").json()["auth_required"] is False
             assert c.get("/v1/backends").status_code == 200
+
+
+def test_backend_without_a_worker_fails_the_job_not_the_server(make_server: Any) -> None:
+    with make_server(serve=()) as srv, srv.client() as c:
+        job = c.post("/v1/jobs", json={"prompt": "anyone there", "duration": 1})
+        assert job.status_code == 202
+        status = wait_done(c, job.json())
+        assert status["state"] == "failed" and status["error"]["code"] == "no_worker"
+        assert c.get("/v1/health").json()["status"] == "ok"

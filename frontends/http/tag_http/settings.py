@@ -44,11 +44,14 @@ class HttpSettings:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "HttpSettings":
-        """Coerce a mapping of raw values (TOML or environment strings); unknown keys are an error."""
+        """Coerce a mapping of raw values (TOML or environment strings); unknown keys are an error and None
+        means "not given" (a CLI flag left out)."""
         fields = {f.name: f for f in dataclasses.fields(cls) }
         defaults = cls()
         parsed: dict[str, Any] = {}
         for key, raw in values.items():
+            if raw is None:
+                continue
             if key not in fields:
                 known = ", ".join(sorted(fields))
                 raise ConfigError(f"unknown http setting {key!r} (known: {known})")

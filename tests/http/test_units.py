@@ -1,0 +1,90 @@
+"""The HTTP frontend's building blocks without a server: settings, rate limiter, job store."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from tag_http.jobs import TIMEOUT_GRACE, JobStore
+from tag_http.limits import RateLimiter
+from tag_http.settings import HttpSettings
+from tagcore import Audio
+from tagcore.config import load_config
+from tagcore.errors import ConfigError
+from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse
+
+
+def test_settings_from_config_file_and_environment(tmp_path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[http]\nport = 9000\nbackends = ["tone"]\nresult_ttl = 60\n')
+    config = load_config(path, environ={"TAG_HTTP_RATE_LIMIT": "5", "TAG_HTTP_BACKENDS": "tone,sine"})
+    settings = HttpSettings.from_mapping({"host": "0.0.0.0", "port": None, **config.section("http")})
+    assert (settings.host, settings.port, settings.rate_limit, settings.result_ttl) == ("0.0.0.0", 9000, 5.0, 60.0)
+    assert settings.backends == ("tone", "sine")
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    ({"prot": 1}, "unknown http setting 'prot'"),
+    ({"port": "eighty"}, "port: 'eighty' is not a valid int"),
+    ({"port": 70000}, "out of range"),
+    ({"result_ttl": 0}, "result_ttl"),
+])
+def test_bad_settings_name_the_setting(values: dict, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        HttpSettings.from_mapping(values)
+
+
+def test_rate_limiter_bucket() -> None:
+    limiter = RateLimiter(per_minute=60, burst=2)
+    assert limiter.take("a", now=0) == 0 and limiter.take("a", now=0) == 0
+    assert limiter.take("a", now=0) == pytest.approx(1.0)  # one token per second
+    assert limiter.take("b", now=0) == 0  # clients are separate
+    assert limiter.take("a", now=1.0) == 0
+    assert RateLimiter.retry_after_header(0.2) == "1"
+    assert RateLimiter(0, 1).take("a") == 0  # 0 turns limiting off
+
+
+def request(prompt: str = "x") -> SoundRequest:
+    return SoundRequest(prompt=prompt, duration=1.0, backend="tone", deadline=time.time() + 10)
+
+
+def test_store_follows_events_and_expires_results() -> None:
+    store = JobStore(result_ttl=100)
+    first, second = request(), request()
+    store.add(first, "c1")
+    record = store.add(second, "c1")
+    store.on_event(ProgressEvent(first.request_id, "queued", position=1))
+    store.on_event(ProgressEvent(second.request_id, "queued", position=2))
+    assert store.position(record) == 2
+    store.on_event(ProgressEvent(first.request_id, "generating", fraction=0.5))
+    assert store.position(record) == 1  # our own job ahead left the queue
+    store.on_event(ProgressEvent(second.request_id, "generating", fraction=0.2))
+    store.on_event(ProgressEvent(second.request_id, "queued", position=5))  # late queued event is ignored
+    assert record.state == "running" and store.position(record) is None
+    audio = Audio(np.zeros((1, 16000), np.float32), 16000)
+    store.on_event(SoundResponse(second.request_id, ok=True, audio=audio, seed=9, backend="tone"))
+    assert record.state == "done" and record.seed == 9 and store.unfinished("c1") == 1
+    assert len(store.result_bytes(record, "flac")) > 0
+    files = list(record.files.values())
+    store.sweep(now=record.expires_at + 1)
+    assert record.state == "expired" and not any(p.exists() for p in files)
+    assert store.result_bytes(record, "wav") is None
+    store.sweep(now=record.expires_at + 101)
+    assert store.get(second.request_id) is None  # the tombstone is dropped after another TTL
+    store.close()
+    assert not store.dir.exists()
+
+
+def test_store_gives_up_on_unanswered_jobs_and_keeps_orphan_answers() -> None:
+    store = JobStore(result_ttl=100)
+    lost = request()
+    record = store.add(lost, "c1")
+    store.sweep(now=lost.deadline + TIMEOUT_GRACE + 1)
+    assert record.state == "failed" and record.error_code == "timed_out"
+    orphan = "ab" * 16  # answered after a server restart: whoever still polls this id gets the result
+    store.on_event(SoundResponse(orphan, ok=True, audio=Audio(np.zeros((1, 160), np.float32), 16000), seed=1))
+    assert store.get(orphan).state == "done"
+    store.on_event(SoundResponse("../../x", ok=False, error_code="e", error_message="m"))
+    assert store.get("../../x") is None
+    store.close()
