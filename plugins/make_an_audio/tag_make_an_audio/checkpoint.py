@@ -26,8 +26,8 @@ VOCODER_FILE = "bigvgan/best_netG.pt"
 VOCAB_FILE = "bert-base-uncased/vocab.txt"
 ENV_VAR = "TAG_MAKE_AN_AUDIO_WEIGHTS"
 
-DRIVE_HINT = ("download it from the Google Drive folder linked in the official Make-An-Audio README "
-              "(https://github.com/Text-to-Audio/Make-An-Audio, section 'Pretrained Models': useful_ckpts/)")
+DRIVE_HINT = ("download it from the Google Drive folder (useful_ckpts) linked in the README of the official code, "
+              "https://github.com/Text-to-Audio/Make-An-Audio")
 HOW_TO_GET = {
     LDM_FILE: f"{DRIVE_HINT} and put maa1_full.ckpt at WEIGHTS/{LDM_FILE}",
     VOCODER_ARGS: f"{DRIVE_HINT}; the bigvgan folder holds args.yml and best_netG.pt: put it at WEIGHTS/bigvgan/",

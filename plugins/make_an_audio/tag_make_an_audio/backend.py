@@ -1,0 +1,167 @@
+"""The `make_an_audio` backend: Make-An-Audio v1 (Huang et al., ICML 2023) served through tagcore.
+
+Seeds follow the official script: `torch.manual_seed(seed)` then `torch.randn(n, 4, 10, W)` on the CPU, so a
+clip made here with the official weights equals the official code's clip for the same seed. In a batch, each
+item's noise is drawn right after seeding with that item's seed, so batching never changes a result.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
+from tagcore.backend import ProgressCallback
+from tagcore.devices import resolve_device, resolve_dtype
+from tagcore.options import device_option, dtype_option, weights_option
+
+from . import checkpoint as ckpt
+
+DIFFUSION_SHARE = 0.9  # fraction of the progress bar given to the sampling steps
+
+
+class MakeAnAudioBackend(Backend):
+    name = "make_an_audio"
+    aliases = ("maa", "make-an-audio")
+    description = "Make-An-Audio v1: latent diffusion on mel spectrograms + BigVGAN, 16 kHz (ICML 2023)."
+    sample_rate = 16000
+    native_max_duration = 10.0
+    max_duration = 30.0
+    min_duration = 1.0
+    capabilities = Capabilities(seed=True, batch=True, candidates=True)
+    options = (
+        Option("steps", "int", 100, "sampling steps (DDIM: the official default is 100; dpmpp needs ~25)",
+               minimum=1, maximum=1000),
+        Option("guidance", "float", 3.0, "classifier-free guidance scale (1 = off)", minimum=0.0, maximum=30.0),
+        Option("sampler", "choice", "ddim", "ddim (official) or dpmpp (DPM-Solver++ 2M, fewer steps)",
+               choices=("ddim", "dpmpp")),
+        weights_option("folder in the official useful_ckpts layout: maa1_full.ckpt, bigvgan/, "
+                       "bert-base-uncased/vocab.txt (or env TAG_MAKE_AN_AUDIO_WEIGHTS)"),
+        device_option(),
+        dtype_option(),
+        Option("compile", "bool", False, "torch.compile the UNet (slow first request, faster after)",
+               scope="worker"),
+    )
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        self.model = None
+        self.checkpoint_name = ckpt.LDM_FILE
+
+    @classmethod
+    def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
+        folder = ckpt.weights_folder(settings, os.environ)
+        if folder is None:
+            return WeightsStatus(False, "not configured", "set -O weights=DIR or TAG_MAKE_AN_AUDIO_WEIGHTS")
+        missing = ckpt.Layout(folder).missing()
+        return WeightsStatus(not missing, str(folder), f"missing: {', '.join(missing)}" if missing else "")
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}:{self.checkpoint_name.rsplit('.', 1)[0]}"
+
+    def load(self) -> None:
+        import torch
+
+        from . import model as maa
+
+        folder = ckpt.weights_folder(self.settings, os.environ)
+        if folder is None:
+            raise ckpt.no_folder_error()
+        device = resolve_device(self.settings["device"])
+        dtype = resolve_dtype(self.settings["dtype"], device)
+        self.model = maa.load(folder, device, dtype)
+        if self.settings["compile"]:
+            self.model.unet = torch.compile(self.model.unet)
+
+    def unload(self) -> None:
+        import torch
+
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        super().unload()
+
+    def generate_batch(
+        self,
+        items: Sequence[GenerationItem],
+        duration: float,
+        *,
+        options: Mapping[str, Any],
+        progress: ProgressCallback | None = None,
+    ) -> list[GenerationResult]:
+        import torch
+
+        from .model import latent_width
+
+        self.ensure_loaded()
+        model = self.model
+        report = progress or (lambda fraction, stage: None)
+        width = latent_width(duration)
+        timings: dict[str, float] = {}
+
+        noise = torch.cat([self._noise(item, width) for item in items])
+        clock = _Clock(model.device)
+        prompts = [item.prompt for item in items]
+        unique = list(dict.fromkeys(prompts))
+        encoded = model.encode_text(unique + [""])
+        rows = torch.tensor([unique.index(item.prompt) for item in items for _ in range(item.candidates)],
+                            device=model.device)
+        c = encoded[rows]
+        uc = encoded[-1:].expand_as(c)
+        timings["text_s"] = clock.lap()
+
+        def on_step(i: int, n: int, x: torch.Tensor, pred_x0: torch.Tensor | None) -> None:
+            report(DIFFUSION_SHARE * (i + 1) / n, "generating")
+
+        z = model.sample(noise, c, uc, steps=options["steps"], guidance=options["guidance"],
+                         sampler=options["sampler"], hook=on_step)
+        timings["diffusion_s"] = clock.lap()
+        report(DIFFUSION_SHARE, "decoding")
+        mel = model.decode(z)
+        timings["vae_s"] = clock.lap()
+        report(0.95, "vocoding")
+        wav = model.vocode(mel).cpu().numpy()
+        timings["vocoder_s"] = clock.lap()
+        report(1.0, "done")
+
+        frames = self.frames_for(duration)
+        results, start = [], 0
+        for item in items:
+            clips = [Audio(wav[start + k, :frames], self.sample_rate) for k in range(item.candidates)]
+            start += item.candidates
+            results.append(GenerationResult(
+                candidates=clips, seed=item.seed, backend=self.name, model_id=self.model_id,
+                timings=dict(timings),
+                metadata={"steps": options["steps"], "guidance": options["guidance"], "sampler": options["sampler"],
+                          "latent_width": width, "batch_size": int(noise.shape[0]),
+                          "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device)},
+            ))
+        return results
+
+    def _noise(self, item: GenerationItem, width: int) -> Any:
+        """The item's start noise: seed the global generator, then draw on the CPU (the official rule)."""
+        import torch
+
+        torch.manual_seed(item.seed)
+        return torch.randn(self.model.latent_shape(item.candidates, width))
+
+
+class _Clock:
+    """Wall-clock laps that wait for queued GPU work, so stage timings are real."""
+
+    def __init__(self, device: Any) -> None:
+        self.device = device
+        self.last = time.perf_counter()
+
+    def lap(self) -> float:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        return round(elapsed, 4)
