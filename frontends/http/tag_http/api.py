@@ -28,7 +28,8 @@ from tagcore import audio as audio_io
 from tagcore.audio_types import Audio
 from tagcore.config import Config
 from tagcore.errors import InvalidRequest, TagError
-from tagcore.messages import SoundRequest
+from tagcore.backend import MAX_SEED
+from tagcore.messages import MAX_PROMPT_CHARS, MAX_WIRE_DURATION, SoundRequest
 from tagcore.transport import TransportClient
 from tagcore.validation import validate_request
 
@@ -203,13 +204,13 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
     def create_job_with_audio(
         request: Request,
         who: Annotated[str, Depends(rate_limited)],
-        prompt: Annotated[str, Form(max_length=2000)] = "",
-        duration: Annotated[float | None, Form(gt=0, le=3600, allow_inf_nan=False)] = None,
+        prompt: Annotated[str, Form(max_length=MAX_PROMPT_CHARS)] = "",
+        duration: Annotated[float | None, Form(gt=0, le=MAX_WIRE_DURATION, allow_inf_nan=False)] = None,
         backend: Annotated[str | None, Form(max_length=100)] = None,
-        seed: Annotated[int | None, Form(ge=0, le=2**31 - 1)] = None,
+        seed: Annotated[int | None, Form(ge=0, le=MAX_SEED)] = None,
         candidates: Annotated[int, Form(ge=1, le=64)] = 1,
         options: Annotated[str, Form(max_length=10_000, description='request options as a JSON object')] = "{}",
-        negative_prompt: Annotated[str | None, Form(max_length=2000)] = None,
+        negative_prompt: Annotated[str | None, Form(max_length=MAX_PROMPT_CHARS)] = None,
         audio_prompt: Annotated[UploadFile | None, File(description="WAV/FLAC/OGG/MP3 to continue")] = None,
     ) -> Response:
         """Queue a generation from a multipart form, optionally with an audio prompt file."""

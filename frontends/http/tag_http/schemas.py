@@ -18,11 +18,13 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(max_length=MAX_PROMPT_CHARS, description="what the sound should be", examples=["rain on a tin roof"])
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS, description="what the sound should be",
+                        examples=["rain on a tin roof"])
     duration: float | None = Field(None, gt=0, le=MAX_WIRE_DURATION, allow_inf_nan=False,
-                                   description="seconds; default: the server's default_duration within the backend's range")
+                                   description="seconds; default: the server's default within the backend's range")
     backend: str | None = Field(None, max_length=100, description="backend name or alias; default: the configured one")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="same seed + same request = same sound; default random")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED,
+                             description="same seed + same request = same sound; default: random")
     options: dict[str, OptionValue] = Field(default_factory=dict, description="request options of the backend")
     candidates: int = Field(1, ge=1, le=64, description="clips generated; the best-ranked one is returned")
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
