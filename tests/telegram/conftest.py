@@ -133,13 +133,17 @@ def start_bot(fake_telegram: FakeTelegram) -> Iterator[Callable[..., BotHarness]
             time.sleep(0.02)
 
         def shutdown() -> None:
+            if stop.is_set():
+                return
             stop.set()
             thread.join(15)
             assert not thread.is_alive(), "the bot did not stop within 15 s"
             assert not errors, errors
 
         cleanups.insert(0, shutdown)
-        return BotHarness(fake_telegram, frontend)
+        harness = BotHarness(fake_telegram, frontend)
+        harness.stop = shutdown
+        return harness
 
     yield start
     for cleanup in cleanups:
