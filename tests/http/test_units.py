@@ -6,10 +6,11 @@ import time
 import numpy as np
 import pytest
 
+from tag_http.frontend import HttpFrontend
 from tag_http.jobs import TIMEOUT_GRACE, JobStore
 from tag_http.limits import RateLimiter
 from tag_http.settings import HttpSettings
-from tagcore import Audio
+from tagcore import Audio, plugins
 from tagcore.config import load_config
 from tagcore.errors import ConfigError
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse
@@ -33,6 +34,10 @@ def test_settings_from_config_file_and_environment(tmp_path) -> None:
 def test_bad_settings_name_the_setting(values: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         HttpSettings.from_mapping(values)
+
+
+def test_frontend_is_registered_as_http() -> None:
+    assert plugins.frontends().get("http") is HttpFrontend
 
 
 def test_rate_limiter_bucket() -> None:

@@ -53,7 +53,8 @@ class HttpFrontend(Frontend):
                                else self.http.max_json_bytes)
         server = _Server(uvicorn.Config(
             limits, host=self.http.host, port=self.http.port, proxy_headers=True,
-            forwarded_allow_ips=self.http.forwarded_allow_ips, timeout_graceful_shutdown=5, log_level="info",
+            forwarded_allow_ips=self.http.forwarded_allow_ips, limit_concurrency=self.http.max_connections,
+            timeout_graceful_shutdown=5, log_level="info",
             server_header=False,
         ), self)
 

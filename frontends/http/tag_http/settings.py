@@ -32,6 +32,8 @@ class HttpSettings:
     """Unfinished jobs one client may have at a time."""
     max_pending: int = 200
     """Unfinished jobs the whole server accepts before answering 503."""
+    max_connections: int = 1000
+    """Open connections (event streams included) before new ones get 503."""
     result_ttl: float = 3600.0
     """Seconds a result stays downloadable; its files are deleted afterwards."""
     results_dir: str = ""
@@ -75,7 +77,8 @@ class HttpSettings:
     def check(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"http port {self.port} is out of range")
-        for name in ("max_json_bytes", "max_upload_bytes", "max_active_per_client", "max_pending", "rate_burst"):
+        for name in ("max_json_bytes", "max_upload_bytes", "max_active_per_client", "max_pending", "rate_burst",
+                     "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"http setting {name} must be at least 1")
         if self.rate_limit < 0 or self.result_ttl <= 0 or self.default_duration <= 0:
