@@ -164,3 +164,10 @@ def test_settings_parsing_and_errors():
         load_settings(config, {"audio_format": "mp3"})
     with pytest.raises(ConfigError, match="not a valid int"):
         load_settings(config, {"rate_limit": "lots"})
+
+
+def test_embedded_workers_limit_the_backends_offered(start_bot):
+    bot = start_bot({"backends": []}, backends=("tone",))  # "probe" is installed but no worker serves it
+    bot.fake.push_text(90, "/backend")
+    menu = bot.wait_reply(90, "Choose the sound generator")
+    assert list(bot.buttons(menu)) == ["✅ tone"]

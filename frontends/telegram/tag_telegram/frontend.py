@@ -5,6 +5,7 @@ polls, network errors back off instead of spinning, and nothing the library logs
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
@@ -59,6 +60,10 @@ class TelegramFrontend(Frontend):
             bot = telebot.TeleBot(settings.token, threaded=True, num_threads=settings.workers)
         except ValueError as exc:
             raise ConfigError(f"the Telegram token is malformed ({exc}); copy it again from @BotFather") from None
+        served = getattr(self.transport, "served_backends", None)
+        if not settings.backends and self.transport.embedded and callable(served) and served():
+            # Embedded workers serve only the backends `tag bot -b` loaded: offer exactly those.
+            settings = self.bot_settings = dataclasses.replace(settings, backends=tuple(sorted(served())))
         sender = Sender(self.redactor)
         me = self._hello(bot)
         log.info("Telegram bot @%s is up (transport %s)", me.username, self.transport.name)
