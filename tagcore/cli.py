@@ -388,12 +388,14 @@ def _run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], trans
     frontend_cls = plugins.frontends().get(name)
     transport = build_transport(config, transport_name)
     stop_worker = None
+    settings = config.section(name) | settings
     if transport.embedded:
         backends = _load_backends(config, list(backend_names) or [config.default_backend], option_pairs, device)
         _, stop_worker = _start_embedded(config, transport, backends)
+        settings.setdefault("backends", list(backends))  # offer users only what this process serves
     elif option_pairs or backend_names:
         raise InvalidRequest("-b/-O choose embedded workers; with a broker, start workers with `tag worker`")
-    frontend = frontend_cls(config, transport, config.section(name) | settings)
+    frontend = frontend_cls(config, transport, settings)
     with _stop_on_signals() as stop:
         try:
             frontend.run(stop)
