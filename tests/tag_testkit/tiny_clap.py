@@ -12,8 +12,10 @@ before huggingface_hub was imported (`python -m tag_testkit.tiny_clap HF_HOME CH
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,8 +88,31 @@ def build_checkpoint(path: Path, *, amodel: str = "HTSAT-tiny", enable_fusion: b
     state.setdefault("text_branch.embeddings.position_ids", torch.arange(514)[None])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": 1, "state_dict": state}, path)
+    partial = path.with_suffix(".partial")
+    torch.save({"epoch": 1, "state_dict": state}, partial)
+    partial.replace(path)
     return path
+
+
+def ensure_tiny_clap(folder: Path) -> tuple[Path, Path]:
+    """(HF_HOME, checkpoint) of a tiny CLAP under `folder`, built once per folder (safe across test modules).
+
+    Pass pytest's `tmp_path_factory.getbasetemp()` so every test module of a session shares one build.
+    """
+    folder = Path(folder) / "tiny_clap"
+    folder.mkdir(parents=True, exist_ok=True)
+    hf_home, checkpoint = folder / "hf", folder / "tiny-clap.pt"
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not checkpoint.is_file():
+            env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                       PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent.parent),
+                                                                os.environ.get("PYTHONPATH")])))
+            done = subprocess.run([sys.executable, "-m", "tag_testkit.tiny_clap", str(hf_home), str(checkpoint)],
+                                  env=env, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"building the tiny CLAP failed:\n{done.stderr[-4000:]}")
+    return hf_home, checkpoint
 
 
 def main(argv: list[str]) -> None:

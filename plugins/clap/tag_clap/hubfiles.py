@@ -34,11 +34,14 @@ def missing_text_files() -> list[str]:
     return missing
 
 
-def missing_files_message(missing: list[str]) -> str:
+def missing_files_message(missing: list[str], problem: str = "") -> str:
+    """What is missing, where it belongs and how to get it; `problem` replaces the default first sentence."""
     folder = hub_cache_dir() / f"models--{TEXT_REPO}"
-    return (
+    problem = problem or (
         f"CLAP needs the {TEXT_REPO} tokenizer and text model in the Hugging Face hub cache, but "
-        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing from {folder}. "
+        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing from {folder}.")
+    return (
+        f"{problem} "
         f"On a machine with internet run `huggingface-cli download {TEXT_REPO} config.json vocab.json merges.txt "
         f"model.safetensors` (copy {hub_cache_dir()} to offline machines, or point HF_HOME at a copy), "
         "or set [clap] download = true to let laion_clap fetch them."

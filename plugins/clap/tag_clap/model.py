@@ -19,7 +19,7 @@ from tagcore.audio import normalize, resample
 from tagcore.audio_types import Audio
 from tagcore.errors import ConfigError, InvalidRequest, WeightsMissing
 
-from .hubfiles import missing_files_message, missing_text_files, tokenizer_is_empty
+from .hubfiles import TEXT_REPO, hub_cache_dir, missing_files_message, missing_text_files, tokenizer_is_empty
 from .settings import ClapSettings
 
 SAMPLE_RATE = 48000
@@ -37,11 +37,12 @@ def center_window(samples: np.ndarray, frames: int = WINDOW_FRAMES) -> np.ndarra
 
 
 def prepare(audio: Audio) -> np.ndarray:
-    """Mono 48 kHz float32 at -1 dBFS peak, cut to the deterministic 10 s window."""
+    """Mono 48 kHz float32 cut to the deterministic 10 s window, whose peak is then set to -1 dBFS."""
     if audio.frames == 0:
         raise InvalidRequest("cannot score an empty clip")
-    clip = normalize(resample(audio.mono(), SAMPLE_RATE), -1.0)
-    return np.ascontiguousarray(center_window(clip.samples[0]), dtype=np.float32)
+    clip = resample(audio.mono(), SAMPLE_RATE)
+    window = Audio(center_window(clip.samples[0]), SAMPLE_RATE)
+    return np.ascontiguousarray(normalize(window, -1.0).samples[0], dtype=np.float32)
 
 
 @contextlib.contextmanager
@@ -138,7 +139,10 @@ class ClapModel:
                 module = laion_clap.CLAP_Module(enable_fusion=self.settings.enable_fusion,
                                                 amodel=self.settings.amodel, device=str(device))
             if tokenizer_is_empty(module.tokenize):
-                raise WeightsMissing(missing_files_message(["vocab.json", "merges.txt"]))
+                raise WeightsMissing(missing_files_message(["vocab.json", "merges.txt"], problem=(
+                    f"laion_clap built an EMPTY {TEXT_REPO} tokenizer (its silent offline fallback), so every prompt "
+                    f"would embed alike: put {TEXT_REPO}'s vocab.json and merges.txt in its snapshot folder under "
+                    f"{hub_cache_dir() / ('models--' + TEXT_REPO)}.")))
             if self.settings.checkpoint:
                 state = _read_state_dict(Path(self.settings.checkpoint))
                 try:

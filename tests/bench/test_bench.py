@@ -1,0 +1,108 @@
+"""`tag bench` on the tone test backend: every column, every output file, CLAP only when a checkpoint is given."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import tag_testkit.tone
+from tagcore import plugins
+from tagcore.cli import cli
+from tag_bench.prompts import bundled_prompts_path, load_prompts
+from tag_bench.runner import COLUMNS
+from tag_testkit.tiny_clap import ensure_tiny_clap
+
+OUTPUTS = ("results.csv", "results.md", "meta.json", "speed_vs_steps.png", "clap_vs_steps.png",
+           "throughput_vs_batch.png")
+
+
+@pytest.fixture(scope="module")
+def tag():
+    plugins.register_plugin(tag_testkit.tone, name="tag_testkit.tone")
+    plugins.get_plugin_manager().hook.register_commands(cli=cli)
+    yield lambda *args: CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    plugins.unregister_plugin("tag_testkit.tone")
+
+
+def read_rows(folder: Path) -> list[dict[str, str]]:
+    with (folder / "results.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_bundled_prompt_set_has_fifty_prompts():
+    prompts = load_prompts(None)
+    assert len(prompts) == 50 and len(set(prompts)) == 50
+    assert bundled_prompts_path().name == "tag50.txt"
+
+
+def test_user_prompt_files_text_and_audiocaps_csv(tmp_path):
+    text = tmp_path / "p.txt"
+    text.write_text("a dog barks\n\n# comment\nrain falls\n")
+    assert load_prompts(text) == ["a dog barks", "rain falls"]
+    audiocaps = tmp_path / "test.csv"
+    audiocaps.write_text('audiocap_id,youtube_id,start_time,caption\n1,abc,30,"A man speaks, then a dog barks"\n'
+                         "2,def,0,Wind blows\n")
+    assert load_prompts(audiocaps) == ["A man speaks, then a dog barks", "Wind blows"]
+    assert load_prompts(audiocaps, limit=1) == ["A man speaks, then a dog barks"]
+
+
+def test_bench_writes_every_column_and_file_with_clap_na(tag, tmp_path):
+    out = tmp_path / "run"
+    result = tag("bench", "-b", "tone", "-n", "3", "--batch", "1,2", "-d", "1,2", "-O", "delay=0.01",
+                 "-O", "amplitude=0.3", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    for name in OUTPUTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "speed_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
+    rows = read_rows(out)
+    assert len(rows) == 4 and tuple(rows[0]) == COLUMNS
+    assert {(r["batch"], r["duration"]) for r in rows} == {("1", "1.0"), ("1", "2.0"), ("2", "1.0"), ("2", "2.0")}
+    for row in rows:
+        assert row["backend"] == "tone" and row["model_id"] == "tone-v1" and row["clips"] == "3"
+        assert row["steps"] == "n/a"  # tone has no steps option
+        assert row["clap"] == "n/a" and row["fad"] == "n/a" and row["cuda_peak_mb"] == "n/a"
+        assert float(row["s_per_clip"]) >= 0.01 / 2  # at least the simulated delay per batch of 2
+        assert float(row["rtf"]) == pytest.approx(float(row["s_per_clip"]) / float(row["duration"]))
+        assert float(row["peak_rss_mb"]) > 10 and float(row["load_s"]) >= 0
+    markdown = (out / "results.md").read_text()
+    assert "| backend | model |" in markdown and "CLAP" in markdown and "versions:" in markdown
+
+
+def test_bench_rejects_bad_plans_before_loading(tag, tmp_path):
+    result = tag("bench", "-b", "tone", "-O", "nonsense=1", "-o", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "nonsense" in result.output
+    result = tag("bench", "-b", "tone", "-d", "500", "-o", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "500" in result.output
+    result = tag("bench", "-b", "tone", "--fad-reference", str(tmp_path), "-o", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "CLAP checkpoint" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_bench_with_tiny_clap_reports_clap_and_fad(tmp_path_factory, tmp_path):
+    from tagcore.audio import write
+    from tagcore.audio_types import Audio
+    import numpy as np
+
+    hf_home, checkpoint = ensure_tiny_clap(tmp_path_factory.getbasetemp())
+    reference = tmp_path / "reference"
+    for i in range(3):
+        write(reference / f"r{i}.wav", Audio(0.3 * np.sin(np.arange(16000) * (0.05 + 0.02 * i)), 16000))
+    out = tmp_path / "run"
+    tests_dir = str(Path(__file__).parent.parent)
+    env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TAG_PLUGIN_MODULES="tag_testkit.tone", TAG_CLAP_DEVICE="cpu",
+               PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([str(Path(sys.executable).with_name("tag")), "bench", "-b", "tone", "-n", "3", "-d", "1",
+                           "--clap-checkpoint", str(checkpoint), "--fad-reference", str(reference), "-o", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (row,) = read_rows(out)
+    assert -1.0 <= float(row["clap"]) <= 1.0
+    assert float(row["fad"]) >= 0.0
+    assert "tiny-clap.pt (HTSAT-tiny, no fusion)" in (out / "results.md").read_text()
