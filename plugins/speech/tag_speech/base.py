@@ -1,0 +1,67 @@
+"""What the speech backends share: sentence splitting, seeding, joining into a fixed-length clip, metadata.
+
+Subclasses load their model and implement `_speak` (the sentences of ONE request -> one waveform per sentence).
+Requests are generated one at a time, each with its own seed, because both SpeechT5 (prenet dropout stays on at
+inference) and VITS (sampled noise) draw random numbers for the whole batch: batching several requests would make
+a result depend on which other requests shared its batch. The sentences of a request are one batch.
+"""
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option
+from tagcore.backend import ProgressCallback
+from tagcore.devices import resolve_device, resolve_dtype
+
+from .assembly import assemble
+from .text import split_sentences
+
+PAUSE_OPTION = Option("pause", "float", 0.3, "seconds of silence between sentences", minimum=0.0, maximum=2.0)
+
+
+class SpeechBackend(Backend):
+    """A text-to-speech backend: the prompt is the text to say; the duration is an upper bound."""
+
+    native_max_duration: ClassVar[float] = 20.0
+    max_duration: ClassVar[float] = 120.0
+    capabilities: ClassVar[Capabilities] = Capabilities(seed=True, batch=False)
+
+    def _setup_device(self) -> None:
+        self.device = resolve_device(self.settings["device"])
+        self.dtype = resolve_dtype(self.settings["dtype"], self.device)
+
+    @abc.abstractmethod
+    def _speak(self, sentences: list[str], item: GenerationItem, duration: float,
+               options: Mapping[str, Any]) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """One 1-D float waveform per sentence (at `sample_rate`) plus metadata about the voice/language."""
+
+    def generate_batch(self, items: Sequence[GenerationItem], duration: float, *, options: Mapping[str, Any],
+                       progress: ProgressCallback | None = None) -> list[GenerationResult]:
+        import torch
+
+        self.ensure_loaded()
+        results = []
+        for index, item in enumerate(items):
+            started = time.perf_counter()
+            sentences = split_sentences(item.prompt)
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(item.seed)
+                segments, extra = self._speak(sentences, item, duration, options)
+            samples, info = assemble(segments, self.sample_rate, duration, options["pause"])
+            results.append(GenerationResult(
+                candidates=[Audio(samples, self.sample_rate)], seed=item.seed, backend=self.name,
+                model_id=self.model_id, timings={"generate_s": time.perf_counter() - started},
+                metadata={**extra, **info}))
+            if progress:
+                progress((index + 1) / len(items), "speaking")
+        return results
+
+
+def frames_cap(duration: float, sample_rate: int, hop: int) -> int:
+    """Spectrogram frames that fill `duration` seconds: decoding beyond this is wasted work."""
+    return int(np.ceil(duration * sample_rate / hop)) + 1

@@ -1,0 +1,13 @@
+"""Registers the speech backends (imports no torch: `tag backends` loads every plugin)."""
+from __future__ import annotations
+
+from tagcore import hookimpl
+
+
+@hookimpl
+def register_backends(register) -> None:
+    from .mms import MmsTtsBackend
+    from .speecht5 import SpeechT5Backend
+
+    register(SpeechT5Backend)
+    register(MmsTtsBackend)

@@ -1,0 +1,97 @@
+"""Speaker embeddings for SpeechT5: the shipped default voice, a voice file, or one cloned from a sample.
+
+SpeechT5 conditions its decoder on a 512-dimensional, L2-normalised x-vector. A sample of someone speaking is
+turned into such a vector by an x-vector speaker-verification model from transformers (WavLMForXVector,
+UniSpeechSatForXVector...; default microsoft/wavlm-base-plus-sv).
+
+Honest caveats: SpeechT5 was trained on x-vectors from SpeechBrain's spkrec-xvect-voxceleb, not on WavLM ones.
+Both are 512-d speaker-verification embeddings, normalised the same way, but they are different spaces, so a
+clone catches coarse traits (pitch range, gender, timbre) at best; it is not a faithful voice copy.
+The default voice (default_voice.npy) is NOT a recording of anyone: it is the unit vector
+`make_default_voice()` draws from a seeded normal distribution, shipped so that every installation speaks with
+the same stable voice without downloading a data set. Set the worker option `voice` to a .npy x-vector (e.g. a
+row of the Matthijs/cmu-arctic-xvectors data set used in the SpeechT5 model card) for a voice SpeechT5 knows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tagcore.audio import resample
+from tagcore.audio_types import Audio
+from tagcore.errors import ConfigError, InvalidRequest
+
+from .weights import MODEL_WEIGHTS, WeightsSource
+
+DEFAULT_VOICE_FILE = Path(__file__).with_name("default_voice.npy")
+DEFAULT_VOICE_SEED = 5_310_712
+EMBEDDING_DIM = 512
+ENCODER_RATE = 16000
+MIN_SAMPLE_SECONDS = 1.0
+MAX_SAMPLE_SECONDS = 30.0
+"""Only the first 30 s of a sample are used: enough for a stable embedding, bounded memory."""
+DEFAULT_SPEAKER_ENCODER = "microsoft/wavlm-base-plus-sv"
+SPEAKER_ENCODER_FILES = ("config.json", MODEL_WEIGHTS, "preprocessor_config.json")
+
+
+def make_default_voice(dim: int = EMBEDDING_DIM) -> np.ndarray:
+    """The default voice: a fixed unit vector from a seeded normal draw (reproduces default_voice.npy)."""
+    vector = np.random.default_rng(DEFAULT_VOICE_SEED).standard_normal(dim)
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def load_voice_file(path: str | Path, dim: int) -> np.ndarray:
+    """A speaker embedding from a .npy file of `dim` floats, normalised to unit length."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"voice file {path} does not exist (a .npy holding one {dim}-value x-vector)")
+    try:
+        vector = np.load(path, allow_pickle=False).astype(np.float32).reshape(-1)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"voice file {path} is not a readable .npy array: {exc}") from None
+    if vector.size != dim:
+        raise ConfigError(f"voice file {path} holds {vector.size} values; this model needs {dim}")
+    return normalise(vector)
+
+
+def normalise(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise InvalidRequest("the speaker embedding is empty or not finite")
+    return (vector / norm).astype(np.float32)
+
+
+class SpeakerEncoder:
+    """An x-vector model from transformers that maps a voice sample to a normalised speaker embedding."""
+
+    def __init__(self, source: WeightsSource, device: Any) -> None:
+        from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
+
+        self.source = source
+        self.extractor = source.load(AutoFeatureExtractor.from_pretrained, DEFAULT_SPEAKER_ENCODER)
+        model = source.load(AutoModelForAudioXVector.from_pretrained, DEFAULT_SPEAKER_ENCODER)
+        self.model = model.to(device).eval()
+        self.device = device
+        self.rate = int(getattr(self.extractor, "sampling_rate", ENCODER_RATE))
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.xvector_output_dim)
+
+    def embed(self, sample: Audio) -> tuple[np.ndarray, float]:
+        """(unit-length embedding, seconds of the sample used)."""
+        import torch
+
+        if sample.duration < MIN_SAMPLE_SECONDS:
+            raise InvalidRequest(f"the voice sample is {sample.duration:.1f} s long; send at least "
+                                 f"{MIN_SAMPLE_SECONDS:g} s of clear speech")
+        audio = resample(sample.mono(), self.rate)
+        samples = audio.samples[0, :int(MAX_SAMPLE_SECONDS * self.rate)]
+        if not np.any(samples):
+            raise InvalidRequest("the voice sample is silent")
+        inputs = self.extractor(samples, sampling_rate=self.rate, return_tensors="pt")
+        with torch.inference_mode():
+            embedding = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).embeddings
+        return normalise(embedding[0].float().cpu().numpy()), len(samples) / self.rate

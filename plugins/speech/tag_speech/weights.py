@@ -1,0 +1,96 @@
+"""Where a speech model's files come from: a local folder in the Hugging Face layout, or a hub id.
+
+Every component (TTS model, vocoder, speaker encoder) is one `WeightsSource`. A local folder is checked file by
+file before loading so a missing file is named exactly; a hub id is loaded through the hub cache (downloaded when
+online) and any failure becomes a WeightsMissing that says which command fetches it.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from tagcore.errors import WeightsMissing
+
+T = TypeVar("T")
+MODEL_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                 "pytorch_model.bin.index.json")
+"""Any one of these holds the weights of a save_pretrained folder."""
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """One component's weights: `where` is a folder path or a hub repository id."""
+
+    role: str
+    where: str
+    local: bool
+    required: tuple[str | tuple[str, ...], ...]
+    """File names the folder must hold; a tuple means any one of those names."""
+
+    @classmethod
+    def locate(cls, role: str, given: str, default_hub_id: str,
+               required: tuple[str | tuple[str, ...], ...]) -> "WeightsSource":
+        """A folder when `given` names an existing path or does not look like `owner/name`; else a hub id."""
+        value = (given or "").strip() or default_hub_id
+        path = Path(value).expanduser()
+        local = path.exists() or not _HUB_ID.match(value)
+        return cls(role, str(path) if local else value, local, required)
+
+    def missing(self) -> list[str]:
+        """Names of the required files absent from a local folder (empty for hub ids)."""
+        if not self.local:
+            return []
+        folder = Path(self.where)
+        if not folder.is_dir():
+            return ["(the folder itself)"]
+        return [" or ".join(n) if isinstance(n, tuple) else n for n in self.required
+                if not any((folder / name).is_file() for name in ((n,) if isinstance(n, str) else n))]
+
+    def cached(self) -> bool:
+        """For a hub id: whether its config is in the local hub cache (no network access)."""
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(self.where, "config.json"), str)
+
+    def status(self) -> tuple[bool, str]:
+        """(present, one-line detail) without loading anything."""
+        if self.local:
+            missing = self.missing()
+            if missing:
+                return False, f"{self.role}: {self.where} lacks {', '.join(missing)}"
+            return True, f"{self.role}: folder {self.where}"
+        if self.cached():
+            return True, f"{self.role}: {self.where} (hub cache)"
+        return False, f"{self.role}: {self.where} is not downloaded yet ({self.fetch_hint()})"
+
+    def fetch_hint(self, repo_id: str | None = None) -> str:
+        repo = repo_id or self.where
+        return f"get it with `hf download {repo}` (older hubs: `huggingface-cli download {repo}`)"
+
+    def load(self, loader: Callable[[str], T], default_hub_id: str) -> T:
+        """Run `loader(path_or_id)`, turning every way the files can be absent into WeightsMissing."""
+        if self.local:
+            missing = self.missing()
+            if missing == ["(the folder itself)"]:
+                raise WeightsMissing(
+                    f"{self.role} folder {self.where} does not exist: point the option at a folder saved with "
+                    f"save_pretrained, or download one with `hf download {default_hub_id} --local-dir "
+                    f"{self.where}`")
+            if missing:
+                raise WeightsMissing(
+                    f"{self.role} folder {self.where} lacks {', '.join(missing)}: download the complete folder "
+                    f"with `hf download {default_hub_id} --local-dir {self.where}`")
+        try:
+            return loader(self.where)
+        except (OSError, ValueError) as exc:
+            if self.local:
+                raise WeightsMissing(f"{self.role} in {self.where} could not be read ({exc}); re-download it "
+                                     f"with `hf download {default_hub_id} --local-dir {self.where}`") from exc
+            raise WeightsMissing(
+                f"{self.role} {self.where} is neither a local folder nor in the hub cache, and could not be "
+                f"downloaded ({type(exc).__name__}): {self.fetch_hint()} while online, or pass a local folder"
+            ) from exc

@@ -1,0 +1,107 @@
+"""Tiny, randomly initialised speech models saved in the Hugging Face layout (save_pretrained).
+
+The speech backends load these through exactly the code that loads real checkpoints, so tests and the CPU
+benchmark exercise tokenisation, batching, vocoding and voice cloning without downloading anything. The audio
+they make is noise-like; only shapes, lengths, determinism and error handling are meaningful.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SENTENCES = [
+    "Hello there. How are you today?",
+    "The quick brown fox jumps over the lazy dog.",
+    "Speech synthesis turns text into audio, one sentence at a time!",
+    "Numbers like 1 2 3 and punctuation, such as commas; are fine.",
+    "Pack my box with five dozen liquor jugs. Sphinx of black quartz, judge my vow.",
+]
+SPEAKER_DIM = 512  # SpeechT5's x-vector size, kept so the shipped default voice fits the tiny model too
+
+
+def build_speecht5(root: Path) -> tuple[Path, Path]:
+    """Write a tiny SpeechT5 TTS model (+ char sentencepiece tokenizer) and a tiny HiFi-GAN; return both folders."""
+    import sentencepiece as spm
+    import torch
+    from transformers import (SpeechT5Config, SpeechT5FeatureExtractor, SpeechT5ForTextToSpeech, SpeechT5HifiGan,
+                              SpeechT5HifiGanConfig, SpeechT5Processor, SpeechT5Tokenizer)
+
+    model_dir, vocoder_dir = root / "speecht5_tts", root / "speecht5_hifigan"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(SENTENCES * 4))
+    prefix = root / "spm_char"
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(prefix), model_type="char",
+                                   character_coverage=1.0, bos_id=0, pad_id=1, eos_id=2, unk_id=3,
+                                   minloglevel=2)
+    tokenizer = SpeechT5Tokenizer(vocab_file=str(prefix) + ".model")
+    processor = SpeechT5Processor(feature_extractor=SpeechT5FeatureExtractor(), tokenizer=tokenizer)
+    processor.save_pretrained(model_dir)
+
+    torch.manual_seed(0)
+    config = SpeechT5Config(
+        vocab_size=len(tokenizer), hidden_size=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, speech_decoder_prenet_units=32,
+        speech_decoder_postnet_units=32, speech_decoder_postnet_layers=2, num_mel_bins=80,
+        speaker_embedding_dim=SPEAKER_DIM, conv_dim=[8, 8], conv_stride=[5, 2], conv_kernel=[10, 3],
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, max_speech_positions=1000,
+    )
+    model = SpeechT5ForTextToSpeech(config).eval()
+    # A random stop-token head never fires; bias it so decoding stops after a few frames like a trained one.
+    with torch.no_grad():
+        model.speech_decoder_postnet.prob_out.weight.normal_(0.0, 0.3)
+        model.speech_decoder_postnet.prob_out.bias.fill_(-3.0)
+    model.save_pretrained(model_dir)
+
+    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
+        upsample_initial_channel=16, upsample_rates=[4, 4, 4, 4], upsample_kernel_sizes=[8, 8, 8, 8],
+        resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1]])).eval()
+    vocoder.save_pretrained(vocoder_dir)
+    return model_dir, vocoder_dir
+
+
+def build_speaker_encoder(root: Path) -> Path:
+    """Write a tiny WavLM x-vector speaker encoder (+ feature extractor) emitting SPEAKER_DIM-d embeddings."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForXVector
+
+    folder = root / "wavlm_sv"
+    torch.manual_seed(0)
+    config = WavLMConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, conv_dim=[8, 8],
+        conv_stride=[5, 4], conv_kernel=[10, 4], num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
+        tdnn_dim=[16, 16], tdnn_kernel=[3, 1], tdnn_dilation=[1, 1], xvector_output_dim=SPEAKER_DIM,
+        num_buckets=16, max_bucket_distance=32,
+    )
+    WavLMForXVector(config).eval().save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
+                             return_attention_mask=True).save_pretrained(folder)
+    return folder
+
+
+def build_mms(root: Path, name: str = "mms_tts") -> Path:
+    """Write a tiny VITS (MMS-TTS layout: config, weights, vocab.json, tokenizer_config.json)."""
+    import torch
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = sorted(set("".join(SENTENCES).lower()) - {"\n"})
+    vocab = {"<pad>": 0, "<unk>": 1}  # add_blank interleaves the pad token, so it must be in the vocabulary
+    for char in chars:
+        vocab.setdefault(char, len(vocab))
+    (root / f"{name}_vocab.json").write_text(json.dumps(vocab))
+    tokenizer = VitsTokenizer(vocab_file=str(root / f"{name}_vocab.json"), add_blank=True, normalize=True,
+                              language="eng", phonemize=False, is_uroman=False)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = VitsConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32,
+        flow_size=8, spectrogram_bins=17, upsample_initial_channel=16, upsample_rates=[8, 8, 2, 2],
+        upsample_kernel_sizes=[16, 16, 4, 4], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1]],
+        duration_predictor_filter_channels=16, prior_encoder_num_flows=1, prior_encoder_num_wavenet_layers=1,
+        posterior_encoder_num_wavenet_layers=1, duration_predictor_num_flows=1, depth_separable_num_layers=1,
+        sampling_rate=16000,
+    )
+    VitsModel(config).eval().save_pretrained(folder)
+    return folder
