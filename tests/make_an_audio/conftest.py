@@ -13,7 +13,7 @@ GOLDEN = REPO.parent / "shared" / "make_an_audio" / "golden"
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
-    from maa_tiny import write_folder
+    from tag_testkit.make_an_audio_tiny import write_folder
 
     return write_folder(tmp_path_factory.mktemp("maa_tiny"))
 

@@ -43,7 +43,7 @@ def close(name: str, got: torch.Tensor, case: dict) -> None:
 
 def test_official_key_manifest_matches_the_tiny_writer(golden_dir):
     """The tiny-folder writer produces exactly the official key names/shapes at full size."""
-    from maa_tiny import FULL, ldm_shapes, vocoder_args
+    from tag_testkit.make_an_audio_tiny import FULL, ldm_shapes, vocoder_args
 
     official = {k: tuple(v) for k, v in json.loads((golden_dir / "maa1_full.keys.json").read_text()).items()}
     assert ldm_shapes(FULL, 30522) == official

@@ -34,7 +34,7 @@ class Arch:
     bert_intermediate: int = 64
     bert_positions: int = 128
     vocab_size: int = 0  # 0: the size of the vocab written with the folder
-    vocoder_channels: int = 32
+    vocoder_channels: int = 64
     vocoder_kernels: tuple[int, ...] = (3,)
 
 
