@@ -10,9 +10,9 @@ BUNDLED_NAME = "tag50.txt"
 
 
 def bundled_prompts_path() -> Path:
-    """benchmarks/prompts/tag50.txt in a checkout; tag_bench/prompts/ in an installed wheel."""
+    """benchmarks/prompts/tag50.txt in a checkout; tag_bench/prompt_sets/ in an installed wheel."""
     here = Path(__file__).resolve().parent
-    for folder in (here / "prompts", here.parent / "prompts"):
+    for folder in (here / "prompt_sets", here.parent / "prompts"):
         if (folder / BUNDLED_NAME).is_file():
             return folder / BUNDLED_NAME
     raise InvalidRequest(f"the bundled prompt set {BUNDLED_NAME} is not installed: pass --prompts FILE")

@@ -31,11 +31,11 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise InvalidRequest("FAD needs at least 2 clips in each set")
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(root).all():
         # Singular products (few clips): regularise both covariances slightly, as is customary.
         eps = 1e-6 * np.eye(a.shape[1])
-        root, _ = linalg.sqrtm((cov_a + eps) @ (cov_b + eps), disp=False)
+        root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
     root = np.real(root)
     diff = mu_a - mu_b
     value = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root)
