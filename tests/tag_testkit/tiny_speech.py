@@ -68,12 +68,12 @@ def build_speaker_encoder(root: Path) -> Path:
     folder = root / "wavlm_sv"
     torch.manual_seed(0)
     config = WavLMConfig(
-        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, conv_dim=[8, 8],
-        conv_stride=[5, 4], conv_kernel=[10, 4], num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, conv_dim=[8, 8, 8],
+        conv_stride=[5, 8, 8], conv_kernel=[10, 8, 8], num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
         tdnn_dim=[16, 16], tdnn_kernel=[3, 1], tdnn_dilation=[1, 1], xvector_output_dim=SPEAKER_DIM,
         num_buckets=16, max_bucket_distance=32,
     )
-    WavLMForXVector(config).eval().save_pretrained(folder)
+    WavLMForXVector(config).eval().save_pretrained(folder)  # 320-sample hop like the real encoders: 30 s = 1500 frames
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
                              return_attention_mask=True).save_pretrained(folder)
     return folder

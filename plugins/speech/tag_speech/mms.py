@@ -88,11 +88,10 @@ class MmsTtsBackend(SpeechBackend):
         import torch
 
         inputs = self.tokenizer(sentences, return_tensors="pt", padding=True)
-        spoken = inputs["attention_mask"].sum(dim=1) > 0
-        if not bool(spoken.all()):
-            bad = sentences[int((~spoken).nonzero()[0, 0])]
-            raise InvalidRequest(f"the {self.language} MMS voice cannot read {bad!r}: none of its characters are "
-                                 "in the model's alphabet (is the text in the worker's language?)")
+        for sentence, ids in zip(sentences, inputs["input_ids"].tolist()):
+            if not any(token.isalnum() for token in self.tokenizer.convert_ids_to_tokens(ids)):
+                raise InvalidRequest(f"the {self.language} MMS voice cannot read {sentence!r}: none of its letters "
+                                     "are in the model's alphabet (is the text in the worker's language?)")
         self.model.speaking_rate = float(options["speaking_rate"])
         with torch.inference_mode():
             out = self.model(**{k: v.to(self.device) for k, v in inputs.items()})

@@ -72,25 +72,46 @@ class WeightsSource:
         return f"get it with `hf download {repo}` (older hubs: `huggingface-cli download {repo}`)"
 
     def load(self, loader: Callable[[str], T], default_hub_id: str) -> T:
-        """Run `loader(path_or_id)`, turning every way the files can be absent into WeightsMissing."""
-        if self.local:
-            missing = self.missing()
-            if missing == ["(the folder itself)"]:
-                raise WeightsMissing(
-                    f"{self.role} folder {self.where} does not exist: point the option at a folder saved with "
-                    f"save_pretrained, or download one with `hf download {default_hub_id} --local-dir "
-                    f"{self.where}`")
-            if missing:
-                raise WeightsMissing(
-                    f"{self.role} folder {self.where} lacks {', '.join(missing)}: download the complete folder "
-                    f"with `hf download {default_hub_id} --local-dir {self.where}`")
+        """Run `loader(folder)`, turning every way the files can be absent into WeightsMissing."""
+        folder = self.where if self.local else self._snapshot()
+        missing = WeightsSource(self.role, folder, True, self.required).missing()
+        if missing == ["(the folder itself)"]:
+            raise WeightsMissing(
+                f"{self.role} folder {folder} does not exist: point the option at a folder saved with "
+                f"save_pretrained, or download one with `hf download {default_hub_id} --local-dir {folder}`")
+        if missing:
+            raise WeightsMissing(f"{self.role} folder {folder} lacks {', '.join(missing)}: download the complete "
+                                 f"folder with `hf download {default_hub_id} --local-dir {folder}`")
         try:
-            return loader(self.where)
-        except (OSError, ValueError) as exc:
-            if self.local:
-                raise WeightsMissing(f"{self.role} in {self.where} could not be read ({exc}); re-download it "
-                                     f"with `hf download {default_hub_id} --local-dir {self.where}`") from exc
+            return loader(folder)
+        except _unreadable_errors() as exc:
+            raise WeightsMissing(f"{self.role} in {folder} could not be read ({exc}); re-download it "
+                                 f"with `hf download {default_hub_id} --local-dir {folder}`") from exc
+
+    def _snapshot(self) -> str:
+        """The hub cache folder of this repository, downloading it when online (safetensors preferred)."""
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = snapshot_download(self.where, allow_patterns=_HUB_FILES)
+            if not any((Path(folder) / name).is_file() for name in MODEL_WEIGHTS):
+                folder = snapshot_download(self.where, allow_patterns=["*.bin", *_HUB_FILES])
+        except Exception as exc:  # offline, unknown repository, network or disk errors alike
             raise WeightsMissing(
                 f"{self.role} {self.where} is neither a local folder nor in the hub cache, and could not be "
                 f"downloaded ({type(exc).__name__}): {self.fetch_hint()} while online, or pass a local folder"
             ) from exc
+        return folder
+
+
+_HUB_FILES = ["*.json", "*.model", "*.txt", "*.safetensors"]
+"""What a speech repository needs from the hub: configs, tokenizers and safetensors weights."""
+
+
+def _unreadable_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions meaning "these files are absent, truncated or not what they claim to be"."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, RuntimeError, pickle.UnpicklingError, SafetensorError)

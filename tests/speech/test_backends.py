@@ -1,0 +1,139 @@
+"""SpeechT5 and MMS-TTS on tiny models loaded through the same code as real checkpoints."""
+import numpy as np
+import pytest
+
+from tag_speech.voice import DEFAULT_VOICE_FILE, make_default_voice
+from tagcore import Audio, GenerationItem
+from tagcore.errors import ConfigError, InvalidRequest, TagError
+from tagcore.plugins import backends
+
+TEXT = "Hello there. The quick brown fox jumps over the lazy dog!"
+
+
+def voice_sample(seconds: float, pitch: float = 180.0) -> Audio:
+    t = np.arange(int(seconds * 22050)) / 22050  # another rate on purpose: the encoder resamples to 16 kHz
+    return Audio(0.3 * np.sin(2 * np.pi * pitch * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2, 22050)
+
+
+def test_backends_are_registered_through_the_plugin_hook():
+    registry = backends()
+    assert registry.get("speecht5").name == "speecht5"
+    assert registry.get("mms_tts").name == "mms_tts"
+
+
+@pytest.mark.parametrize("fixture", ["speecht5", "mms"])
+def test_clip_has_exactly_the_requested_length_and_speech_metadata(fixture, request):
+    backend = request.getfixturevalue(fixture)
+    result = backend.generate(TEXT, 4.0, seed=3)
+    assert result.audio.sample_rate == 16000 and result.audio.frames == backend.frames_for(4.0)
+    meta = result.metadata
+    assert meta["voice"] == "default" and meta["sentences"] == 2
+    assert 0 < meta["speech_seconds"] <= 4.0
+    spoken = int(round(meta["speech_seconds"] * 16000))
+    assert np.any(result.audio.samples[0, :spoken]) and not np.any(result.audio.samples[0, spoken + 1:])
+    assert result.seed == 3 and result.model_id.startswith(backend.name)
+
+
+@pytest.mark.parametrize("fixture", ["speecht5", "mms"])
+def test_same_seed_same_audio_other_seed_other_audio(fixture, request):
+    backend = request.getfixturevalue(fixture)
+    first, again = backend.generate(TEXT, 3.0, seed=11), backend.generate(TEXT, 3.0, seed=11)
+    other = backend.generate(TEXT, 3.0, seed=12)
+    assert np.array_equal(first.audio.samples, again.audio.samples)
+    assert not np.array_equal(first.audio.samples, other.audio.samples)
+
+
+@pytest.mark.parametrize("fixture", ["speecht5", "mms"])
+def test_batch_results_do_not_depend_on_batch_company(fixture, request):
+    backend = request.getfixturevalue(fixture)
+    alone = backend.generate("Hello there.", 2.0, seed=5)
+    options = backend.resolve_request_options({})
+    batch = backend.generate_batch([GenerationItem("Pack my box.", 9), GenerationItem("Hello there.", 5)], 2.0,
+                                   options=options)
+    assert [r.seed for r in batch] == [9, 5]
+    assert np.array_equal(batch[1].audio.samples, alone.audio.samples)
+
+
+def test_long_text_is_split_and_truncated_with_a_notice(mms):
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)
+    result = mms.generate(text, 2.0, seed=1)
+    meta = result.metadata
+    assert result.audio.frames == 32000
+    assert meta["sentences"] == 12 and meta["sentences_spoken"] < 12 and meta["truncated"]
+    assert meta["needed_seconds"] > 2.0 and "longer duration" in meta["notice"]
+
+
+def test_pause_option_changes_the_gap(mms):
+    short = mms.generate(TEXT, 6.0, seed=1, options={"pause": 0.0}).metadata
+    long = mms.generate(TEXT, 6.0, seed=1, options={"pause": 1.0}).metadata
+    assert long["speech_seconds"] == pytest.approx(short["speech_seconds"] + 1.0, abs=1e-3)
+
+
+def test_speaking_rate_changes_length(mms):
+    slow = mms.generate(TEXT, 10.0, seed=1, options={"speaking_rate": 0.5}).metadata["speech_seconds"]
+    fast = mms.generate(TEXT, 10.0, seed=1, options={"speaking_rate": 2.0}).metadata["speech_seconds"]
+    assert slow > fast
+
+
+def test_mms_reports_its_language_and_rejects_text_it_cannot_read(mms):
+    assert mms.generate("hello", 1.0, seed=1).metadata["language"] == "eng"
+    with pytest.raises(InvalidRequest, match="cannot read"):
+        mms.generate("Hello. Привет.", 2.0, seed=1)
+
+
+def test_default_voice_file_is_the_documented_seeded_vector(speecht5):
+    shipped = np.load(DEFAULT_VOICE_FILE)
+    assert shipped.shape == (512,) and np.allclose(shipped, make_default_voice())
+    assert np.linalg.norm(shipped) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_voice_is_cloned_from_a_sample(speecht5):
+    plain = speecht5.generate("Hello there.", 3.0, seed=4)
+    cloned = speecht5.generate("Hello there.", 3.0, seed=4, audio_prompt=voice_sample(2.0))
+    other = speecht5.generate("Hello there.", 3.0, seed=4, audio_prompt=voice_sample(2.0, pitch=90.0))
+    assert cloned.metadata["voice"] == "cloned from sample (2.0 s)"
+    assert not np.array_equal(plain.audio.samples, cloned.audio.samples)
+    assert not np.array_equal(cloned.audio.samples, other.audio.samples)
+
+
+def test_cloned_embedding_is_unit_length_and_long_samples_are_capped(speecht5):
+    speecht5.generate("Hi.", 1.0, seed=1, audio_prompt=voice_sample(1.5))
+    embedding, seconds = speecht5.speaker_encoder.embed(voice_sample(31.0))
+    assert embedding.shape == (512,) and np.linalg.norm(embedding) == pytest.approx(1.0, abs=1e-5)
+    assert seconds == 30.0
+
+
+@pytest.mark.parametrize("sample, message", [
+    (Audio(np.zeros(8000), 16000), "at least 1 s"),
+    (Audio(np.zeros(32000), 16000), "silent"),
+])
+def test_unusable_voice_samples_are_rejected(speecht5, sample, message):
+    with pytest.raises(InvalidRequest, match=message):
+        speecht5.generate("Hello there.", 3.0, seed=1, audio_prompt=sample)
+
+
+def test_voice_file_option(tmp_path, speech_models):
+    from tag_speech.speecht5 import SpeechT5Backend
+
+    settings = {"weights": str(speech_models["speecht5"]), "vocoder": str(speech_models["vocoder"]),
+                "device": "cpu"}
+    good = tmp_path / "voice.npy"
+    np.save(good, np.arange(512, dtype=np.float32))
+    backend = SpeechT5Backend({**settings, "voice": str(good)})
+    assert backend.generate("Hello.", 1.0, seed=1).metadata["voice"] == f"file {good}"
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.ones(16, dtype=np.float32))
+    with pytest.raises(ConfigError, match="holds 16 values"):
+        SpeechT5Backend({**settings, "voice": str(bad)}).load()
+    with pytest.raises(ConfigError, match="does not exist"):
+        SpeechT5Backend({**settings, "voice": str(tmp_path / "none.npy")}).load()
+
+
+def test_missing_speaker_encoder_fails_only_cloning(tmp_path, speech_models):
+    from tag_speech.speecht5 import SpeechT5Backend
+
+    backend = SpeechT5Backend({"weights": str(speech_models["speecht5"]), "vocoder": str(speech_models["vocoder"]),
+                               "speaker_encoder": str(tmp_path / "no_encoder"), "device": "cpu"})
+    assert backend.generate("Hello.", 1.0, seed=1).metadata["voice"] == "default"
+    with pytest.raises(TagError, match="speaker encoder folder .*no_encoder does not exist"):
+        backend.generate("Hello.", 2.0, seed=1, audio_prompt=voice_sample(1.5))
