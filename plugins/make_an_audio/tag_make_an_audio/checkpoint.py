@@ -56,10 +56,24 @@ class Layout:
         """Relative names of required files that are absent (cheap: only stats files)."""
         return [name for name in REQUIRED_FILES if not self.path(name).is_file()]
 
+    def require_all(self) -> None:
+        """Name every missing file at once, so a user fixes the folder in one go."""
+        if not self.root.is_dir():
+            raise WeightsMissing(
+                f"Make-An-Audio: the weights folder {self.root} does not exist. Run `tag models pull make_an_audio "
+                f"--dest {self.root}`: it fetches the tokenizer and says where to put maa1_full.ckpt and bigvgan/ "
+                f"(Google Drive folder linked in the official README).")
+        missing = self.missing()
+        if missing:
+            raise WeightsMissing("Make-An-Audio: " + "; ".join(self._missing_message(name) for name in missing))
+
+    def _missing_message(self, name: str) -> str:
+        return f"{self.path(name)} is missing: {HOW_TO_GET[name].replace('WEIGHTS', str(self.root))}"
+
     def require(self, name: str) -> Path:
         path = self.path(name)
         if not path.is_file():
-            raise WeightsMissing(f"Make-An-Audio: {path} is missing: {HOW_TO_GET[name].replace('WEIGHTS', str(self.root))}")
+            raise WeightsMissing(f"Make-An-Audio: {self._missing_message(name)}")
         return path
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,7 +255,8 @@ def _vocoder(layout: ckpt.Layout, device: torch.device) -> nn.Module:
         raise WeightsMissing(f"Make-An-Audio: {args_path} lacks {', '.join(lacking)}; "
                              f"{ckpt.HOW_TO_GET[ckpt.VOCODER_ARGS]}")
     state = ckpt.load_state_dict(weights_path, "generator", ckpt.VOCODER_FILE)
-    with torch.device("meta"):
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weight_norm.*deprecated", category=FutureWarning)
         vocoder = BigVGAN(AttrDict(args), use_cuda_kernel=False)
     _assign(vocoder, _place(state, device, torch.float32), weights_path, ckpt.VOCODER_FILE, "BigVGAN")
     with contextlib.redirect_stdout(io.StringIO()):  # bigvgan prints while folding the weight norm
@@ -280,6 +282,7 @@ def load(root: Path, device: torch.device, dtype: torch.dtype) -> MakeAnAudio:
     half-precision rounding in the waveform path is audible / overflows in fp16).
     """
     layout = ckpt.Layout(root)
+    layout.require_all()
     tokenizer = _tokenizer(layout)
     ldm_path = layout.require(ckpt.LDM_FILE)
     vocoder = _vocoder(layout, device)
