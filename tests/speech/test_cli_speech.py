@@ -1,0 +1,39 @@
+"""`tag generate` end to end with the speech backends: real console script, weights from folders, voice sample."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+def run_tag(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TAG_CONFIG=str(cwd / "absent.toml"), TAG_PLUGINS="inprocess,speech")
+    return subprocess.run([str(Path(sys.executable).with_name("tag")), *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def test_generate_speech_with_a_cloned_voice(tmp_path, speech_models):
+    t = np.arange(24000) / 16000
+    sf.write(tmp_path / "me.wav", 0.3 * np.sin(2 * np.pi * 150 * t), 16000)
+    result = run_tag(["generate", "Hello there. How are you?", "-b", "speecht5", "-d", "5", "--seed", "2",
+                      "-O", f"weights={speech_models['speecht5']}", "-O", f"vocoder={speech_models['vocoder']}",
+                      "-O", f"speaker_encoder={speech_models['encoder']}", "--device", "cpu",
+                      "--audio-prompt", "me.wav", "--json", "-q", "-o", "out.wav"], tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    info = sf.info(tmp_path / "out.wav")
+    assert info.samplerate == 16000 and info.frames == 80000 and info.subtype == "PCM_16"
+    meta = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "cloned from sample (1.5 s)" in json.dumps(meta)
+    assert "speech_seconds" in json.dumps(meta)
+
+
+def test_generate_with_a_missing_weights_folder_says_what_to_download(tmp_path):
+    result = run_tag(["generate", "Hello there.", "-b", "mms_tts", "-d", "2", "-O", "weights=nowhere",
+                      "--device", "cpu", "-q", "-o", "out.wav"], tmp_path)
+    assert result.returncode != 0
+    assert "does not exist" in result.stderr + result.stdout
+    assert "hf download facebook/mms-tts-eng" in result.stderr + result.stdout
+    assert not (tmp_path / "out.wav").exists()
