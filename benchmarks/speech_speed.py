@@ -1,0 +1,139 @@
+"""Speech backends' speed: seconds of compute per second of speech, sentence batching, peak memory.
+
+Runs the real backend code (tag_speech) on real checkpoints (`--weights`/`--vocoder` folders or hub ids) or, with
+`--tiny DIR`, on the tiny random models the tests build (pipeline overhead only: their "speech" is noise and its
+length is arbitrary, so only the relative batch-vs-sequential figure carries over to real models).
+
+    uv run python benchmarks/speech_speed.py --backend speecht5 --device cuda           # hub defaults, online
+    uv run python benchmarks/speech_speed.py --backend mms_tts --weights ~/models/mms-tts-eng
+    uv run python benchmarks/speech_speed.py --backend speecht5 --tiny /tmp/tiny_speech --device cpu
+
+For each sentence count N: one request whose text has N sentences (synthesised as one batch) against N requests
+of one sentence each (sequential). Writes benchmarks/results/speech_speed_<backend>_<device>.md and .csv.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import re
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCE = "The quick brown fox jumps over the lazy dog."
+FIELDS = ["backend", "weights", "device", "dtype", "sentences", "mode", "wall_s", "speech_s", "s_per_speech_s",
+          "sentences_per_s", "peak_mem_mb"]
+
+
+def tiny_settings(backend: str, folder: Path) -> dict[str, str]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tag_testkit import tiny_speech
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if backend == "mms_tts":
+        return {"weights": str(folder / "mms_tts") if (folder / "mms_tts").is_dir() else
+                str(tiny_speech.build_mms(folder))}
+    if not (folder / "speecht5_tts").is_dir():
+        tiny_speech.build_speecht5(folder)
+    return {"weights": str(folder / "speecht5_tts"), "vocoder": str(folder / "speecht5_hifigan")}
+
+
+def peak_memory_mb(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # process peak so far (KiB -> MiB)
+
+
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def timed(backend, texts: list[str], duration: float, seed: int) -> tuple[float, float]:
+    """(wall seconds, seconds of speech) for generating `texts` one request after another."""
+    import torch
+
+    started = time.perf_counter()
+    speech = sum(backend.generate(text, duration, seed=seed).metadata["speech_seconds"] for text in texts)
+    if backend.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started, speech
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=("speecht5", "mms_tts"), default="speecht5")
+    parser.add_argument("--weights", default="", help="model folder or hub id (default: the backend's)")
+    parser.add_argument("--vocoder", default="", help="SpeechT5 vocoder folder or hub id")
+    parser.add_argument("--tiny", type=Path, help="build/use the tests' tiny random models in this folder")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--sentences", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    from tag_speech.mms import MmsTtsBackend
+    from tag_speech.speecht5 import SpeechT5Backend
+
+    cls = SpeechT5Backend if args.backend == "speecht5" else MmsTtsBackend
+    settings = tiny_settings(args.backend, args.tiny) if args.tiny else {
+        k: v for k, v in (("weights", args.weights), ("vocoder", args.vocoder)) if v}
+    backend = cls({**settings, "device": args.device, "dtype": args.dtype})
+    started = time.perf_counter()
+    backend.ensure_loaded()
+    load_s = time.perf_counter() - started
+    duration = min(cls.max_duration, 6.0 * max(args.sentences) + 5)
+    timed(backend, [SENTENCE], duration, 0)  # warm-up
+    rows = []
+    for count in args.sentences:
+        for mode, texts in (("batched", [" ".join([SENTENCE] * count)]), ("sequential", [SENTENCE] * count)):
+            wall = speech = 0.0
+            for repeat in range(args.repeats):
+                w, s = timed(backend, texts, duration, repeat)
+                wall, speech = wall + w, speech + s
+            rows.append({
+                "backend": args.backend, "weights": "tiny random" if args.tiny else backend.model_id,
+                "device": device_name(backend.device), "dtype": str(backend.dtype).removeprefix("torch."),
+                "sentences": count, "mode": mode, "wall_s": round(wall / args.repeats, 4),
+                "speech_s": round(speech / args.repeats, 3),
+                "s_per_speech_s": round(wall / speech, 4) if speech else None,
+                "sentences_per_s": round(count * args.repeats / wall, 2),
+                "peak_mem_mb": round(peak_memory_mb(backend.device)),
+            })
+            print(rows[-1], flush=True)
+    write(rows, args, load_s)
+
+
+def write(rows: list[dict], args, load_s: float) -> None:
+    slug = re.sub(r"[^a-z0-9]+", "_", rows[0]["device"].lower()).strip("_")
+    stem = ROOT / "benchmarks" / "results" / f"speech_speed_{args.backend}_{'tiny_' if args.tiny else ''}{slug}"
+    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [f"# Speech speed: {args.backend} on {rows[0]['device']} ({rows[0]['dtype']})", "",
+             f"Weights: {rows[0]['weights']}. Model load: {load_s:.1f} s. Each row is the mean of {args.repeats} "
+             f"runs; `batched` = one request of N sentences (one model batch), `sequential` = N one-sentence "
+             f"requests. s_per_speech_s = compute seconds per second of speech produced (below 1 = faster than "
+             f"real time). Peak memory: CUDA max allocated, or the process's peak RSS on CPU.", ""]
+    if args.tiny:
+        lines += ["Tiny random models (the tests'): pipeline overhead only, not the speed of real checkpoints; "
+                  "their speech length is arbitrary.", ""]
+    lines += ["| " + " | ".join(FIELDS[4:]) + " |", "|" + "---|" * len(FIELDS[4:])]
+    lines += ["| " + " | ".join(str(row[k]) for k in FIELDS[4:]) + " |" for row in rows]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {stem}.md and .csv")
+
+
+if __name__ == "__main__":
+    main()
