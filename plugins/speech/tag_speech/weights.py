@@ -65,11 +65,11 @@ class WeightsSource:
             return True, f"{self.role}: folder {self.where}"
         if self.cached():
             return True, f"{self.role}: {self.where} (hub cache)"
-        return False, f"{self.role}: {self.where} is not downloaded yet ({self.fetch_hint()})"
+        return False, f"{self.role}: {self.where} is not downloaded yet; {self.fetch_hint()}"
 
     def fetch_hint(self, repo_id: str | None = None) -> str:
         repo = repo_id or self.where
-        return f"get it with `hf download {repo}` (older hubs: `huggingface-cli download {repo}`)"
+        return f"run `hf download {repo}` (`huggingface-cli download {repo}` with older huggingface_hub)"
 
     def load(self, loader: Callable[[str], T], default_hub_id: str) -> T:
         """Run `loader(folder)`, turning every way the files can be absent into WeightsMissing."""
