@@ -121,3 +121,16 @@ def test_bf16_on_cpu_runs(tiny_weights):
     result = backend.generate("a bird chirps", 1.0, seed=1, options={"steps": 2})
     assert backend.model.unet.dtype == torch.bfloat16 and next(backend.model.vocoder.parameters()).dtype == torch.float32
     assert np.isfinite(result.audio.samples).all() and result.metadata["dtype"] == "bfloat16"
+
+
+def test_generator_advances_once_per_step_like_the_official_sampler(tiny_backend):
+    model = tiny_backend.model
+    noise = torch.zeros(model.latent_shape(1, 8))
+    c = model.encode_text(["rain"])
+    torch.manual_seed(5)
+    model.sample(noise, c, c, steps=4, guidance=1.0)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    for _ in range(4):
+        torch.randn(noise.shape)
+    assert torch.equal(after, torch.rand(3))

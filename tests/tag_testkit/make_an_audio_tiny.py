@@ -191,6 +191,8 @@ def schedule() -> dict[str, torch.Tensor]:
              sqrt_one_minus_alphas_cumprod=(1 - ac).sqrt(), log_one_minus_alphas_cumprod=(1 - ac).log(),
              sqrt_recip_alphas_cumprod=(1 / ac).sqrt(), sqrt_recipm1_alphas_cumprod=(1 / ac - 1).sqrt(),
              posterior_variance=b * (1 - acp) / (1 - ac))
+    s.update(posterior_log_variance_clipped=s["posterior_variance"].clamp(min=1e-20).log(),
+             posterior_mean_coef1=b * acp.sqrt() / (1 - ac), posterior_mean_coef2=(1 - acp) * (1 - b).sqrt() / (1 - ac))
     return {k: v.float() for k, v in s.items()}
 
 

@@ -1,0 +1,124 @@
+"""Make-An-Audio speed: cold load, seconds per clip by steps and batch size, peak memory.
+
+Runs the real backend code at full size. Weights: a folder in the official layout (`--weights DIR`: the real
+useful_ckpts, or stand-ins derived with ../shared/make_an_audio/golden/derive_weights.py), or `--random DIR`
+to write full-size random weights there first (speed does not depend on the values).
+
+    uv run python benchmarks/make_an_audio_speed.py --random /tmp/maa_full              # GPU defaults
+    uv run python benchmarks/make_an_audio_speed.py --weights DIR --device cpu --duration 2 --steps 5 --batch 1 2
+
+Writes benchmarks/results/make_an_audio_speed_<device>.md and .csv (one row per steps x batch).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = ["device", "dtype", "sampler", "duration_s", "steps", "batch", "s_per_clip", "x_realtime", "text_s",
+          "diffusion_s", "vae_s", "vocoder_s", "peak_mem_gb"]
+
+
+def peak_memory_gb(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB; process peak so far
+
+
+def write_random(folder: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tag_testkit.make_an_audio_tiny import FULL, TINY_WORDS, write_folder
+
+    if not (folder / "maa1_full.ckpt").is_file():
+        write_folder(folder, FULL, TINY_WORDS)
+
+
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", type=Path, help="official-layout folder")
+    source.add_argument("--random", type=Path, help="write full-size random weights here (once) and use them")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--sampler", default="ddim", choices=("ddim", "dpmpp"))
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--steps", type=int, nargs="+", default=[100, 25])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+
+    folder = args.weights
+    if args.random:
+        write_random(args.random)
+        folder = args.random
+
+    from tag_make_an_audio.backend import MakeAnAudioBackend
+    from tagcore import GenerationItem
+
+    backend = MakeAnAudioBackend({"weights": str(folder), "device": args.device, "dtype": args.dtype,
+                                  "compile": args.compile})
+    started = time.perf_counter()
+    backend.ensure_loaded()
+    load_s = time.perf_counter() - started
+    device, dtype = backend.model.device, str(backend.model.dtype).replace("torch.", "")
+    warm = backend.resolve_request_options({"steps": 1, "sampler": args.sampler})
+    backend.generate_batch([GenerationItem("warm up", seed=0)], min(args.duration, 2.0), options=warm)
+
+    rows = []
+    for steps in args.steps:
+        for batch in args.batch:
+            if device.type == "cuda":
+                import torch
+
+                torch.cuda.reset_peak_memory_stats(device)
+            options = backend.resolve_request_options({"steps": steps, "sampler": args.sampler})
+            items = [GenerationItem(f"a dog barks in the rain {i}", seed=i) for i in range(batch)]
+            t0 = time.perf_counter()
+            results = backend.generate_batch(items, args.duration, options=options)
+            total = time.perf_counter() - t0
+            timings = results[0].timings
+            row = dict(device=device.type, dtype=dtype, sampler=args.sampler, duration_s=args.duration, steps=steps,
+                       batch=batch, s_per_clip=round(total / batch, 3),
+                       x_realtime=round(args.duration * batch / total, 3),
+                       **{k: timings[k] for k in ("text_s", "diffusion_s", "vae_s", "vocoder_s")},
+                       peak_mem_gb=round(peak_memory_gb(device), 2))
+            rows.append(row)
+            print(row, flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"make_an_audio_speed_{device.type}"
+    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [f"# Make-An-Audio speed ({device_name(device)})", "",
+             f"Full-size model, weights from `{'random' if args.random else folder.name}`; cold load "
+             f"{load_s:.1f} s (modules built on the meta device, checkpoint memory-mapped); timings are wall clock "
+             f"for one `generate_batch`; s_per_clip = batch time / batch; stage columns are for the whole batch; "
+             f"peak_mem_gb is {'torch.cuda.max_memory_allocated' if device.type == 'cuda' else 'process max RSS'}.",
+             "", "| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
+    lines += ["| " + " | ".join(str(row[f]) for f in FIELDS) + " |" for row in rows]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {stem}.md and .csv")
+
+
+if __name__ == "__main__":
+    main()
