@@ -1,0 +1,127 @@
+"""Finding and loading audiocraft checkpoints (a local exported folder or a Hugging Face hub id).
+
+Why a module of its own: torch >= 2.6 unpickles with `weights_only=True`, and the released checkpoints store their
+training config either as a YAML string (loads fine) or as a pickled omegaconf `DictConfig` (refused; audiocraft
+PR #534). Unpickling arbitrary classes can run code, so the omegaconf classes are allowed only when the person
+running the worker said they trust the checkpoint (`trust_checkpoint=true`), and then only those classes.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tagcore.errors import WeightsMissing
+
+CHECKPOINT_FILES = ("state_dict.bin", "compression_state_dict.bin")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a model comes from: `kind` is "folder" or "hub"; `location` is the path or the repo id."""
+
+    kind: str
+    location: str
+
+    @property
+    def model_id(self) -> str:
+        """The folder's name or the hub id: reported with every result."""
+        return Path(self.location).name if self.kind == "folder" else self.location
+
+
+def resolve_source(weights: str, default_hub_id: str) -> WeightsSource:
+    """Decide whether `weights` names a local folder or a hub repository (empty: the default hub id).
+
+    An existing directory always wins; something that looks like a path (absolute, ./, ~, several slashes) but
+    does not exist is a missing folder, not a hub id, so a typo never silently triggers a 6 GB download.
+    """
+    text = (weights or "").strip() or default_hub_id
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return WeightsSource("folder", str(path))
+    if _HUB_ID.match(text) and not text.startswith((".", "~")):
+        return WeightsSource("hub", text)
+    return WeightsSource("folder", str(path))
+
+
+def check_folder(source: WeightsSource, default_hub_id: str) -> list[str]:
+    """Names of the checkpoint files missing from a folder source (all of them when the folder is absent)."""
+    folder = Path(source.location)
+    if not folder.is_dir():
+        return list(CHECKPOINT_FILES)
+    return [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
+
+
+def missing_message(source: WeightsSource, missing: list[str], default_hub_id: str) -> str:
+    """A sentence telling the user exactly what to download and where to put it."""
+    folder = Path(source.location)
+    where = f"the folder {folder} does not exist" if not folder.is_dir() else \
+        f"{', '.join(str(folder / m) for m in missing)} {'is' if len(missing) == 1 else 'are'} missing"
+    return (f"{where}. Download {' and '.join(CHECKPOINT_FILES)} from https://huggingface.co/{default_hub_id} "
+            f"(e.g. `huggingface-cli download {default_hub_id} {' '.join(CHECKPOINT_FILES)} --local-dir {folder}`) "
+            f"and put them in {folder}, or set weights to the hub id {default_hub_id} on a machine with internet "
+            f"access. The text encoder (T5) is fetched by transformers into the Hugging Face cache on first use.")
+
+
+def cached_hub_files(repo_id: str) -> list[str]:
+    """Checkpoint files of `repo_id` already in the local hub cache (cheap: no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cache_dir = os.environ.get("AUDIOCRAFT_CACHE_DIR") or None
+    found = []
+    for name in CHECKPOINT_FILES:
+        hit = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
+        if isinstance(hit, str):
+            found.append(name)
+    return found
+
+
+def _omegaconf_globals() -> list[Any]:
+    """The classes a pickled omegaconf config needs, and nothing else."""
+    import collections
+    import typing
+
+    from omegaconf import DictConfig, ListConfig, nodes
+    from omegaconf.base import ContainerMetadata, Metadata
+
+    node_classes = [getattr(nodes, n) for n in dir(nodes) if n.endswith("Node") and isinstance(getattr(nodes, n), type)]
+    return [DictConfig, ListConfig, ContainerMetadata, Metadata, *node_classes, typing.Any, dict, list, int,
+            collections.defaultdict]
+
+
+@contextlib.contextmanager
+def checkpoint_loading(trust: bool) -> Iterator[None]:
+    """Load checkpoints inside this context: with `trust`, pickled omegaconf configs are accepted."""
+    import torch
+
+    if not trust:
+        yield
+        return
+    with torch.serialization.safe_globals(_omegaconf_globals()):
+        yield
+
+
+def explain_load_error(exc: BaseException, source: WeightsSource, default_hub_id: str) -> WeightsMissing | None:
+    """Turn the failures a user can fix (untrusted pickled config, missing hub file offline) into WeightsMissing."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        return WeightsMissing(
+            f"the checkpoint in {source.location} stores its config as a pickled object, which torch refuses to "
+            f"load safely (weights_only). If you trust these files (e.g. the official {default_hub_id} download), "
+            f"allow it with the worker option trust_checkpoint=true (CLI: -O trust_checkpoint=true, config: "
+            f"[backends.<name>] trust_checkpoint = true). Detail: {text.splitlines()[0] if text else exc!r}")
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if isinstance(exc, (LocalEntryNotFoundError, OSError)) and source.kind == "hub":
+        return WeightsMissing(
+            f"could not get {source.location} from the Hugging Face hub ({exc.__class__.__name__}: "
+            f"{text.splitlines()[0] if text else ''}). Without internet access, download {' and '.join(CHECKPOINT_FILES)} "
+            f"from https://huggingface.co/{source.location} on another machine, copy them into a folder and set "
+            f"weights to that folder.")
+    return None

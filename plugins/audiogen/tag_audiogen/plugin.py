@@ -1,0 +1,12 @@
+"""Registers the audiocraft backends (`audiogen`, `musicgen`) with TAG."""
+from __future__ import annotations
+
+from tagcore import hookimpl
+
+from .backend import AudioGenBackend, MusicGenBackend
+
+
+@hookimpl
+def register_backends(register) -> None:
+    register(AudioGenBackend)
+    register(MusicGenBackend)

@@ -1,0 +1,148 @@
+"""AudioGen/MusicGen backends on tiny random models loaded through the same loader as real weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tagcore import Audio, GenerationItem
+from tagcore.errors import InvalidRequest, WeightsMissing
+from tag_audiogen.backend import AudioGenBackend, MusicGenBackend
+
+OPTIONS = {"top_k": 250, "top_p": 0.0, "temperature": 1.0, "cfg_coef": 3.0, "extend_stride": 2.0}
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_audiogen):
+    b = AudioGenBackend({"weights": str(tiny_audiogen), "device": "cpu"})
+    b.ensure_loaded()
+    return b
+
+
+@pytest.fixture(scope="module")
+def direct(tiny_audiogen):
+    """audiocraft itself, loaded from the same folder: the reference our outputs must equal."""
+    from audiocraft.models import AudioGen
+
+    return AudioGen.get_pretrained(str(tiny_audiogen), device="cpu")
+
+
+def _direct(model, prompt, seed, duration, audio_prompt=None, **options):
+    params = {**OPTIONS, **options}
+    model.set_generation_params(use_sampling=True, top_k=params["top_k"], top_p=params["top_p"],
+                                temperature=params["temperature"], duration=duration, cfg_coef=params["cfg_coef"],
+                                extend_stride=params["extend_stride"])
+    torch.manual_seed(seed)
+    if audio_prompt is None:
+        wav = model.generate([prompt])
+    else:
+        wav = model.generate_continuation(torch.from_numpy(audio_prompt.samples), audio_prompt.sample_rate, [prompt])
+    return wav[0].numpy()
+
+
+def test_seeded_output_equals_direct_audiocraft_call(backend, direct):
+    result = backend.generate("a dog barks twice", 1.0, seed=1234, options={"top_k": 50, "temperature": 0.9})
+    assert result.seed == 1234 and result.model_id == "tiny-audiogen" and result.backend == "audiogen"
+    assert result.audio.sample_rate == 16000 and result.audio.frames == 16000
+    expected = _direct(direct, "a dog barks twice", 1234, 1.0, top_k=50, temperature=0.9)
+    np.testing.assert_array_equal(result.audio.samples, expected)
+    other = backend.generate("a dog barks twice", 1.0, seed=1235, options={"top_k": 50, "temperature": 0.9})
+    assert not np.array_equal(other.audio.samples, result.audio.samples)
+
+
+def test_missing_seed_is_drawn_and_reported(backend):
+    result = backend.generate("wind", 1.0)
+    again = backend.generate("wind", 1.0, seed=result.seed)
+    np.testing.assert_array_equal(result.audio.samples, again.audio.samples)
+
+
+def test_batch_items_equal_their_single_runs(backend):
+    items = [GenerationItem("rain on a tin roof", 11), GenerationItem("a car horn", 22),
+             GenerationItem("rain on a tin roof", 33)]
+    progress = []
+    results = backend.generate_batch(items, 1.0, options=backend.resolve_request_options({}),
+                                     progress=lambda f, stage: progress.append((f, stage)))
+    assert [r.seed for r in results] == [11, 22, 33]
+    assert results[0].metadata["batch_rows"] == 3
+    for item, result in zip(items, results):
+        single = backend.generate(item.prompt, 1.0, seed=item.seed)
+        np.testing.assert_array_equal(result.audio.samples, single.audio.samples)
+    assert not np.array_equal(results[0].audio.samples, results[2].audio.samples)
+    assert progress and progress[-1] == (1.0, "generating")
+    assert all(a[0] <= b[0] for a, b in zip(progress, progress[1:]))
+
+
+def test_duration_beyond_the_window_extends_like_audiocraft(backend, direct):
+    assert backend.window == 3.0
+    result = backend.generate("thunder", 3.5, seed=5)
+    assert result.audio.frames == 3.5 * 16000
+    np.testing.assert_array_equal(result.audio.samples, _direct(direct, "thunder", 5, 3.5))
+
+
+def test_continuation_from_a_foreign_rate_stereo_prompt(backend, direct):
+    t = np.arange(int(0.4 * 44100)) / 44100
+    stereo = Audio(np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)]), 44100)
+    result = backend.generate("birds", 1.0, seed=9, audio_prompt=stereo)
+    assert result.audio.frames == 16000 and result.audio.channels == 1
+    np.testing.assert_array_equal(result.audio.samples, _direct(direct, "birds", 9, 1.0, audio_prompt=stereo))
+    # Items with prompts and without, in one batch: each still equals its single run.
+    items = [GenerationItem("birds", 9, audio_prompt=stereo), GenerationItem("birds", 9)]
+    batch = backend.generate_batch(items, 1.0, options=backend.resolve_request_options({}))
+    np.testing.assert_array_equal(batch[0].audio.samples, result.audio.samples)
+    np.testing.assert_array_equal(batch[1].audio.samples, backend.generate("birds", 1.0, seed=9).audio.samples)
+
+
+def test_prompt_longer_than_duration_is_refused(backend):
+    with pytest.raises(InvalidRequest, match="shorter"):
+        backend.generate("x", 1.0, seed=1, audio_prompt=Audio(np.zeros(20000, np.float32), 16000))
+
+
+def test_musicgen_backend_on_a_32khz_model(tiny_musicgen):
+    from audiocraft.models import MusicGen
+
+    b = MusicGenBackend({"weights": str(tiny_musicgen), "device": "cpu"})
+    result = b.generate("calm piano", 1.0, seed=3)
+    assert result.audio.sample_rate == 32000 and result.audio.frames == 32000 and result.backend == "musicgen"
+    model = MusicGen.get_pretrained(str(tiny_musicgen), device="cpu")
+    np.testing.assert_array_equal(result.audio.samples, _direct(model, "calm piano", 3, 1.0))
+
+
+def test_missing_folder_names_what_to_download(tmp_path):
+    b = AudioGenBackend({"weights": str(tmp_path / "nowhere"), "device": "cpu"})
+    status = AudioGenBackend.weights_status(b.settings)
+    assert not status.present
+    with pytest.raises(WeightsMissing, match="does not exist.*facebook/audiogen-medium"):
+        b.load()
+
+
+def test_missing_file_is_named(tmp_path, tiny_audiogen):
+    (tmp_path / "state_dict.bin").write_bytes((tiny_audiogen / "state_dict.bin").read_bytes())
+    b = AudioGenBackend({"weights": str(tmp_path), "device": "cpu"})
+    assert not AudioGenBackend.weights_status(b.settings).present
+    with pytest.raises(WeightsMissing, match=r"compression_state_dict.bin is missing"):
+        b.load()
+
+
+def test_pickled_config_needs_explicit_trust(pickled_config_weights, backend):
+    settings = {"weights": str(pickled_config_weights), "device": "cpu"}
+    assert AudioGenBackend.weights_status(settings).present
+    with pytest.raises(WeightsMissing, match="trust_checkpoint=true"):
+        AudioGenBackend(settings).load()
+    trusted = AudioGenBackend({**settings, "trust_checkpoint": "true"})
+    result = trusted.generate("steps", 1.0, seed=4)
+    np.testing.assert_array_equal(result.audio.samples, backend.generate("steps", 1.0, seed=4).audio.samples)
+
+
+def test_hub_id_offline_without_cache_is_weights_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("AUDIOCRAFT_CACHE_DIR", str(tmp_path))
+    settings = {"weights": "", "device": "cpu"}
+    status = AudioGenBackend.weights_status(AudioGenBackend(settings).settings)
+    assert not status.present and status.location == "hub:facebook/audiogen-medium"
+    with pytest.raises(WeightsMissing, match="facebook/audiogen-medium"):
+        AudioGenBackend(settings).load()
+
+
+def test_cpu_refuses_half_precision(tiny_audiogen):
+    with pytest.raises(InvalidRequest):
+        AudioGenBackend({"weights": str(tiny_audiogen), "device": "cpu", "dtype": "bf16"}).load()
