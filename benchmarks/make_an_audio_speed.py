@@ -82,6 +82,7 @@ def main() -> None:
     warm = backend.resolve_request_options({"steps": 1, "sampler": args.sampler})
     backend.generate_batch([GenerationItem("warm up", seed=0)], min(args.duration, 2.0), options=warm)
 
+    load_before = os.getloadavg()[0]
     rows = []
     for steps in args.steps:
         for batch in args.batch:
@@ -114,6 +115,8 @@ def main() -> None:
              f"{load_s:.1f} s (modules built on the meta device, checkpoint memory-mapped); timings are wall clock "
              f"for one `generate_batch`; s_per_clip = batch time / batch; stage columns are for the whole batch; "
              f"peak_mem_gb is {'torch.cuda.max_memory_allocated' if device.type == 'cuda' else 'process max RSS'}.",
+             f"Machine load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the runs "
+             f"(other jobs on the same cores slow every stage accordingly).",
              "", "| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
     lines += ["| " + " | ".join(str(row[f]) for f in FIELDS) + " |" for row in rows]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")

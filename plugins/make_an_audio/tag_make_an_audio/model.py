@@ -261,7 +261,7 @@ def _vocoder(layout: ckpt.Layout, device: torch.device) -> nn.Module:
     _assign(vocoder, _place(state, device, torch.float32), weights_path, ckpt.VOCODER_FILE, "BigVGAN")
     with contextlib.redirect_stdout(io.StringIO()):  # bigvgan prints while folding the weight norm
         vocoder.remove_weight_norm()
-    return vocoder
+    return vocoder.requires_grad_(False)
 
 
 def _tokenizer(layout: ckpt.Layout) -> Any:

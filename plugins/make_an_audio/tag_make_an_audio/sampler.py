@@ -46,11 +46,12 @@ def ddim_tables(alphas_cumprod: torch.Tensor, steps: int) -> DDIMTables:
 def ddim_sample(x: torch.Tensor, eps_fn: EpsFn, tables: DDIMTables, hook: StepHook | None = None) -> torch.Tensor:
     """Deterministic DDIM (eta 0) from noise `x` (fp32) down to the clean latent."""
     n = len(tables.timesteps)
+    alphas, alphas_prev = tables.alphas.to(x.device), tables.alphas_prev.to(x.device)
+    sqrt_one_minus = tables.sqrt_one_minus_alphas.to(x.device)
     for i, index in enumerate(reversed(range(n))):
-        t = tables.timesteps[index]
-        e = eps_fn(x, t)
-        a_t, a_prev = tables.alphas[index].to(x.device), tables.alphas_prev[index].to(x.device)
-        pred_x0 = (x - tables.sqrt_one_minus_alphas[index].to(x.device) * e) / a_t.sqrt()
+        e = eps_fn(x, tables.timesteps[index])
+        a_t, a_prev = alphas[index], alphas_prev[index]
+        pred_x0 = (x - sqrt_one_minus[index] * e) / a_t.sqrt()
         x = a_prev.sqrt() * pred_x0 + (1.0 - a_prev).sqrt() * e
         torch.randn(x.shape)  # the official sampler's eta-0 noise term: value unused, generator advanced
         if hook is not None:
