@@ -126,3 +126,20 @@ def test_weights_from_environment_and_config(tiny_weights, monkeypatch):
     backend = build_backend("make_an_audio", config)
     assert backend.settings["weights"] == str(tiny_weights) and backend.settings["device"] == "cpu"
     assert type(backend).weights_status(backend.settings).present
+
+
+def test_vocoder_with_another_hop_is_refused(folder):
+    """A 128-sample-hop BigVGAN (5 stages) cannot turn this VAE's mels into 16 kHz audio of the right length."""
+    import yaml
+    from bigvgan import BigVGAN
+    from bigvgan.env import AttrDict
+
+    from tag_testkit.make_an_audio_tiny import TINY, value, vocoder_args
+
+    args = vocoder_args(TINY) | {"upsample_rates": [4, 4, 2, 2, 2], "upsample_kernel_sizes": [8, 8, 4, 4, 4]}
+    template = BigVGAN(AttrDict(args)).state_dict()
+    sd = {k: v if k.endswith(".filter") else value(k, tuple(v.shape)) for k, v in template.items()}
+    (folder / "bigvgan" / "args.yml").write_text(yaml.safe_dump(args))
+    torch.save({"generator": sd}, folder / "bigvgan" / "best_netG.pt")
+    with pytest.raises(WeightsMissing, match="upsamples by 128"):
+        load(folder)

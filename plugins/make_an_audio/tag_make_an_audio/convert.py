@@ -57,7 +57,7 @@ def unet_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         out_channels = sd["out.2.weight"].shape[0]
     except KeyError as exc:
         raise ConversionError(f"UNet weights lack {exc.args[0]}") from None
-    downsamples = [i for i in _indices(keys, r"input_blocks\.(\d+)\.0\.op\.weight")]
+    downsamples = _indices(keys, r"input_blocks\.(\d+)\.0\.op\.weight")
     blocks = _indices(keys, r"input_blocks\.(\d+)\.")
     levels = len(downsamples) + 1
     per_level = (len(blocks) - 1 - len(downsamples)) // levels

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from .sampler import DDIMTables, StepHook, ddim_sample, ddim_tables, dpmpp_sampl
 MAX_TOKENS = 77
 SAMPLE_RATE = 16000
 LATENT_PER_SECOND = 7.8  # the official script's width rule: int(7.8 * seconds), rounded up to a multiple of 4
+SAMPLES_PER_LATENT = 2048  # 8x VAE upsampling times BigVGAN's hop of 256
 
 
 class Projection(nn.Module):
@@ -63,7 +65,7 @@ def latent_width(duration: float) -> int:
     some lengths (15.5-21 s); those get the next multiple of 4 so the clip always covers the request.
     """
     width = -(-int(LATENT_PER_SECOND * duration) // 4) * 4
-    while width * 2048 < round(duration * SAMPLE_RATE):
+    while width * SAMPLES_PER_LATENT < round(duration * SAMPLE_RATE):
         width += 4
     return max(width, 4)
 
@@ -82,7 +84,6 @@ class MakeAnAudio:
     scale_factor: float
     device: torch.device
     dtype: torch.dtype
-    hop: int
 
     # --- stages ------------------------------------------------------------------------------------------
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -300,9 +301,12 @@ def load(root: Path, device: torch.device, dtype: torch.dtype) -> MakeAnAudio:
         alphas_cumprod=sd["alphas_cumprod"].detach().to("cpu", torch.float32).clone(),
         betas=sd["betas"].detach().to("cpu", torch.float64).clone(),
         scale_factor=float(sd["scale_factor"]), device=device, dtype=dtype,
-        hop=int(torch.tensor(vocoder.h.upsample_rates).prod()),
     )
     del sd
+    hop = math.prod(vocoder.h.upsample_rates)
+    if hop * model.vae_factor != SAMPLES_PER_LATENT:
+        raise WeightsMissing(f"Make-An-Audio: {layout.path(ckpt.VOCODER_ARGS)} upsamples by {hop}, but this model "
+                             f"needs {SAMPLES_PER_LATENT // model.vae_factor} (16 kHz audio, 256-sample mel hop)")
     if model.vocoder_mels % model.vae_factor or model.vae.config.out_channels != 1:
         raise WeightsMissing(f"Make-An-Audio: {layout.path(ckpt.VOCODER_ARGS)} expects {model.vocoder_mels} mel "
                              f"bins, which the VAE of {ldm_path} does not produce")
