@@ -259,6 +259,7 @@ class Delivery:
             if not response.ok:
                 error = response.error_message or response.error_code or "unknown error"
                 prompt = context.prompt if context else response.prompt
+                self._finish(response.request_id, user_id)  # free the slot before the user reads the message
                 self._replace_status(context, texts.FAILED.format(prompt=_short(prompt), error=error), chat_id)
                 return
             self._send_audio(chat_id, response)
