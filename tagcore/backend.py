@@ -26,6 +26,9 @@ def new_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
+AUDIO_PROMPT_ROLES = ("continuation", "voice")
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """Features a backend supports; frontends hide controls and workers reject requests accordingly."""
@@ -33,8 +36,31 @@ class Capabilities:
     seed: bool = True
     batch: bool = False
     audio_prompt: bool = False
+    audio_prompt_role: str = "continuation"
+    """What an audio prompt is for: "continuation" (the clip goes on from it, so it must be shorter than the
+    requested duration) or "voice" (a speaker sample whose voice the output takes, any length up to
+    `max_audio_prompt`)."""
+    max_audio_prompt: float = 60.0
+    """Longest audio prompt accepted, in seconds."""
     negative_prompt: bool = False
     candidates: bool = False
+
+    def __post_init__(self) -> None:
+        if self.audio_prompt_role not in AUDIO_PROMPT_ROLES:
+            raise ValueError(f"audio_prompt_role must be one of {AUDIO_PROMPT_ROLES}, not {self.audio_prompt_role!r}")
+
+    def features(self) -> list[str]:
+        """Human-readable names of what is supported, e.g. for `tag backends`."""
+        names = {"seed": "seed", "batch": "batch", "negative_prompt": "negative prompt", "candidates": "candidates"}
+        found = [label for key, label in names.items() if getattr(self, key)]
+        if self.audio_prompt:
+            found.append(f"audio prompt ({self.audio_prompt_role}, up to {self.max_audio_prompt:g} s)")
+        return found
+
+    @property
+    def continues_audio(self) -> bool:
+        """True when an audio prompt is continued, i.e. it occupies the start of the requested duration."""
+        return self.audio_prompt and self.audio_prompt_role == "continuation"
 
 
 @dataclass(frozen=True)

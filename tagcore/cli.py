@@ -5,6 +5,7 @@ Errors that a user can fix exit with code 2 and one sentence; failed generations
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -296,7 +297,7 @@ def list_backends(ctx: click.Context, as_json: bool) -> None:
             "name": cls.name, "aliases": list(cls.aliases), "description": cls.description,
             "sample_rate": cls.sample_rate, "native_max_duration": cls.native_max_duration,
             "min_duration": cls.min_duration, "max_duration": cls.max_duration,
-            "capabilities": {k: v for k, v in vars(cls.capabilities).items()},
+            "capabilities": dataclasses.asdict(cls.capabilities), "features": cls.capabilities.features(),
             "options": [{"name": o.name, "type": o.type, "default": o.default, "scope": o.scope, "help": o.help,
                          "choices": list(o.choices), "minimum": o.minimum, "maximum": o.maximum}
                         for o in cls.options],
@@ -310,7 +311,7 @@ def list_backends(ctx: click.Context, as_json: bool) -> None:
     for row in rows:
         alias = f" (aliases: {', '.join(row['aliases'])})" if row["aliases"] else ""
         click.echo(f"{row['name']}{alias}: {row['description']}")
-        caps = ", ".join(k for k, v in row["capabilities"].items() if v) or "none"
+        caps = ", ".join(row["features"]) or "none"
         click.echo(f"  {row['sample_rate']} Hz, {row['min_duration']:g}-{row['max_duration']:g} s "
                    f"(native window {row['native_max_duration']:g} s); supports: {caps}")
         w = row["weights"]

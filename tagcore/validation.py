@@ -35,7 +35,12 @@ def validate_request(request: SoundRequest, backend: type[Backend], config: Conf
     if request.audio_prompt is not None:
         if not backend.capabilities.audio_prompt:
             raise InvalidRequest(f"{backend.name} does not take an audio prompt")
-        if request.audio_prompt.duration >= duration:
+        capabilities = backend.capabilities
+        if request.audio_prompt.duration > capabilities.max_audio_prompt:
+            raise InvalidRequest(
+                f"the audio prompt is {request.audio_prompt.duration:.1f} s long; {backend.name} takes at most "
+                f"{capabilities.max_audio_prompt:g} s")
+        if capabilities.continues_audio and request.audio_prompt.duration >= duration:
             raise InvalidRequest(
                 f"the audio prompt is {request.audio_prompt.duration:.1f} s long; it must be shorter than the "
                 f"requested {duration:g} s")

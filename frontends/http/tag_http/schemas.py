@@ -91,7 +91,7 @@ class BackendInfo(BaseModel):
     description: str
     sample_rate: int
     durations: DurationRange
-    capabilities: dict[str, bool]
+    capabilities: dict[str, bool | str | float]
     options: list[OptionInfo] = Field(description="request options only; worker options are fixed by the operator")
 
 

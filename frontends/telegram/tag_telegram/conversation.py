@@ -105,7 +105,7 @@ class Conversation:
     def duration_range(self, backend: str, audio_prompt: Audio | None = None) -> tuple[float, float]:
         cls = self.classes[backend]
         low = cls.min_duration
-        if audio_prompt is not None:
+        if audio_prompt is not None and cls.capabilities.continues_audio:
             low = max(low, math.floor(audio_prompt.duration) + 1)
         return low, min(cls.max_duration, self.config.max_duration)
 

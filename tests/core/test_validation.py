@@ -1,0 +1,46 @@
+"""Request validation: what an audio prompt may be depends on the role the backend gives it."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tag_testkit.tone import ToneBackend
+from tagcore import Audio, Capabilities
+from tagcore.config import Config
+from tagcore.errors import InvalidRequest
+from tagcore.messages import SoundRequest
+from tagcore.validation import validate_request
+
+
+class VoiceTone(ToneBackend):
+    """The tone backend, declaring its audio prompt a speaker sample instead of a clip to continue."""
+
+    name = "voice_tone"
+    capabilities = dataclasses.replace(ToneBackend.capabilities, audio_prompt_role="voice", max_audio_prompt=30.0)
+
+
+def clip(seconds: float) -> Audio:
+    return Audio(np.zeros((1, int(16000 * seconds)), np.float32), 16000)
+
+
+def request(backend: str, duration: float, prompt_seconds: float) -> SoundRequest:
+    return SoundRequest(prompt="hello", duration=duration, backend=backend, audio_prompt=clip(prompt_seconds))
+
+
+def test_continuation_prompt_must_be_shorter_than_the_duration():
+    validate_request(request("tone", 5, 4.5), ToneBackend, Config())
+    with pytest.raises(InvalidRequest, match="shorter than the requested 5 s"):
+        validate_request(request("tone", 5, 5), ToneBackend, Config())
+
+
+def test_voice_sample_may_be_longer_than_the_clip_but_not_than_the_backend_limit():
+    validate_request(request("voice_tone", 3, 20), VoiceTone, Config())
+    with pytest.raises(InvalidRequest, match="voice_tone takes at most 30 s"):
+        validate_request(request("voice_tone", 3, 31), VoiceTone, Config())
+
+
+def test_capabilities_refuse_an_unknown_role_and_describe_themselves():
+    with pytest.raises(ValueError, match="audio_prompt_role"):
+        Capabilities(audio_prompt=True, audio_prompt_role="style")
+    assert "audio prompt (voice, up to 30 s)" in VoiceTone.capabilities.features()
+    assert not Capabilities(audio_prompt=False).continues_audio
