@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from tagcore import hookimpl
 
-from .frontend import HttpFrontend
-
 
 @hookimpl
 def register_frontends(register) -> None:  # type: ignore[no-untyped-def]
+    from .frontend import HttpFrontend  # fastapi/uvicorn cost ~1.5 s: only when frontends are listed
+
     register(HttpFrontend)
