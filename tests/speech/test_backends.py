@@ -103,13 +103,49 @@ def test_cloned_embedding_is_unit_length_and_long_samples_are_capped(speecht5):
     assert seconds == 30.0
 
 
+def _hum_then_silence(sound: float, total: float) -> Audio:
+    samples = voice_sample(total).samples[0]
+    samples[int(sound * 22050):] = 0.0
+    return Audio(samples, 22050)
+
+
 @pytest.mark.parametrize("sample, message", [
-    (Audio(np.zeros(8000), 16000), "at least 1 s"),
+    (Audio(np.zeros(8000), 16000), "0.5 s long; send at least 1 s"),
     (Audio(np.zeros(32000), 16000), "silent"),
+    (Audio(np.full(32000, 1e-4), 16000), "silent"),  # -80 dBFS hiss is not a voice
+    (_hum_then_silence(0.4, 5.0), "only 0.4 s of sound"),
 ])
-def test_unusable_voice_samples_are_rejected(speecht5, sample, message):
+def test_unusable_voice_samples_are_rejected_before_the_encoder_loads(speech_models, sample, message):
+    from tag_speech.speecht5 import SpeechT5Backend
+
+    backend = SpeechT5Backend({"weights": str(speech_models["speecht5"]), "vocoder": str(speech_models["vocoder"]),
+                               "speaker_encoder": str(speech_models["encoder"]), "device": "cpu"})
     with pytest.raises(InvalidRequest, match=message):
-        speecht5.generate("Hello there.", 3.0, seed=1, audio_prompt=sample)
+        backend.generate("Hello there.", 3.0, seed=1, audio_prompt=sample)
+    assert backend.speaker_encoder is None
+
+
+def test_speecht5_takes_a_voice_sample_not_a_continuation():
+    from tag_speech.speecht5 import SpeechT5Backend
+
+    caps = SpeechT5Backend.capabilities
+    assert caps.audio_prompt_role == "voice" and not caps.continues_audio and caps.max_audio_prompt == 60.0
+
+
+def test_a_voice_sample_longer_than_the_clip_is_accepted_and_used(speecht5):
+    from tagcore.config import Config
+    from tagcore.messages import SoundRequest
+    from tagcore.validation import validate_request
+
+    sample = voice_sample(6.0)
+    validate_request(SoundRequest(prompt="Hi there.", duration=2.0, backend="speecht5", audio_prompt=sample),
+                     type(speecht5), Config())
+    result = speecht5.generate("Hi there.", 2.0, seed=4, audio_prompt=sample)
+    assert result.metadata["voice"] == "cloned from sample (6.0 s)"
+    assert 0 < result.audio.duration <= 2.0
+    too_long = SoundRequest(prompt="Hi.", duration=2.0, backend="speecht5", audio_prompt=voice_sample(61.0))
+    with pytest.raises(InvalidRequest, match="at most 60 s"):
+        validate_request(too_long, type(speecht5), Config())
 
 
 def test_voice_file_option(tmp_path, speech_models):

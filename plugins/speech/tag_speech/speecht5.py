@@ -12,8 +12,8 @@ from tagcore.errors import ConfigError
 from tagcore.options import device_option, dtype_option, weights_option
 
 from .base import PAUSE_OPTION, SpeechBackend, frames_cap
-from .voice import (DEFAULT_SPEAKER_ENCODER, DEFAULT_VOICE_FILE, SPEAKER_ENCODER_FILES, SpeakerEncoder,
-                    load_voice_file)
+from .voice import (DEFAULT_SPEAKER_ENCODER, DEFAULT_VOICE_FILE, MAX_PROMPT_SECONDS, SPEAKER_ENCODER_FILES,
+                    SpeakerEncoder, load_voice_file, usable_sample)
 from .weights import MODEL_WEIGHTS, WeightsSource
 
 DEFAULT_MODEL = "microsoft/speecht5_tts"
@@ -29,7 +29,8 @@ class SpeechT5Backend(SpeechBackend):
     aliases = ("tts",)
     description = "English speech from text (SpeechT5); clones a voice from an audio prompt"
     sample_rate = 16000
-    capabilities = Capabilities(seed=True, batch=False, audio_prompt=True)
+    capabilities = Capabilities(seed=True, batch=False, audio_prompt=True, audio_prompt_role="voice",
+                                max_audio_prompt=MAX_PROMPT_SECONDS)
     options = (
         PAUSE_OPTION,
         weights_option(f"SpeechT5 TTS model: a save_pretrained folder or a hub id (default {DEFAULT_MODEL})"),
@@ -90,6 +91,7 @@ class SpeechT5Backend(SpeechBackend):
     def _voice_for(self, item: GenerationItem) -> tuple[np.ndarray, str]:
         if item.audio_prompt is None:
             return self.default_voice, self.voice_name
+        usable_sample(item.audio_prompt)  # a silent or too short sample fails before the encoder is loaded
         if self.speaker_encoder is None:
             self.speaker_encoder = SpeakerEncoder(self.encoder_source, self.device)
         if self.speaker_encoder.dim != self.embedding_dim:

@@ -30,8 +30,14 @@ DEFAULT_VOICE_SEED = 5_310_712
 EMBEDDING_DIM = 512
 ENCODER_RATE = 16000
 MIN_SAMPLE_SECONDS = 1.0
+"""A sample must hold at least this much sound (not counting silence) to characterise a voice."""
 MAX_SAMPLE_SECONDS = 30.0
 """Only the first 30 s of a sample are used: enough for a stable embedding, bounded memory."""
+MAX_PROMPT_SECONDS = 60.0
+"""Longest sample accepted (a long voice message is fine; its first MAX_SAMPLE_SECONDS are used)."""
+SILENCE_DBFS = -50.0
+"""20 ms frames quieter than this (RMS) count as silence: room noise, not speech."""
+FRAME_SECONDS = 0.02
 DEFAULT_SPEAKER_ENCODER = "microsoft/wavlm-base-plus-sv"
 SPEAKER_ENCODER_FILES = ("config.json", MODEL_WEIGHTS, "preprocessor_config.json")
 
@@ -84,14 +90,39 @@ class SpeakerEncoder:
         """(unit-length embedding, seconds of the sample used)."""
         import torch
 
-        if sample.duration < MIN_SAMPLE_SECONDS:
-            raise InvalidRequest(f"the voice sample is {sample.duration:.1f} s long; send at least "
-                                 f"{MIN_SAMPLE_SECONDS:g} s of clear speech")
-        audio = resample(sample.mono(), self.rate)
-        samples = audio.samples[0, :int(MAX_SAMPLE_SECONDS * self.rate)]
-        if not np.any(samples):
-            raise InvalidRequest("the voice sample is silent")
+        samples = usable_sample(sample, self.rate)
         inputs = self.extractor(samples, sampling_rate=self.rate, return_tensors="pt")
         with torch.inference_mode():
             embedding = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).embeddings
         return normalise(embedding[0].float().cpu().numpy()), len(samples) / self.rate
+
+
+def usable_sample(sample: Audio, rate: int = ENCODER_RATE) -> np.ndarray:
+    """The first MAX_SAMPLE_SECONDS of `sample` as mono float samples at `rate`, or an InvalidRequest saying why
+    the sample cannot characterise a voice (too short, silent, too little sound in it).
+
+    Checked before the speaker encoder is loaded, so a bad sample costs nothing.
+    """
+    if sample.duration < MIN_SAMPLE_SECONDS:
+        raise InvalidRequest(f"the voice sample is {sample.duration:.1f} s long; send at least "
+                             f"{MIN_SAMPLE_SECONDS:g} s of clear speech")
+    samples = resample(sample.mono(), rate).samples[0, :int(MAX_SAMPLE_SECONDS * rate)]
+    sounding = sounding_seconds(samples, rate)
+    if sounding == 0.0:
+        raise InvalidRequest(f"the voice sample is silent (nothing louder than {SILENCE_DBFS:g} dBFS); record "
+                             "someone speaking")
+    if sounding < MIN_SAMPLE_SECONDS:
+        raise InvalidRequest(f"the voice sample holds only {sounding:.1f} s of sound, the rest is silence; send at "
+                             f"least {MIN_SAMPLE_SECONDS:g} s of clear speech")
+    return samples
+
+
+def sounding_seconds(samples: np.ndarray, rate: int) -> float:
+    """Seconds of `samples` in 20 ms frames whose RMS level is above SILENCE_DBFS."""
+    frame = max(1, int(FRAME_SECONDS * rate))
+    count = len(samples) // frame
+    if count == 0:
+        return 0.0
+    frames = samples[:count * frame].astype(np.float64).reshape(count, frame)
+    rms = np.sqrt(np.mean(frames ** 2, axis=1))
+    return float(np.sum(rms > 10 ** (SILENCE_DBFS / 20))) * frame / rate
