@@ -17,7 +17,7 @@ from .messages import SoundRequest
 def validate_request(request: SoundRequest, backend: type[Backend], config: Config) -> dict[str, Any]:
     """Raise InvalidRequest for anything wrong; return the request options with defaults filled in."""
     prompt = request.prompt.strip()
-    if not prompt and not (backend.capabilities.audio_prompt and request.audio_prompt is not None):
+    if not prompt and not (backend.capabilities.continues_audio and request.audio_prompt is not None):
         raise InvalidRequest("the prompt is empty: describe the sound you want")
     if len(prompt) > config.max_prompt_chars:
         raise InvalidRequest(f"the prompt is {len(prompt)} characters long; the limit is {config.max_prompt_chars}")

@@ -1,22 +1,13 @@
 """Request validation: what an audio prompt may be depends on the role the backend gives it."""
-import dataclasses
-
 import numpy as np
 import pytest
 
-from tag_testkit.tone import ToneBackend
+from tag_testkit.tone import ToneBackend, VoiceToneBackend as VoiceTone
 from tagcore import Audio, Capabilities
 from tagcore.config import Config
 from tagcore.errors import InvalidRequest
 from tagcore.messages import SoundRequest
 from tagcore.validation import validate_request
-
-
-class VoiceTone(ToneBackend):
-    """The tone backend, declaring its audio prompt a speaker sample instead of a clip to continue."""
-
-    name = "voice_tone"
-    capabilities = dataclasses.replace(ToneBackend.capabilities, audio_prompt_role="voice", max_audio_prompt=30.0)
 
 
 def clip(seconds: float) -> Audio:
@@ -44,3 +35,11 @@ def test_capabilities_refuse_an_unknown_role_and_describe_themselves():
         Capabilities(audio_prompt=True, audio_prompt_role="style")
     assert "audio prompt (voice, up to 30 s)" in VoiceTone.capabilities.features()
     assert not Capabilities(audio_prompt=False).continues_audio
+
+
+def test_only_a_continuation_may_stand_without_a_text_prompt():
+    continuation = SoundRequest(prompt=" ", duration=5, backend="tone", audio_prompt=clip(2))
+    validate_request(continuation, ToneBackend, Config())
+    voice = SoundRequest(prompt=" ", duration=5, backend="voice_tone", audio_prompt=clip(2))
+    with pytest.raises(InvalidRequest, match="empty"):
+        validate_request(voice, VoiceTone, Config())

@@ -6,6 +6,7 @@ weights folder (`weights` must hold tone.json), so every path of the flow can be
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -90,6 +91,17 @@ class ToneBackend(Backend):
                                             {"frequency": freq}))
         return results
 
+
+
+class VoiceToneBackend(ToneBackend):
+    """The tone backend declaring its audio prompt a speaker sample (like speech backends), not a clip to continue.
+
+    Not registered by this module: tests that want it register it themselves.
+    """
+
+    name = "voice_tone"
+    aliases = ()
+    capabilities = dataclasses.replace(ToneBackend.capabilities, audio_prompt_role="voice", max_audio_prompt=30.0)
 
 @hookimpl
 def register_backends(register) -> None:

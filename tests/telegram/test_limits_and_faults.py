@@ -109,10 +109,31 @@ def test_continuation_from_a_voice_message(start_bot, monkeypatch):
     assert prompt == "keep going" and abs(audio_prompt.duration - 6.0) < 0.05
 
 
+def test_voice_sample_with_the_text_as_caption(start_bot, monkeypatch):
+    seen = []
+    original = ToneBackend.generate_batch
+
+    def recording(self, items, duration, **kwargs):
+        seen.extend((item.prompt, item.audio_prompt) for item in items)
+        return original(self, items, duration, **kwargs)
+
+    monkeypatch.setattr(ToneBackend, "generate_batch", recording)
+    bot = start_bot({"backend": "voice_tone"}, backends=("tone", "voice_tone"))
+    bot.fake.push_voice(62, _ogg_clip(2.0), duration=2)
+    bot.wait_reply(62, "with the text to say as its caption")
+    bot.fake.push_voice(62, _ogg_clip(12.0), duration=12, caption="say this")
+    question = bot.fake.wait_method("sendMessage", 62, text="say this")[0]
+    assert list(bot.buttons(question)) == ["5 s", "10 s", "20 s", "✏️ Custom"]  # a voice may outlast the clip
+    bot.press(62, question, "5 s")
+    assert "say this" in bot.audio_for(62)[0].params["caption"]
+    prompt, sample = seen[-1]
+    assert prompt == "say this" and abs(sample.duration - 12.0) < 0.05
+
+
 def test_continuation_needs_a_capable_backend(start_bot):
     bot = start_bot({"backend": "probe"})
     bot.fake.push_audio(61, audio_io.encode(Audio(np.zeros(16000, np.float32), 16000), "wav"))
-    bot.wait_reply(61, "probe cannot continue audio")
+    bot.wait_reply(61, "probe does not take audio")
 
 
 def test_response_without_context_is_delivered_by_chat_id(start_bot):

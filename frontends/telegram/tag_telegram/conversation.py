@@ -109,6 +109,15 @@ class Conversation:
             low = max(low, math.floor(audio_prompt.duration) + 1)
         return low, min(cls.max_duration, self.config.max_duration)
 
+    def _idle_backend(self, message: types.Message) -> str | None:
+        """The user's generator when a new request may start now; otherwise tell them why and return None."""
+        if self._busy(message):
+            return None
+        backend = self.backend_of(message.from_user.id, message.chat.id)
+        if not backend:
+            self.reply(message.chat.id, texts.NO_BACKENDS)
+        return backend or None
+
     def _busy(self, message: types.Message) -> bool:
         if self.sessions.get(message.from_user.id, message.chat.id).in_flight is not None:
             self.reply(message.chat.id, texts.BUSY)
@@ -125,8 +134,8 @@ class Conversation:
             self.reply(message.chat.id, texts.NO_BACKENDS)
             return
         low, high = self.duration_range(backend)
-        audio_ok = any(cls.capabilities.audio_prompt for cls in self.classes.values())
-        self.reply(message.chat.id, texts.help_text(backend, low, high, audio_ok))
+        roles = {cls.capabilities.audio_prompt_role for cls in self.classes.values() if cls.capabilities.audio_prompt}
+        self.reply(message.chat.id, texts.help_text(backend, low, high, roles))
 
     @guarded
     def on_backend(self, message: types.Message) -> None:
@@ -163,11 +172,8 @@ class Conversation:
         if text.startswith("/"):
             self.reply(chat_id, texts.UNKNOWN_COMMAND)
             return
-        if self._busy(message):
-            return
-        backend = self.backend_of(user_id, chat_id)
+        backend = self._idle_backend(message)
         if not backend:
-            self.reply(chat_id, texts.NO_BACKENDS)
             return
         if not text:
             self.reply(chat_id, texts.EMPTY)
@@ -189,7 +195,9 @@ class Conversation:
         try:
             validate_request(trial, self.classes[backend], self.config)
         except InvalidRequest as exc:
-            return texts.EMPTY if "empty" in exc.message else texts.sentence(exc.message)
+            if "empty" not in exc.message:
+                return texts.sentence(exc.message)
+            return texts.VOICE_NEEDS_TEXT if audio_prompt is not None else texts.EMPTY
         return None
 
     def _ask_duration(self, chat_id: int, user_id: int, draft: Draft, backend: str) -> None:
@@ -239,11 +247,8 @@ class Conversation:
 
     def _continue_from(self, message: types.Message, media: Any) -> None:
         user_id, chat_id = message.from_user.id, message.chat.id
-        if self._busy(message):
-            return
-        backend = self.backend_of(user_id, chat_id)
+        backend = self._idle_backend(message)
         if not backend:
-            self.reply(chat_id, texts.NO_BACKENDS)
             return
         if not self.classes[backend].capabilities.audio_prompt:
             capable = [n for n, cls in self.classes.items() if cls.capabilities.audio_prompt]

@@ -24,7 +24,8 @@ def seconds(value: float) -> str:
     return f"{value:g} s"
 
 
-def help_text(backend: str, min_duration: float, max_duration: float, audio_prompt_ok: bool) -> str:
+def help_text(backend: str, min_duration: float, max_duration: float, audio_roles: set[str]) -> str:
+    """`audio_roles`: what the installed generators do with a sent audio file ("continuation", "voice")."""
     lines = [
         "🔊 I turn a text description into a sound.",
         "",
@@ -33,9 +34,12 @@ def help_text(backend: str, min_duration: float, max_duration: float, audio_prom
         "",
         f"Current generator: {backend} (change it with /backend).",
     ]
-    if audio_prompt_ok:
+    if "continuation" in audio_roles:
         lines.append("You can also send a voice message or an audio file, and I will continue it "
                      "(add a caption to describe how).")
+    if "voice" in audio_roles:
+        lines.append("With a speech generator, send a voice message with the text to say as its caption, "
+                     "and I will say it in that voice.")
     lines.append("/cancel forgets the prompt you are composing.")
     return "\n".join(lines)
 
@@ -65,6 +69,7 @@ def out_of_range(value: float, minimum: float, maximum: float) -> str:
 
 BUSY = "⏳ Your previous sound is still being made. Please wait for it before asking for another one."
 EMPTY = "Please describe the sound you want, for example: birds singing at dawn."
+VOICE_NEEDS_TEXT = "I will speak in the voice of that recording: send it again with the text to say as its caption."
 NOT_ALLOWED = "Sorry, this bot is private. Ask its owner to add your user id: {user_id}."
 UNKNOWN_COMMAND = "I don't know that command. Try /help."
 EXPIRED = "This button has expired. Send your prompt again."
@@ -97,9 +102,9 @@ def too_big(size: int, limit: int) -> str:
 
 def no_audio_prompt(backend: str, capable: list[str]) -> str:
     if capable:
-        return (f"{backend} cannot continue audio. Choose one that can with /backend "
+        return (f"{backend} does not take audio. Choose one that does with /backend "
                 f"({', '.join(capable)}), or send a text description.")
-    return "None of the installed generators can continue audio; send a text description instead."
+    return "None of the installed generators takes audio; send a text description instead."
 
 
 def progress(event: ProgressEvent) -> str:
