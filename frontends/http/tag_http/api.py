@@ -211,7 +211,8 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         candidates: Annotated[int, Form(ge=1, le=64)] = 1,
         options: Annotated[str, Form(max_length=10_000, description='request options as a JSON object')] = "{}",
         negative_prompt: Annotated[str | None, Form(max_length=MAX_PROMPT_CHARS)] = None,
-        audio_prompt: Annotated[UploadFile | None, File(description="WAV/FLAC/OGG/MP3: a clip to continue, or a voice sample for speech backends")] = None,
+        audio_prompt: Annotated[UploadFile | None, File(
+            description="WAV/FLAC/OGG/MP3: a clip to continue, or a voice sample for speech backends")] = None,
     ) -> Response:
         """Queue a generation from a multipart form, optionally with an audio prompt file."""
         try:
