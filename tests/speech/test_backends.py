@@ -22,15 +22,15 @@ def test_backends_are_registered_through_the_plugin_hook():
 
 
 @pytest.mark.parametrize("fixture", ["speecht5", "mms"])
-def test_clip_has_exactly_the_requested_length_and_speech_metadata(fixture, request):
+def test_clip_is_as_long_as_the_speech_and_carries_speech_metadata(fixture, request):
     backend = request.getfixturevalue(fixture)
-    result = backend.generate(TEXT, 4.0, seed=3)
-    assert result.audio.sample_rate == 16000 and result.audio.frames == backend.frames_for(4.0)
+    result = backend.generate(TEXT, 10.0, seed=3)
     meta = result.metadata
-    assert meta["voice"] == "default" and meta["sentences"] == 2
-    assert 0 < meta["speech_seconds"] <= 4.0
-    spoken = int(round(meta["speech_seconds"] * 16000))
-    assert np.any(result.audio.samples[0, :spoken]) and not np.any(result.audio.samples[0, spoken + 1:])
+    assert backend.variable_length and result.audio.sample_rate == 16000
+    assert result.audio.frames == round(meta["speech_seconds"] * 16000) < backend.frames_for(10.0)
+    assert meta["voice"] == "default" and meta["sentences"] == meta["sentences_spoken"] == 2
+    assert not meta["truncated"] and meta["needed_seconds"] == meta["speech_seconds"]
+    assert np.any(result.audio.samples[0, -1600:])  # no trailing silence padding
     assert result.seed == 3 and result.model_id.startswith(backend.name)
 
 
@@ -58,7 +58,7 @@ def test_long_text_is_split_and_truncated_with_a_notice(mms):
     text = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)
     result = mms.generate(text, 2.0, seed=1)
     meta = result.metadata
-    assert result.audio.frames == 32000
+    assert result.audio.frames == round(meta["speech_seconds"] * 16000) <= 32000
     assert meta["sentences"] == 12 and meta["sentences_spoken"] < 12 and meta["truncated"]
     assert meta["needed_seconds"] > 2.0 and "longer duration" in meta["notice"]
 

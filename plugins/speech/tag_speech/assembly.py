@@ -1,8 +1,8 @@
-"""Joining synthesised sentences into one clip of exactly the requested length.
+"""Joining synthesised sentences into one clip no longer than the requested duration.
 
 Speech has its own length: the request's duration is an upper bound. Sentences that fit are joined with short
-pauses and the rest of the clip is silence; sentences that do not fit are left out (never cut mid-word unless the
-first sentence alone is too long) and the metadata says so.
+pauses and the clip ends where the speech ends (no silence padding); sentences that do not fit are left out (never
+cut mid-word unless the first sentence alone is too long) and the metadata says so.
 """
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from typing import Any
 
 import numpy as np
 
+from tagcore.errors import GenerationFailed
+
 FADE_SECONDS = 0.02
 """A hard cut inside a sentence gets this fade-out so it does not click."""
 
 
 def assemble(segments: Sequence[np.ndarray], sample_rate: int, duration: float,
              pause: float) -> tuple[np.ndarray, dict[str, Any]]:
-    """Join 1-D `segments` with `pause` seconds of silence and pad (or cut) to `duration` seconds.
+    """Join 1-D `segments` with `pause` seconds of silence, keeping at most `duration` seconds.
 
     Returns the samples and metadata: speech_seconds (speech plus inner pauses actually delivered),
     needed_seconds (what the whole text takes), sentences, sentences_spoken, truncated and, when truncated,
@@ -40,10 +42,9 @@ def assemble(segments: Sequence[np.ndarray], sample_rate: int, duration: float,
         parts.extend((lead, segment))
         used += len(lead) + len(segment)
         spoken += 1
-    samples = np.zeros(limit, dtype=np.float32)
-    if parts:
-        joined = np.concatenate(parts)
-        samples[:len(joined)] = joined
+    if used == 0:
+        raise GenerationFailed("the model produced no audio for this text")
+    samples = np.concatenate(parts)
     info: dict[str, Any] = {
         "speech_seconds": round(used / sample_rate, 3),
         "needed_seconds": round(needed / sample_rate, 3),

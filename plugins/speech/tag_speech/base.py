@@ -1,4 +1,4 @@
-"""What the speech backends share: sentence splitting, seeding, joining into a fixed-length clip, metadata.
+"""What the speech backends share: sentence splitting, seeding, joining into one clip, metadata.
 
 Subclasses load their model and implement `_speak` (the sentences of ONE request -> one waveform per sentence).
 Requests are generated one at a time, each with its own seed, because both SpeechT5 (prenet dropout stays on at
@@ -25,8 +25,12 @@ PAUSE_OPTION = Option("pause", "float", 0.3, "seconds of silence between sentenc
 
 
 class SpeechBackend(Backend):
-    """A text-to-speech backend: the prompt is the text to say; the duration is an upper bound."""
+    """A text-to-speech backend: the prompt is the text to say; the duration is an upper bound.
 
+    The clip is as long as the speech (variable_length): a short sentence asked for with 10 s comes back short.
+    """
+
+    variable_length: ClassVar[bool] = True
     native_max_duration: ClassVar[float] = 20.0
     max_duration: ClassVar[float] = 120.0
     capabilities: ClassVar[Capabilities] = Capabilities(seed=True, batch=False)
