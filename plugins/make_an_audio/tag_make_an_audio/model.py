@@ -206,13 +206,19 @@ def _text_encoder(sd: dict[str, torch.Tensor], path: Path, device: torch.device,
     return module
 
 
+def _stage_weights(sd: dict[str, torch.Tensor], prefix: str, path: Path, label: str) -> dict[str, torch.Tensor]:
+    """The official weights of one stage (keys under `prefix`, prefix removed); refuse a checkpoint without them."""
+    official = convert.sub_state(sd, prefix)
+    if not official:
+        raise WeightsMissing(f"Make-An-Audio: {path} holds no {label} weights ({prefix}*); "
+                             f"get the official file: {ckpt.HOW_TO_GET[ckpt.LDM_FILE]}")
+    return official
+
+
 def _unet(sd: dict[str, torch.Tensor], path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
     from diffusers import UNet2DConditionModel
 
-    official = convert.sub_state(sd, convert.UNET_PREFIX)
-    if not official:
-        raise WeightsMissing(f"Make-An-Audio: {path} holds no UNet weights (model.diffusion_model.*); "
-                             f"get the official file: {ckpt.HOW_TO_GET[ckpt.LDM_FILE]}")
+    official = _stage_weights(sd, convert.UNET_PREFIX, path, "UNet")
     config = convert.unet_config(official)
     with torch.device("meta"):
         unet = UNet2DConditionModel(**config)
@@ -224,10 +230,7 @@ def _unet(sd: dict[str, torch.Tensor], path: Path, device: torch.device, dtype: 
 def _vae(sd: dict[str, torch.Tensor], path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
     from diffusers import AutoencoderKL
 
-    official = convert.sub_state(sd, convert.VAE_PREFIX)
-    if not official:
-        raise WeightsMissing(f"Make-An-Audio: {path} holds no VAE weights (first_stage_model.*); "
-                             f"get the official file: {ckpt.HOW_TO_GET[ckpt.LDM_FILE]}")
+    official = _stage_weights(sd, convert.VAE_PREFIX, path, "VAE")
     official = {k: v for k, v in official.items() if not k.startswith("loss.")}
     config = convert.vae_config(official)
     with torch.device("meta"):
