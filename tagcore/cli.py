@@ -267,15 +267,18 @@ def _output_path(output: Path | None, fmt: str | None, out_dir: Path | None, num
 
 
 def _report(path: Path, response: SoundResponse, as_json: bool) -> None:
+    # Speech backends deliver what the text needs, up to the requested duration: report the clip's own length.
+    length = response.audio.duration if response.audio is not None else response.duration
     if as_json:
         click.echo(json.dumps({
-            "file": str(path), "prompt": response.prompt, "duration": response.duration,
+            "file": str(path), "prompt": response.prompt, "duration": round(length, 3),
+            "requested_duration": response.duration,
             "backend": response.backend, "model_id": response.model_id, "seed": response.seed,
             "timings": response.timings, "metadata": response.metadata, "worker": response.worker,
         }))
         return
     took = sum(v for k, v in response.timings.items() if k == "generate_s")
-    click.echo(f"wrote {path} ({response.duration:g} s, {response.backend}, seed {response.seed}"
+    click.echo(f"wrote {path} ({length:.3g} s, {response.backend}, seed {response.seed}"
                + (f", {took:.1f} s" if took else "") + ")")
 
 
