@@ -279,8 +279,9 @@ class Delivery:
     def _send_audio(self, chat_id: int, response: SoundResponse) -> None:
         """Send the clip in the configured format; fall back to a voice note when a file is too big."""
         assert response.audio is not None
-        caption = texts.caption(response.prompt, response.duration, response.backend, response.seed)
-        duration = max(1, round(response.duration))
+        length = response.audio.duration  # speech may be shorter than the requested duration
+        caption = texts.caption(response.prompt, length, response.backend, response.seed)
+        duration = max(1, round(length))
         markup = result_buttons(response.request_id)
         fmt = self.settings.audio_format
         try:

@@ -21,7 +21,7 @@ def sentence(message: str) -> str:
 
 
 def seconds(value: float) -> str:
-    return f"{value:g} s"
+    return f"{round(value, 1):g} s"
 
 
 def help_text(backend: str, min_duration: float, max_duration: float, audio_roles: set[str]) -> str:
