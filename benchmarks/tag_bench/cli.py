@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -46,8 +47,9 @@ def _config(ctx: click.Context) -> Config:
 @click.option("--steps", "steps_text", default="", help="Steps to sweep, e.g. 10,25,100 (backends with a steps option).")
 @click.option("--batch", "batch_text", default="1", show_default=True, help="Batch sizes, e.g. 1,4.")
 @click.option("-d", "--duration", "duration_text", default="5", show_default=True, help="Clip lengths (s), e.g. 5,10.")
-@click.option("-O", "--option", "option_pairs", multiple=True, metavar="KEY=VALUE",
-              help="Backend option (worker ones like device/dtype/weights, or request ones like guidance).")
+@click.option("-O", "--option", "option_pairs", multiple=True, metavar="[BACKEND.]KEY=VALUE",
+              help="Backend option (worker ones like device/dtype/weights, or request ones like guidance); "
+                   "BACKEND.KEY=VALUE sets it for that backend only, e.g. -O audiogen.weights=/models/ag.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first clip (then +1 per clip).")
 @click.option("--clap-checkpoint", type=click.Path(dir_okay=False), default=None,
               help="LAION CLAP .pt file for CLAP scores (default: [clap] checkpoint / TAG_CLAP_CHECKPOINT; "
@@ -56,11 +58,12 @@ def _config(ctx: click.Context) -> Config:
               help="Folder of reference clips: adds FAD over CLAP embeddings (needs a CLAP checkpoint).")
 @click.option("--warmup/--no-warmup", default=True, show_default=True,
               help="Run one untimed batch per backend before measuring.")
+@click.option("--note", default="", help="Free text recorded in results.md and meta.json (e.g. what the weights are).")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Result folder (default: bench-results/<date-time>).")
 @click.pass_context
 def bench(ctx: click.Context, backends, prompts_path, limit, steps_text, batch_text, duration_text, option_pairs,
-          seed, clap_checkpoint, fad_reference, warmup, out_dir) -> None:
+          seed, clap_checkpoint, fad_reference, warmup, note, out_dir) -> None:
     """Benchmark backends: one row per backend x steps x batch x duration, written as CSV, markdown and PNG."""
     config = _config(ctx)
     now = dt.datetime.now(dt.timezone.utc)
@@ -73,6 +76,7 @@ def bench(ctx: click.Context, backends, prompts_path, limit, steps_text, batch_t
     if fad_reference is not None and len(plan.prompts) < 2:
         raise InvalidRequest("FAD needs at least 2 generated clips per run: use --limit 2 or more")
     quality = build_quality(config, clap_checkpoint, fad_reference)
+    load_start = os.getloadavg()[0]
     with tqdm(total=count_runs(plan), unit="batch", file=sys.stderr, dynamic_ncols=True) as bar:
         def tick(label: str) -> None:
             bar.set_description(label)
@@ -85,7 +89,8 @@ def bench(ctx: click.Context, backends, prompts_path, limit, steps_text, batch_t
         "prompts": str(prompts_path or bundled_prompts_path().name), "prompt_count": len(plan.prompts),
         "seed": seed, "warmup": warmup, "clap_model": quality.model_id,
         "fad_reference": str(fad_reference) if fad_reference else None,
-        "environment": environment(),
+        "environment": environment(), "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
+        "note": note or None,
     }
     folder = out_dir or Path("bench-results") / now.strftime("%Y%m%d-%H%M%S")
     written = write_all(rows, meta, folder)

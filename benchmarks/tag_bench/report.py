@@ -17,7 +17,7 @@ from .runner import COLUMNS, NA, Row
 
 HEADERS = {
     "backend": "backend", "model_id": "model", "device": "device", "dtype": "dtype", "steps": "steps",
-    "batch": "batch", "duration": "clip s", "clips": "clips", "load_s": "cold load s", "s_per_clip": "s/clip",
+    "batch": "batch", "duration": "clip s", "audio_s": "audio s", "clips": "clips", "load_s": "cold load s", "s_per_clip": "s/clip",
     "rtf": "RTF", "clips_per_s": "clips/s", "peak_rss_mb": "peak RSS MiB", "cuda_peak_mb": "CUDA peak MiB",
     "clap": "CLAP", "fad": "FAD",
 }
@@ -67,6 +67,14 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _load_line(meta: Mapping[str, Any]) -> str:
+    """The machine's 1-minute load average around the run: other jobs on the same cores slow every row."""
+    start, end = meta.get("load_average_start"), meta.get("load_average_end")
+    if start is None or end is None:
+        return ""
+    return f"- load average (1 min): {start:.2f} at start, {end:.2f} at end, on {meta['environment']['cpu_count']} cores\n"
+
+
 def write_markdown(rows: Sequence[Row], meta: Mapping[str, Any], path: Path) -> Path:
     env = meta["environment"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
@@ -77,9 +85,11 @@ def write_markdown(rows: Sequence[Row], meta: Mapping[str, Any], path: Path) -> 
         f"- prompts: {meta['prompts']} ({meta['prompt_count']} prompts), seed {meta['seed']}, "
         f"warm-up {'on' if meta['warmup'] else 'off'}\n"
         f"- CLAP: {meta['clap_model']}\n"
-        f"- command: `{meta['command']}`\n\n"
-        "s/clip is generation time per clip (batch time / clips in it); RTF = s/clip / clip s (below 1: faster "
-        "than real time); cold load is the first model load in this process; peak RSS is the process's resident "
+        f"- command: `{meta['command']}`\n"
+        + _load_line(meta) + (f"- note: {meta['note']}\n" if meta.get("note") else "") + "\n"
+        "clip s is the requested length, audio s the mean length produced (speech follows its text); "
+        "s/clip is generation time per clip (batch time / clips in it); RTF = generation time / audio produced "
+        "(below 1: faster than real time); cold load is the first model load in this process; peak RSS is the process's resident "
         "memory, CUDA peak the allocator's maximum (n/a without a GPU); CLAP is the mean raw cosine, comparable "
         "only under the same CLAP checkpoint.\n\n"
         + markdown_table(rows) + "\n"

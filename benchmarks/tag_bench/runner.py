@@ -5,6 +5,7 @@ generates the whole prompt set for every grid cell. Only `generate_batch` is tim
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,11 @@ class Quality:
 
 @dataclass(frozen=True)
 class Plan:
-    """What to run. `steps` is swept only on backends that declare a `steps` option."""
+    """What to run. `steps` is swept only on backends that declare a `steps` option.
+
+    `options` keys apply to every backend that declares them; a key `BACKEND.key` applies to that backend only
+    (and wins over the plain key), so one run can point each backend at its own weights folder.
+    """
 
     backends: Sequence[str]
     prompts: Sequence[str]
@@ -55,6 +60,7 @@ class Row:
     steps: int | str
     batch: int
     duration: float
+    audio_s: float
     clips: int
     load_s: float
     s_per_clip: float
@@ -67,6 +73,26 @@ class Row:
 
 
 COLUMNS = tuple(Row.__dataclass_fields__)
+
+
+def _scope(key: str, names: Sequence[str]) -> tuple[str | None, str]:
+    """(backend the key is scoped to or None, option name): `make_an_audio.weights` -> ("make_an_audio", "weights")."""
+    prefix, dot, rest = key.partition(".")
+    return (prefix, rest) if dot and prefix in names else (None, key)
+
+
+def backend_options(name: str, plan: Plan) -> dict[str, str]:
+    """The options of backend `name` (as given with -b): plain keys, then its own scoped keys over them."""
+    cls = runtime.backend_class(name)
+    own = {name, cls.name}
+    plain, scoped = {}, {}
+    for key, value in plan.options.items():
+        backend, option = _scope(key, [*plan.backends, *(runtime.backend_class(b).name for b in plan.backends)])
+        if backend is None:
+            plain[option] = value
+        elif backend in own:
+            scoped[option] = value
+    return plain | scoped
 
 
 def split_options(backend: type[Backend], raw: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -82,14 +108,22 @@ def check_plan(plan: Plan) -> None:
     if not plan.backends:
         raise InvalidRequest("name at least one backend (-b NAME)")
     classes = [runtime.backend_class(name) for name in plan.backends]
+    names = [*plan.backends, *(cls.name for cls in classes)]
     known = {n for cls in classes for o in cls.options for n in (o.name, *o.aliases)}
-    unknown = sorted(set(plan.options) - known)
+    unknown = sorted(key for key in plan.options if _scope(key, names)[0] is None and key not in known)
     if unknown:
-        raise UnknownOption(f"no selected backend has option {', '.join(unknown)}")
+        raise UnknownOption(f"no selected backend has option {', '.join(unknown)} "
+                            f"(scope an option to one backend as BACKEND.KEY=VALUE)")
     if min(plan.batches) < 1:
         raise InvalidRequest("batch sizes must be at least 1")
-    for cls in classes:
-        worker, request = split_options(cls, plan.options)
+    for name, cls in zip(plan.backends, classes):
+        options = backend_options(name, plan)
+        declared = {n for o in cls.options for n in (o.name, *o.aliases)}
+        foreign = sorted(set(options) - declared)
+        scoped_unknown = [k for k in foreign if f"{name}.{k}" in plan.options or f"{cls.name}.{k}" in plan.options]
+        if scoped_unknown:
+            raise UnknownOption(f"{cls.name} has no option {', '.join(scoped_unknown)}")
+        worker, request = split_options(cls, options)
         cls.resolve_worker_options(worker)
         cls.resolve_request_options(request)
         for duration in plan.durations:
@@ -113,12 +147,33 @@ def count_runs(plan: Plan) -> int:
     return total
 
 
+def _torch_modules(backend: Backend) -> Iterator[Any]:
+    """torch modules held by the backend or by its `model` (audiocraft keeps them one level down, e.g. model.lm)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    for holder in (backend, getattr(backend, "model", None)):
+        if holder is None or not hasattr(holder, "__dict__"):
+            continue
+        if isinstance(holder, torch.nn.Module):
+            yield holder
+            continue
+        yield from (v for v in vars(holder).values() if isinstance(v, torch.nn.Module))
+
+
 def _described(backend: Backend, attribute: str) -> str:
-    """The resolved device/dtype when the backend exposes it, else the configured setting."""
-    value = getattr(backend, attribute, None)
-    if value is None:
-        value = backend.settings.get(attribute)
-    return str(value).replace("torch.", "") if value not in (None, "") else NA
+    """The resolved device/dtype: the backend's (or its model's) attribute, else its first weight's, else the
+    configured setting ("auto" says nothing about what ran, so it is looked past when anything better exists)."""
+    for holder in (backend, getattr(backend, "model", None)):
+        value = getattr(holder, attribute, None)
+        if value not in (None, "", "auto") and not callable(value):
+            return str(getattr(value, "type", value) if attribute == "device" else value).replace("torch.", "")
+    for module in _torch_modules(backend):
+        weight = next(module.parameters(), None)
+        if weight is not None:
+            return weight.device.type if attribute == "device" else str(weight.dtype).replace("torch.", "")
+    value = backend.settings.get(attribute)
+    return str(value) if value not in (None, "") else NA
 
 
 def _batches(prompts: Sequence[str], size: int) -> Iterator[list[str]]:
@@ -130,7 +185,7 @@ def run_backend(name: str, plan: Plan, config: Config, quality: Quality,
                 tick: Callable[[str], None]) -> list[Row]:
     """Every grid cell of one backend, in a freshly built and loaded instance."""
     cls = runtime.backend_class(name)
-    worker, request = split_options(cls, plan.options)
+    worker, request = split_options(cls, backend_options(name, plan))
     backend = runtime.build_backend(name, config, worker)
     with PeakMemory() as load_memory:
         start = time.perf_counter()
@@ -139,8 +194,9 @@ def run_backend(name: str, plan: Plan, config: Config, quality: Quality,
     has_steps = any(o.name == "steps" for o in cls.options)
     sweep: list[int | None] = list(plan.steps) if plan.steps and has_steps else [None]
     try:
-        if plan.warmup:
-            options = backend.resolve_request_options(request)
+        if plan.warmup:  # at the cheapest swept steps: a default of 100 steps can cost minutes on a CPU
+            warm = dict(request) | ({"steps": min(plan.steps)} if plan.steps and has_steps else {})
+            options = backend.resolve_request_options(warm)
             backend.generate_batch([GenerationItem(plan.prompts[0], plan.seed)], min(plan.durations), options=options)
             tick(f"{name} warm-up")
         rows = []
@@ -162,12 +218,14 @@ def run_backend(name: str, plan: Plan, config: Config, quality: Quality,
                             model_ids.update(r.model_id for r in results)
                             tick(f"{name} steps={steps if steps is not None else NA} batch={batch} {duration:g}s")
                     s_per_clip = elapsed / len(clips)
+                    audio_s = sum(clip.duration for clip in clips)
                     clap, fad = quality.measure(plan.prompts, clips)
                     rows.append(Row(
                         backend=name, model_id=",".join(sorted(model_ids)), device=_described(backend, "device"),
                         dtype=_described(backend, "dtype"),
                         steps=options["steps"] if has_steps else NA, batch=batch, duration=duration,
-                        clips=len(clips), load_s=load_s, s_per_clip=s_per_clip, rtf=s_per_clip / duration,
+                        audio_s=audio_s / len(clips), clips=len(clips), load_s=load_s, s_per_clip=s_per_clip,
+                        rtf=elapsed / audio_s if audio_s > 0 else float("inf"),
                         clips_per_s=len(clips) / elapsed if elapsed > 0 else float("inf"),
                         peak_rss_mb=max(memory.rss_mb, load_memory.rss_mb),
                         cuda_peak_mb=NA if memory.cuda_mb is None else max(memory.cuda_mb, load_memory.cuda_mb or 0),

@@ -106,3 +106,81 @@ def test_bench_with_tiny_clap_reports_clap_and_fad(tmp_path_factory, tmp_path):
     assert -1.0 <= float(row["clap"]) <= 1.0
     assert float(row["fad"]) >= 0.0
     assert "tiny-clap.pt (HTSAT-tiny, no fusion)" in (out / "results.md").read_text()
+
+
+def test_scoped_options_reach_only_their_backend(tag, tmp_path):
+    out = tmp_path / "run"
+    result = tag("bench", "-b", "tone", "-n", "1", "-d", "1", "-O", "amplitude=0.9", "-O", "tone.amplitude=0.2",
+                 "-O", "tone.delay=0", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    result = tag("bench", "-b", "tone", "-O", "tone.nonsense=1", "-o", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "tone has no option nonsense" in result.output
+    result = tag("bench", "-b", "tone", "-O", "audiogen.weights=/x", "-o", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "audiogen.weights" in result.output  # audiogen is not in this run
+    assert not (tmp_path / "x").exists()
+
+
+def test_backend_options_scoped_key_wins_for_its_backend_only():
+    from tag_bench.runner import Plan, backend_options
+
+    plugins.register_plugin(tag_testkit.tone, name="tag_testkit.tone")
+    try:
+        plan = Plan(backends=["tone"], prompts=["x"], options={"amplitude": "0.9", "tone.amplitude": "0.2",
+                                                             "delay": "0.1"})
+        assert backend_options("tone", plan) == {"amplitude": "0.2", "delay": "0.1"}
+    finally:
+        plugins.unregister_plugin("tag_testkit.tone")
+
+
+@pytest.fixture(scope="module")
+def tiny_random_weights(tmp_path_factory) -> Path:
+    """Every model backend at the tests' tiny size, written by the benchmark's own weight writer."""
+    pytest.importorskip("audiocraft")
+    root = tmp_path_factory.mktemp("random")
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "random_weights.py"
+    done = subprocess.run([sys.executable, str(script), str(root), "--tiny",
+                           "make_an_audio,audiogen,speecht5,mms_tts"], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    return root
+
+
+def test_random_weights_config_points_each_backend_at_its_folder(tiny_random_weights):
+    from tagcore.config import load_config
+
+    config = load_config(tiny_random_weights / "tag.toml", environ={})
+    assert config.backend_settings("make_an_audio")["weights"] == str(tiny_random_weights / "make_an_audio")
+    assert config.backend_settings("speecht5")["vocoder"].endswith("speecht5_hifigan")
+    assert (tiny_random_weights / "make_an_audio" / "maa1_full.ckpt").is_file()
+    assert (tiny_random_weights / "audiogen" / "state_dict.bin").is_file()
+
+
+def test_bench_on_tiny_model_backends_fills_every_column(tag, tiny_random_weights, tmp_path):
+    """Four real backends in one run, each pointed at its own folder with BACKEND.weights; steps only where they
+    apply; every measured column holds a number and only CLAP/FAD/CUDA are n/a (no checkpoint, no GPU)."""
+    root = tiny_random_weights
+    out = tmp_path / "run"
+    result = tag("bench", "-b", "make_an_audio", "-b", "audiogen", "-b", "speecht5", "-b", "mms_tts",
+                 "-n", "2", "--steps", "2,3", "--batch", "1,2", "-d", "1", "-O", "device=cpu",
+                 "-O", f"make_an_audio.weights={root / 'make_an_audio'}", "-O", f"audiogen.weights={root / 'audiogen'}",
+                 "-O", f"speecht5.weights={root / 'speecht5' / 'speecht5_tts'}",
+                 "-O", f"speecht5.vocoder={root / 'speecht5' / 'speecht5_hifigan'}",
+                 "-O", f"mms_tts.weights={root / 'mms_tts' / 'mms_tts'}", "--note", "tiny random", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out)
+    assert tuple(rows[0]) == COLUMNS
+    cells = {(r["backend"], r["steps"], r["batch"]) for r in rows}
+    assert cells == {("make_an_audio", s, b) for s in ("2", "3") for b in ("1", "2")} | {
+        (name, "n/a", b) for name in ("audiogen", "speecht5", "mms_tts") for b in ("1", "2")}
+    numeric = [c for c in COLUMNS if c not in ("backend", "model_id", "device", "dtype", "steps", "clap", "fad",
+                                                 "cuda_peak_mb")]
+    for row in rows:
+        assert row["model_id"] and row["device"] == "cpu" and row["dtype"] == "float32", row
+        assert row["clap"] == "n/a" and row["fad"] == "n/a" and row["cuda_peak_mb"] == "n/a"
+        values = {c: float(row[c]) for c in numeric}
+        assert values["clips"] == 2 and values["audio_s"] > 0 and values["s_per_clip"] > 0, row
+        assert values["rtf"] == pytest.approx(values["s_per_clip"] / values["audio_s"], rel=1e-6)
+        assert values["peak_rss_mb"] > 10 and values["load_s"] > 0
+    meta = (out / "meta.json").read_text()
+    assert '"load_average_start"' in meta and '"note": "tiny random"' in meta
+    assert "load average (1 min)" in (out / "results.md").read_text()
