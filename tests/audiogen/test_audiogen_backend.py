@@ -9,9 +9,6 @@ from tagcore import Audio, GenerationItem
 from tagcore.errors import InvalidRequest, WeightsMissing
 from tag_audiogen.backend import AudioGenBackend, MusicGenBackend
 
-OPTIONS = {"top_k": 250, "top_p": 0.0, "temperature": 1.0, "cfg_coef": 3.0, "extend_stride": 2.0}
-
-
 @pytest.fixture(scope="module")
 def backend(tiny_audiogen):
     b = AudioGenBackend({"weights": str(tiny_audiogen), "device": "cpu"})
@@ -27,24 +24,11 @@ def direct(tiny_audiogen):
     return AudioGen.get_pretrained(str(tiny_audiogen), device="cpu")
 
 
-def _direct(model, prompt, seed, duration, audio_prompt=None, **options):
-    params = {**OPTIONS, **options}
-    model.set_generation_params(use_sampling=True, top_k=params["top_k"], top_p=params["top_p"],
-                                temperature=params["temperature"], duration=duration, cfg_coef=params["cfg_coef"],
-                                extend_stride=params["extend_stride"])
-    torch.manual_seed(seed)
-    if audio_prompt is None:
-        wav = model.generate([prompt])
-    else:
-        wav = model.generate_continuation(torch.from_numpy(audio_prompt.samples), audio_prompt.sample_rate, [prompt])
-    return wav[0].numpy()
-
-
-def test_seeded_output_equals_direct_audiocraft_call(backend, direct):
+def test_seeded_output_equals_direct_audiocraft_call(backend, direct, audiocraft_generate):
     result = backend.generate("a dog barks twice", 1.0, seed=1234, options={"top_k": 50, "temperature": 0.9})
     assert result.seed == 1234 and result.model_id == "tiny-audiogen" and result.backend == "audiogen"
     assert result.audio.sample_rate == 16000 and result.audio.frames == 16000
-    expected = _direct(direct, "a dog barks twice", 1234, 1.0, top_k=50, temperature=0.9)
+    expected = audiocraft_generate(direct, "a dog barks twice", 1234, 1.0, top_k=50, temperature=0.9)
     np.testing.assert_array_equal(result.audio.samples, expected)
     other = backend.generate("a dog barks twice", 1.0, seed=1235, options={"top_k": 50, "temperature": 0.9})
     assert not np.array_equal(other.audio.samples, result.audio.samples)
@@ -72,19 +56,20 @@ def test_batch_items_equal_their_single_runs(backend):
     assert all(a[0] <= b[0] for a, b in zip(progress, progress[1:]))
 
 
-def test_duration_beyond_the_window_extends_like_audiocraft(backend, direct):
+def test_duration_beyond_the_window_extends_like_audiocraft(backend, direct, audiocraft_generate):
     assert backend.window == 3.0
     result = backend.generate("thunder", 3.5, seed=5)
     assert result.audio.frames == 3.5 * 16000
-    np.testing.assert_array_equal(result.audio.samples, _direct(direct, "thunder", 5, 3.5))
+    np.testing.assert_array_equal(result.audio.samples, audiocraft_generate(direct, "thunder", 5, 3.5))
 
 
-def test_continuation_from_a_foreign_rate_stereo_prompt(backend, direct):
+def test_continuation_from_a_foreign_rate_stereo_prompt(backend, direct, audiocraft_generate):
     t = np.arange(int(0.4 * 44100)) / 44100
     stereo = Audio(np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)]), 44100)
     result = backend.generate("birds", 1.0, seed=9, audio_prompt=stereo)
     assert result.audio.frames == 16000 and result.audio.channels == 1
-    np.testing.assert_array_equal(result.audio.samples, _direct(direct, "birds", 9, 1.0, audio_prompt=stereo))
+    expected = audiocraft_generate(direct, "birds", 9, 1.0, audio_prompt=stereo)
+    np.testing.assert_array_equal(result.audio.samples, expected)
     # Items with prompts and without, in one batch: each still equals its single run.
     items = [GenerationItem("birds", 9, audio_prompt=stereo), GenerationItem("birds", 9)]
     batch = backend.generate_batch(items, 1.0, options=backend.resolve_request_options({}))
@@ -97,14 +82,14 @@ def test_prompt_longer_than_duration_is_refused(backend):
         backend.generate("x", 1.0, seed=1, audio_prompt=Audio(np.zeros(20000, np.float32), 16000))
 
 
-def test_musicgen_backend_on_a_32khz_model(tiny_musicgen):
+def test_musicgen_backend_on_a_32khz_model(tiny_musicgen, audiocraft_generate):
     from audiocraft.models import MusicGen
 
     b = MusicGenBackend({"weights": str(tiny_musicgen), "device": "cpu"})
     result = b.generate("calm piano", 1.0, seed=3)
     assert result.audio.sample_rate == 32000 and result.audio.frames == 32000 and result.backend == "musicgen"
     model = MusicGen.get_pretrained(str(tiny_musicgen), device="cpu")
-    np.testing.assert_array_equal(result.audio.samples, _direct(model, "calm piano", 3, 1.0))
+    np.testing.assert_array_equal(result.audio.samples, audiocraft_generate(model, "calm piano", 3, 1.0))
 
 
 def test_missing_folder_names_what_to_download(tmp_path):

@@ -57,6 +57,8 @@ class AudiocraftBackend(Backend):
     """Shared loading and generation for audiocraft's autoregressive models (AudioGen, MusicGen)."""
 
     default_hub_id: ClassVar[str]
+    audiocraft_class: ClassVar[str]
+    """The model's class in `audiocraft.models` (`AudioGen`, `MusicGen`): its `get_pretrained` loads the weights."""
     capabilities = Capabilities(seed=True, batch=True, audio_prompt=True)
 
     # --- loading ------------------------------------------------------------------------------------------
@@ -80,11 +82,9 @@ class AudiocraftBackend(Backend):
     def model_id(self) -> str:
         return self._source(self.settings).model_id
 
-    def _model_class(self) -> Any:
-        raise NotImplementedError
-
     def load(self) -> None:
         import torch
+        from audiocraft import models
         from audiocraft.utils.autocast import TorchAutocast
 
         source = self._source(self.settings)
@@ -98,7 +98,7 @@ class AudiocraftBackend(Backend):
             raise InvalidRequest("audiocraft models run in fp32 on the CPU; use dtype=fp32 (or auto)")
         try:
             with checkpoint_loading(bool(self.settings["trust_checkpoint"])):
-                model = self._model_class().get_pretrained(source.location, device=str(device))
+                model = getattr(models, self.audiocraft_class).get_pretrained(source.location, device=str(device))
         except Exception as exc:
             explained = explain_load_error(exc, source, self.default_hub_id)
             if explained is None:
@@ -234,33 +234,16 @@ def _tensor_shapes(value: Any) -> list[tuple[int, ...]]:
 class AudioGenBackend(AudiocraftBackend):
     """Meta's AudioGen-medium: text to environmental sound, 16 kHz mono, trained on 10 s clips."""
 
-    name = "audiogen"
+    name, audiocraft_class, default_hub_id = "audiogen", "AudioGen", "facebook/audiogen-medium"
     description = "AudioGen (audiocraft): text to sound effects, 16 kHz; longer clips by windowed extension"
-    default_hub_id = "facebook/audiogen-medium"
-    sample_rate = 16000
-    native_max_duration = 10.0
-    max_duration = 60.0
-    options = (*_sampling_options(250, 2.0), *_worker_options(default_hub_id))
-
-    def _model_class(self) -> Any:
-        from audiocraft.models import AudioGen
-
-        return AudioGen
+    sample_rate, native_max_duration, max_duration = 16000, 10.0, 60.0
+    options = (*_sampling_options(250, extend_stride=2.0), *_worker_options(default_hub_id))
 
 
 class MusicGenBackend(AudiocraftBackend):
     """Meta's MusicGen (small by default): text to music, 32 kHz, trained on 30 s clips."""
 
-    name = "musicgen"
+    name, audiocraft_class, default_hub_id = "musicgen", "MusicGen", "facebook/musicgen-small"
     description = "MusicGen (audiocraft): text to music, 32 kHz; longer clips by windowed extension"
-    default_hub_id = "facebook/musicgen-small"
-    sample_rate = 32000
-    native_max_duration = 30.0
-    max_duration = 120.0
-    options = (*_sampling_options(250, 18.0), *_worker_options(default_hub_id))
-
-    def _model_class(self) -> Any:
-        from audiocraft.models import MusicGen
-
-        return MusicGen
-
+    sample_rate, native_max_duration, max_duration = 32000, 30.0, 120.0
+    options = (*_sampling_options(250, extend_stride=18.0), *_worker_options(default_hub_id))

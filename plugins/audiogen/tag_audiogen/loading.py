@@ -19,6 +19,8 @@ from typing import Any
 from tagcore.errors import WeightsMissing
 
 CHECKPOINT_FILES = ("state_dict.bin", "compression_state_dict.bin")
+T5_FILES = ("config.json", "model.safetensors", "spiece.model", "tokenizer.json", "tokenizer_config.json")
+"""What transformers reads to load a T5 encoder and its tokenizer (all present in the t5-* hub repositories)."""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -64,7 +66,7 @@ def missing_message(source: WeightsSource, missing: list[str], default_hub_id: s
     where = f"the folder {folder} does not exist" if not folder.is_dir() else \
         f"{', '.join(str(folder / m) for m in missing)} {'is' if len(missing) == 1 else 'are'} missing"
     return (f"{where}. Download {' and '.join(CHECKPOINT_FILES)} from https://huggingface.co/{default_hub_id} "
-            f"(e.g. `huggingface-cli download {default_hub_id} {' '.join(CHECKPOINT_FILES)} --local-dir {folder}`) "
+            f"(e.g. `hf download {default_hub_id} {' '.join(CHECKPOINT_FILES)} --local-dir {folder}`) "
             f"and put them in {folder}, or set weights to the hub id {default_hub_id} on a machine with internet "
             f"access. The text encoder (T5) is fetched by transformers into the Hugging Face cache on first use.")
 
@@ -107,21 +109,59 @@ def checkpoint_loading(trust: bool) -> Iterator[None]:
         yield
 
 
+def _text_encoder_being_loaded(exc: BaseException) -> str | None:
+    """The T5 name audiocraft's T5 conditioner was loading when `exc` was raised, if it was.
+
+    transformers' offline error names neither the model nor the file, and a checkpoint names its T5 only inside
+    its pickled config, so the one reliable witness is the conditioner itself, found in the traceback.
+    """
+    from audiocraft.modules.conditioners import T5Conditioner
+
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, T5Conditioner) and getattr(owner, "name", None):
+            return str(owner.name)
+        tb = tb.tb_next
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else repr(exc)
+
+
+def _text_encoder_message(name: str, exc: BaseException) -> str:
+    from huggingface_hub import constants
+
+    offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+    return (f"the checkpoint's text encoder {name} is not in the Hugging Face cache {constants.HF_HUB_CACHE} and "
+            f"could not be downloaded{offline}. On a machine with internet access run `hf download {name} "
+            f"{' '.join(T5_FILES)}` (it fills that machine's hub cache, ~/.cache/huggingface/hub), then copy its "
+            f"models--{name.replace('/', '--')} folder into {constants.HF_HUB_CACHE} here, or point HF_HUB_CACHE "
+            f"(or HF_HOME) at a cache that holds it. Detail: {exc.__class__.__name__}: {_first_line(exc)}")
+
+
 def explain_load_error(exc: BaseException, source: WeightsSource, default_hub_id: str) -> WeightsMissing | None:
-    """Turn the failures a user can fix (untrusted pickled config, missing hub file offline) into WeightsMissing."""
+    """Turn the failures a user can fix (untrusted pickled config, missing hub file offline, text encoder not
+    cached) into WeightsMissing."""
     text = str(exc)
     if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
         return WeightsMissing(
             f"the checkpoint in {source.location} stores its config as a pickled object, which torch refuses to "
             f"load safely (weights_only). If you trust these files (e.g. the official {default_hub_id} download), "
             f"allow it with the worker option trust_checkpoint=true (CLI: -O trust_checkpoint=true, config: "
-            f"[backends.<name>] trust_checkpoint = true). Detail: {text.splitlines()[0] if text else exc!r}")
+            f"[backends.<name>] trust_checkpoint = true). Detail: {_first_line(exc)}")
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    if isinstance(exc, OSError):
+        text_encoder = _text_encoder_being_loaded(exc)
+        if text_encoder is not None:
+            return WeightsMissing(_text_encoder_message(text_encoder, exc))
     if isinstance(exc, (LocalEntryNotFoundError, OSError)) and source.kind == "hub":
         return WeightsMissing(
             f"could not get {source.location} from the Hugging Face hub ({exc.__class__.__name__}: "
-            f"{text.splitlines()[0] if text else ''}). Without internet access, download {' and '.join(CHECKPOINT_FILES)} "
+            f"{_first_line(exc)}). Without internet access, download {' and '.join(CHECKPOINT_FILES)} "
             f"from https://huggingface.co/{source.location} on another machine, copy them into a folder and set "
             f"weights to that folder.")
     return None

@@ -9,6 +9,7 @@ AudioGen-medium architecture for GPU benchmarks.
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ class ModelShape:
     num_layers: int = 2
     segment_duration: float = 10.0
     text_conditioner: str = "lut"
-    """`lut` (lookup table, needs nothing else) or a T5 name such as `t5-large` (needs that T5 in the HF cache)."""
+    """`lut` (lookup table, needs nothing else) or a T5 name such as `t5-large` (needs that T5 in the HF cache:
+    `write_t5_cache` writes a tiny one)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,3 +113,36 @@ def export_random_model(folder: str | Path, shape: ModelShape, *, seed: int = 0)
         torch.save(package, folder / filename)
         del model
     return folder
+
+
+def write_t5_cache(hub_cache: str | Path, name: str = "t5-small", *, seed: int = 0) -> Path:
+    """Lay out a tiny random T5 encoder + tokenizer as the hub cache entry audiocraft's T5 conditioner asks for.
+
+    audiocraft loads its text encoder by a fixed name (`T5Tokenizer/T5EncoderModel.from_pretrained("t5-large")`)
+    and sizes its projection from a fixed table, so a stand-in must carry that name and that `d_model`; everything
+    else (one layer, a 41-piece Unigram vocabulary, d_ff 32) is as small as T5 allows. The layout is the one
+    `huggingface_hub` writes (`models--<name>/snapshots/<revision>/` + `refs/main`), so with `HF_HUB_CACHE`
+    pointing at `hub_cache` and `HF_HUB_OFFLINE=1` transformers finds it exactly as it finds a real download.
+    Returns the snapshot folder.
+    """
+    import torch
+    from audiocraft.modules.conditioners import T5Conditioner
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    if name not in T5Conditioner.MODELS or name not in T5Conditioner.MODELS_DIMS:
+        raise ValueError(f"audiocraft's T5 conditioner accepts only {T5Conditioner.MODELS}")
+    pieces = ["<pad>", "</s>", "<unk>", "\u2581", *"abcdefghijklmnopqrstuvwxyz",
+              *("\u2581" + word for word in "a the dog rain on tin roof car horn birds wind".split())]
+    vocab = [(piece, 0.0 if index < 3 else -1.0 - index / 100) for index, piece in enumerate(pieces)]
+    revision = hashlib.sha1(f"tiny-{name}-{seed}".encode()).hexdigest()
+    entry = Path(hub_cache) / f"models--{name.replace('/', '--')}"
+    snapshot = entry / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (entry / "refs").mkdir(exist_ok=True)
+    (entry / "refs" / "main").write_text(revision)
+    T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(snapshot)
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=len(pieces), d_model=T5Conditioner.MODELS_DIMS[name], d_kv=8, d_ff=32,
+                      num_layers=1, num_heads=2, relative_attention_num_buckets=8)
+    T5EncoderModel(config).save_pretrained(snapshot)
+    return snapshot
