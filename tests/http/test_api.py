@@ -68,7 +68,8 @@ def test_generation_end_to_end_with_events_and_all_formats(client: httpx.Client)
     with client.stream("GET", job["links"]["events"]) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
-    assert events[-1]["state"] == "done" and events[-1]["seed"] == 7
+    assert events[-1]["state"] == "done" and events[-1]["seed"] == 7 and events[-1]["audio_seconds"] == 2.0
+    assert events[0]["audio_seconds"] is None
     fractions = [e["progress"] for e in events if e["state"] == "running"]
     assert fractions and fractions == sorted(fractions)
     assert events[-1]["expires_at"] > time.time()

@@ -146,7 +146,8 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
             error = {"code": "expired", "message": "the result expired and its files were deleted"}
         return JobStatus(
             id=snap.id, state=snap.state, stage=snap.stage, progress=snap.progress, position=position,
-            prompt=snap.prompt, duration=snap.duration, backend=snap.backend, seed=snap.seed,
+            prompt=snap.prompt, duration=snap.duration, audio_seconds=snap.audio_seconds,
+            backend=snap.backend, seed=snap.seed,
             candidates=snap.candidates, model_id=snap.model_id, created_at=snap.created_at,
             started_at=snap.started_at, finished_at=snap.finished_at, expires_at=snap.expires_at,
             timings=snap.timings, metadata=snap.metadata, error=error,

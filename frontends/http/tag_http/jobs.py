@@ -53,6 +53,7 @@ class JobRecord:
     finished_at: float | None = None
     expires_at: float | None = None
     model_id: str = ""
+    audio_seconds: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     error_code: str | None = None
@@ -232,6 +233,7 @@ class JobStore:
                 self._finish_failed(record, "storage_failed", f"the server could not store the result: {exc}", now)
                 return
             record.files = {"wav": path}
+            record.audio_seconds = round(response.audio.duration, 3)
             record.state, record.stage, record.progress = "done", "done", 1.0
             record.seed = response.seed
             record.model_id = response.model_id

@@ -52,7 +52,9 @@ class JobStatus(BaseModel):
     progress: float = Field(ge=0, le=1)
     position: int | None = Field(None, description="place in the backend's queue while queued (1 = next)")
     prompt: str
-    duration: float
+    duration: float = Field(description="requested duration in seconds")
+    audio_seconds: float | None = Field(
+        None, description="length of the delivered clip once done (speech backends may deliver less than duration)")
     backend: str
     seed: int | None = Field(None, description="the seed used (known once done) or requested")
     candidates: int
