@@ -87,6 +87,16 @@ def empty_hub_cache(tmp_path) -> Iterator[Path]:
         yield tmp_path / "hub"
 
 
+@pytest.fixture
+def hub_cache_without_t5_tokenizer(t5_hub_cache, tmp_path) -> Iterator[Path]:
+    """For one test: a hub cache holding the tiny T5's weights but not its tokenizer files."""
+    cache = shutil.copytree(t5_hub_cache, tmp_path / "hub")
+    for file in cache.rglob("tokenizer*"):
+        file.unlink()
+    with hub_cache(cache):
+        yield cache
+
+
 @pytest.fixture(scope="session")
 def tiny_audiogen_t5(t5_hub_cache, tmp_path_factory) -> Path:
     """The tiny AudioGen with audiocraft's real T5 conditioner (`t5-small`, read from `t5_hub_cache`)."""

@@ -56,3 +56,10 @@ def test_t5_missing_from_the_cache_names_it_and_how_to_get_it(tiny_audiogen_t5, 
     assert "text encoder t5-small" in message and str(empty_hub_cache) in message
     assert "hf download t5-small config.json model.safetensors" in message and "models--t5-small" in message
 
+
+
+def test_t5_without_its_tokenizer_files_is_refused(tiny_audiogen_t5, hub_cache_without_t5_tokenizer):
+    # transformers would quietly build a special-tokens-only tokenizer and the text would be ignored.
+    backend = AudioGenBackend({"weights": str(tiny_audiogen_t5), "device": "cpu"})
+    with pytest.raises(WeightsMissing, match=r"tokenizer files of the text encoder t5-small are missing.*hf download"):
+        backend.load()

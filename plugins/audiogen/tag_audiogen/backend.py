@@ -23,8 +23,8 @@ from tagcore.devices import resolve_device, resolve_dtype
 from tagcore.errors import InvalidRequest, WeightsMissing
 from tagcore.options import device_option, dtype_option, weights_option
 
-from .loading import (WeightsSource, cached_hub_files, check_folder, checkpoint_loading, explain_load_error,
-                      missing_message, resolve_source)
+from .loading import (WeightsSource, cached_hub_files, check_folder, check_text_encoders, checkpoint_loading,
+                      explain_load_error, missing_message, resolve_source)
 from .sampling import row_generators
 
 
@@ -104,6 +104,7 @@ class AudiocraftBackend(Backend):
             if explained is None:
                 raise
             raise explained from exc
+        check_text_encoders(model)
         if device.type == "cuda":
             model.lm.to(dtype)
         model.autocast = TorchAutocast(enabled=device.type == "cuda" and dtype != torch.float32,

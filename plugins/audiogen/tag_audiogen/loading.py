@@ -131,15 +131,42 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else repr(exc)
 
 
+def _how_to_get_text_encoder(name: str) -> str:
+    from huggingface_hub import constants
+
+    return (f"On a machine with internet access run `hf download {name} {' '.join(T5_FILES)}` (it fills that "
+            f"machine's hub cache, ~/.cache/huggingface/hub), then copy its models--{name.replace('/', '--')} folder "
+            f"into {constants.HF_HUB_CACHE} here, or point HF_HUB_CACHE (or HF_HOME) at a cache that holds it.")
+
+
 def _text_encoder_message(name: str, exc: BaseException) -> str:
     from huggingface_hub import constants
 
     offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
     return (f"the checkpoint's text encoder {name} is not in the Hugging Face cache {constants.HF_HUB_CACHE} and "
-            f"could not be downloaded{offline}. On a machine with internet access run `hf download {name} "
-            f"{' '.join(T5_FILES)}` (it fills that machine's hub cache, ~/.cache/huggingface/hub), then copy its "
-            f"models--{name.replace('/', '--')} folder into {constants.HF_HUB_CACHE} here, or point HF_HUB_CACHE "
-            f"(or HF_HOME) at a cache that holds it. Detail: {exc.__class__.__name__}: {_first_line(exc)}")
+            f"could not be downloaded{offline}. {_how_to_get_text_encoder(name)} "
+            f"Detail: {exc.__class__.__name__}: {_first_line(exc)}")
+
+
+def check_text_encoders(model: Any) -> None:
+    """Refuse a T5 conditioner whose tokenizer transformers made up because the tokenizer files were not found.
+
+    Why: given a cached T5 model without its tokenizer files, transformers 5 does not fail; it builds a tokenizer of
+    special tokens only, every word becomes <unk>, and the model silently ignores the text. A T5 embedding table
+    is the tokenizer's vocabulary padded to a multiple of 128, so a tokenizer larger than the table, or smaller by
+    128 or more, is not the model's own.
+    """
+    from audiocraft.modules.conditioners import T5Conditioner
+
+    for conditioner in model.lm.condition_provider.conditioners.values():
+        if not isinstance(conditioner, T5Conditioner):
+            continue
+        words, table = conditioner.t5_tokenizer.vocab_size, conditioner.t5.config.vocab_size
+        if words > table or table - words >= 128:
+            raise WeightsMissing(
+                f"the tokenizer files of the text encoder {conditioner.name} are missing from the Hugging Face "
+                f"cache: transformers substituted a {words}-token vocabulary (the model's has {table}) that would "
+                f"turn every word into <unk>. {_how_to_get_text_encoder(conditioner.name)}")
 
 
 def explain_load_error(exc: BaseException, source: WeightsSource, default_hub_id: str) -> WeightsMissing | None:
