@@ -48,7 +48,14 @@ def test_t5_prompts_of_different_token_lengths_batch_like_single_runs(t5_backend
         np.testing.assert_array_equal(result.audio.samples, single.audio.samples)
 
 
+def test_weights_status_sees_the_cached_t5(tiny_audiogen_t5, t5_cached):
+    status = AudioGenBackend.weights_status({"weights": str(tiny_audiogen_t5)})
+    assert status.present and status.detail == ""
+
+
 def test_t5_missing_from_the_cache_names_it_and_how_to_get_it(tiny_audiogen_t5, empty_hub_cache):
+    status = AudioGenBackend.weights_status({"weights": str(tiny_audiogen_t5)})
+    assert not status.present and "its text encoder t5-small is not in the Hugging Face cache" in status.detail
     backend = AudioGenBackend({"weights": str(tiny_audiogen_t5), "device": "cpu"})
     with pytest.raises(WeightsMissing) as caught:
         backend.load()

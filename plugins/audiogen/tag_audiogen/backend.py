@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,7 +25,7 @@ from tagcore.errors import InvalidRequest, WeightsMissing
 from tagcore.options import device_option, dtype_option, weights_option
 
 from .loading import (WeightsSource, cached_hub_files, check_folder, check_text_encoders, checkpoint_loading,
-                      explain_load_error, missing_message, resolve_source)
+                      explain_load_error, missing_message, resolve_source, uncached_text_encoders_message)
 from .sampling import row_generators
 
 
@@ -75,8 +76,10 @@ class AudiocraftBackend(Backend):
             detail = "in the hub cache" if present else "not cached: downloaded from the hub on first load"
             return WeightsStatus(present, f"hub:{source.location}", detail)
         missing = check_folder(source, cls.default_hub_id)
-        detail = missing_message(source, missing, cls.default_hub_id) if missing else ""
-        return WeightsStatus(not missing, source.location, detail)
+        if missing:
+            return WeightsStatus(False, source.location, missing_message(source, missing, cls.default_hub_id))
+        detail = uncached_text_encoders_message(Path(source.location))
+        return WeightsStatus(not detail, source.location, detail)
 
     @property
     def model_id(self) -> str:

@@ -148,6 +148,37 @@ def _text_encoder_message(name: str, exc: BaseException) -> str:
             f"Detail: {exc.__class__.__name__}: {_first_line(exc)}")
 
 
+def text_encoder_names(folder: Path) -> list[str]:
+    """The T5 models that a folder checkpoint's conditioners load by name from the Hugging Face cache.
+
+    Empty when the checkpoint uses none, or when its config cannot be read safely here (a pickled config, a damaged
+    file): loading then reports the real problem. The file is memory-mapped, so only the config is read.
+    """
+    import torch
+    from omegaconf import OmegaConf
+
+    try:
+        package = torch.load(folder / CHECKPOINT_FILES[0], map_location="cpu", mmap=True, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError):
+        return []
+    cfg = package.get("xp.cfg") if isinstance(package, dict) else None
+    if not isinstance(cfg, str):
+        return []
+    conditioners = OmegaConf.create(cfg).get("conditioners") or {}
+    return [str(c.t5.name) for c in conditioners.values() if c.get("model") == "t5" and c.get("t5")]
+
+
+def uncached_text_encoders_message(folder: Path) -> str:
+    """Empty when every T5 the checkpoint in `folder` loads by name is in the local hub cache (cheap: no network);
+    otherwise which are not, and how to get them."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    return " ".join(
+        f"its text encoder {name} is not in the Hugging Face cache {constants.HF_HUB_CACHE}; transformers downloads "
+        f"it on first load when online. {_how_to_get_text_encoder(name)}"
+        for name in text_encoder_names(folder) if not isinstance(try_to_load_from_cache(name, T5_FILES[0]), str))
+
+
 def check_text_encoders(model: Any) -> None:
     """Refuse a T5 conditioner whose tokenizer transformers made up because the tokenizer files were not found.
 
