@@ -31,3 +31,17 @@ def mms(speech_models):
     backend = MmsTtsBackend({"weights": str(speech_models["mms"]), "device": "cpu"})
     backend.ensure_loaded()
     return backend
+
+
+@pytest.fixture(scope="session")
+def bark_folder(tmp_path_factory) -> Path:
+    return tiny_speech.build_bark(tmp_path_factory.mktemp("bark_models"))
+
+
+@pytest.fixture(scope="session")
+def bark(bark_folder):
+    from tag_speech.bark import BarkBackend
+
+    backend = BarkBackend({"weights": str(bark_folder), "device": "cpu"})
+    backend.ensure_loaded()
+    return backend

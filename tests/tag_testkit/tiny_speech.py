@@ -105,3 +105,85 @@ def build_mms(root: Path, name: str = "mms_tts") -> Path:
     )
     VitsModel(config).eval().save_pretrained(folder)
     return folder
+
+
+BARK_PRESETS = ("v2/en_speaker_6", "v2/de_speaker_1")
+
+
+def build_bark(root: Path, name: str = "bark") -> Path:
+    """Write a tiny Bark (semantic, coarse, fine GPTs + a tiny EnCodec) in the suno/bark-small layout.
+
+    The token constants of Bark's generation config (text offset 10048, 10000 semantic tokens, 1024-entry codebooks,
+    8 codebooks) are kept, so the tiny model runs exactly the real generation code; only the widths are tiny. The
+    tokenizer is a BERT WordPiece tokenizer like bark's, with a vocabulary of this module's words and characters.
+    Voice presets (speaker_embeddings_path.json + .npy prompts) are written by BarkProcessor.save_pretrained.
+    """
+    import numpy as np
+    import torch
+    from transformers import (BarkCoarseConfig, BarkConfig, BarkFineConfig, BarkModel, BarkProcessor,
+                              BarkSemanticConfig, BertTokenizer, EncodecConfig, GenerationConfig)
+    from transformers.models.bark.generation_configuration_bark import (
+        BarkCoarseGenerationConfig, BarkFineGenerationConfig, BarkSemanticGenerationConfig)
+
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    words = sorted({w.strip(".,;!?").lower() for w in " ".join(SENTENCES).split()} - {""})
+    chars = sorted(set("".join(SENTENCES).lower()) - {" ", "\n"})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars), *words]
+    vocab_file = root / f"{name}_vocab.txt"
+    vocab_file.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    tokenizer = BertTokenizer(vocab_file=str(vocab_file), do_lower_case=True)
+
+    rng = np.random.default_rng(0)
+    staging = root / f"{name}_presets"
+    presets: dict[str, dict[str, str]] = {"repo_or_path": str(staging)}
+    for preset in BARK_PRESETS:
+        paths = {}
+        for key, array in (("semantic_prompt", rng.integers(0, 10_000, 40)),
+                           ("coarse_prompt", rng.integers(0, 1024, (2, 60))),
+                           ("fine_prompt", rng.integers(0, 1024, (8, 60)))):
+            relative = f"{preset}_{key}.npy"
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            np.save(staging / relative, array.astype(np.int64))
+            paths[key] = relative
+        presets[preset] = paths
+    BarkProcessor(tokenizer=tokenizer, speaker_embeddings=presets).save_pretrained(str(folder))
+
+    torch.manual_seed(0)
+    tiny = dict(block_size=1024, num_layers=1, num_heads=2, hidden_size=16)
+    config = BarkConfig(
+        semantic_config=BarkSemanticConfig(input_vocab_size=129_600, output_vocab_size=10_048, **tiny).to_dict(),
+        coarse_acoustics_config=BarkCoarseConfig(input_vocab_size=12_096, output_vocab_size=12_096,
+                                                 **tiny).to_dict(),
+        fine_acoustics_config=BarkFineConfig(input_vocab_size=1056, output_vocab_size=1056, n_codes_total=8,
+                                             n_codes_given=1, **tiny).to_dict(),
+        codec_config=EncodecConfig(hidden_size=16, num_filters=4, num_lstm_layers=1, codebook_size=1024,
+                                   target_bandwidths=[1.5, 3.0, 6.0, 12.0, 24.0]).to_dict(),
+    )
+    model = BarkModel(config).eval()
+    # A random semantic model almost never ends a sentence. Pin its final hidden state near one direction and point
+    # the end token's (10000) output row at it, so that at temperature 0.7 a sentence ends after a few dozen tokens
+    # (half a second of "speech") like a trained model's would, keeping tests fast; other tokens still vary.
+    with torch.no_grad():
+        direction = torch.nn.functional.normalize(torch.randn(16), dim=0)
+        model.semantic.layernorm_final.weight.fill_(0.1)
+        model.semantic.layernorm_final.bias.copy_(direction)
+        model.semantic.lm_head.weight.normal_(0.0, 0.3)
+        model.semantic.lm_head.weight[10_000] = 3.5 * direction
+        # Near-uniform acoustic predictions would make every voice preset sample the same codes from the same seed;
+        # wide output heads make the codes depend on their context, as a trained model's do.
+        model.coarse_acoustics.lm_head.weight.normal_(0.0, 1.0)
+        for head in model.fine_acoustics.lm_heads:
+            head.weight.normal_(0.0, 1.0)
+        # EnCodec's codebooks start as zeros (a trained codec learns them): without this every code sounds the same.
+        for layer in model.codec_model.quantizer.layers:
+            layer.codebook.embed.normal_(0.0, 1.0)
+    # generation_config.json as on the hub: a plain GenerationConfig holding the three sub-configs as dicts
+    # (BarkGenerationConfig itself cannot be saved by this transformers version).
+    model.generation_config = GenerationConfig(
+        semantic_config=BarkSemanticGenerationConfig(do_sample=True, temperature=0.7).to_dict(),
+        coarse_acoustics_config=BarkCoarseGenerationConfig(do_sample=True, temperature=0.7).to_dict(),
+        fine_acoustics_config=BarkFineGenerationConfig(temperature=0.5).to_dict(),
+        sample_rate=24_000, codebook_size=1024)
+    model.save_pretrained(folder)
+    return folder

@@ -6,8 +6,10 @@ from tagcore import hookimpl
 
 @hookimpl
 def register_backends(register) -> None:
+    from .bark import BarkBackend
     from .mms import MmsTtsBackend
     from .speecht5 import SpeechT5Backend
 
     register(SpeechT5Backend)
     register(MmsTtsBackend)
+    register(BarkBackend)

@@ -104,8 +104,9 @@ class WeightsSource:
         return folder
 
 
-_HUB_FILES = ["*.json", "*.model", "*.txt", "*.safetensors"]
-"""What a speech repository needs from the hub: configs, tokenizers and safetensors weights."""
+_HUB_FILES = ["*.json", "*.model", "*.txt", "*.safetensors", "*.npy"]
+"""What a speech repository needs from the hub: configs, tokenizers, safetensors weights and (Bark) the .npy
+prompts of its voice presets."""
 
 
 def _unreadable_errors() -> tuple[type[BaseException], ...]:
