@@ -33,11 +33,11 @@ def test_same_seed_same_speech_and_the_preset_is_the_voice(bark):
     assert not np.array_equal(first.audio.samples, unprompted.audio.samples)
 
 
-def test_long_text_is_truncated_at_a_sentence_with_a_notice(bark):
-    text = " ".join(["Pack my box with five dozen liquor jugs."] * 6)
+def test_long_sentences_are_split_for_bark_and_truncated_with_a_notice(bark):
+    text = " ".join(["pack my box with five dozen liquor jugs,"] * 9)  # one 368-character sentence
     result = bark.generate(text, 1.0, seed=1)
     meta = result.metadata
-    assert meta["sentences"] == 6 and meta["truncated"] and meta["sentences_spoken"] < 6
+    assert meta["sentences"] == 3 and meta["truncated"] and meta["sentences_spoken"] < 3
     assert result.audio.frames <= 24000 and "longer duration" in meta["notice"]
 
 

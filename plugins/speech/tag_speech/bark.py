@@ -40,6 +40,8 @@ class BarkBackend(SpeechBackend):
     description = "Expressive speech in many languages (Suno Bark); request option voice_preset picks the speaker"
     sample_rate = 24000
     native_max_duration = 14.0  # 768 semantic tokens at 49.9 per second: one Bark generation
+    max_sentence_chars = 150
+    """About 10 s of speech: a longer sentence would run into Bark's 768-token limit and stop mid-word."""
     capabilities = Capabilities(seed=True, batch=False)
     options = (
         PAUSE_OPTION,

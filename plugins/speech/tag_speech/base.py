@@ -1,9 +1,11 @@
 """What the speech backends share: sentence splitting, seeding, joining into one clip, metadata.
 
 Subclasses load their model and implement `_speak` (the sentences of ONE request -> one waveform per sentence).
-Requests are generated one at a time, each with its own seed, because both SpeechT5 (prenet dropout stays on at
-inference) and VITS (sampled noise) draw random numbers for the whole batch: batching several requests would make
-a result depend on which other requests shared its batch. The sentences of a request are one batch.
+Requests are generated one at a time, each with its own seed, because SpeechT5 (prenet dropout stays on at
+inference), VITS (sampled noise) and Bark (sampled tokens) draw random numbers for the whole batch: batching
+several requests would make a result depend on which other requests shared its batch (checked for Bark: a
+sentence sampled alongside others differs from the same sentence alone). The sentences of a request are one
+batch, so a request is reproducible from its seed.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from tagcore.backend import ProgressCallback
 from tagcore.devices import resolve_device, resolve_dtype
 
 from .assembly import assemble
-from .text import split_sentences
+from .text import MAX_SENTENCE_CHARS, split_sentences
 
 PAUSE_OPTION = Option("pause", "float", 0.3, "seconds of silence between sentences", minimum=0.0, maximum=2.0)
 
@@ -31,6 +33,8 @@ class SpeechBackend(Backend):
     """
 
     variable_length: ClassVar[bool] = True
+    max_sentence_chars: ClassVar[int] = MAX_SENTENCE_CHARS
+    """Longer sentences are split at clauses/words: the longest text the model says well in one go."""
     native_max_duration: ClassVar[float] = 20.0
     max_duration: ClassVar[float] = 120.0
     capabilities: ClassVar[Capabilities] = Capabilities(seed=True, batch=False)
@@ -52,7 +56,7 @@ class SpeechBackend(Backend):
         results = []
         for index, item in enumerate(items):
             started = time.perf_counter()
-            sentences = split_sentences(item.prompt)
+            sentences = split_sentences(item.prompt, self.max_sentence_chars)
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(item.seed)
                 segments, extra = self._speak(sentences, item, duration, options)
