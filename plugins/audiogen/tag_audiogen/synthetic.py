@@ -4,7 +4,8 @@ Why this exists: no pretrained weights can be fetched in CI or on a benchmark ma
 the loader, the sampler and the windowed extension must run on exactly the files a real user downloads. These
 helpers write `state_dict.bin` + `compression_state_dict.bin` (`{'xp.cfg': YAML, 'best_state': ..., 'exported':
 True}`) from configs that mirror the released AudioGen/MusicGen ones, at any size: tiny for tests, the real
-AudioGen-medium architecture for GPU benchmarks.
+AudioGen-medium architecture for GPU benchmarks. `write_t5_cache` adds the text encoder the real checkpoints name
+(a tiny T5 laid out as a Hugging Face hub cache entry), so the T5 conditioner path runs offline too.
 """
 from __future__ import annotations
 
