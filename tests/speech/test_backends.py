@@ -173,3 +173,16 @@ def test_missing_speaker_encoder_fails_only_cloning(tmp_path, speech_models):
     assert backend.generate("Hello.", 1.0, seed=1).metadata["voice"] == "default"
     with pytest.raises(TagError, match="speaker encoder folder .*no_encoder does not exist"):
         backend.generate("Hello.", 2.0, seed=1, audio_prompt=voice_sample(1.5))
+
+
+def test_mms_romanises_text_for_models_of_non_latin_scripts(tmp_path):
+    """A tokenizer flagged is_uroman (facebook/mms-tts-rus and the like) gets uroman's romanisation."""
+    from tag_speech.mms import MmsTtsBackend
+    from tag_testkit.tiny_speech import build_mms
+
+    backend = MmsTtsBackend({"weights": str(build_mms(tmp_path, "mms_rus", "rus", is_uroman=True)), "device": "cpu"})
+    cyrillic = backend.generate("Привет. Как дела?", 5.0, seed=3)
+    latin = backend.generate("Privet. Kak dela?", 5.0, seed=3)
+    assert cyrillic.metadata["romanized"] and cyrillic.metadata["language"] == "rus"
+    assert np.array_equal(cyrillic.audio.samples, latin.audio.samples)
+    assert backend.generate("Καλημέρα κόσμε.", 5.0, seed=3).audio.frames > 0

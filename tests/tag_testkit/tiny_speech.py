@@ -79,8 +79,12 @@ def build_speaker_encoder(root: Path) -> Path:
     return folder
 
 
-def build_mms(root: Path, name: str = "mms_tts") -> Path:
-    """Write a tiny VITS (MMS-TTS layout: config, weights, vocab.json, tokenizer_config.json)."""
+def build_mms(root: Path, name: str = "mms_tts", language: str = "eng", is_uroman: bool = False) -> Path:
+    """Write a tiny VITS (MMS-TTS layout: config, weights, vocab.json, tokenizer_config.json).
+
+    Its alphabet is the Latin letters of SENTENCES; with `is_uroman` the tokenizer is flagged like those of MMS models
+    for non-Latin scripts (facebook/mms-tts-rus, -ell...), whose input must be romanised first.
+    """
     import torch
     from transformers import VitsConfig, VitsModel, VitsTokenizer
 
@@ -92,7 +96,7 @@ def build_mms(root: Path, name: str = "mms_tts") -> Path:
         vocab.setdefault(char, len(vocab))
     (root / f"{name}_vocab.json").write_text(json.dumps(vocab))
     tokenizer = VitsTokenizer(vocab_file=str(root / f"{name}_vocab.json"), add_blank=True, normalize=True,
-                              language="eng", phonemize=False, is_uroman=False)
+                              language=language, phonemize=False, is_uroman=is_uroman)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     config = VitsConfig(

@@ -1,4 +1,8 @@
-"""MMS-TTS (Meta's Massively Multilingual Speech VITS models, facebook/mms-tts-<iso3>): ~1100 languages."""
+"""MMS-TTS (Meta's Massively Multilingual Speech VITS models, facebook/mms-tts-<iso3>): ~1100 languages.
+
+Models of languages written in non-Latin scripts (their tokenizer says is_uroman) read romanised text: the
+backend romanises with uroman (language-aware, using the model's ISO 639-3 code) before tokenising.
+"""
 from __future__ import annotations
 
 import re
@@ -77,9 +81,18 @@ class MmsTtsBackend(SpeechBackend):
             raise InvalidRequest(f"{self.source.where} makes {self.model.config.sampling_rate} Hz audio; the "
                                  f"mms_tts backend serves {self.sample_rate} Hz MMS models")
         self.language = getattr(self.tokenizer, "language", None) or self.settings["language"]
+        self.romanizer = self._romanizer() if getattr(self.tokenizer, "is_uroman", False) else None
+
+    @staticmethod
+    def _romanizer() -> Any:
+        """A uroman romanizer, built once per load: models of non-Latin scripts (is_uroman) were trained on
+        romanised text. (The tokenizer would otherwise rebuild one, ~4 s, for every sentence.)"""
+        from uroman import Uroman
+
+        return Uroman()
 
     def unload(self) -> None:
-        for attr in ("model", "tokenizer"):
+        for attr in ("model", "tokenizer", "romanizer"):
             self.__dict__.pop(attr, None)
         super().unload()
 
@@ -87,6 +100,10 @@ class MmsTtsBackend(SpeechBackend):
                options: Mapping[str, Any]) -> tuple[list[np.ndarray], dict[str, Any]]:
         import torch
 
+        extra: dict[str, Any] = {"voice": "default", "language": self.language}
+        if self.romanizer is not None:
+            sentences = [self.romanizer.romanize_string(s, lcode=self.language) for s in sentences]
+            extra["romanized"] = True
         inputs = self.tokenizer(sentences, return_tensors="pt", padding=True)
         for sentence, ids in zip(sentences, inputs["input_ids"].tolist()):
             if not any(token.isalnum() for token in self.tokenizer.convert_ids_to_tokens(ids)):
@@ -96,5 +113,4 @@ class MmsTtsBackend(SpeechBackend):
         with torch.inference_mode():
             out = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
         waves = out.waveform.float().cpu().numpy()
-        return ([waves[i, :int(n)] for i, n in enumerate(out.sequence_lengths.tolist())],
-                {"voice": "default", "language": self.language})
+        return [waves[i, :int(n)] for i, n in enumerate(out.sequence_lengths.tolist())], extra
