@@ -37,6 +37,14 @@ def _config(ctx: click.Context) -> Config:
     return obj["config"]
 
 
+def _command_line() -> str:
+    """The command as typed (global options such as --config included), or a plain `tag bench` when invoked
+    from Python, where sys.argv belongs to someone else."""
+    if "bench" not in sys.argv[1:]:
+        return "tag bench"
+    return "tag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 @click.command()
 @click.option("-b", "--backend", "backends", multiple=True, required=True, help="Backend to benchmark (repeatable).")
 @click.option("--prompts", "prompts_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -85,7 +93,7 @@ def bench(ctx: click.Context, backends, prompts_path, limit, steps_text, batch_t
         rows = run_plan(plan, config, quality, tick)
     meta = {
         "date": now.isoformat(timespec="seconds"),
-        "command": "tag bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else "tag bench",
+        "command": _command_line(),
         "prompts": str(prompts_path or bundled_prompts_path().name), "prompt_count": len(plan.prompts),
         "seed": seed, "warmup": warmup, "clap_model": quality.model_id,
         "fad_reference": str(fad_reference) if fad_reference else None,
