@@ -16,8 +16,8 @@ from tagcore.options import parse_key_values
 
 from .prompts import bundled_prompts_path, load_prompts
 from .quality import build_quality
-from .report import environment, markdown_table, write_all
-from .runner import Plan, count_runs, run_plan
+from .report import environment, markdown_table, write_all, write_csv
+from .runner import Plan, Row, count_runs, run_plan
 
 
 def _numbers(text: str, kind: type, what: str) -> list:
@@ -85,12 +85,17 @@ def bench(ctx: click.Context, backends, prompts_path, limit, steps_text, batch_t
         raise InvalidRequest("FAD needs at least 2 generated clips per run: use --limit 2 or more")
     quality = build_quality(config, clap_checkpoint, fad_reference)
     load_start = os.getloadavg()[0]
+    folder = out_dir or Path("bench-results") / now.strftime("%Y%m%d-%H%M%S")
+    rows: list[Row] = []
     with tqdm(total=count_runs(plan), unit="batch", file=sys.stderr, dynamic_ncols=True) as bar:
         def tick(label: str) -> None:
             bar.set_description(label)
             bar.update(1)
 
-        rows = run_plan(plan, config, quality, tick)
+        for backend_rows in run_plan(plan, config, quality, tick):
+            rows.extend(backend_rows)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_csv(rows, folder / "results.csv")  # a crash or Ctrl-C later keeps what is measured
     meta = {
         "date": now.isoformat(timespec="seconds"),
         "command": _command_line(),
@@ -100,7 +105,6 @@ def bench(ctx: click.Context, backends, prompts_path, limit, steps_text, batch_t
         "environment": environment(), "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
         "note": note or None,
     }
-    folder = out_dir or Path("bench-results") / now.strftime("%Y%m%d-%H%M%S")
     written = write_all(rows, meta, folder)
     click.echo(markdown_table(rows))
     click.echo(f"\nwrote {', '.join(str(p) for p in written)}")

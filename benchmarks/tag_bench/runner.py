@@ -236,10 +236,9 @@ def run_backend(name: str, plan: Plan, config: Config, quality: Quality,
         backend.unload()
 
 
-def run_plan(plan: Plan, config: Config, quality: Quality, tick: Callable[[str], None]) -> list[Row]:
+def run_plan(plan: Plan, config: Config, quality: Quality, tick: Callable[[str], None]) -> Iterator[list[Row]]:
+    """Yield each backend's rows as soon as it is done, so a long run can save them before the next one starts."""
     check_plan(plan)
-    rows: list[Row] = []
     for name in plan.backends:
-        rows.extend(run_backend(name, plan, config, quality, tick))
-    return rows
+        yield run_backend(name, plan, config, quality, tick)
 

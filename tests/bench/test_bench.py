@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 import tag_testkit.tone
-from tagcore import plugins
+from tag_testkit.tone import VoiceToneBackend
+from tagcore import hookimpl, plugins
 from tagcore.cli import cli
 from tag_bench.prompts import bundled_prompts_path, load_prompts
 from tag_bench.runner import COLUMNS
@@ -81,6 +82,24 @@ def test_bench_rejects_bad_plans_before_loading(tag, tmp_path):
     result = tag("bench", "-b", "tone", "--fad-reference", str(tmp_path), "-o", str(tmp_path / "x"))
     assert result.exit_code == 2 and "CLAP checkpoint" in result.output
     assert not (tmp_path / "x").exists()
+
+
+class _VoiceTonePlugin:
+    @hookimpl
+    def register_backends(self, register) -> None:
+        register(VoiceToneBackend)
+
+
+def test_rows_of_finished_backends_survive_a_later_backend_failing(tag, tmp_path):
+    plugins.register_plugin(_VoiceTonePlugin(), name="bench-test-voice-tone")
+    try:
+        out = tmp_path / "run"
+        result = tag("bench", "-b", "tone", "-b", "voice_tone", "-n", "1", "-d", "1",
+                     "-O", f"voice_tone.weights={tmp_path / 'missing'}", "-o", str(out))
+    finally:
+        plugins.unregister_plugin("bench-test-voice-tone")
+    assert result.exit_code == 2 and "tone.json" in result.output
+    assert [row["backend"] for row in read_rows(out)] == ["tone"]
 
 
 @pytest.mark.slow
