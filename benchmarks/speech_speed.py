@@ -7,9 +7,15 @@ length is arbitrary, so only the relative batch-vs-sequential figure carries ove
     uv run python benchmarks/speech_speed.py --backend speecht5 --device cuda           # hub defaults, online
     uv run python benchmarks/speech_speed.py --backend mms_tts --weights ~/models/mms-tts-eng
     uv run python benchmarks/speech_speed.py --backend speecht5 --tiny /tmp/tiny_speech --device cpu
+    uv run python benchmarks/speech_speed.py --backend bark --tiny /tmp/tiny_speech --device cpu
+    uv run python benchmarks/speech_speed.py --backend bark --random-full /tmp/bark_full --device cuda --duration 6
+
+`--random-full DIR` (bark only) builds suno/bark-small's architecture with random weights: real compute per token,
+but a random model never ends a sentence, so every sentence runs to the token cap of `--duration` (+0.5 s).
 
 For each sentence count N: one request whose text has N sentences (synthesised as one batch) against N requests
-of one sentence each (sequential). Writes benchmarks/results/speech_speed_<backend>_<device>.md and .csv.
+of one sentence each (sequential). speech_s counts all speech synthesised (needed_seconds: sentences left out of a
+clip for length were computed too). Writes benchmarks/results/speech_speed_<backend>_<device>.md and .csv.
 """
 from __future__ import annotations
 
@@ -35,12 +41,26 @@ def tiny_settings(backend: str, folder: Path) -> dict[str, str]:
     from tag_testkit import tiny_speech
 
     folder.mkdir(parents=True, exist_ok=True)
+    if backend == "bark":
+        return {"weights": str(folder / "bark") if (folder / "bark").is_dir() else
+                str(tiny_speech.build_bark(folder))}
     if backend == "mms_tts":
         return {"weights": str(folder / "mms_tts") if (folder / "mms_tts").is_dir() else
                 str(tiny_speech.build_mms(folder))}
     if not (folder / "speecht5_tts").is_dir():
         tiny_speech.build_speecht5(folder)
     return {"weights": str(folder / "speecht5_tts"), "vocoder": str(folder / "speecht5_hifigan")}
+
+
+def full_bark_settings(folder: Path) -> dict[str, str]:
+    """suno/bark-small's architecture with random weights, built once in `folder`."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tag_testkit import tiny_speech
+
+    existing = folder / "bark_small_random"
+    if not existing.is_dir():
+        tiny_speech.build_bark(folder, name="bark_small_random", full_size=True)
+    return {"weights": str(existing)}
 
 
 def peak_memory_mb(device) -> float:
@@ -64,7 +84,7 @@ def timed(backend, texts: list[str], duration: float, seed: int) -> tuple[float,
     import torch
 
     started = time.perf_counter()
-    speech = sum(backend.generate(text, duration, seed=seed).metadata["speech_seconds"] for text in texts)
+    speech = sum(backend.generate(text, duration, seed=seed).metadata["needed_seconds"] for text in texts)
     if backend.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started, speech
@@ -72,27 +92,37 @@ def timed(backend, texts: list[str], duration: float, seed: int) -> tuple[float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=("speecht5", "mms_tts"), default="speecht5")
+    parser.add_argument("--backend", choices=("speecht5", "mms_tts", "bark"), default="speecht5")
     parser.add_argument("--weights", default="", help="model folder or hub id (default: the backend's)")
     parser.add_argument("--vocoder", default="", help="SpeechT5 vocoder folder or hub id")
     parser.add_argument("--tiny", type=Path, help="build/use the tests' tiny random models in this folder")
+    parser.add_argument("--random-full", type=Path, help="bark: build/use bark-small's architecture with random "
+                        "weights in this folder")
+    parser.add_argument("--duration", type=float, help="requested duration (default: enough for every sentence)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--sentences", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
+    from tag_speech.bark import BarkBackend
     from tag_speech.mms import MmsTtsBackend
     from tag_speech.speecht5 import SpeechT5Backend
 
-    cls = SpeechT5Backend if args.backend == "speecht5" else MmsTtsBackend
-    settings = tiny_settings(args.backend, args.tiny) if args.tiny else {
-        k: v for k, v in (("weights", args.weights), ("vocoder", args.vocoder)) if v}
+    if args.random_full and args.backend != "bark":
+        parser.error("--random-full is for --backend bark")
+    cls = {"speecht5": SpeechT5Backend, "mms_tts": MmsTtsBackend, "bark": BarkBackend}[args.backend]
+    if args.tiny:
+        settings = tiny_settings(args.backend, args.tiny)
+    elif args.random_full:
+        settings = full_bark_settings(args.random_full)
+    else:
+        settings = {k: v for k, v in (("weights", args.weights), ("vocoder", args.vocoder)) if v}
     backend = cls({**settings, "device": args.device, "dtype": args.dtype})
     started = time.perf_counter()
     backend.ensure_loaded()
     load_s = time.perf_counter() - started
-    duration = min(cls.max_duration, 6.0 * max(args.sentences) + 5)
+    duration = args.duration or min(cls.max_duration, 6.0 * max(args.sentences) + 5)
     timed(backend, [SENTENCE], duration, 0)  # warm-up
     rows = []
     for count in args.sentences:
@@ -102,7 +132,7 @@ def main() -> None:
                 w, s = timed(backend, texts, duration, repeat)
                 wall, speech = wall + w, speech + s
             rows.append({
-                "backend": args.backend, "weights": "tiny random" if args.tiny else backend.model_id,
+                "backend": args.backend, "weights": weights_label(args, backend),
                 "device": device_name(backend.device), "dtype": str(backend.dtype).removeprefix("torch."),
                 "sentences": count, "mode": mode, "wall_s": round(wall / args.repeats, 4),
                 "speech_s": round(speech / args.repeats, 3),
@@ -111,12 +141,19 @@ def main() -> None:
                 "peak_mem_mb": round(peak_memory_mb(backend.device)),
             })
             print(rows[-1], flush=True)
-    write(rows, args, load_s)
+    write(rows, args, load_s, duration)
 
 
-def write(rows: list[dict], args, load_s: float) -> None:
+def weights_label(args, backend) -> str:
+    if args.tiny:
+        return "tiny random"
+    return "bark-small architecture, random weights" if args.random_full else backend.model_id
+
+
+def write(rows: list[dict], args, load_s: float, duration: float) -> None:
     slug = re.sub(r"[^a-z0-9]+", "_", rows[0]["device"].lower()).strip("_")
-    stem = ROOT / "benchmarks" / "results" / f"speech_speed_{args.backend}_{'tiny_' if args.tiny else ''}{slug}"
+    kind = "tiny_" if args.tiny else "random_full_" if args.random_full else ""
+    stem = ROOT / "benchmarks" / "results" / f"speech_speed_{args.backend}_{kind}{slug}"
     with open(stem.with_suffix(".csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
@@ -124,11 +161,15 @@ def write(rows: list[dict], args, load_s: float) -> None:
     lines = [f"# Speech speed: {args.backend} on {rows[0]['device']} ({rows[0]['dtype']})", "",
              f"Weights: {rows[0]['weights']}. Model load: {load_s:.1f} s. Each row is the mean of {args.repeats} "
              f"runs; `batched` = one request of N sentences (one model batch), `sequential` = N one-sentence "
-             f"requests. s_per_speech_s = compute seconds per second of speech produced (below 1 = faster than "
-             f"real time). Peak memory: CUDA max allocated, or the process's peak RSS on CPU.", ""]
+             f"requests; requested duration {duration:g} s. s_per_speech_s = compute seconds per second of speech "
+             f"synthesised (below 1 = faster than real time). Peak memory: CUDA max allocated, or the process's "
+             f"peak RSS on CPU.", ""]
     if args.tiny:
         lines += ["Tiny random models (the tests'): pipeline overhead only, not the speed of real checkpoints; "
                   "their speech length is arbitrary.", ""]
+    if args.random_full:
+        lines += ["bark-small's architecture with random weights: the real compute per token, but every sentence "
+                  "runs to the token cap set by the duration (a trained model stops at the end of the sentence).", ""]
     lines += ["| " + " | ".join(FIELDS[4:]) + " |", "|" + "---|" * len(FIELDS[4:])]
     lines += ["| " + " | ".join(str(row[k]) for k in FIELDS[4:]) + " |" for row in rows]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -29,6 +29,7 @@ def test_generate_short_speech_with_a_voice_sample_longer_than_the_clip(tmp_path
     assert info.samplerate == 16000 and info.subtype == "PCM_16"
     assert 0 < info.frames < 10 * 16000 and not meta["metadata"]["truncated"]
     assert info.frames == round(meta["metadata"]["speech_seconds"] * 16000)
+    assert meta["duration"] == round(info.frames / 16000, 3) and meta["requested_duration"] == 10
     assert meta["metadata"]["voice"] == "cloned from sample (12.0 s)"
 
 

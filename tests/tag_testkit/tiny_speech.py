@@ -114,20 +114,25 @@ def build_mms(root: Path, name: str = "mms_tts", language: str = "eng", is_uroma
 BARK_PRESETS = ("v2/en_speaker_6", "v2/de_speaker_1")
 
 
-def build_bark(root: Path, name: str = "bark") -> Path:
+BARK_SMALL = dict(block_size=1024, num_layers=12, num_heads=12, hidden_size=768)
+"""The GPT shape of suno/bark-small's three models (its codec is EnCodec 24 kHz, EncodecConfig's defaults)."""
+
+
+def build_bark(root: Path, name: str = "bark", full_size: bool = False) -> Path:
     """Write a tiny Bark (semantic, coarse, fine GPTs + a tiny EnCodec) in the suno/bark-small layout.
 
     The token constants of Bark's generation config (text offset 10048, 10000 semantic tokens, 1024-entry codebooks,
     8 codebooks) are kept, so the tiny model runs exactly the real generation code; only the widths are tiny. The
     tokenizer is a BERT WordPiece tokenizer like bark's, with a vocabulary of this module's words and characters.
     Voice presets (speaker_embeddings_path.json + .npy prompts) are written by BarkProcessor.save_pretrained.
+
+    With `full_size` the models have bark-small's architecture with random weights (speed benchmarks on a GPU):
+    nothing is biased, so every sentence runs to its token cap (set by the requested duration).
     """
     import numpy as np
     import torch
     from transformers import (BarkCoarseConfig, BarkConfig, BarkFineConfig, BarkModel, BarkProcessor,
-                              BarkSemanticConfig, BertTokenizer, EncodecConfig, GenerationConfig)
-    from transformers.models.bark.generation_configuration_bark import (
-        BarkCoarseGenerationConfig, BarkFineGenerationConfig, BarkSemanticGenerationConfig)
+                              BarkSemanticConfig, BertTokenizer, EncodecConfig)
 
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,17 +159,27 @@ def build_bark(root: Path, name: str = "bark") -> Path:
     BarkProcessor(tokenizer=tokenizer, speaker_embeddings=presets).save_pretrained(str(folder))
 
     torch.manual_seed(0)
-    tiny = dict(block_size=1024, num_layers=1, num_heads=2, hidden_size=16)
+    tiny = BARK_SMALL if full_size else dict(block_size=1024, num_layers=1, num_heads=2, hidden_size=16)
     config = BarkConfig(
         semantic_config=BarkSemanticConfig(input_vocab_size=129_600, output_vocab_size=10_048, **tiny).to_dict(),
         coarse_acoustics_config=BarkCoarseConfig(input_vocab_size=12_096, output_vocab_size=12_096,
                                                  **tiny).to_dict(),
         fine_acoustics_config=BarkFineConfig(input_vocab_size=1056, output_vocab_size=1056, n_codes_total=8,
                                              n_codes_given=1, **tiny).to_dict(),
-        codec_config=EncodecConfig(hidden_size=16, num_filters=4, num_lstm_layers=1, codebook_size=1024,
-                                   target_bandwidths=[1.5, 3.0, 6.0, 12.0, 24.0]).to_dict(),
+        codec_config=(EncodecConfig() if full_size else EncodecConfig(
+            hidden_size=16, num_filters=4, num_lstm_layers=1, codebook_size=1024)).to_dict(),
     )
     model = BarkModel(config).eval()
+    if not full_size:
+        _make_tiny_bark_plausible(model)
+    model.generation_config = _bark_generation_config()
+    model.save_pretrained(folder)
+    return folder
+
+
+def _make_tiny_bark_plausible(model) -> None:
+    import torch
+
     # A random semantic model almost never ends a sentence. Pin its final hidden state near one direction and point
     # the end token's (10000) output row at it, so that at temperature 0.7 a sentence ends after a few dozen tokens
     # (half a second of "speech") like a trained model's would, keeping tests fast; other tokens still vary.
@@ -182,12 +197,17 @@ def build_bark(root: Path, name: str = "bark") -> Path:
         # EnCodec's codebooks start as zeros (a trained codec learns them): without this every code sounds the same.
         for layer in model.codec_model.quantizer.layers:
             layer.codebook.embed.normal_(0.0, 1.0)
-    # generation_config.json as on the hub: a plain GenerationConfig holding the three sub-configs as dicts
-    # (BarkGenerationConfig itself cannot be saved by this transformers version).
-    model.generation_config = GenerationConfig(
+
+
+def _bark_generation_config():
+    """generation_config.json as on the hub: a plain GenerationConfig holding the three sub-configs as dicts
+    (BarkGenerationConfig itself cannot be saved by this transformers version)."""
+    from transformers import GenerationConfig
+    from transformers.models.bark.generation_configuration_bark import (
+        BarkCoarseGenerationConfig, BarkFineGenerationConfig, BarkSemanticGenerationConfig)
+
+    return GenerationConfig(
         semantic_config=BarkSemanticGenerationConfig(do_sample=True, temperature=0.7).to_dict(),
         coarse_acoustics_config=BarkCoarseGenerationConfig(do_sample=True, temperature=0.7).to_dict(),
         fine_acoustics_config=BarkFineGenerationConfig(temperature=0.5).to_dict(),
         sample_rate=24_000, codebook_size=1024)
-    model.save_pretrained(folder)
-    return folder
