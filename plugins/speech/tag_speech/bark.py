@@ -2,12 +2,15 @@
 
 Bark is three GPT models in a row (text -> semantic tokens -> coarse EnCodec codes -> fine codes) and an EnCodec
 decoder at 24 kHz. A voice preset (speaker prompt) fixes the speaker; without one the voice is drawn at random
-from the seed. Every stage samples, so a seed reproduces a clip only with the same text, options and batch.
+from the seed. Every stage samples from torch's generator, seeded per request (base.py), so the same request and
+seed give the same clip; requests are never batched together, since that would change what each one samples.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +143,7 @@ class BarkBackend(SpeechBackend):
         if history is not None:
             kwargs["history_prompt"] = {k: v.to(self.device) for k, v in inputs["history_prompt"].items()}
         cap = min(self.semantic_limit, math.ceil((duration + OVERSHOOT_SECONDS) * self.semantic_rate))
-        with torch.inference_mode():
+        with torch.inference_mode(), _quiet_generation_warnings():
             waves, lengths = self.model.generate(
                 **kwargs, return_output_lengths=True, semantic_max_new_tokens=cap,
                 semantic_min_new_tokens=min(MIN_SEMANTIC_TOKENS, cap), semantic_do_sample=True,
@@ -149,3 +152,20 @@ class BarkBackend(SpeechBackend):
         waves = waves.float().cpu().numpy().reshape(len(sentences), -1)
         voice = f"preset {preset}" if history is not None else "random (no preset; follows the seed)"
         return [waves[i, :int(n)] for i, n in enumerate(lengths)], {"voice": voice}
+
+
+@contextlib.contextmanager
+def _quiet_generation_warnings() -> Iterator[None]:
+    """Silence transformers' generic generate() warnings for one Bark call.
+
+    BarkModel.generate passes its own generation configs together with keyword arguments and feeds the coarse model
+    right-padded batches without an attention mask by design (as the original Bark does); transformers warns about
+    both on every request, which would flood a worker's log without saying anything about the request.
+    """
+    logger = logging.getLogger("transformers.generation.utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
