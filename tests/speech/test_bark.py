@@ -82,6 +82,7 @@ def test_hub_default_offline_says_how_to_download(monkeypatch, tmp_path):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
     status = BarkBackend.weights_status({})
-    assert not status.present and status.location == "suno/bark-small" and "hf download suno/bark-small" in status.detail
+    assert not status.present and status.location == "suno/bark-small"
+    assert "hf download suno/bark-small" in status.detail
     with pytest.raises(WeightsMissing, match="hf download suno/bark-small"):
         BarkBackend({"device": "cpu"}).load()

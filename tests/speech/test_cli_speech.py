@@ -40,3 +40,14 @@ def test_generate_with_a_missing_weights_folder_says_what_to_download(tmp_path):
     assert "does not exist" in result.stderr + result.stdout
     assert "hf download facebook/mms-tts-eng" in result.stderr + result.stdout
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_generate_bark_speech_with_a_voice_preset(tmp_path, bark_folder):
+    result = run_tag(["generate", "Hello there. Pack my box.", "-b", "bark", "-d", "10", "--seed", "5",
+                      "-O", f"weights={bark_folder}", "-O", "voice_preset=v2/de_speaker_1", "--device", "cpu",
+                      "--json", "-q", "-o", "out.wav"], tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    info = sf.info(tmp_path / "out.wav")
+    meta = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info.samplerate == 24000 and 0 < info.frames < 10 * 24000
+    assert meta["metadata"]["voice"] == "preset v2/de_speaker_1" and meta["seed"] == 5
