@@ -9,7 +9,7 @@ table) and tests/tag_testkit/tiny_speech.py (tokenizers; the models are then rep
 released configs' defaults).
 
     uv run python benchmarks/random_weights.py /tmp/tag-random                      # everything, full size
-    uv run tag --config /tmp/tag-random/tag.toml bench -b make_an_audio -b audiogen -b speecht5 -b mms_tts ...
+    uv run tag --config /tmp/tag-random/tag.toml bench -b make_an_audio -b audiogen -b speecht5 -b mms_tts -b bark ...
 
 `--device cuda` only writes `device = "cuda"` into the config (the files are the same for every device).
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = ("make_an_audio", "audiogen", "speecht5", "mms_tts")
+BACKENDS = ("make_an_audio", "audiogen", "speecht5", "mms_tts", "bark")
 
 
 def _testkit():
@@ -93,8 +93,19 @@ def mms_tts(folder: Path, size: str) -> dict[str, str]:
     return {"weights": str(model_dir)}
 
 
+def bark(folder: Path, size: str) -> dict[str, str]:
+    """Bark in the suno/bark-small layout with its voice presets; full size = bark-small's architecture."""
+    _testkit()
+    from tag_testkit.tiny_speech import build_bark
+
+    model_dir = folder / "bark"  # build_bark writes ROOT/bark next to its tokenizer and preset sources
+    if not (model_dir / "config.json").is_file():
+        build_bark(folder, full_size=size == "full")
+    return {"weights": str(model_dir)}
+
+
 WRITERS: dict[str, Callable[[Path, str], dict[str, str]]] = {
-    "make_an_audio": make_an_audio, "audiogen": audiogen, "speecht5": speecht5, "mms_tts": mms_tts,
+    "make_an_audio": make_an_audio, "audiogen": audiogen, "speecht5": speecht5, "mms_tts": mms_tts, "bark": bark,
 }
 
 

@@ -158,7 +158,7 @@ def tiny_random_weights(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("random")
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "random_weights.py"
     done = subprocess.run([sys.executable, str(script), str(root), "--tiny",
-                           "make_an_audio,audiogen,speecht5,mms_tts"], capture_output=True, text=True, timeout=600,
+                           "make_an_audio,audiogen,speecht5,mms_tts,bark"], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert done.returncode == 0, done.stderr[-4000:]
     return root
@@ -172,6 +172,7 @@ def test_random_weights_config_points_each_backend_at_its_folder(tiny_random_wei
     assert config.backend_settings("speecht5")["vocoder"].endswith("speecht5_hifigan")
     assert (tiny_random_weights / "make_an_audio" / "maa1_full.ckpt").is_file()
     assert (tiny_random_weights / "audiogen" / "state_dict.bin").is_file()
+    assert (Path(config.backend_settings("bark")["weights"]) / "speaker_embeddings_path.json").is_file()
 
 
 def test_bench_on_tiny_model_backends_fills_every_column(tag, tiny_random_weights, tmp_path):
