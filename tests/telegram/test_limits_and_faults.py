@@ -89,15 +89,21 @@ def _ogg_clip(seconds: float) -> bytes:
     return audio_io.encode(Audio(0.3 * np.sin(2 * np.pi * 330 * t), 48000), "ogg")
 
 
-def test_continuation_from_a_voice_message(start_bot, monkeypatch):
-    seen = []
+@pytest.fixture
+def seen(monkeypatch):
+    """(prompt, audio prompt) of every item the tone backends generate."""
+    items = []
     original = ToneBackend.generate_batch
 
-    def recording(self, items, duration, **kwargs):
-        seen.extend((item.prompt, item.audio_prompt) for item in items)
-        return original(self, items, duration, **kwargs)
+    def recording(self, batch, duration, **kwargs):
+        items.extend((item.prompt, item.audio_prompt) for item in batch)
+        return original(self, batch, duration, **kwargs)
 
     monkeypatch.setattr(ToneBackend, "generate_batch", recording)
+    return items
+
+
+def test_continuation_from_a_voice_message(start_bot, seen):
     bot = start_bot()
     bot.fake.push_voice(60, _ogg_clip(6.0), duration=6, caption="keep going")
     question = bot.fake.wait_method("sendMessage", 60, text="keep going")[0]
@@ -109,15 +115,7 @@ def test_continuation_from_a_voice_message(start_bot, monkeypatch):
     assert prompt == "keep going" and abs(audio_prompt.duration - 6.0) < 0.05
 
 
-def test_voice_sample_with_the_text_as_caption(start_bot, monkeypatch):
-    seen = []
-    original = ToneBackend.generate_batch
-
-    def recording(self, items, duration, **kwargs):
-        seen.extend((item.prompt, item.audio_prompt) for item in items)
-        return original(self, items, duration, **kwargs)
-
-    monkeypatch.setattr(ToneBackend, "generate_batch", recording)
+def test_voice_sample_with_the_text_as_caption(start_bot, seen):
     bot = start_bot({"backend": "voice_tone"}, backends=("tone", "voice_tone"))
     bot.fake.push_voice(62, _ogg_clip(2.0), duration=2)
     bot.wait_reply(62, "with the text to say as its caption")
