@@ -174,7 +174,8 @@ class Backend(abc.ABC):
     ) -> list[GenerationResult]:
         """Generate every item at `duration` seconds with resolved request `options`.
 
-        Each result's clips are exactly `round(duration * sample_rate)` frames long.
+        Each result's clips are exactly `round(duration * sample_rate)` frames long, or at most that many for a
+        `variable_length` backend.
         """
 
     def generate(
