@@ -7,38 +7,23 @@ token because every step runs the whole network. The T5-large text encoder is re
 once per request, a negligible share of the time).
 
     uv run python benchmarks/audiogen_speed.py --shape tiny --duration 2 --batches 1,4 --device cpu
+
+Writes audiogen_speed_<shape>_<device>.md and .csv to `--out` (default benchmarks/results/).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
 
+from tag_bench.script_output import device_name, peak_memory_gib, peak_memory_note, write_results
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _device_name(device: str) -> str:
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads " \
-           f"{torch.get_num_threads()})"
-
-
-def _peak_memory_gb(device: str) -> float:
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+FIELDS = ["batch", "duration_s", "wall_s", "s_per_10s_clip", "clips_per_min", "audio_s_per_wall_s", "peak_mem_gib"]
 
 
 def main() -> None:
@@ -56,7 +41,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--batches", default="1,4,16")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--out", default=str(RESULTS / "audiogen_speed"))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     args = parser.parse_args()
 
     shape = AUDIOGEN_MEDIUM if args.shape == "medium" else ModelShape()
@@ -86,29 +71,17 @@ def main() -> None:
                      "s_per_10s_clip": round(best / batch * 10.0 / args.duration, 3),
                      "clips_per_min": round(60.0 * batch / best, 2),
                      "audio_s_per_wall_s": round(batch * args.duration / best, 3),
-                     "peak_mem_gb": round(_peak_memory_gb(args.device), 2)})
+                     "peak_mem_gib": round(peak_memory_gib(args.device), 2)})
         print(rows[-1], flush=True)
 
-    device = _device_name(args.device)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stem = f"{out.name}_{args.shape}_{args.device}"
-    with open(out.parent / f"{stem}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [f"# AudioGen speed ({args.shape} architecture, random weights)", "",
-             f"- device: {device}", f"- dtype: {args.dtype}; LM parameters: {params:.1f} M; load: {load_s:.1f} s",
+    intro = [f"# AudioGen speed ({args.shape} architecture, random weights)", "",
+             f"- device: {device_name(args.device)}",
+             f"- dtype: {args.dtype}; LM parameters: {params:.1f} M; load: {load_s:.1f} s",
              f"- options: audiocraft defaults (top_k 250, cfg_coef 3.0); clip length {args.duration:g} s; "
-             f"best of {args.repeats}", f"- date: {time.strftime('%Y-%m-%d %H:%M')}", "",
-             "| batch | wall s | s per 10 s clip | clips/min | audio s per wall s | peak memory GB |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['batch']} | {r['wall_s']} | {r['s_per_10s_clip']} | {r['clips_per_min']} | "
-              f"{r['audio_s_per_wall_s']} | {r['peak_mem_gb']} |" for r in rows]
-    if args.device == "cpu":
-        lines += ["", "CPU peak memory is the process's maximum resident set (includes Python and torch)."]
-    (out.parent / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+             f"best of {args.repeats}", f"- {peak_memory_note(args.device)}",
+             f"- date: {time.strftime('%Y-%m-%d %H:%M')}"]
+    paths = write_results(args.out / f"audiogen_speed_{args.shape}_{args.device}", FIELDS, rows, intro)
+    print(paths[-1].read_text())
 
 
 if __name__ == "__main__":

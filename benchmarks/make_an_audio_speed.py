@@ -7,31 +7,22 @@ to write full-size random weights there first (speed does not depend on the valu
     uv run python benchmarks/make_an_audio_speed.py --random /tmp/maa_full              # GPU defaults
     uv run python benchmarks/make_an_audio_speed.py --weights DIR --device cpu --duration 2 --steps 5 --batch 1 2
 
-Writes benchmarks/results/make_an_audio_speed_<device>.md and .csv (one row per steps x batch).
+Writes make_an_audio_speed_<device>.md and .csv (one row per steps x batch) to `--out` (default benchmarks/results/).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import platform
-import resource
 import sys
 import time
 from pathlib import Path
 
+from tag_bench.script_output import device_name, peak_memory_gib, peak_memory_note, write_results
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ["device", "dtype", "sampler", "duration_s", "steps", "batch", "s_per_clip", "x_realtime", "text_s",
-          "diffusion_s", "vae_s", "vocoder_s", "peak_mem_gb"]
-
-
-def peak_memory_gb(device) -> float:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB; process peak so far
+          "diffusion_s", "vae_s", "vocoder_s", "peak_mem_gib"]
 
 
 def write_random(folder: Path) -> None:
@@ -40,14 +31,6 @@ def write_random(folder: Path) -> None:
 
     if not (folder / "maa1_full.ckpt").is_file():
         write_folder(folder, FULL, TINY_WORDS)
-
-
-def device_name(device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 def main() -> None:
@@ -62,7 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 25])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
     args = parser.parse_args()
 
     folder = args.weights
@@ -100,27 +83,20 @@ def main() -> None:
                        batch=batch, s_per_clip=round(total / batch, 3),
                        x_realtime=round(args.duration * batch / total, 3),
                        **{k: timings[k] for k in ("text_s", "diffusion_s", "vae_s", "vocoder_s")},
-                       peak_mem_gb=round(peak_memory_gb(device), 2))
+                       peak_mem_gib=round(peak_memory_gib(device), 2))
             rows.append(row)
             print(row, flush=True)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"make_an_audio_speed_{device.type}"
-    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [f"# Make-An-Audio speed ({device_name(device)})", "",
+    intro = [f"# Make-An-Audio speed ({device_name(device)})", "",
              f"Full-size model, weights from `{'random' if args.random else folder.name}`; cold load "
              f"{load_s:.1f} s (modules built on the meta device, checkpoint memory-mapped); timings are wall clock "
              f"for one `generate_batch`; s_per_clip = batch time / batch; stage columns are for the whole batch; "
-             f"peak_mem_gb is {'torch.cuda.max_memory_allocated' if device.type == 'cuda' else 'process max RSS'}.",
+             f"{peak_memory_note(device)}",
              f"Machine load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the runs "
-             f"(other jobs on the same cores slow every stage accordingly).",
-             "", "| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
-    lines += ["| " + " | ".join(str(row[f]) for f in FIELDS) + " |" for row in rows]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {stem}.md and .csv")
+             f"(other jobs on the same cores slow every stage accordingly)."]
+    for path in write_results(stem, FIELDS, rows, intro):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -15,25 +15,25 @@ but a random model never ends a sentence, so every sentence runs to the token ca
 
 For each sentence count N: one request whose text has N sentences (synthesised as one batch) against N requests
 of one sentence each (sequential). speech_s counts all speech synthesised (needed_seconds: sentences left out of a
-clip for length were computed too). Writes benchmarks/results/speech_speed_<backend>_<device>.md and .csv.
+clip for length were computed too). Writes speech_speed_<backend>_<device>.md and .csv to `--out` (default
+benchmarks/results/).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import platform
 import re
-import resource
 import sys
 import time
 from pathlib import Path
+
+from tag_bench.script_output import device_name, peak_memory_gib, peak_memory_note, write_results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 FIELDS = ["backend", "weights", "device", "dtype", "sentences", "mode", "wall_s", "speech_s", "s_per_speech_s",
-          "sentences_per_s", "peak_mem_mb"]
+          "sentences_per_s", "peak_mem_gib"]
 
 
 def tiny_settings(backend: str, folder: Path) -> dict[str, str]:
@@ -63,22 +63,6 @@ def full_bark_settings(folder: Path) -> dict[str, str]:
     return {"weights": str(existing)}
 
 
-def peak_memory_mb(device) -> float:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # process peak so far (KiB -> MiB)
-
-
-def device_name(device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
 def timed(backend, texts: list[str], duration: float, seed: int) -> tuple[float, float]:
     """(wall seconds, seconds of speech) for generating `texts` one request after another."""
     import torch
@@ -103,6 +87,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--sentences", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
     args = parser.parse_args()
 
     from tag_speech.bark import BarkBackend
@@ -138,10 +123,10 @@ def main() -> None:
                 "speech_s": round(speech / args.repeats, 3),
                 "s_per_speech_s": round(wall / speech, 4) if speech else None,
                 "sentences_per_s": round(count * args.repeats / wall, 2),
-                "peak_mem_mb": round(peak_memory_mb(backend.device)),
+                "peak_mem_gib": round(peak_memory_gib(backend.device), 2),
             })
             print(rows[-1], flush=True)
-    write(rows, args, load_s, duration)
+    write(rows, args, load_s, duration, backend.device)
 
 
 def weights_label(args, backend) -> str:
@@ -150,30 +135,23 @@ def weights_label(args, backend) -> str:
     return "bark-small architecture, random weights" if args.random_full else backend.model_id
 
 
-def write(rows: list[dict], args, load_s: float, duration: float) -> None:
+def write(rows: list[dict], args, load_s: float, duration: float, device) -> None:
     slug = re.sub(r"[^a-z0-9]+", "_", rows[0]["device"].lower()).strip("_")
     kind = "tiny_" if args.tiny else "random_full_" if args.random_full else ""
-    stem = ROOT / "benchmarks" / "results" / f"speech_speed_{args.backend}_{kind}{slug}"
-    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [f"# Speech speed: {args.backend} on {rows[0]['device']} ({rows[0]['dtype']})", "",
+    stem = args.out / f"speech_speed_{args.backend}_{kind}{slug}"
+    intro = [f"# Speech speed: {args.backend} on {rows[0]['device']} ({rows[0]['dtype']})", "",
              f"Weights: {rows[0]['weights']}. Model load: {load_s:.1f} s. Each row is the mean of {args.repeats} "
              f"runs; `batched` = one request of N sentences (one model batch), `sequential` = N one-sentence "
              f"requests; requested duration {duration:g} s. s_per_speech_s = compute seconds per second of speech "
-             f"synthesised (below 1 = faster than real time). Peak memory: CUDA max allocated, or the process's "
-             f"peak RSS on CPU.", ""]
+             f"synthesised (below 1 = faster than real time). {peak_memory_note(device)}"]
     if args.tiny:
-        lines += ["Tiny random models (the tests'): pipeline overhead only, not the speed of real checkpoints; "
-                  "their speech length is arbitrary.", ""]
+        intro += ["", "Tiny random models (the tests'): pipeline overhead only, not the speed of real checkpoints; "
+                  "their speech length is arbitrary."]
     if args.random_full:
-        lines += ["bark-small's architecture with random weights: the real compute per token, but every sentence "
-                  "runs to the token cap set by the duration (a trained model stops at the end of the sentence).", ""]
-    lines += ["| " + " | ".join(FIELDS[4:]) + " |", "|" + "---|" * len(FIELDS[4:])]
-    lines += ["| " + " | ".join(str(row[k]) for k in FIELDS[4:]) + " |" for row in rows]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {stem}.md and .csv")
+        intro += ["", "bark-small's architecture with random weights: the real compute per token, but every sentence "
+                  "runs to the token cap set by the duration (a trained model stops at the end of the sentence)."]
+    for path in write_results(stem, FIELDS, rows, intro, table_fields=FIELDS[4:]):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +24,11 @@ HEADERS = {
 PACKAGES = ("tag-audio", "torch", "numpy", "transformers", "laion-clap", "audiocraft", "diffusers")
 
 
+def cpu_name() -> str:
+    """The processor's name where the platform reports one, else the architecture (e.g. x86_64)."""
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
     """Machine and package versions, so a row can be compared only with rows from a like setup."""
     versions = {}
@@ -34,7 +39,7 @@ def environment() -> dict[str, Any]:
             continue
     info: dict[str, Any] = {
         "python": sys.version.split()[0], "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "versions": versions, "gpu": "none",
     }
     torch = sys.modules.get("torch")
@@ -50,21 +55,29 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_csv(rows: Sequence[Row], path: Path) -> Path:
+def write_dict_csv(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """One CSV with a header of `fields` and one line per row; a key not in `fields` is an error (csv raises)."""
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=list(fields))
         writer.writeheader()
-        for row in rows:
-            writer.writerow(asdict(row))
+        writer.writerows(rows)
     return path
 
 
-def markdown_table(rows: Sequence[Row]) -> str:
-    lines = ["| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        values = asdict(row)
-        lines.append("| " + " | ".join(_cell(values[c]) for c in COLUMNS) + " |")
+def write_csv(rows: Sequence[Row], path: Path) -> Path:
+    return write_dict_csv(path, COLUMNS, (asdict(row) for row in rows))
+
+
+def table(header: Sequence[str], body: Iterable[Sequence[str]]) -> str:
+    """A markdown table from already formatted cells, so every writer lays tables out the same way."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    values = (asdict(row) for row in rows)
+    return table([HEADERS[c] for c in COLUMNS], ([_cell(v[c]) for c in COLUMNS] for v in values))
 
 
 def _load_line(meta: Mapping[str, Any]) -> str:
