@@ -93,3 +93,20 @@ def test_store_gives_up_on_unanswered_jobs_and_keeps_orphan_answers() -> None:
     store.on_event(SoundResponse("../../x", ok=False, error_code="e", error_message="m"))
     assert store.get("../../x") is None
     store.close()
+
+
+def test_speech_like_backends_default_to_the_longest_clip_as_a_bound() -> None:
+    import tag_testkit.tone
+    from tag_http.catalog import Catalog
+    from tagcore.config import Config
+
+    class Speechlike(tag_testkit.tone.ToneBackend):
+        name = "speechlike"
+        variable_length = True
+
+    if not plugins.get_plugin_manager().is_registered(tag_testkit.tone):
+        plugins.register_plugin(tag_testkit.tone)
+    catalog = Catalog(Config(max_duration=20.0), ("tone",), default_duration=5.0)
+    assert catalog.duration_for(tag_testkit.tone.ToneBackend) == 5.0
+    assert catalog.duration_for(Speechlike) == 20.0
+    assert catalog.describe().backends[0].variable_length is False

@@ -94,13 +94,15 @@ class ToneBackend(Backend):
 
 
 class VoiceToneBackend(ToneBackend):
-    """The tone backend declaring its audio prompt a speaker sample (like speech backends), not a clip to continue.
+    """The tone backend declaring what speech backends declare: its audio prompt is a speaker sample, not a clip to
+    continue, and the requested duration is only an upper bound.
 
     Not registered by this module: tests that want it register it themselves.
     """
 
     name = "voice_tone"
     aliases = ()
+    variable_length = True
     capabilities = dataclasses.replace(ToneBackend.capabilities, audio_prompt_role="voice", max_audio_prompt=30.0)
 
 @hookimpl

@@ -49,7 +49,10 @@ class Catalog:
         return min(cls.max_duration, self.config.max_duration)
 
     def duration_for(self, cls: type[Backend]) -> float:
-        """The duration used when a request gives none: the server default, kept inside the backend's range."""
+        """The duration used when a request gives none: the server default, kept inside the backend's range;
+        for a variable-length backend (speech, as long as its text) the longest allowed, which is only a bound."""
+        if cls.variable_length:
+            return self.longest(cls)
         return max(cls.min_duration, min(self.default_duration, self.longest(cls)))
 
     def describe(self) -> BackendList:
@@ -64,6 +67,7 @@ class Catalog:
             durations=DurationRange(min=cls.min_duration, max=self.longest(cls), native_max=cls.native_max_duration,
                                     default=self.duration_for(cls)),
             capabilities=dataclasses.asdict(cls.capabilities),
+            variable_length=cls.variable_length,
             options=[OptionInfo(name=o.name, type=o.type, default=o.default, help=o.help, minimum=o.minimum,
                                 maximum=o.maximum, choices=list(o.choices), aliases=list(o.aliases))
                      for o in cls.options if o.scope == "request"],

@@ -94,6 +94,8 @@ class BackendInfo(BaseModel):
     sample_rate: int
     durations: DurationRange
     capabilities: dict[str, bool | str | float]
+    variable_length: bool = Field(
+        False, description="the clip lasts as long as its content (speech): the duration is only an upper bound")
     options: list[OptionInfo] = Field(description="request options only; worker options are fixed by the operator")
 
 

@@ -202,6 +202,10 @@ class Conversation:
 
     def _ask_duration(self, chat_id: int, user_id: int, draft: Draft, backend: str) -> None:
         low, high = self.duration_range(backend, draft.audio_prompt)
+        if self.classes[backend].variable_length:
+            # Speech lasts as long as its text: no question, the longest clip allowed is only an upper bound.
+            self.submit(user_id, chat_id, draft.prompt, high, backend, audio_prompt=draft.audio_prompt)
+            return
         presets = [d for d in self.settings.durations if low <= d <= high] or [low]
         markup = types.InlineKeyboardMarkup()
         markup.row(*(types.InlineKeyboardButton(texts.seconds(d), callback_data=f"dur:{draft.nonce}:{d:g}")

@@ -59,6 +59,8 @@ function onBackendChange() {
   d.min = backend.durations.min;
   d.max = backend.durations.max;
   if (!d.value || +d.value > backend.durations.max || +d.value < backend.durations.min) d.value = backend.durations.default;
+  // Speech lasts as long as its text: the field is then only the longest clip accepted.
+  $("duration-label").textContent = backend.variable_length ? "At most (s)" : "Duration (s)";
   $("backend-info").textContent = `${backend.description} ${backend.durations.min}–${backend.durations.max} s, ` +
     `${backend.sample_rate / 1000} kHz.`;
   const box = $("options");
@@ -207,7 +209,8 @@ async function showResult(job) {
   player.src = await audioUrl(job);
   $("result-prompt").textContent = job.prompt;
   $("result-seed").textContent = job.seed;
-  $("result-meta").textContent = `${job.backend} · ${job.duration} s` + (job.model_id ? ` · ${job.model_id}` : "");
+  const seconds = job.audio_seconds ?? job.duration;
+  $("result-meta").textContent = `${job.backend} · ${seconds} s` + (job.model_id ? ` · ${job.model_id}` : "");
   $("result").hidden = false;
   $("progress-box").hidden = true;
   remember(job);
