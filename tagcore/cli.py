@@ -90,6 +90,15 @@ def _first_set(*values: float | None) -> float:
     return next(v for v in values if v is not None)
 
 
+def _default_duration(backend_cls: type[Backend], config: Config) -> float:
+    """Without -d: 10 s (inside the backend's range), or for speech, which lasts as long as its text, the
+    longest clip allowed (the duration is then only a bound)."""
+    longest = min(backend_cls.max_duration, config.max_duration)
+    if backend_cls.variable_length:
+        return longest
+    return max(backend_cls.min_duration, min(DEFAULT_DURATION, longest))
+
+
 def _slug(text: str, limit: int = 40) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug[:limit].rstrip("-") or "clip"
@@ -144,7 +153,9 @@ def _start_embedded(config: Config, transport: Transport, backends: dict[str, Ba
 # ------------------------------------------------------------------------------------------------ generate
 @cli.command()
 @click.argument("prompt", required=False)
-@click.option("-d", "--duration", type=float, default=None, help="Length in seconds (default 10, or the prompts file's).")
+@click.option("-d", "--duration", type=float, default=None,
+              help="Length in seconds (default 10, or the prompts file's); for speech the longest clip accepted "
+                   "(default: the longest allowed).")
 @click.option("-b", "--backend", "backend_name", help="Backend name or alias (default from config).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default: named after the prompt).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Seed for a reproducible clip (default: random, reported).")
@@ -183,7 +194,8 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
         raise InvalidRequest("-o names one file; use --out-dir with --prompts")
     conditioning = audio_io.read(audio_prompt) if audio_prompt else None
     requests = [
-        SoundRequest(prompt=e.prompt, duration=_first_set(duration, e.duration, DEFAULT_DURATION), backend=backend_cls.name, seed=seed,
+        SoundRequest(prompt=e.prompt, duration=_first_set(duration, e.duration, _default_duration(backend_cls, config)),
+                     backend=backend_cls.name, seed=seed,
                      options=request_options, candidates=candidates, negative_prompt=negative_prompt,
                      audio_prompt=conditioning, client="cli")
         for e in entries

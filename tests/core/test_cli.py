@@ -132,3 +132,13 @@ def test_installed_console_script_end_to_end(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert gen.returncode == 0, gen.stderr
     assert sf.info(tmp_path / "bell.flac").frames == 32000
+
+
+def test_default_duration_is_ten_seconds_or_for_speech_the_longest_allowed():
+    from tag_testkit.tone import VoiceToneBackend
+    from tagcore.cli import _default_duration
+    from tagcore.config import Config
+
+    assert _default_duration(ToneBackend, Config(max_duration=30.0)) == 10.0
+    assert _default_duration(ToneBackend, Config(max_duration=4.0)) == 4.0
+    assert _default_duration(VoiceToneBackend, Config(max_duration=30.0)) == 30.0
