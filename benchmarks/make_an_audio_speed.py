@@ -61,7 +61,10 @@ def main() -> None:
     started = time.perf_counter()
     backend.ensure_loaded()
     load_s = time.perf_counter() - started
-    device, dtype = backend.model.device, str(backend.model.dtype).replace("torch.", "")
+    model = backend.model
+    device, dtype = model.device, str(model.dtype).replace("torch.", "")
+    sizes = ", ".join(f"{name} {sum(p.numel() for p in getattr(model, name).parameters()) / 1e6:.1f}M"
+                      for name in ("text_encoder", "unet", "vae", "vocoder"))
     warm = backend.resolve_request_options({"steps": 1, "sampler": args.sampler})
     backend.generate_batch([GenerationItem("warm up", seed=0)], min(args.duration, 2.0), options=warm)
 
@@ -89,7 +92,8 @@ def main() -> None:
 
     stem = args.out / f"make_an_audio_speed_{device.type}"
     intro = [f"# Make-An-Audio speed ({device_name(device)})", "",
-             f"Full-size model, weights from `{'random' if args.random else folder.name}`; cold load "
+             f"Parameters: {sizes} (official: UNet 160M, VAE 69M, BigVGAN 112M); weights from "
+             f"`{'random' if args.random else folder.name}`; cold load "
              f"{load_s:.1f} s (modules built on the meta device, checkpoint memory-mapped); timings are wall clock "
              f"for one `generate_batch`; s_per_clip = batch time / batch; stage columns are for the whole batch; "
              f"{peak_memory_note(device)}",
