@@ -37,12 +37,14 @@ class Server:
 @contextlib.contextmanager
 def running_server(settings: Mapping[str, Any] | None = None, *, api_key: str = API_KEY,
                    serve: tuple[str, ...] = ("tone",)) -> Iterator[Server]:
-    """Run the frontend in a thread on a free port, with a worker for the `serve` backends, until closed."""
+    """Run the frontend in a thread on a free port, with a worker for the `serve` backends (registered names),
+    until closed."""
     if not plugins.get_plugin_manager().is_registered(tag_testkit.tone):
         plugins.register_plugin(tag_testkit.tone)
     config = Config(default_backend="tone", http_api_key=Secret(api_key), max_duration=20.0)
     transport = InProcessTransport(config)
-    backends = {name: tag_testkit.tone.ToneBackend() for name in serve}
+    registry = plugins.backends()
+    backends = {name: registry.get(name)() for name in serve}  # each name served by its own registered class
     service = GeneratorService(backends, transport.job_source(list(serve)), config)
     worker, worker_stop = start_embedded_worker(service)
     frontend = HttpFrontend(config, transport, {"port": 0, "backends": "tone", **(settings or {})})

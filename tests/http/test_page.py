@@ -1,13 +1,18 @@
 """The web page in a real headless Chromium: key entry, a whole generation with live progress, again/variation,
-downloads and the history. A screenshot is kept in tests/http/artifacts/ (git-ignored) for a human to look at."""
+downloads, the history, and audio prompts (a clip to continue, a voice sample). Screenshots are kept in
+tests/http/artifacts/ (git-ignored) for a human to look at."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from tag_testkit.tone import ToneBackend, VoiceToneBackend
+from tagcore import Audio, Capabilities, hookimpl, plugins
 from tagcore import audio as audio_io
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -103,3 +108,173 @@ def test_page_shows_validation_errors(server: Any, browser: Any) -> None:
     expect(page.locator("#error")).to_contain_text("out of range: tone makes 1 to 20 s")
     expect(page.locator("#generate")).to_be_enabled()
     context.close()
+
+
+# --- audio prompts ----------------------------------------------------------------------------------------------
+class PlainTone(ToneBackend):
+    """The tone backend without audio prompts: the page must hide (and forget) the file field for it."""
+
+    name = "plain_tone"
+    aliases = ()
+    capabilities = Capabilities(seed=True, audio_prompt=False)
+
+
+class _AudioPromptBackends:
+    @hookimpl
+    def register_backends(self, register) -> None:  # type: ignore[no-untyped-def]
+        register(PlainTone)
+        register(VoiceToneBackend)
+
+
+@pytest.fixture()
+def prompt_backends() -> Iterator[None]:
+    """Register plain_tone and voice_tone for one test only (registered for good they would show in other tests)."""
+    plugins.register_plugin(_AudioPromptBackends(), name="http-test-audio-prompts")
+    yield
+    plugins.unregister_plugin("http-test-audio-prompts")
+
+
+def _tone_file(path: Path, seconds: float) -> Path:
+    t = np.arange(int(16000 * seconds)) / 16000
+    return audio_io.write(path, Audio(0.3 * np.sin(2 * np.pi * 330 * t), 16000))
+
+
+# Playwright cannot show a multipart body holding a file, so the page's fetch is watched from inside: every form it
+# posts is kept in window.sentForms as {field: value, file field: "name:size"}.
+FORM_SPY = """
+window.sentForms = [];
+const realFetch = window.fetch;
+window.fetch = (url, options = {}) => {
+  if (options.body instanceof FormData) {
+    window.sentForms.push(Object.fromEntries([...options.body.entries()].map(
+      ([k, v]) => [k, v instanceof File ? `${v.name}:${v.size}` : v])));
+  }
+  return realFetch(url, options);
+};
+"""
+
+
+def _open_with_key(browser: Any, server: Any) -> tuple[Any, Any, list[str]]:
+    context = browser.new_context(viewport={"width": 900, "height": 1100})
+    context.add_init_script(FORM_SPY)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.goto(server.url)
+    page.evaluate(f"localStorage.setItem('tag.apiKey', {server.key!r})")
+    page.reload()
+    return context, page, problems
+
+
+def test_page_continues_an_uploaded_clip(server: Any, browser: Any, tmp_path: Path) -> None:
+    expect = sync_api.expect
+    clip = _tone_file(tmp_path / "start.wav", 1.0)
+    context, page, problems = _open_with_key(browser, server)
+    expect(page.locator("#backend option")).to_have_count(1)
+    field = page.get_by_label("Audio to continue (optional)")  # found through its <label>: accessible
+    expect(field).to_be_visible()
+    assert field.get_attribute("accept") == "audio/*"
+    expect(page.locator("#audio-prompt-hint")).to_contain_text("shorter than the duration (at most 60 s)")
+    expect(page.locator("#audio-prompt-clear")).to_be_hidden()
+
+    # No description: the server accepts that only when the clip to continue arrived with the request.
+    page.fill("#duration", "3")
+    page.fill("#seed", "77")
+    field.set_input_files(str(clip))
+    expect(page.locator("#audio-prompt-clear")).to_be_visible()
+    assert page.eval_on_selector("#prompt", "e => e.required") is False
+    with page.expect_request("**/v1/jobs/upload"):
+        page.click("#generate")
+    file_field = f"start.wav:{clip.stat().st_size}"
+    assert page.evaluate("window.sentForms") == [
+        {"prompt": "", "duration": "3", "backend": "tone", "seed": "77", "options": "{}", "audio_prompt": file_field}]
+    expect(page.locator("#result")).to_be_visible(timeout=20_000)
+    expect(page.locator("#result-meta")).to_contain_text("tone · 3 s")
+    expect(page.locator("#result-audio-prompt")).to_have_text("Audio prompt: start.wav (continued)")
+    expect(page.locator("#result-prompt")).to_have_text("(no description)")
+
+    with page.expect_request("**/v1/jobs/upload"):  # "again" sends the same file once more
+        page.click("#again")
+    assert page.evaluate("window.sentForms[1].audio_prompt") == file_field
+    expect(page.locator("#history li")).to_have_count(2, timeout=20_000)
+    expect(page.locator("#result-seed")).to_have_text("77")
+    expect(page.locator("#history li").first).to_contain_text("from start.wav")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-audio-prompt.png"), full_page=True)
+
+    # The server's checks reach the error box: a clip as long as the duration leaves nothing to generate...
+    page.fill("#duration", "1")
+    page.click("#generate")
+    expect(page.locator("#error")).to_contain_text("it must be shorter than the requested 1 s")
+    expect(page.locator("#generate")).to_be_enabled()
+    # ... and so does a file over the server's upload limit (300 kB in this server).
+    field.set_input_files(str(_tone_file(tmp_path / "long.wav", 12.0)))
+    page.fill("#duration", "15")
+    page.click("#generate")
+    expect(page.locator("#error")).to_contain_text("300000 byte limit")
+    expect(page.locator("#generate")).to_be_enabled()
+
+    page.click("#audio-prompt-clear")  # without a clip the description is required again
+    assert page.eval_on_selector("#audio-prompt", "e => e.files.length") == 0
+    assert page.eval_on_selector("#prompt", "e => e.required") is True
+    expect(page.locator("#audio-prompt-clear")).to_be_hidden()
+    assert problems == []
+    context.close()
+
+
+def test_page_voice_sample_and_backend_without_audio_prompt(make_server: Any, browser: Any, tmp_path: Path,
+                                                            prompt_backends: None) -> None:
+    expect = sync_api.expect
+    ARTIFACTS.mkdir(exist_ok=True)
+    sample = _tone_file(tmp_path / "voice.wav", 3.0)
+    with make_server({"backends": "tone,voice_tone,plain_tone"}, serve=("tone", "voice_tone", "plain_tone")) as srv:
+        context, page, problems = _open_with_key(browser, srv)
+        expect(page.locator("#backend option")).to_have_count(3)
+        page.select_option("#backend", "tone")
+        page.set_input_files("#audio-prompt", str(sample))
+        page.select_option("#backend", "plain_tone")  # takes no audio prompt: field hidden and emptied
+        expect(page.locator("#audio-prompt-box")).to_be_hidden()
+        assert page.eval_on_selector("#audio-prompt", "e => e.files.length") == 0
+
+        page.select_option("#backend", "voice_tone")
+        field = page.get_by_label("Voice sample (optional)")
+        expect(field).to_be_visible()
+        expect(page.locator("#duration-label")).to_have_text("At most (s)")
+        expect(page.locator("#audio-prompt-hint")).to_contain_text("up to 30 s")
+        # A voice sample may be longer than the clip asked for (a clip to continue may not).
+        page.fill("#prompt", "hello there")
+        page.fill("#duration", "2")
+        field.set_input_files(str(sample))
+        assert page.eval_on_selector("#prompt", "e => e.required") is True  # speech still needs its text
+        with page.expect_request("**/v1/jobs/upload"):
+            page.click("#generate")
+        expect(page.locator("#result")).to_be_visible(timeout=20_000)
+        expect(page.locator("#result-audio-prompt")).to_have_text("Audio prompt: voice.wav (voice sample)")
+        expect(page.locator("#result-meta")).to_contain_text("voice_tone")
+        page.screenshot(path=str(ARTIFACTS / "page-voice.png"), full_page=True)
+        first_seed = page.text_content("#result-seed")
+        with page.expect_request("**/v1/jobs/upload"):  # the variation keeps the voice
+            page.click("#variation")
+        sent = page.evaluate("window.sentForms")
+        assert [form["audio_prompt"] for form in sent] == [f"voice.wav:{sample.stat().st_size}"] * 2
+        assert "seed" not in sent[1]  # a new random seed
+        expect(page.locator("#history li")).to_have_count(2, timeout=20_000)
+        expect(page.locator("#result-seed")).not_to_have_text(first_seed or "")
+
+        # After a reload the file is gone: repeating such a result says so instead of dropping the voice.
+        page.reload()
+        expect(page.locator("#history li")).to_have_count(2)
+        page.locator("#history li button").first.click()
+        expect(page.locator("#result-audio-prompt")).to_have_text("Audio prompt: voice.wav (voice sample)")
+        page.click("#again")
+        expect(page.locator("#error")).to_contain_text("choose it again")
+
+        page.select_option("#backend", "plain_tone")  # no file: the plain JSON route, no audio prompt shown
+        page.fill("#prompt", "a plain beep")
+        with page.expect_request(lambda r: r.url.endswith("/v1/jobs") and r.method == "POST"):
+            page.click("#generate")
+        expect(page.locator("#result-meta")).to_contain_text("plain_tone", timeout=20_000)
+        expect(page.locator("#result-audio-prompt")).to_be_hidden()
+        expect(page.locator("#error")).to_be_hidden()
+        assert problems == []
+        context.close()

@@ -6,8 +6,10 @@
 const KEY_STORAGE = "tag.apiKey";
 const HISTORY_STORAGE = "tag.history";
 const HISTORY_SIZE = 5;
+const NO_PROMPT = "(no description)";  // a continued clip needs none
 const $ = (id) => document.getElementById(id);
-const state = { backends: new Map(), current: null, history: [], blobUrls: new Map() };
+const state = { backends: new Map(), current: null, history: [], blobUrls: new Map(),
+  audioPromptRole: null, audioPrompts: new Map() };
 
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -67,6 +69,50 @@ function onBackendChange() {
   box.replaceChildren();
   for (const option of backend.options) box.append(optionField(option));
   $("options-box").hidden = backend.options.length === 0;
+  showAudioPromptField(backend.capabilities);
+}
+
+// --- audio prompt -------------------------------------------------------------------------------------------
+// Shown only for backends that take one. What the clip is for depends on the backend's role: a "continuation"
+// backend goes on from it (so it must be shorter than the duration), a "voice" backend speaks with its voice.
+const AUDIO_PROMPT_TEXT = {
+  continuation: {
+    label: "Audio to continue (optional)",
+    hint: (max) => `The sound goes on from this clip, which must be shorter than the duration (at most ${max} s). ` +
+      "With a clip, the description may stay empty.",
+  },
+  voice: {
+    label: "Voice sample (optional)",
+    hint: (max) => `A recording of one speaker, up to ${max} s: the speech takes this voice and says the text above.`,
+  },
+};
+
+function showAudioPromptField(capabilities) {
+  const role = capabilities.audio_prompt ? capabilities.audio_prompt_role : null;
+  if (role !== state.audioPromptRole) clearAudioPrompt();  // a clip chosen for one role is no answer to another
+  state.audioPromptRole = role;
+  $("audio-prompt-box").hidden = !role;
+  if (!role) return;
+  const text = AUDIO_PROMPT_TEXT[role] || { label: "Audio prompt (optional)", hint: (max) => `Up to ${max} s.` };
+  $("audio-prompt-label").textContent = text.label;
+  $("audio-prompt-hint").textContent = text.hint(capabilities.max_audio_prompt);
+}
+
+function clearAudioPrompt() {
+  $("audio-prompt").value = "";
+  onAudioPromptChange();
+}
+
+function onAudioPromptChange() {
+  const chosen = $("audio-prompt").files.length > 0;
+  $("audio-prompt-clear").hidden = !chosen;
+  // Only a clip to continue can stand in for the description (the server accepts an empty prompt then).
+  $("prompt").required = !(chosen && state.audioPromptRole === "continuation");
+}
+
+function chosenAudioPrompt() {
+  const file = $("audio-prompt-box").hidden ? null : $("audio-prompt").files[0];
+  return file ? { file, role: state.audioPromptRole } : null;
 }
 
 function optionField(option) {
@@ -119,7 +165,25 @@ function formRequest() {
     backend: $("backend").value || null,
     seed: seed === "" ? null : parseInt(seed, 10),
     options: chosenOptions(),
+    audioPrompt: chosenAudioPrompt(),
   };
+}
+
+// A request with an audio prompt goes as a multipart form to /v1/jobs/upload, any other as JSON to /v1/jobs.
+async function submit(request) {
+  const { audioPrompt, ...body } = request;
+  if (!audioPrompt) {
+    const headers = { "Content-Type": "application/json" };
+    return api("/v1/jobs", { method: "POST", headers, body: JSON.stringify(body) });
+  }
+  const form = new FormData();
+  form.append("prompt", body.prompt);
+  if (Number.isFinite(body.duration)) form.append("duration", String(body.duration));
+  if (body.backend) form.append("backend", body.backend);
+  if (body.seed !== null) form.append("seed", String(body.seed));
+  form.append("options", JSON.stringify(body.options));
+  form.append("audio_prompt", audioPrompt.file, audioPrompt.file.name);
+  return api("/v1/jobs/upload", { method: "POST", body: form });
 }
 
 async function generate(request) {
@@ -127,12 +191,14 @@ async function generate(request) {
   setBusy(true);
   showProgress({ state: "queued", stage: "submitting", progress: 0, position: null });
   try {
-    const job = await (await api("/v1/jobs", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request),
-    })).json();
+    const job = await (await submit(request)).json();
     const final = await follow(job);
     if (final.state !== "done") throw new ApiError(0, final.error ? final.error.message : `job ${final.state}`);
-    await showResult({ ...final, options: request.options });
+    // The file itself stays in memory only (again/variation reuse it); the job remembers its name and role.
+    const used = request.audioPrompt;
+    if (used) state.audioPrompts.set(final.id, used);
+    await showResult({ ...final, options: request.options,
+      audio_prompt: used ? { name: used.file.name, role: used.role } : null });
   } catch (error) {
     showError(error.message);
     $("progress-box").hidden = true;
@@ -142,7 +208,13 @@ async function generate(request) {
 }
 
 function repeatOf(job, seed) {
-  return { prompt: job.prompt, duration: job.duration, backend: job.backend, seed, options: job.options || {} };
+  const audioPrompt = job.audio_prompt ? state.audioPrompts.get(job.id) : null;
+  if (job.audio_prompt && !audioPrompt) {
+    throw new Error(`This sound was made from the audio file “${job.audio_prompt.name}”, which the page no ` +
+      "longer holds (it is not kept across reloads): choose it again above and press Generate.");
+  }
+  return { prompt: job.prompt, duration: job.duration, backend: job.backend, seed, options: job.options || {},
+    audioPrompt: audioPrompt || null };
 }
 
 async function follow(job) {
@@ -207,10 +279,13 @@ async function showResult(job) {
   state.current = job;
   const player = $("player");
   player.src = await audioUrl(job);
-  $("result-prompt").textContent = job.prompt;
+  $("result-prompt").textContent = job.prompt || NO_PROMPT;
   $("result-seed").textContent = job.seed;
   const seconds = job.audio_seconds ?? job.duration;
   $("result-meta").textContent = `${job.backend} · ${seconds} s` + (job.model_id ? ` · ${job.model_id}` : "");
+  const used = job.audio_prompt;
+  $("result-audio-prompt").textContent = used ? `Audio prompt: ${used.name} (${audioPromptUse(used.role)})` : "";
+  $("result-audio-prompt").hidden = !used;
   $("result").hidden = false;
   $("progress-box").hidden = true;
   remember(job);
@@ -227,6 +302,10 @@ async function download(format) {
   } catch (error) {
     showError(error.message);
   }
+}
+
+function audioPromptUse(role) {
+  return role === "voice" ? "voice sample" : role === "continuation" ? "continued" : role;
 }
 
 function setBusy(busy) {
@@ -246,7 +325,8 @@ function renderHistory() {
   for (const job of state.history) {
     const item = document.createElement("li");
     const expired = job.expires_at && job.expires_at * 1000 < Date.now();
-    item.textContent = `${job.prompt} (seed ${job.seed}, ${job.duration} s, ${job.backend})`;
+    const from = job.audio_prompt ? `, from ${job.audio_prompt.name}` : "";
+    item.textContent = `${job.prompt || NO_PROMPT} (seed ${job.seed}, ${job.duration} s, ${job.backend}${from})`;
     if (expired) item.className = "expired";
     else {
       const play = document.createElement("button");
@@ -267,6 +347,15 @@ function loadHistory() {
   renderHistory();
 }
 
+// Again (the same seed) or a variation (seed null: a new random one) of the result on show.
+function repeat(seed) {
+  if (!state.current) return;
+  let request;
+  try { request = repeatOf(state.current, seed); } catch (error) { showError(error.message); return; }
+  $("seed").value = seed ?? "";
+  generate(request);
+}
+
 // --- wiring -------------------------------------------------------------------------------------------------
 function init() {
   $("api-key").value = localStorage.getItem(KEY_STORAGE) || "";
@@ -277,20 +366,17 @@ function init() {
     loadBackends().then(() => showError("")).catch((e) => showError(e.message));
   });
   $("backend").addEventListener("change", onBackendChange);
+  $("audio-prompt").addEventListener("change", onAudioPromptChange);
+  $("audio-prompt-clear").addEventListener("click", () => {
+    clearAudioPrompt();
+    $("audio-prompt").focus();
+  });
   $("gen-form").addEventListener("submit", (event) => {
     event.preventDefault();
     generate(formRequest());
   });
-  $("again").addEventListener("click", () => {
-    if (!state.current) return;
-    $("seed").value = state.current.seed;
-    generate(repeatOf(state.current, state.current.seed));
-  });
-  $("variation").addEventListener("click", () => {
-    if (!state.current) return;
-    $("seed").value = "";
-    generate(repeatOf(state.current, null));
-  });
+  $("again").addEventListener("click", () => repeat(state.current && state.current.seed));
+  $("variation").addEventListener("click", () => repeat(null));
   for (const button of document.querySelectorAll("[data-format]")) {
     button.addEventListener("click", () => download(button.dataset.format));
   }
