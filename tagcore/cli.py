@@ -311,7 +311,7 @@ def list_backends(ctx: click.Context, as_json: bool) -> None:
         rows.append({
             "name": cls.name, "aliases": list(cls.aliases), "description": cls.description,
             "sample_rate": cls.sample_rate, "native_max_duration": cls.native_max_duration,
-            "min_duration": cls.min_duration, "max_duration": cls.max_duration,
+            "min_duration": cls.min_duration, "max_duration": cls.max_duration, "variable_length": cls.variable_length,
             "capabilities": dataclasses.asdict(cls.capabilities), "features": cls.capabilities.features(),
             "options": [{"name": o.name, "type": o.type, "default": o.default, "scope": o.scope, "help": o.help,
                          "choices": list(o.choices), "minimum": o.minimum, "maximum": o.maximum}
@@ -327,7 +327,8 @@ def list_backends(ctx: click.Context, as_json: bool) -> None:
         alias = f" (aliases: {', '.join(row['aliases'])})" if row["aliases"] else ""
         click.echo(f"{row['name']}{alias}: {row['description']}")
         caps = ", ".join(row["features"]) or "none"
-        click.echo(f"  {row['sample_rate']} Hz, {row['min_duration']:g}-{row['max_duration']:g} s "
+        bound = " as a bound (clips last as long as their content)" if row["variable_length"] else ""
+        click.echo(f"  {row['sample_rate']} Hz, {row['min_duration']:g}-{row['max_duration']:g} s{bound} "
                    f"(native window {row['native_max_duration']:g} s); supports: {caps}")
         w = row["weights"]
         state = "present" if w["present"] else "MISSING"
