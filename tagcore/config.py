@@ -16,9 +16,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ConfigError
+
+T = TypeVar("T")
 
 
 class Secret:
@@ -103,22 +105,63 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
     return base / "tag" / "config.toml"
 
 
-def _coerce(name: str, value: Any) -> Any:
-    default = getattr(Config(), name)
-    if name in _SECRET_FIELDS:
-        if not isinstance(value, str):
-            raise ConfigError(f"config {name} must be a string")
-        return Secret(value)
+def parse_flag(owner: str, key: str, value: Any) -> bool:
+    """A yes/no setting from TOML (a bool) or the environment (1/0, true/false, yes/no, on/off)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{owner} {key}: {value!r} is not a yes/no value")
+
+
+def coerce_setting(owner: str, key: str, value: Any, default: Any) -> Any:
+    """One raw setting (typed from TOML, a string from the environment) as the type of its `default`.
+
+    Tuples take a list or a comma-separated string. Every plugin's settings go through here, so a bad value is
+    reported the same way everywhere: `<owner> <key>: <value> is not a valid <type>`.
+    """
+    if isinstance(default, bool):
+        return parse_flag(owner, key, value)
     try:
-        if isinstance(default, bool):
-            return str(value).lower() in ("1", "true", "yes", "on")
+        if isinstance(default, tuple):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"config {name}: {value!r} is not a valid {type(default).__name__}") from None
+        raise ConfigError(f"{owner} {key}: {value!r} is not a valid {type(default).__name__}") from None
+
+
+def settings_from_table(cls: type[T], table: Mapping[str, Any], owner: str) -> T:
+    """A plugin's settings dataclass (every field with a default) from its config table or other raw values.
+
+    Unknown keys are refused, naming the known ones; None means "not given" (a CLI flag left out). Checks beyond
+    the types (ranges, choices) stay with the plugin.
+    """
+    defaults = cls()
+    known = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if raw is None:
+            continue
+        if key not in known:
+            raise ConfigError(f"unknown {owner} setting {key!r} (known: {', '.join(sorted(known))})")
+        values[key] = coerce_setting(owner, key, raw, getattr(defaults, key))
+    return cls(**values)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in _SECRET_FIELDS:
+        if not isinstance(value, str):
+            raise ConfigError(f"config {name} must be a string")
+        return Secret(value)
+    return coerce_setting("config", name, value, getattr(Config(), name))
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -78,3 +78,27 @@ def test_config_errors(tmp_path):
         load_config(tmp_path / "missing.toml", {})
     with pytest.raises(ConfigError, match="max_duration"):
         load_config(None, {"TAG_MAX_DURATION": "long", "TAG_CONFIG": str(tmp_path / "none.toml")})
+
+
+def test_plugin_settings_are_coerced_and_checked_the_same_way_everywhere():
+    from dataclasses import dataclass
+
+    from tagcore.config import settings_from_table
+
+    @dataclass(frozen=True)
+    class Demo:
+        size: int = 1
+        ratio: float = 0.5
+        names: tuple[str, ...] = ()
+        enabled: bool = False
+        label: str = ""
+
+    parsed = settings_from_table(Demo, {"size": "3", "ratio": 2, "names": "a, b,,c", "enabled": "yes",
+                                        "label": 7, "ignored_when_none": None}, "[demo]")
+    assert parsed == Demo(size=3, ratio=2.0, names=("a", "b", "c"), enabled=True, label="7")
+    with pytest.raises(ConfigError, match=r"unknown \[demo\] setting 'sise' \(known: enabled, label, names"):
+        settings_from_table(Demo, {"sise": 3}, "[demo]")
+    with pytest.raises(ConfigError, match=r"\[demo\] size: 'big' is not a valid int"):
+        settings_from_table(Demo, {"size": "big"}, "[demo]")
+    with pytest.raises(ConfigError, match=r"\[demo\] enabled: 'maybe' is not a yes/no value"):
+        settings_from_table(Demo, {"enabled": "maybe"}, "[demo]")

@@ -1,16 +1,16 @@
 """The HTTP frontend's own settings: `[http]` in the config file, `TAG_HTTP_*` in the environment, CLI flags.
 
-Values may arrive as TOML types or as environment strings, so every field is coerced here once, with an error
-that names the setting instead of a stack trace from deep inside the server.
+Values may arrive as TOML types or as environment strings; they are coerced once at start-up (tagcore's
+`settings_from_table`), with an error that names the setting instead of a stack trace from deep inside the server.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tagcore.audio import MAX_INPUT_BYTES
+from tagcore.config import settings_from_table
 from tagcore.errors import ConfigError
 
 
@@ -48,29 +48,7 @@ class HttpSettings:
     def from_mapping(cls, values: Mapping[str, Any]) -> "HttpSettings":
         """Coerce a mapping of raw values (TOML or environment strings); unknown keys are an error and None
         means "not given" (a CLI flag left out)."""
-        fields = {f.name: f for f in dataclasses.fields(cls) }
-        defaults = cls()
-        parsed: dict[str, Any] = {}
-        for key, raw in values.items():
-            if raw is None:
-                continue
-            if key not in fields:
-                known = ", ".join(sorted(fields))
-                raise ConfigError(f"unknown http setting {key!r} (known: {known})")
-            default = getattr(defaults, key)
-            try:
-                if isinstance(default, tuple):
-                    items = raw.split(",") if isinstance(raw, str) else list(raw)
-                    parsed[key] = tuple(str(item).strip() for item in items if str(item).strip())
-                elif isinstance(default, int):
-                    parsed[key] = int(raw)
-                elif isinstance(default, float):
-                    parsed[key] = float(raw)
-                else:
-                    parsed[key] = str(raw)
-            except (TypeError, ValueError):
-                raise ConfigError(f"http setting {key}: {raw!r} is not a valid {type(default).__name__}") from None
-        settings = cls(**parsed)
+        settings = settings_from_table(cls, values, "http")
         settings.check()
         return settings
 

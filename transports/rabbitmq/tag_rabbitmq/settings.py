@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import pika
 
-from tagcore.config import Config
+from tagcore.config import Config, settings_from_table
 from tagcore.errors import ConfigError
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
@@ -38,18 +37,7 @@ class RabbitSettings:
 
     @classmethod
     def from_config(cls, config: Config) -> "RabbitSettings":
-        table = config.section("rabbitmq")
-        known = {name: field_type for name, field_type in cls.__annotations__.items()}
-        values: dict[str, Any] = {}
-        for key, value in table.items():
-            if key not in known:
-                raise ConfigError(f"unknown [rabbitmq] setting {key!r} (known: {', '.join(sorted(known))})")
-            kind = {"str": str, "int": int, "float": float}[known[key]]
-            try:
-                values[key] = kind(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"[rabbitmq] {key} = {value!r} is not a valid {known[key]}") from None
-        settings = cls(**values)
+        settings = settings_from_table(cls, config.section("rabbitmq"), "[rabbitmq]")
         for key in ("request_queue", "response_queue", "dead_letter_queue"):
             if not _QUEUE_NAME.match(getattr(settings, key)):
                 raise ConfigError(f"[rabbitmq] {key} must be 1-200 letters, digits or _.:- characters")
