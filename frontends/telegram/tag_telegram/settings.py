@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tagcore.config import Config
+from tagcore.config import Config, coerce_setting
 from tagcore.errors import ConfigError
 
 MB = 1024 * 1024
@@ -69,10 +69,7 @@ def _list(value: Any) -> list[Any]:
 
 
 def _number(key: str, value: Any, kind: type, minimum: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"telegram.{key}: {value!r} is not a valid {kind.__name__}") from None
+    number = coerce_setting("telegram", key, value, kind())
     if number < minimum:
         raise ConfigError(f"telegram.{key}: {number} is below the minimum {minimum:g}")
     return number
