@@ -6,8 +6,10 @@ a request that arrives over a transport, so a chat user cannot point a worker at
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from .errors import InvalidRequest, UnknownOption
@@ -131,3 +133,20 @@ def dtype_option(choices: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")) ->
 def weights_option(help_text: str) -> Option:
     """The `weights` worker option: a local folder (or, where the backend says so, a hub id)."""
     return Option("weights", "path", "", help_text, scope="worker")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def weights_location(given: str, default_hub_id: str) -> tuple[str, bool]:
+    """(where, local) for a `weights` value: an expanded folder path, or a Hugging Face hub id `owner/name`.
+
+    Empty means the default hub id. A path that exists is local; so is anything that does not look like exactly
+    `owner/name` (absolute, ./, ~, several slashes), so a mistyped folder is reported missing instead of
+    silently starting a multi-gigabyte download.
+    """
+    value = (given or "").strip() or default_hub_id
+    path = Path(value).expanduser()
+    if path.exists() or not _HUB_ID.match(value):
+        return str(path), True
+    return value, False

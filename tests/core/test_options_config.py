@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from tagcore.config import Secret, load_config
@@ -102,3 +104,16 @@ def test_plugin_settings_are_coerced_and_checked_the_same_way_everywhere():
         settings_from_table(Demo, {"size": "big"}, "[demo]")
     with pytest.raises(ConfigError, match=r"\[demo\] enabled: 'maybe' is not a yes/no value"):
         settings_from_table(Demo, {"enabled": "maybe"}, "[demo]")
+
+
+def test_weights_values_name_a_folder_or_a_hub_id(tmp_path, monkeypatch):
+    from tagcore.options import weights_location
+
+    monkeypatch.chdir(tmp_path)
+    assert weights_location("", "facebook/audiogen-medium") == ("facebook/audiogen-medium", False)
+    assert weights_location("owner/model", "x/y") == ("owner/model", False)
+    (tmp_path / "owner" / "model").mkdir(parents=True)
+    assert weights_location("owner/model", "x/y") == ("owner/model", True)  # an existing folder wins
+    for typo in ("./models/maa", "/models/maa", "models/maa/v1"):  # paths that do not exist stay paths
+        assert weights_location(typo, "x/y") == (str(Path(typo)), True)
+    assert weights_location("~/m", "x/y")[0].startswith(str(Path.home()))

@@ -10,18 +10,17 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tagcore.errors import WeightsMissing
+from tagcore.options import weights_location
 
 CHECKPOINT_FILES = ("state_dict.bin", "compression_state_dict.bin")
 T5_FILES = ("config.json", "model.safetensors", "spiece.model", "tokenizer.json", "tokenizer_config.json")
 """What transformers reads to load a T5 encoder and its tokenizer (all present in the t5-* hub repositories)."""
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -38,18 +37,10 @@ class WeightsSource:
 
 
 def resolve_source(weights: str, default_hub_id: str) -> WeightsSource:
-    """Decide whether `weights` names a local folder or a hub repository (empty: the default hub id).
-
-    An existing directory always wins; something that looks like a path (absolute, ./, ~, several slashes) but
-    does not exist is a missing folder, not a hub id, so a typo never silently triggers a 6 GB download.
-    """
-    text = (weights or "").strip() or default_hub_id
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return WeightsSource("folder", str(path))
-    if _HUB_ID.match(text) and not text.startswith((".", "~")):
-        return WeightsSource("hub", text)
-    return WeightsSource("folder", str(path))
+    """A local folder or a hub repository (empty: the default hub id), by tagcore's rule for `weights` values:
+    something that looks like a path but does not exist is a missing folder, never a 6 GB download."""
+    where, local = weights_location(weights, default_hub_id)
+    return WeightsSource("folder" if local else "hub", where)
 
 
 def check_folder(source: WeightsSource, default_hub_id: str) -> list[str]:

@@ -6,19 +6,18 @@ online) and any failure becomes a WeightsMissing that says which command fetches
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from tagcore.errors import WeightsMissing
+from tagcore.options import weights_location
 
 T = TypeVar("T")
 MODEL_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                  "pytorch_model.bin.index.json")
 """Any one of these holds the weights of a save_pretrained folder."""
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -34,11 +33,9 @@ class WeightsSource:
     @classmethod
     def locate(cls, role: str, given: str, default_hub_id: str,
                required: tuple[str | tuple[str, ...], ...]) -> "WeightsSource":
-        """A folder when `given` names an existing path or does not look like `owner/name`; else a hub id."""
-        value = (given or "").strip() or default_hub_id
-        path = Path(value).expanduser()
-        local = path.exists() or not _HUB_ID.match(value)
-        return cls(role, str(path) if local else value, local, required)
+        """A folder or a hub id, by tagcore's rule for `weights` values (`weights_location`)."""
+        where, local = weights_location(given, default_hub_id)
+        return cls(role, where, local, required)
 
     def missing(self) -> list[str]:
         """Names of the required files absent from a local folder (empty for hub ids)."""
