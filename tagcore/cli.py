@@ -31,7 +31,7 @@ from .options import parse_key_values
 from .prompts_file import PromptEntry, read_prompts_file
 from .runtime import build_backend, build_scorer, build_transport
 from .transport import Transport
-from .validation import validate_request
+from .validation import default_duration, validate_request
 from .worker import GeneratorService, start_embedded_worker
 
 USER_ERRORS = (InvalidRequest, ConfigError, PluginError, WeightsMissing)
@@ -88,15 +88,6 @@ def _split_options(backend: type[Backend], pairs: Sequence[str], device: str | N
 
 def _first_set(*values: float | None) -> float:
     return next(v for v in values if v is not None)
-
-
-def _default_duration(backend_cls: type[Backend], config: Config) -> float:
-    """Without -d: 10 s (inside the backend's range), or for speech, which lasts as long as its text, the
-    longest clip allowed (the duration is then only a bound)."""
-    longest = min(backend_cls.max_duration, config.max_duration)
-    if backend_cls.variable_length:
-        return longest
-    return max(backend_cls.min_duration, min(DEFAULT_DURATION, longest))
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -194,7 +185,7 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
         raise InvalidRequest("-o names one file; use --out-dir with --prompts")
     conditioning = audio_io.read(audio_prompt) if audio_prompt else None
     requests = [
-        SoundRequest(prompt=e.prompt, duration=_first_set(duration, e.duration, _default_duration(backend_cls, config)),
+        SoundRequest(prompt=e.prompt, duration=_first_set(duration, e.duration, default_duration(backend_cls, config, DEFAULT_DURATION)),
                      backend=backend_cls.name, seed=seed,
                      options=request_options, candidates=candidates, negative_prompt=negative_prompt,
                      audio_prompt=conditioning, client="cli")

@@ -14,6 +14,20 @@ from .errors import InvalidRequest
 from .messages import SoundRequest
 
 
+def longest_duration(backend: type[Backend], config: Config) -> float:
+    """The longest clip a request for `backend` may ask for here: the backend's limit within the configured one."""
+    return min(backend.max_duration, config.max_duration)
+
+
+def default_duration(backend: type[Backend], config: Config, preferred: float) -> float:
+    """The duration of a request that names none: `preferred` kept inside the backend's range, or, for a
+    variable-length backend (speech lasts as long as its text), the longest allowed, which is then only a bound."""
+    longest = longest_duration(backend, config)
+    if backend.variable_length:
+        return longest
+    return max(backend.min_duration, min(preferred, longest))
+
+
 def validate_request(request: SoundRequest, backend: type[Backend], config: Config) -> dict[str, Any]:
     """Raise InvalidRequest for anything wrong; return the request options with defaults filled in."""
     prompt = request.prompt.strip()
@@ -21,7 +35,7 @@ def validate_request(request: SoundRequest, backend: type[Backend], config: Conf
         raise InvalidRequest("the prompt is empty: describe the sound you want")
     if len(prompt) > config.max_prompt_chars:
         raise InvalidRequest(f"the prompt is {len(prompt)} characters long; the limit is {config.max_prompt_chars}")
-    longest = min(backend.max_duration, config.max_duration)
+    longest = longest_duration(backend, config)
     duration = request.duration
     if not isinstance(duration, (int, float)) or not math.isfinite(duration):
         raise InvalidRequest("the duration must be a number of seconds")

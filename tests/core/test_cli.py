@@ -136,9 +136,10 @@ def test_installed_console_script_end_to_end(tmp_path):
 
 def test_default_duration_is_ten_seconds_or_for_speech_the_longest_allowed():
     from tag_testkit.tone import VoiceToneBackend
-    from tagcore.cli import _default_duration
+    from tagcore.cli import DEFAULT_DURATION
     from tagcore.config import Config
+    from tagcore.validation import default_duration
 
-    assert _default_duration(ToneBackend, Config(max_duration=30.0)) == 10.0
-    assert _default_duration(ToneBackend, Config(max_duration=4.0)) == 4.0
-    assert _default_duration(VoiceToneBackend, Config(max_duration=30.0)) == 30.0
+    assert default_duration(ToneBackend, Config(max_duration=30.0), DEFAULT_DURATION) == 10.0
+    assert default_duration(ToneBackend, Config(max_duration=4.0), DEFAULT_DURATION) == 4.0
+    assert default_duration(VoiceToneBackend, Config(max_duration=30.0), DEFAULT_DURATION) == 30.0

@@ -12,6 +12,7 @@ from tagcore import plugins
 from tagcore.backend import Backend
 from tagcore.config import Config
 from tagcore.errors import ConfigError, InvalidRequest, UnknownBackend
+from tagcore.validation import default_duration, longest_duration
 
 from .schemas import BackendInfo, BackendList, DurationRange, OptionInfo
 
@@ -46,14 +47,11 @@ class Catalog:
         return cls
 
     def longest(self, cls: type[Backend]) -> float:
-        return min(cls.max_duration, self.config.max_duration)
+        return longest_duration(cls, self.config)
 
     def duration_for(self, cls: type[Backend]) -> float:
-        """The duration used when a request gives none: the server default, kept inside the backend's range;
-        for a variable-length backend (speech, as long as its text) the longest allowed, which is only a bound."""
-        if cls.variable_length:
-            return self.longest(cls)
-        return max(cls.min_duration, min(self.default_duration, self.longest(cls)))
+        """The duration used when a request gives none (the server default, or for speech the longest allowed)."""
+        return default_duration(cls, self.config, self.default_duration)
 
     def describe(self) -> BackendList:
         return BackendList(default=self.default, backends=[self._info(cls) for cls in self.classes.values()])

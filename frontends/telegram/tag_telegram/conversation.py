@@ -24,7 +24,7 @@ from tagcore.config import Config
 from tagcore.errors import InvalidRequest, TagError
 from tagcore.messages import SoundRequest
 from tagcore.transport import TransportClient
-from tagcore.validation import validate_request
+from tagcore.validation import longest_duration, validate_request
 
 from . import texts
 from .delivery import Delivery, RequestContext
@@ -107,7 +107,7 @@ class Conversation:
         low = cls.min_duration
         if audio_prompt is not None and cls.capabilities.continues_audio:
             low = max(low, math.floor(audio_prompt.duration) + 1)
-        return low, min(cls.max_duration, self.config.max_duration)
+        return low, longest_duration(cls, self.config)
 
     def _idle_backend(self, message: types.Message) -> str | None:
         """The user's generator when a new request may start now; otherwise tell them why and return None."""
