@@ -7,6 +7,7 @@ transport that refused the request.
 """
 # No `from __future__ import annotations`: FastAPI must evaluate the route annotations, which name local
 # dependencies (rate_limited, the key schemes) that only exist inside create_app.
+import asyncio
 import hmac
 import json
 import re
@@ -28,7 +29,7 @@ from tagcore import audio as audio_io
 from tagcore.audio_types import Audio
 from tagcore.config import Config
 from tagcore.errors import InvalidRequest, TagError
-from tagcore.backend import MAX_SEED
+from tagcore.backend import MAX_SEED, Backend
 from tagcore.messages import MAX_PROMPT_CHARS, MAX_WIRE_DURATION, SoundRequest
 from tagcore.transport import TransportClient
 from tagcore.validation import validate_request
@@ -36,6 +37,9 @@ from tagcore.validation import validate_request
 from .catalog import Catalog
 from .jobs import TERMINAL, JobRecord, JobStore
 from .limits import RateLimiter
+from .speech import MEDIA_TYPES as SPEECH_MEDIA_TYPES
+from .speech import OPENAI_MODELS, SpeechRequest, VoiceSample, VoiceStore, check_format, encode_speech, \
+    speech_options
 from .schemas import AudioFormat, BackendList, ErrorResponse, GenerateRequest, Health, JobLinks, JobStatus
 
 MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg"}
@@ -155,14 +159,16 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
                            audio={fmt: f"{base}/audio?format={fmt}" for fmt in MEDIA_TYPES}),
         )
 
-    def submit(request: Request, body: GenerateRequest, audio_prompt: Audio | None, who: str) -> JSONResponse:
+    def enqueue(body: GenerateRequest, audio_prompt: Audio | None, who: str,
+                resolved: type[Backend] | None = None) -> JobRecord:
+        """Check the limits, validate and submit a request; the new job's record."""
         if store.unfinished() >= max_pending:
             raise ApiError(503, "busy", "the server has too many unfinished jobs; try again in a minute",
                            {"Retry-After": "30"})
         if store.unfinished(who) >= max_active_per_client:
             raise ApiError(429, "too_many_jobs", f"you already have {max_active_per_client} unfinished jobs; "
                                                  "wait for one to finish", {"Retry-After": "5"})
-        cls = catalog.resolve(body.backend)
+        cls = resolved or catalog.resolve(body.backend)
         sound = SoundRequest(
             prompt=body.prompt, duration=body.duration or catalog.duration_for(cls), backend=cls.name,
             seed=body.seed, options=dict(body.options), candidates=body.candidates,
@@ -176,6 +182,10 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         except TagError as exc:
             store.discard(record.id)
             raise ApiError(503, "transport_unavailable", f"the job could not be queued: {exc.message}") from None
+        return record
+
+    def submit(request: Request, body: GenerateRequest, audio_prompt: Audio | None, who: str) -> JSONResponse:
+        record = enqueue(body, audio_prompt, who)
         status = status_of(request, record)
         return JSONResponse(status.model_dump(mode="json"), status_code=202, headers={"Location": status.links.status})
 
@@ -278,6 +288,57 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         name = f"tag-{_slug(record.prompt)}-{record.seed}.{format}"
         return Response(data, media_type=MEDIA_TYPES[format],
                         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+
+    # --- OpenAI-compatible speech ---------------------------------------------------------------------------
+    voices = VoiceStore()
+
+    def speech_backend(model: str) -> type[Backend]:
+        if model in OPENAI_MODELS:
+            speaking = [c for c in catalog.classes.values() if c.variable_length]
+            default = catalog.classes.get(catalog.default or "")
+            cls = default if default is not None and default.variable_length else (speaking or [None])[0]
+            if cls is None:
+                raise ApiError(400, "unknown_backend", "this server offers no speech backend")
+            return cls
+        cls = catalog.resolve(model)
+        if not cls.variable_length:
+            raise ApiError(400, "not_speech", f"backend {cls.name!r} makes sounds, not speech: name a speech "
+                                              "backend as the model")
+        return cls
+
+    @app.post("/v1/audio/voices", response_model=VoiceSample, dependencies=protected, tags=["speech"],
+              responses=_errors(400, 401, 413, 429))
+    def upload_voice(who: Annotated[str, Depends(rate_limited)],
+                     file: Annotated[UploadFile, File(description="a WAV/FLAC/OGG/MP3 sample of the voice")]
+                     ) -> VoiceSample:
+        """Upload a speaker sample; pass its id as `voice` to clone it (kept for a day)."""
+        return voices.add(audio_io.decode(file.file.read(audio_io.MAX_INPUT_BYTES + 1)))
+
+    @app.post("/v1/audio/speech", dependencies=protected, tags=["speech"], responses={
+        200: {"content": {t: {} for t in SPEECH_MEDIA_TYPES.values()}, "description": "the spoken text"},
+        **_errors(400, 401, 422, 429, 503, 504)})
+    async def speech(request: Request, body: SpeechRequest, who: Annotated[str, Depends(rate_limited)]) -> Response:
+        """OpenAI-compatible text to speech: answers with the audio once the job is done."""
+        cls = speech_backend(body.model)
+        sample = voices.get(body.voice)
+        options = speech_options(cls, body, sample)
+        check_format(body.response_format)
+        generate = GenerateRequest(prompt=body.input, backend=cls.name, options=options)
+        record = await asyncio.to_thread(enqueue, generate, sample, who, cls)
+        seen = -1
+        while record.state not in TERMINAL:
+            if store.closed:
+                raise ApiError(503, "shutting_down", "the server is shutting down")
+            seen = record.version
+            await store.wait_for_change(record, seen, KEEPALIVE_S)
+        snap, _ = store.snapshot(record)
+        if snap.state != "done":
+            status = 504 if snap.error_code == "timed_out" else 400 if snap.error_code == "invalid_request" else 500
+            raise ApiError(status, snap.error_code or "failed", snap.error_message or "the job failed")
+        clip = await asyncio.to_thread(audio_io.read, snap.files["wav"])
+        data = await asyncio.to_thread(encode_speech, clip, body.response_format)
+        return Response(data, media_type=SPEECH_MEDIA_TYPES[body.response_format],
+                        headers={"X-Tag-Job-Id": record.id, "Cache-Control": "no-store"})
 
     # --- the web page -------------------------------------------------------------------------------------
     static = resources.files("tag_http") / "static"

@@ -22,7 +22,7 @@ from .limits import BodySizeLimit, RateLimiter
 from .settings import HttpSettings
 
 log = logging.getLogger(__name__)
-UPLOAD_PATH = "/v1/jobs/upload"
+UPLOAD_PATHS = ("/v1/jobs/upload", "/v1/audio/voices")
 
 
 class HttpFrontend(Frontend):
@@ -49,7 +49,7 @@ class HttpFrontend(Frontend):
         app = create_app(self.config, client, store, self.catalog, limiter, transport_name=self.transport.name,
                          max_active_per_client=self.http.max_active_per_client, max_pending=self.http.max_pending)
         app.router.lifespan_context = self._lifespan(store)
-        limits = BodySizeLimit(app, lambda path: self.http.max_upload_bytes if path == UPLOAD_PATH
+        limits = BodySizeLimit(app, lambda path: self.http.max_upload_bytes if path in UPLOAD_PATHS
                                else self.http.max_json_bytes)
         server = _Server(uvicorn.Config(
             limits, host=self.http.host, port=self.http.port, proxy_headers=True,
