@@ -30,12 +30,14 @@ from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .options import parse_key_values
 from .prompts_file import PromptEntry, read_prompts_file
 from .runtime import build_backend, build_scorer, build_transport
-from .transport import Transport
+from .transport import Transport, TransportClient
 from .validation import default_duration, validate_request
 from .worker import GeneratorService, start_embedded_worker
 
 USER_ERRORS = (InvalidRequest, ConfigError, PluginError, WeightsMissing)
 DEFAULT_DURATION = 10.0
+CANCEL_CONFIRM_S = 10.0
+"""Seconds `tag generate` waits after Ctrl-C for the workers to confirm the cancel."""
 
 
 class TagGroup(click.Group):
@@ -216,17 +218,19 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
         bars = {r.request_id: _progress_bar(r, quiet or as_json) for r in requests}
         for request in requests:
             waiter.submit(request, on_progress=bars[request.request_id])
-        for number, request in enumerate(requests):
-            response = waiter.wait(request.request_id, wait)
-            bars[request.request_id].close()
-            if not response.ok:
-                failures += 1
-                click.echo(f"Error: {request.prompt[:60]!r}: {response.error_message} ({response.error_code})", err=True)
-                continue
-            path = _output_path(output, fmt, out_dir if prompts_file else None, number, response)
-            clip = audio_io.normalize(response.audio) if normalize else response.audio
-            audio_io.write(path, clip, fmt or audio_io.format_for_path(path))
-            _report(path, response, as_json)
+        answered: set[str] = set()
+        try:
+            for number, request in enumerate(requests):
+                response = waiter.wait(request.request_id, wait)
+                answered.add(request.request_id)
+                bars[request.request_id].close()
+                failures += _save(request, response, number, output, fmt, out_dir if prompts_file else None,
+                                  normalize, as_json)
+        except KeyboardInterrupt:
+            for bar in bars.values():
+                bar.close()
+            _cancel(client, waiter, [r for r in requests if r.request_id not in answered])
+            ctx.exit(130)
     finally:
         client.close()
         if stop is not None:
@@ -234,6 +238,32 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
         transport.close()
     if failures:
         ctx.exit(1)
+
+
+def _save(request: SoundRequest, response: SoundResponse, number: int, output: Path | None, fmt: str | None,
+          out_dir: Path | None, normalize: bool, as_json: bool) -> int:
+    """Write one answer's clip and report it; 1 for a failed request (reported on stderr), else 0."""
+    if not response.ok:
+        click.echo(f"Error: {request.prompt[:60]!r}: {response.error_message} ({response.error_code})", err=True)
+        return 1
+    path = _output_path(output, fmt, out_dir, number, response)
+    clip = audio_io.normalize(response.audio) if normalize else response.audio
+    audio_io.write(path, clip, fmt or audio_io.format_for_path(path))
+    _report(path, response, as_json)
+    return 0
+
+
+def _cancel(client: TransportClient, waiter: ResponseWaiter, requests: list[SoundRequest]) -> None:
+    """Ctrl-C: cancel what is unanswered and wait briefly for the workers to confirm (a second Ctrl-C quits)."""
+    for request in requests:
+        client.cancel(request.request_id)
+    try:
+        for request in requests:
+            response = waiter.wait(request.request_id, CANCEL_CONFIRM_S)
+            state = "cancelled" if response.error_code == "cancelled" else "finished before the cancel arrived"
+            click.echo(f"{request.prompt[:60]!r}: {state}", err=True)
+    except (KeyboardInterrupt, TagError):
+        click.echo(f"cancel sent for {len(requests)} request(s)", err=True)
 
 
 class _progress_bar:

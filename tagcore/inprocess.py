@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from . import hookspecs
 from .plugins import canonical_backend_name
+from .recent import RecentIds
 from .config import Config
 from .errors import TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
@@ -18,6 +19,10 @@ class _InProcessJob(Job):
     def __init__(self, transport: "InProcessTransport", request: SoundRequest) -> None:
         self.transport = transport
         self.request = request
+
+    @property
+    def cancelled(self) -> bool:
+        return self.request.request_id in self.transport.cancelled
 
     def progress(self, event: ProgressEvent) -> None:
         self.transport.dispatch(event)
@@ -71,6 +76,9 @@ class _InProcessClient(TransportClient):
     def submit(self, request: SoundRequest) -> None:
         self.transport.submit(self, request)
 
+    def cancel(self, request_id: str) -> None:
+        self.transport.cancelled.add(request_id)
+
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)
 
@@ -94,6 +102,7 @@ class InProcessTransport(Transport):
         self._owners: dict[str, _InProcessClient] = {}
         self._clients: list[_InProcessClient] = []
         self.arrived = threading.Condition()
+        self.cancelled = RecentIds()
 
     def queue_for(self, backend: str) -> queue.Queue[SoundRequest]:
         with self._lock:

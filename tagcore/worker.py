@@ -18,7 +18,7 @@ from typing import Any
 from .audio import fit_duration
 from .backend import Backend, GenerationItem, GenerationResult, new_seed
 from .config import Config
-from .errors import GenerationFailed, RequestTimedOut, TagError
+from .errors import Cancelled, GenerationFailed, RequestTimedOut, TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .scoring import Scorer, rank
 from .transport import Job, JobSource
@@ -68,6 +68,9 @@ class GeneratorService:
         groups: dict[tuple, list[tuple[Job, dict[str, Any]]]] = defaultdict(list)
         for job in jobs:
             request = job.request
+            if job.cancelled:  # dropped before it starts
+                self._fail(job, Cancelled("the request was cancelled before it started"))
+                continue
             try:
                 backend = self._backend_for(request)
                 options = validate_request(request, type(backend), self.config)
@@ -110,7 +113,7 @@ class GeneratorService:
             results = backend.generate_batch(items, requests[0].duration, options=members[0][1], progress=progress)
             if len(results) != len(items):
                 raise GenerationFailed(f"{backend.name} returned {len(results)} results for {len(items)} prompts")
-        except TagError as error:
+        except TagError as error:  # Cancelled included: every job of the batch was cancelled
             for job in jobs:
                 self._fail(job, error)
             return
@@ -121,6 +124,9 @@ class GeneratorService:
             return
         elapsed = time.perf_counter() - started
         for job, item, result in zip(jobs, items, results):
+            if job.cancelled:  # cancelled while the rest of its batch went on
+                self._fail(job, Cancelled("the request was cancelled while it was generated"))
+                continue
             try:
                 self._deliver(job, backend, item, result, elapsed / len(jobs))
             except Exception as exc:
@@ -165,13 +171,16 @@ class GeneratorService:
 
 
 class _ProgressFanout:
-    """Sends throttled progress events to every job of a batch."""
+    """Sends throttled progress events to every job of a batch, and stops the backend (raises Cancelled) once
+    every job of the batch was cancelled: backends call it between steps, so that is where they stop."""
 
     def __init__(self, jobs: Sequence[Job]) -> None:
         self.jobs = jobs
         self.last = 0.0
 
     def __call__(self, fraction: float, stage: str = "generating") -> None:
+        if all(job.cancelled for job in self.jobs):
+            raise Cancelled("the request was cancelled while it was generated")
         now = time.monotonic()
         if now - self.last < PROGRESS_INTERVAL and 0.0 < fraction < 1.0:
             return

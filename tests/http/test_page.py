@@ -278,3 +278,24 @@ def test_page_voice_sample_and_backend_without_audio_prompt(make_server: Any, br
         expect(page.locator("#error")).to_be_hidden()
         assert problems == []
         context.close()
+
+
+def test_page_cancel_button_stops_the_job(server: Any, browser: Any) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url)
+    page.evaluate(f"localStorage.setItem('tag.apiKey', {server.key!r})")
+    page.reload()
+    expect = sync_api.expect
+    expect(page.locator("#backend option")).to_have_count(1)
+    page.fill("#prompt", "a very long drone")
+    page.fill("#duration", "2")
+    page.click("#options-box summary")
+    page.fill("[data-option=delay]", "100")
+    page.click("#generate")
+    expect(page.locator("#status")).to_contain_text("Generating")
+    page.click("#cancel")
+    expect(page.locator("#error")).to_contain_text("cancelled")
+    expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#generate")).to_be_enabled()  # well before the 100 s the job would have taken
+    context.close()

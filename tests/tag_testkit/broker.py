@@ -93,6 +93,7 @@ def delete_queues(node: BrokerNode, env: Mapping[str, str], backends: tuple[str,
         for name in (env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"], response, *(f"{request}.{b}" for b in backends),
                      *names):
             channel.queue_delete(name)
+        channel.exchange_delete(f"{request}.cancel")
     finally:
         connection.close()
 

@@ -68,7 +68,7 @@ class ToneBackend(Backend):
         with self.lock:
             ToneBackend.batches.append(len(items))
         delay = float(options["delay"])
-        steps = 10
+        steps = max(10, int(delay * 10))  # a step at least every 0.1 s: that is where a cancel stops it
         for step in range(steps):
             if delay:
                 time.sleep(delay / steps)

@@ -146,6 +146,8 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         snap, position = store.snapshot(record)
         base = request.scope.get("root_path", "") + app.url_path_for("job_status", job_id=snap.id)
         error = {"code": snap.error_code, "message": snap.error_message or ""} if snap.state == "failed" else None
+        if snap.state == "cancelled":
+            error = {"code": "cancelled", "message": "the job was cancelled"}
         if snap.state == "expired":
             error = {"code": "expired", "message": "the result expired and its files were deleted"}
         return JobStatus(
@@ -183,6 +185,16 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
             store.discard(record.id)
             raise ApiError(503, "transport_unavailable", f"the job could not be queued: {exc.message}") from None
         return record
+
+    def cancel(record: JobRecord) -> None:
+        """Mark the job cancelled here and tell the workers (ApiError when it had finished or they can't hear)."""
+        if not store.cancel(record):
+            raise ApiError(409, "already_finished", f"the job is already {record.state}")
+        try:
+            client.cancel(record.id)
+        except TagError as exc:
+            raise ApiError(503, "transport_unavailable", f"the job is cancelled here but the workers could not be "
+                                                         f"told: {exc.message}") from None
 
     def submit(request: Request, body: GenerateRequest, audio_prompt: Audio | None, who: str) -> JSONResponse:
         record = enqueue(body, audio_prompt, who)
@@ -245,6 +257,14 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         """Where a job stands: state, stage, progress, queue position, and once done the seed and links."""
         return status_of(request, job_or_404(job_id))
 
+    @app.delete("/v1/jobs/{job_id}", response_model=JobStatus, dependencies=protected, tags=["jobs"],
+                responses=_errors(401, 404, 409, 503))
+    def cancel_job(request: Request, job_id: str) -> JobStatus:
+        """Cancel a job: a queued one never starts, a running one stops at its next step (repeating is harmless)."""
+        record = job_or_404(job_id)
+        cancel(record)
+        return status_of(request, record)
+
     @app.get("/v1/jobs/{job_id}/events", dependencies=protected, tags=["jobs"], responses={
         200: {"content": {"text/event-stream": {}}, "description": "`status` events (JobStatus JSON) until the "
               "job finishes; comment lines keep the connection alive"}, **_errors(401, 404)})
@@ -282,6 +302,8 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
             if snap.state == "expired":
                 raise ApiError(410, "expired", "the result expired and its files were deleted; generate it again "
                                                "with the same seed")
+            if snap.state == "cancelled":
+                raise ApiError(409, "cancelled", "the job was cancelled; it has no audio")
             if snap.state == "failed":
                 raise ApiError(409, snap.error_code or "failed", f"the job failed: {snap.error_message}")
             raise ApiError(409, "not_ready", f"the job is {snap.state}; wait until its state is done")
@@ -329,8 +351,11 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         while record.state not in TERMINAL:
             if store.closed:
                 raise ApiError(503, "shutting_down", "the server is shutting down")
+            if await request.is_disconnected():  # the caller gave up: so do the workers
+                await asyncio.to_thread(cancel, record)
+                raise ApiError(499, "cancelled", "the client closed the connection")
             seen = record.version
-            await store.wait_for_change(record, seen, KEEPALIVE_S)
+            await store.wait_for_change(record, seen, 1.0)
         snap, _ = store.snapshot(record)
         if snap.state != "done":
             status = 504 if snap.error_code == "timed_out" else 400 if snap.error_code == "invalid_request" else 500

@@ -24,7 +24,7 @@ from tagcore.transport import Event
 
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-TERMINAL = ("done", "failed", "expired")
+TERMINAL = ("done", "failed", "cancelled", "expired")
 TIMEOUT_GRACE = 60.0
 """Seconds past a request's deadline before the server stops waiting for its answer."""
 
@@ -43,7 +43,7 @@ class JobRecord:
     deadline: float
     created_at: float = field(default_factory=time.time)
     state: str = "queued"
-    """queued -> running -> done | failed; done or failed -> expired once the TTL passes."""
+    """queued -> running -> done | failed | cancelled; those -> expired once the TTL passes."""
     stage: str = "queued"
     progress: float = 0.0
     reported_position: int | None = None
@@ -113,7 +113,7 @@ class JobStore:
         now = time.time() if now is None else now
         with self._lock:
             for record in list(self._jobs.values()):
-                if record.state in ("done", "failed") and record.expires_at is not None and now >= record.expires_at:
+                if record.state in ("done", "failed", "cancelled") and record.expires_at is not None and now >= record.expires_at:
                     self._delete_files(record)
                     record.state = "expired"
                     self._changed(record)
@@ -139,6 +139,20 @@ class JobStore:
         """Forget a job whose submission failed (the transport refused it)."""
         with self._lock:
             self._jobs.pop(job_id, None)
+
+    def cancel(self, record: JobRecord) -> bool:
+        """Mark an unfinished job cancelled at once (a late answer from a worker is then ignored); False when
+        it had already finished."""
+        with self._lock:
+            if record.state == "cancelled":
+                return True
+            if record.state not in ("queued", "running"):
+                return False
+            now = time.time()
+            record.state, record.stage = "cancelled", "cancelled"
+            record.finished_at, record.expires_at = now, now + self.result_ttl
+            self._changed(record)
+            return True
 
     def get(self, job_id: str) -> JobRecord | None:
         if not JOB_ID.match(job_id):

@@ -156,7 +156,19 @@ class Conversation:
         if not self._admit(message):
             return
         draft = self.sessions.take_draft(message.from_user.id)
-        self.reply(message.chat.id, texts.CANCELLED if draft else texts.NOTHING_TO_CANCEL)
+        if draft:
+            self.reply(message.chat.id, texts.CANCELLED)
+            return
+        running = self.sessions.get(message.from_user.id, message.chat.id).in_flight
+        if running is None:
+            self.reply(message.chat.id, texts.NOTHING_TO_CANCEL)
+            return
+        try:
+            self.client.cancel(running)  # the worker answers "cancelled", which frees the slot
+        except TagError as exc:
+            self.reply(message.chat.id, texts.CANCEL_FAILED.format(error=exc.message))
+            return
+        self.reply(message.chat.id, texts.STOPPING)
 
     # --- prompts -------------------------------------------------------------------------------------
     @guarded

@@ -24,10 +24,10 @@ from tagcore.errors import MessageError, PluginError, TagError
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse, decode, encode
 from tagcore.transport import Event, Listener, TransportClient
 
-from .iothread import IOThread
+from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
-from .topology import PERSISTENT, dead_letter, declare_dead_letter_queue, declare_request_queue, \
-    declare_response_queue
+from .topology import (PERSISTENT, dead_letter, declare_cancel_exchange, declare_dead_letter_queue,
+                       declare_request_queue, declare_response_queue)
 
 log = logging.getLogger(__name__)
 SEEN_MEMORY = 100_000
@@ -183,6 +183,19 @@ class RabbitClient(TransportClient, IOThread):
                 self._pending.pop(request.request_id, None)
             raise TagError(f"the broker did not accept the request within {self.settings.submit_timeout:g} s "
                            "(is RabbitMQ running and TAG_BROKER_URL right?)", code="broker_unavailable")
+
+    def cancel(self, request_id: str) -> None:
+        """Publish the cancel on the fanout exchange every worker listens to (confirmed by the broker)."""
+        def publish() -> None:
+            if self._channel is None:
+                raise NotConnected("no channel")
+            exchange = declare_cancel_exchange(self._channel, self.settings)
+            self._channel.basic_publish(exchange, "", b"", pika.BasicProperties(
+                correlation_id=request_id, type="cancel"))
+        try:
+            self.call(publish).result(timeout=self.settings.submit_timeout)
+        except Exception as exc:
+            raise TagError(f"the cancel could not reach the workers: {exc}", code="broker_unavailable") from None
 
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)

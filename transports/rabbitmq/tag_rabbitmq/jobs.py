@@ -23,15 +23,16 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from tagcore import plugins
-from tagcore.errors import GenerationFailed, MessageError, PluginError, TagError
+from tagcore.errors import Cancelled, GenerationFailed, MessageError, PluginError, TagError
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse, decode, encode
+from tagcore.recent import RecentIds
 from tagcore.transport import Job, JobSource
 from tagcore.worker import default_worker_id
 
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
-from .topology import (PERSISTENT, dead_letter, declare_dead_letter_queue, declare_request_queue,
-                       declare_response_queue)
+from .topology import (PERSISTENT, dead_letter, declare_cancel_exchange, declare_dead_letter_queue,
+                       declare_request_queue, declare_response_queue)
 
 log = logging.getLogger(__name__)
 ANSWERED_MEMORY = 100_000
@@ -62,6 +63,10 @@ class RabbitJob(Job):
         self.redelivered = redelivered
         self.done = False
 
+    @property
+    def cancelled(self) -> bool:
+        return self.request.request_id in self.source.cancelled
+
     def progress(self, event: ProgressEvent) -> None:
         self.source.publish_progress(self.request, event)
 
@@ -85,6 +90,8 @@ class RabbitJobSource(JobSource, IOThread):
         self._answered_lock = threading.Lock()
         self._channel: BlockingChannel | None = None
         self._progress_channel: BlockingChannel | None = None
+        self.cancelled = RecentIds()
+        """Ids cancelled by their requesters (from the cancel exchange)."""
         self.dead_lettered = 0
         self.start()
 
@@ -99,6 +106,10 @@ class RabbitJobSource(JobSource, IOThread):
             name = declare_request_queue(channel, self.settings, backend)
             channel.basic_consume(name, self._on_message)
         self._progress_channel = connection.channel()
+        exchange = declare_cancel_exchange(self._progress_channel, self.settings)
+        private = self._progress_channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        self._progress_channel.queue_bind(private, exchange)
+        self._progress_channel.basic_consume(private, self._on_cancel, auto_ack=True)
         self._channel = channel
 
     def on_disconnect(self) -> None:
@@ -124,6 +135,11 @@ class RabbitJobSource(JobSource, IOThread):
         if self.was_answered(message.request_id):
             channel.basic_ack(method.delivery_tag)
             return
+        if message.request_id in self.cancelled:  # dropped unstarted, answered at once
+            self._publish_response(channel, SoundResponse.failure(
+                message, Cancelled("the request was cancelled before it started"), worker=self.worker_id))
+            channel.basic_ack(method.delivery_tag)
+            return
         attempts = int((properties.headers or {}).get("x-delivery-count", 0)) + 1
         if attempts > self.settings.max_attempts:
             error = GenerationFailed(f"the request was tried {attempts - 1} times and each attempt ended without "
@@ -132,6 +148,10 @@ class RabbitJobSource(JobSource, IOThread):
             channel.basic_ack(method.delivery_tag)
             return
         self._jobs.put(RabbitJob(self, message, method.delivery_tag, self.generation, bool(method.redelivered)))
+
+    def _on_cancel(self, channel: BlockingChannel, method, properties: pika.BasicProperties, body: bytes) -> None:
+        if properties.type == "cancel" and properties.correlation_id:
+            self.cancelled.add(properties.correlation_id)
 
     def _reply_queue(self, reply_to: str | None) -> str:
         return reply_to if self.settings.accepts_reply_to(reply_to) else self.settings.response_queue

@@ -45,6 +45,11 @@ class RabbitSettings:
             raise ConfigError("[rabbitmq] max_attempts must be at least 1")
         return settings
 
+    @property
+    def cancel_exchange(self) -> str:
+        """The fanout exchange carrying cancels (`<request_queue>.cancel`)."""
+        return f"{self.request_queue}.cancel"
+
     def request_queue_for(self, backend: str) -> str:
         return f"{self.request_queue}.{backend}"
 

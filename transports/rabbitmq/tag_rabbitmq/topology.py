@@ -20,6 +20,14 @@ def declare_request_queue(channel: BlockingChannel, settings: RabbitSettings, ba
     return name
 
 
+def declare_cancel_exchange(channel: BlockingChannel, settings: RabbitSettings) -> str:
+    """The fanout exchange cancels travel on: every worker binds a private queue to it, so a cancel reaches
+    the worker running the request and every worker that might take it from the queue later."""
+    name = settings.cancel_exchange
+    channel.exchange_declare(name, exchange_type="fanout", durable=True)
+    return name
+
+
 def declare_dead_letter_queue(channel: BlockingChannel, settings: RabbitSettings) -> str:
     channel.queue_declare(settings.dead_letter_queue, durable=True)
     return settings.dead_letter_queue
