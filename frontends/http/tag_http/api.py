@@ -17,7 +17,7 @@ from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, Query, Request, Security, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -35,6 +35,7 @@ from tagcore.transport import TransportClient
 from tagcore.validation import validate_request
 
 from .catalog import Catalog
+from .idempotency import CLIENT_JOB_ID, MAX_KEY_CHARS, fingerprint, job_id_for_key
 from .jobs import TERMINAL, JobRecord, JobStore
 from .limits import RateLimiter
 from .speech import MEDIA_TYPES as SPEECH_MEDIA_TYPES
@@ -81,6 +82,13 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
         parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
+
+
+REPLAY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": JobStatus, "description": "a retry with a known Idempotency-Key: the job it created"},
+    **_errors(400, 401, 409, 413, 422, 429, 503)}
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=MAX_KEY_CHARS,
+                                              description="retries with the same key return the same job")]
 
 
 def create_app(config: Config, client: TransportClient, store: JobStore, catalog: Catalog,
@@ -162,8 +170,12 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         )
 
     def enqueue(body: GenerateRequest, audio_prompt: Audio | None, who: str,
-                resolved: type[Backend] | None = None) -> JobRecord:
-        """Check the limits, validate and submit a request; the new job's record."""
+                resolved: type[Backend] | None = None, job_id: str | None = None) -> tuple[JobRecord, bool]:
+        """Check the limits, validate and submit a request: its record and True, or for a `job_id` that is
+        already known (a retry) that job's record and False."""
+        digest = fingerprint(body, audio_prompt)
+        if job_id is not None and (known := replayed(job_id, digest)) is not None:
+            return known, False
         if store.unfinished() >= max_pending:
             raise ApiError(503, "busy", "the server has too many unfinished jobs; try again in a minute",
                            {"Retry-After": "30"})
@@ -177,13 +189,25 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
             negative_prompt=body.negative_prompt, audio_prompt=audio_prompt, client="http",
             deadline=time.time() + config.request_timeout,
         )
+        if job_id is not None:
+            sound.request_id = job_id
         validate_request(sound, cls, config)
-        record = store.add(sound, who)
+        record, created = store.add(sound, who, digest)
+        if not created:  # the same id submitted concurrently: the first one won
+            return replayed(job_id or record.id, digest) or record, False
         try:
             client.submit(sound)
         except TagError as exc:
             store.discard(record.id)
             raise ApiError(503, "transport_unavailable", f"the job could not be queued: {exc.message}") from None
+        return record, True
+
+    def replayed(job_id: str, digest: str) -> JobRecord | None:
+        """The job a retry refers to (None when the id is new); 409 when the retry's request differs."""
+        record = store.get(job_id)
+        if record is not None and record.fingerprint != digest:
+            raise ApiError(409, "idempotency_conflict", "this job id (or Idempotency-Key) was already used for a "
+                                                        "different request; choose a new one")
         return record
 
     def cancel(record: JobRecord) -> None:
@@ -196,10 +220,16 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
             raise ApiError(503, "transport_unavailable", f"the job is cancelled here but the workers could not be "
                                                          f"told: {exc.message}") from None
 
-    def submit(request: Request, body: GenerateRequest, audio_prompt: Audio | None, who: str) -> JSONResponse:
-        record = enqueue(body, audio_prompt, who)
+    def submit(request: Request, body: GenerateRequest, audio_prompt: Audio | None, who: str,
+               job_id: str | None = None, created_status: int = 202) -> JSONResponse:
+        """Enqueue and answer with the job: `created_status` for a new job, 200 for a retry of a known one."""
+        record, created = enqueue(body, audio_prompt, who, job_id=job_id)
         status = status_of(request, record)
-        return JSONResponse(status.model_dump(mode="json"), status_code=202, headers={"Location": status.links.status})
+        headers = {"Location": status.links.status}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(status.model_dump(mode="json"), status_code=created_status if created else 200,
+                            headers=headers)
 
     protected = [Depends(authorize)]
 
@@ -217,13 +247,25 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         return catalog.describe()
 
     @app.post("/v1/jobs", status_code=202, response_model=JobStatus, dependencies=protected, tags=["jobs"],
-              responses=_errors(400, 401, 413, 422, 429, 503))
-    def create_job(request: Request, body: GenerateRequest, who: Annotated[str, Depends(rate_limited)]) -> Response:
-        """Queue a generation from a JSON body; follow it at `links.status` or `links.events`."""
-        return submit(request, body, None, who)
+              responses=REPLAY_RESPONSES)
+    def create_job(request: Request, body: GenerateRequest, who: Annotated[str, Depends(rate_limited)],
+                   key: IdempotencyKey = None) -> Response:
+        """Queue a generation from a JSON body; follow it at `links.status` or `links.events`. With an
+        `Idempotency-Key`, a retry returns the job the first attempt created (200) instead of a new one."""
+        return submit(request, body, None, who, job_id=job_id_for_key(who, key) if key else None)
+
+    @app.put("/v1/jobs/{job_id}", status_code=201, response_model=JobStatus, dependencies=protected,
+             tags=["jobs"], responses={200: {"model": JobStatus, "description": "the job this id already names"},
+                                       **_errors(400, 401, 409, 413, 422, 429, 503)})
+    def put_job(request: Request, job_id: str, body: GenerateRequest,
+                who: Annotated[str, Depends(rate_limited)]) -> Response:
+        """Create the job with this id (1-64 letters, digits, _ or -) once; repeating the same PUT returns it."""
+        if not CLIENT_JOB_ID.match(job_id):
+            raise ApiError(400, "invalid_request", "a job id is 1 to 64 letters, digits, _ or - characters")
+        return submit(request, body, None, who, job_id=job_id, created_status=201)
 
     @app.post("/v1/jobs/upload", status_code=202, response_model=JobStatus, dependencies=protected, tags=["jobs"],
-              responses=_errors(400, 401, 413, 422, 429, 503))
+              responses=REPLAY_RESPONSES)
     def create_job_with_audio(
         request: Request,
         who: Annotated[str, Depends(rate_limited)],
@@ -234,6 +276,7 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         candidates: Annotated[int, Form(ge=1, le=64)] = 1,
         options: Annotated[str, Form(max_length=10_000, description='request options as a JSON object')] = "{}",
         negative_prompt: Annotated[str | None, Form(max_length=MAX_PROMPT_CHARS)] = None,
+        key: IdempotencyKey = None,
         audio_prompt: Annotated[UploadFile | None, File(
             description="WAV/FLAC/OGG/MP3: a clip to continue, or a voice sample for speech backends")] = None,
     ) -> Response:
@@ -249,7 +292,7 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         clip = None
         if audio_prompt is not None and (audio_prompt.filename or audio_prompt.size):
             clip = audio_io.decode(audio_prompt.file.read(audio_io.MAX_INPUT_BYTES + 1))
-        return submit(request, body, clip, who)
+        return submit(request, body, clip, who, job_id=job_id_for_key(who, key) if key else None)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus, dependencies=protected, tags=["jobs"],
              name="job_status", responses=_errors(401, 404))
@@ -346,7 +389,7 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         options = speech_options(cls, body, sample)
         check_format(body.response_format)
         generate = GenerateRequest(prompt=body.input, backend=cls.name, options=options)
-        record = await asyncio.to_thread(enqueue, generate, sample, who, cls)
+        record, _ = await asyncio.to_thread(enqueue, generate, sample, who, cls)
         seen = -1
         while record.state not in TERMINAL:
             if store.closed:
