@@ -3,8 +3,12 @@
 Guarantees (see the README's RabbitMQ section):
 - a request is acknowledged only after its response was confirmed by the broker, so a worker that dies
   mid-job costs nothing: the broker redelivers the request to another worker;
-- a worker remembers the ids it answered, so a request redelivered to it after a reconnect is not run twice
-  (a copy answered twice by different workers is dropped by the client, which deduplicates by request id);
+- a worker remembers the ids it answered (a day, bounded) and the ids it is generating, so a request
+  redelivered to it after a reconnect or a broker restart is never generated twice: a copy of a running job is
+  acknowledged by that job's answer, a copy of an answered one is dropped (a copy answered twice by different
+  workers is dropped by the client, which deduplicates by request id);
+- a cancel (fanout exchange `<request_queue>.cancel`) reaches every worker: a cancelled request is answered
+  "cancelled" when taken, and a running one stops at its backend's next progress callback;
 - a request delivered more than `max_attempts` times (it keeps killing workers) is answered with an error;
 - an undecodable message is parked in the dead-letter queue with the reason and never reaches the service.
 Deadlines are enforced by the GeneratorService, which answers expired requests with a "timed out" error
@@ -12,10 +16,8 @@ when it takes them; a request nobody takes is timed out by the waiting client it
 """
 from __future__ import annotations
 
-import collections
 import logging
 import queue
-import threading
 import time
 from collections.abc import Sequence
 
@@ -36,6 +38,8 @@ from .topology import (PERSISTENT, dead_letter, declare_cancel_exchange, declare
 
 log = logging.getLogger(__name__)
 ANSWERED_MEMORY = 100_000
+ANSWERED_TTL = 24 * 3600.0
+"""How long a worker remembers an answered request id (a redelivered copy is dropped within it)."""
 
 
 def queue_names_for(backends: Sequence[str]) -> list[str]:
@@ -86,8 +90,9 @@ class RabbitJobSource(JobSource, IOThread):
         self.prefetch = max(1, prefetch)
         self.worker_id = worker_id or default_worker_id()
         self._jobs: queue.Queue[RabbitJob] = queue.Queue()
-        self._answered: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._answered_lock = threading.Lock()
+        self._answered = RecentIds(ANSWERED_MEMORY, ANSWERED_TTL)
+        self._running: dict[str, RabbitJob] = {}
+        """Jobs handed to the service and not answered yet, by request id (touched on the I/O thread only)."""
         self._channel: BlockingChannel | None = None
         self._progress_channel: BlockingChannel | None = None
         self.cancelled = RecentIds()
@@ -135,6 +140,13 @@ class RabbitJobSource(JobSource, IOThread):
         if self.was_answered(message.request_id):
             channel.basic_ack(method.delivery_tag)
             return
+        running = self._running.get(message.request_id)
+        if running is not None:  # a copy of what we are generating right now: never run it twice
+            if running.generation == self.generation:
+                channel.basic_ack(method.delivery_tag)  # a second published copy; the running one answers
+            else:  # our delivery died with the old connection: the running job answers and acks this one
+                running.tag, running.generation = method.delivery_tag, self.generation
+            return
         if message.request_id in self.cancelled:  # dropped unstarted, answered at once
             self._publish_response(channel, SoundResponse.failure(
                 message, Cancelled("the request was cancelled before it started"), worker=self.worker_id))
@@ -169,16 +181,23 @@ class RabbitJobSource(JobSource, IOThread):
             delivery_mode=PERSISTENT, correlation_id=response.request_id, type="response"))
         self._remember(response.request_id)
 
-    # -- answered ids ----------------------------------------------------------------------------------------
+    # -- answered and running ids ---------------------------------------------------------------------------
     def _remember(self, request_id: str) -> None:
-        with self._answered_lock:
-            self._answered[request_id] = None
-            while len(self._answered) > ANSWERED_MEMORY:
-                self._answered.popitem(last=False)
+        self._answered.add(request_id)
 
     def was_answered(self, request_id: str) -> bool:
-        with self._answered_lock:
-            return request_id in self._answered
+        return request_id in self._answered
+
+    def _claim(self, job: RabbitJob) -> bool:
+        """On the I/O thread: mark `job` running, or (False) ack it as a copy of one answered or running."""
+        if job.generation != self.generation:
+            return False  # its delivery died with an old connection; the broker redelivers it
+        request_id = job.request.request_id
+        if self.was_answered(request_id) or request_id in self._running:
+            self._channel.basic_ack(job.tag)
+            return False
+        self._running[request_id] = job
+        return True
 
     # -- JobSource -------------------------------------------------------------------------------------------
     def next_jobs(self, max_jobs: int, timeout: float) -> list[Job]:
@@ -192,16 +211,17 @@ class RabbitJobSource(JobSource, IOThread):
                 job = self._jobs.get(timeout=remaining)
             except queue.Empty:
                 return jobs
-            if job.generation == self.generation:
-                jobs.append(job)
+            jobs.append(job)
         while len(jobs) < max_jobs:
             try:
-                job = self._jobs.get_nowait()
+                jobs.append(self._jobs.get_nowait())
             except queue.Empty:
                 break
-            if job.generation == self.generation:
-                jobs.append(job)
-        return jobs
+        try:
+            claimed = self.call(lambda: [self._claim(job) for job in jobs]).result(timeout=30)
+        except (NotConnected, TimeoutError):
+            return []  # the connection dropped: the broker redelivers them
+        return [job for job, ok in zip(jobs, claimed) if ok]
 
     def respond(self, job: RabbitJob, response: SoundResponse) -> None:
         """Publish with a broker confirm, then ack; retried across reconnects until confirmed."""
@@ -216,6 +236,7 @@ class RabbitJobSource(JobSource, IOThread):
             try:
                 self.call(publish_and_ack).result()
                 job.done = True
+                self.call(lambda: self._running.pop(job.request.request_id, None))
                 return
             except NotConnected:
                 if self.stopped:
@@ -246,6 +267,7 @@ class RabbitJobSource(JobSource, IOThread):
                 self.call(reject).result(timeout=10)
             except Exception:  # closing the connection requeues it anyway
                 pass
+        self.call(lambda: self._running.pop(job.request.request_id, None))
 
     def close(self) -> None:
         """Stop consuming; every unanswered job (in hand or prefetched) is requeued by closing the connection."""

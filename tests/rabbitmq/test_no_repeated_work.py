@@ -1,0 +1,77 @@
+"""No request is generated twice: broker restarts mid-job and duplicate copies of a request cost no GPU time."""
+from __future__ import annotations
+
+import collections
+import time
+
+import pika
+import pytest
+
+from tag_testkit.broker import EventLog, ThreadWorker, amqp_channel, broker_config
+from tag_testkit.tone import ToneBackend
+from tagcore.messages import SoundRequest, encode
+from tagcore.runtime import build_transport
+
+pytestmark = pytest.mark.broker
+
+
+def make_client(env):
+    transport = build_transport(broker_config(env), "rabbitmq")
+    client = transport.client()
+    log = EventLog()
+    client.add_listener(log)
+    return transport, client, log
+
+
+def generations(prompts: list[str]) -> collections.Counter:
+    wanted = set(prompts)
+    return collections.Counter(p for p in ToneBackend.generated if p in wanted)
+
+
+def test_broker_restart_mid_job_causes_no_duplicate_generation(rabbitmq_node, env):
+    worker = ThreadWorker(env, ["tone"], worker_id="w")
+    transport, client, log = make_client(env)
+    try:
+        stamp = time.time()
+        # The first job outlasts the broker's restart, so its request is redelivered while it is generated.
+        requests = [SoundRequest(f"restart {i} {stamp}", 1.0, "tone", options={"delay": 20.0 if i == 0 else 0.5})
+                    for i in range(5)]
+        for request in requests:
+            client.submit(request)
+        first = requests[0].request_id
+        log.wait_for(lambda: any(e.stage == "generating" for e in log.progress.get(first, [])), 60)
+        rabbitmq_node.stop()
+        rabbitmq_node.start()
+        ids = [r.request_id for r in requests]
+        responses = log.wait_responses(ids, 120)
+        assert all(r.ok for r in responses.values())
+        time.sleep(2.0)  # room for a late duplicate to show up
+        counts = generations([r.prompt for r in requests])
+        assert counts == {r.prompt: 1 for r in requests}, counts  # 0 duplicate generations
+        assert all(len(log.responses[i]) == 1 for i in ids)
+    finally:
+        transport.close()
+        worker.stop()
+
+
+def test_copies_of_one_request_are_generated_once(rabbitmq_node, env):
+    """A client that republishes after a lost confirm leaves two messages with one request id in the queue."""
+    worker = ThreadWorker(env, ["tone"], worker_id="w", prefetch=4)
+    transport, client, log = make_client(env)
+    try:
+        request = SoundRequest(f"copied {time.time()}", 1.0, "tone", options={"delay": 1.0})
+        client.submit(request)
+        connection, channel = amqp_channel(rabbitmq_node)
+        body = encode(request)
+        for _ in range(3):
+            channel.basic_publish("", env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone", body,
+                                  pika.BasicProperties(delivery_mode=2))
+        connection.close()
+        log.wait_responses([request.request_id], 60)
+        after = SoundRequest("after the copies", 1.0, "tone")
+        client.submit(after)
+        log.wait_responses([after.request_id], 60)  # the copies were handled before it (FIFO)
+        assert generations([request.prompt])[request.prompt] == 1
+    finally:
+        transport.close()
+        worker.stop()
