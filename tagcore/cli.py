@@ -24,6 +24,7 @@ from . import audio as audio_io
 from . import plugins
 from .backend import Backend
 from .client import ResponseWaiter
+from .fairness import FairShare
 from .config import Config, load_config
 from .errors import ConfigError, InvalidRequest, PluginError, TagError, WeightsMissing
 from .messages import ProgressEvent, SoundRequest, SoundResponse
@@ -36,6 +37,8 @@ from .worker import GeneratorService, start_embedded_worker
 
 USER_ERRORS = (InvalidRequest, ConfigError, PluginError, WeightsMissing)
 DEFAULT_DURATION = 10.0
+CLI_PRIORITY = 1
+"""Rank of CLI requests among sources (tagcore.fairness): between the bot (0) and the API (2) by default."""
 CANCEL_CONFIRM_S = 10.0
 """Seconds `tag generate` waits after Ctrl-C for the workers to confirm the cancel."""
 
@@ -216,7 +219,9 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
         waiter = ResponseWaiter(client)
         wait = timeout or config.request_timeout
         bars = {r.request_id: _progress_bar(r, quiet or as_json) for r in requests}
+        fair = FairShare(CLI_PRIORITY)  # a prompts file yields to other people's single requests
         for request in requests:
+            fair.assign(request, "cli")
             waiter.submit(request, on_progress=bars[request.request_id])
         answered: set[str] = set()
         try:

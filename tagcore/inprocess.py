@@ -1,6 +1,7 @@
 """The in-process transport: frontends and workers in one process, no broker (the embedded default)."""
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -32,7 +33,7 @@ class _InProcessJob(Job):
 
     def release(self) -> None:
         with self.transport.arrived:
-            self.transport.queue_for(self.request.backend).put(self.request)
+            self.transport.enqueue(self.request)
             self.transport.arrived.notify_all()
 
 
@@ -58,7 +59,7 @@ class _InProcessSource(JobSource):
             q = self.queues[(self._turn + offset) % len(self.queues)]
             while len(jobs) < max_jobs:
                 try:
-                    jobs.append(_InProcessJob(self.transport, q.get_nowait()))
+                    jobs.append(_InProcessJob(self.transport, q.get_nowait()[2]))
                 except queue.Empty:
                     break
         self._turn += 1
@@ -97,16 +98,24 @@ class InProcessTransport(Transport):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self._lock = threading.Lock()
-        self._queues: dict[str, queue.Queue[SoundRequest]] = {}
+        self._queues: dict[str, queue.PriorityQueue[tuple[int, int, SoundRequest]]] = {}
+        self._order = itertools.count()
         self._sources: list[_InProcessSource] = []
         self._owners: dict[str, _InProcessClient] = {}
         self._clients: list[_InProcessClient] = []
         self.arrived = threading.Condition()
         self.cancelled = RecentIds()
 
-    def queue_for(self, backend: str) -> queue.Queue[SoundRequest]:
+    def queue_for(self, backend: str) -> "queue.PriorityQueue[tuple[int, int, SoundRequest]]":
+        """The backend's queue: highest priority first, then first come first served."""
         with self._lock:
-            return self._queues.setdefault(backend, queue.Queue())
+            return self._queues.setdefault(backend, queue.PriorityQueue())
+
+    def enqueue(self, request: SoundRequest) -> int:
+        """Queue `request` by priority; the number of requests waiting for its backend."""
+        q = self.queue_for(request.backend)
+        q.put((-request.priority, next(self._order), request))
+        return q.qsize()
 
     def client(self, *, name: str | None = None) -> TransportClient:
         client = _InProcessClient(self)
@@ -144,13 +153,12 @@ class InProcessTransport(Transport):
             for listener in list(client.listeners):
                 listener(client_response)
             return
-        q = self.queue_for(request.backend)
         with self._lock:
             self._owners[request.request_id] = client
         with self.arrived:
-            q.put(request)
+            waiting = self.enqueue(request)
             self.arrived.notify_all()
-        self._deliver(client, ProgressEvent(request.request_id, "queued", position=q.qsize(),
+        self._deliver(client, ProgressEvent(request.request_id, "queued", position=waiting,
                                             chat_id=request.chat_id, user_id=request.user_id))
 
     def dispatch(self, event: ProgressEvent | SoundResponse) -> None:

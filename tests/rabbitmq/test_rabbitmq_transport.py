@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from tag_rabbitmq.devbroker import broker_cli
 from tag_testkit.broker import (EventLog, ThreadWorker, amqp_channel, broker_config, cli_worker, queue_depth,
-                                stop_process, wait_consumers)
+                                stop_process, wait_workers)
 from tag_testkit.tone import ToneBackend
 from tagcore import hookimpl, plugins
 from tagcore.messages import SoundRequest, SoundResponse, encode
@@ -37,7 +37,7 @@ def test_end_to_end_two_cli_workers(rabbitmq_node, env):
     workers = [cli_worker(env), cli_worker(env)]
     transport, client, log = make_client(env)
     try:
-        wait_consumers(rabbitmq_node, env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone", 2)
+        wait_workers(rabbitmq_node, env, 2)
         requests = [tone_request(f"bell {i}", delay=0.4, seed=i) for i in range(8)]
         for request in requests:
             client.submit(request)
@@ -89,7 +89,7 @@ def test_worker_killed_mid_job_is_redelivered_and_answered_once(rabbitmq_node, e
     transport, client, log = make_client(env)
     survivor = None
     try:
-        wait_consumers(rabbitmq_node, env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone", 1)
+        wait_workers(rabbitmq_node, env, 1)
         request = tone_request("crash me", delay=4.0)
         client.submit(request)
         log.wait_for(lambda: any(e.stage == "generating" for e in log.progress[request.request_id]), 30)
@@ -167,7 +167,7 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_serving(rabbi
               for i in range(100)]
     connection, channel = amqp_channel(rabbitmq_node)
     try:
-        wait_consumers(rabbitmq_node, queue, 1)
+        wait_workers(rabbitmq_node, env, 1)
         channel.confirm_delivery()
         for body in bodies:
             channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))

@@ -90,10 +90,11 @@ def delete_queues(node: BrokerNode, env: Mapping[str, str], backends: tuple[str,
     response = env["TAG_RABBITMQ_RESPONSE_QUEUE"]
     connection, channel = amqp_channel(node)
     try:
-        for name in (env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"], response, *(f"{request}.{b}" for b in backends),
-                     *names):
+        queues = [f"{request}.{b}{suffix}" for b in backends
+                  for suffix in ("", ".workers", *(f".p{p}" for p in range(1, 10)))]
+        for name in (env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"], response, *queues, *names):
             channel.queue_delete(name)
-        channel.exchange_delete(f"{request}.cancel")
+        channel.exchange_delete(f"{request}.control")
     finally:
         connection.close()
 
@@ -152,6 +153,11 @@ def cli_worker(env: dict[str, str], backend: str = "tone") -> subprocess.Popen:
                  "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen([str(tag), "worker", "--transport", "rabbitmq", "-b", backend], env=child_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_workers(node, env: Mapping[str, str], count: int, backend: str = "tone", timeout: float = 60.0) -> None:
+    """Wait until `count` workers serve `backend` (they show as consumers of its presence queue)."""
+    wait_consumers(node, f"{env['TAG_RABBITMQ_REQUEST_QUEUE']}.{backend}.workers", count, timeout)
 
 
 def wait_consumers(node, queue: str, count: int, timeout: float = 60.0) -> None:

@@ -29,6 +29,7 @@ from tagcore import audio as audio_io
 from tagcore.audio_types import Audio
 from tagcore.config import Config
 from tagcore.errors import InvalidRequest, TagError
+from tagcore.fairness import FairShare
 from tagcore.backend import MAX_SEED, Backend
 from tagcore.messages import MAX_PROMPT_CHARS, MAX_WIRE_DURATION, SoundRequest
 from tagcore.transport import TransportClient
@@ -92,7 +93,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_lengt
 
 
 def create_app(config: Config, client: TransportClient, store: JobStore, catalog: Catalog,
-               limiter: RateLimiter, *, transport_name: str, max_active_per_client: int,
+               limiter: RateLimiter, fair: FairShare, *, transport_name: str, max_active_per_client: int,
                max_pending: int) -> FastAPI:
     """The application; the caller owns the transport client and the store (their life cycle is the server's)."""
     app = FastAPI(
@@ -195,9 +196,11 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         record, created = store.add(sound, who, digest)
         if not created:  # the same id submitted concurrently: the first one won
             return replayed(job_id or record.id, digest) or record, False
+        fair.assign(sound, who)
         try:
             client.submit(sound)
         except TagError as exc:
+            fair.release(sound.request_id)
             store.discard(record.id)
             raise ApiError(503, "transport_unavailable", f"the job could not be queued: {exc.message}") from None
         return record, True

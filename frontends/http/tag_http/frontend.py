@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tagcore.config import Config
+from tagcore.fairness import FairShare
 from tagcore.frontend import Frontend
 from tagcore.transport import Transport
 
@@ -45,8 +46,10 @@ class HttpFrontend(Frontend):
         client = self.transport.client(name="http")
         store = self.store = JobStore(self.http.result_ttl, self.http.results_dir)
         client.add_listener(store.on_event)
+        fair = FairShare(self.http.priority)
+        client.add_listener(fair.on_event)
         limiter = RateLimiter(self.http.rate_limit, self.http.rate_burst)
-        app = create_app(self.config, client, store, self.catalog, limiter, transport_name=self.transport.name,
+        app = create_app(self.config, client, store, self.catalog, limiter, fair, transport_name=self.transport.name,
                          max_active_per_client=self.http.max_active_per_client, max_pending=self.http.max_pending)
         app.router.lifespan_context = self._lifespan(store)
         limits = BodySizeLimit(app, lambda path: self.http.max_upload_bytes if path in UPLOAD_PATHS

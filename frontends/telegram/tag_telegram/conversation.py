@@ -22,6 +22,7 @@ from tagcore.audio_types import Audio
 from tagcore.backend import Backend
 from tagcore.config import Config
 from tagcore.errors import InvalidRequest, TagError
+from tagcore.fairness import FairShare
 from tagcore.messages import SoundRequest
 from tagcore.transport import TransportClient
 from tagcore.validation import longest_duration, validate_request
@@ -68,6 +69,8 @@ class Conversation:
         self.sessions = sessions
         self.delivery = delivery
         self.sender = sender
+        self.fair = FairShare(settings.priority)
+        client.add_listener(self.fair.on_event)
         registry = plugins.backends()
         self.offered = [name for name in (settings.backends or registry.names()) if name in registry]
         self.classes: dict[str, type[Backend]] = {name: registry.get(name) for name in self.offered}
@@ -402,9 +405,11 @@ class Conversation:
             return problem(texts.rate_limited(wait, self.settings.rate_limit, self.settings.rate_window))
         self.delivery.track(RequestContext(request.request_id, chat_id, user_id, prompt, duration, backend, seed,
                                            audio_prompt))
+        self.fair.assign(request, f"telegram:{user_id}")
         try:
             self.client.submit(request)
         except Exception as exc:
+            self.fair.release(request.request_id)
             self.delivery.forget(request.request_id)
             self.sessions.refund(user_id, request.request_id)
             error = exc.message if isinstance(exc, TagError) else type(exc).__name__

@@ -26,7 +26,7 @@ from tagcore.transport import Event, Listener, TransportClient
 
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
-from .topology import (PERSISTENT, dead_letter, declare_cancel_exchange, declare_dead_letter_queue,
+from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exchange, declare_dead_letter_queue,
                        declare_request_queue, declare_response_queue)
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class RabbitClient(TransportClient, IOThread):
         channel.confirm_delivery()
         declare_dead_letter_queue(channel, self.settings)
         declare_response_queue(channel, self.reply_queue, expiry=self._expiry)
+        declare_control_exchange(channel, self.settings)
         channel.basic_qos(prefetch_count=self.settings.client_prefetch)
         self._channel = channel
         self._declared = set()
@@ -118,19 +119,27 @@ class RabbitClient(TransportClient, IOThread):
         if pending is None or pending.confirmed.is_set() or self._channel is None:
             return
         channel = self._channel
-        queue_name = self.settings.request_queue_for(pending.backend)
-        if queue_name not in self._declared:  # requests wait for a worker that has not started yet
-            declare_request_queue(channel, self.settings, pending.backend)
-            self._declared.add(queue_name)
+        request = pending.request
+        priority = min(PRIORITIES - 1, max(0, request.priority))
+        queue_name = self.settings.request_queue_for(pending.backend, priority)
+        presence = self.settings.presence_queue_for(pending.backend)
+        if pending.backend not in self._declared:  # requests wait for a worker that has not started yet
+            for level in range(PRIORITIES):
+                declare_request_queue(channel, self.settings, pending.backend, level)
+            channel.queue_declare(presence, durable=True)
+            self._declared.add(pending.backend)
         channel.basic_publish("", queue_name, pending.body, pika.BasicProperties(
             delivery_mode=PERSISTENT, correlation_id=request_id, reply_to=self.reply_queue, type="request"))
         with self._lock:
             self._pending.pop(request_id, None)
         pending.confirmed.set()
-        ok = channel.queue_declare(queue_name, passive=True).method
-        request = pending.request
-        note = "" if ok.consumer_count else f"no worker is serving {request.backend!r} right now"
-        self._events.put((ProgressEvent(request_id, "queued", position=max(1, ok.message_count), message=note,
+        channel.basic_publish(self.settings.control_exchange, "", b"", pika.BasicProperties(type="wake"))
+        ahead = sum(channel.queue_declare(self.settings.request_queue_for(pending.backend, level),
+                                          passive=True).method.message_count
+                    for level in range(priority, PRIORITIES))
+        workers = channel.queue_declare(presence, passive=True).method.consumer_count
+        note = "" if workers else f"no worker is serving {request.backend!r} right now"
+        self._events.put((ProgressEvent(request_id, "queued", position=max(1, ahead), message=note,
                                         chat_id=request.chat_id, user_id=request.user_id,
                                         reply_to=request.reply_to), None, self.generation))
 
@@ -189,8 +198,7 @@ class RabbitClient(TransportClient, IOThread):
         def publish() -> None:
             if self._channel is None:
                 raise NotConnected("no channel")
-            exchange = declare_cancel_exchange(self._channel, self.settings)
-            self._channel.basic_publish(exchange, "", b"", pika.BasicProperties(
+            self._channel.basic_publish(self.settings.control_exchange, "", b"", pika.BasicProperties(
                 correlation_id=request_id, type="cancel"))
         try:
             self.call(publish).result(timeout=self.settings.submit_timeout)

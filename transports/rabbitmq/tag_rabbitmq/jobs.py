@@ -17,7 +17,7 @@ when it takes them; a request nobody takes is timed out by the waiting client it
 from __future__ import annotations
 
 import logging
-import queue
+import threading
 import time
 from collections.abc import Sequence
 
@@ -33,11 +33,13 @@ from tagcore.worker import default_worker_id
 
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
-from .topology import (PERSISTENT, dead_letter, declare_cancel_exchange, declare_dead_letter_queue,
+from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exchange, declare_dead_letter_queue,
                        declare_request_queue, declare_response_queue)
 
 log = logging.getLogger(__name__)
 ANSWERED_MEMORY = 100_000
+IDLE_POLL = 2.0
+"""Seconds between looks at the queues of an idle worker that heard no wake-up note (notes can be lost)."""
 ANSWERED_TTL = 24 * 3600.0
 """How long a worker remembers an answered request id (a redelivered copy is dropped within it)."""
 
@@ -89,7 +91,8 @@ class RabbitJobSource(JobSource, IOThread):
         self.backends = queue_names_for(backends)
         self.prefetch = max(1, prefetch)
         self.worker_id = worker_id or default_worker_id()
-        self._jobs: queue.Queue[RabbitJob] = queue.Queue()
+        self._turn = 0
+        self._arrived = threading.Event()
         self._answered = RecentIds(ANSWERED_MEMORY, ANSWERED_TTL)
         self._running: dict[str, RabbitJob] = {}
         """Jobs handed to the service and not answered yet, by request id (touched on the I/O thread only)."""
@@ -106,64 +109,96 @@ class RabbitJobSource(JobSource, IOThread):
         channel.confirm_delivery()
         declare_dead_letter_queue(channel, self.settings)
         declare_response_queue(channel, self.settings.response_queue)
-        channel.basic_qos(prefetch_count=self.prefetch)
         for backend in self.backends:
-            name = declare_request_queue(channel, self.settings, backend)
-            channel.basic_consume(name, self._on_message)
+            for priority in range(PRIORITIES):
+                declare_request_queue(channel, self.settings, backend, priority)
+            presence = channel.queue_declare(self.settings.presence_queue_for(backend), durable=True).method.queue
+            channel.basic_consume(presence, self._on_presence)
         self._progress_channel = connection.channel()
-        exchange = declare_cancel_exchange(self._progress_channel, self.settings)
+        exchange = declare_control_exchange(self._progress_channel, self.settings)
         private = self._progress_channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
         self._progress_channel.queue_bind(private, exchange)
-        self._progress_channel.basic_consume(private, self._on_cancel, auto_ack=True)
+        self._progress_channel.basic_consume(private, self._on_control, auto_ack=True)
         self._channel = channel
+        self._arrived.set()  # look at the queues now: requests may have arrived while we were away
 
     def on_disconnect(self) -> None:
-        # Deliveries of the dead connection are back in the broker's queue; drop our stale copies.
+        # Deliveries of the dead connection are back in the broker's queue (and redelivered on reconnect).
         self._channel = self._progress_channel = None
-        while True:
-            try:
-                self._jobs.get_nowait()
-            except queue.Empty:
-                break
 
-    def _on_message(self, channel: BlockingChannel, method, properties: pika.BasicProperties, body: bytes) -> None:
+    def _fetch(self, max_jobs: int) -> list[RabbitJob]:
+        """On the I/O thread: take up to `max_jobs` requests, highest priority first and oldest first within one
+        (rotating over the backends), with basic.get: a worker takes work only when it is free, so a request
+        never waits in one busy worker's buffer while another worker is idle or a newer request of a higher
+        priority arrives."""
+        channel = self._channel
+        if channel is None:
+            return []
+        jobs: list[RabbitJob] = []
+        backends = self.backends[self._turn % len(self.backends):] + self.backends[:self._turn % len(self.backends)]
+        self._turn += 1
+        for priority in reversed(range(PRIORITIES)):
+            for backend in backends:
+                queue_name = self.settings.request_queue_for(backend, priority)
+                while len(jobs) < max_jobs:
+                    method, properties, body = channel.basic_get(queue_name)
+                    if method is None:
+                        break
+                    job = self._accept(channel, queue_name, method, properties, body)
+                    if job is not None:
+                        jobs.append(job)
+                if len(jobs) >= max_jobs:
+                    return jobs
+        return jobs
+
+    def _accept(self, channel: BlockingChannel, queue_name: str, method, properties: pika.BasicProperties,
+                body: bytes) -> "RabbitJob | None":
+        """A job to run, or None when the delivery was settled here (malformed, a copy, cancelled, given up)."""
         try:
             message = decode(body)
             if not isinstance(message, SoundRequest):
                 raise MessageError(f"a {message.kind} message arrived in a request queue")
         except MessageError as error:
-            dead_letter(channel, self.settings, body, error.message, source=method.routing_key, by=self.worker_id)
+            dead_letter(channel, self.settings, body, error.message, source=queue_name, by=self.worker_id)
             channel.basic_ack(method.delivery_tag)
             self.dead_lettered += 1
-            log.warning("dead-lettered a malformed message from %s: %s", method.routing_key, error.message)
-            return
+            log.warning("dead-lettered a malformed message from %s: %s", queue_name, error.message)
+            return None
         if self.was_answered(message.request_id):
             channel.basic_ack(method.delivery_tag)
-            return
+            return None
         running = self._running.get(message.request_id)
         if running is not None:  # a copy of what we are generating right now: never run it twice
             if running.generation == self.generation:
                 channel.basic_ack(method.delivery_tag)  # a second published copy; the running one answers
             else:  # our delivery died with the old connection: the running job answers and acks this one
                 running.tag, running.generation = method.delivery_tag, self.generation
-            return
+            return None
         if message.request_id in self.cancelled:  # dropped unstarted, answered at once
             self._publish_response(channel, SoundResponse.failure(
                 message, Cancelled("the request was cancelled before it started"), worker=self.worker_id))
             channel.basic_ack(method.delivery_tag)
-            return
+            return None
         attempts = int((properties.headers or {}).get("x-delivery-count", 0)) + 1
         if attempts > self.settings.max_attempts:
             error = GenerationFailed(f"the request was tried {attempts - 1} times and each attempt ended without "
                                      "an answer (the worker stopped); giving up")
             self._publish_response(channel, SoundResponse.failure(message, error, worker=self.worker_id))
             channel.basic_ack(method.delivery_tag)
-            return
-        self._jobs.put(RabbitJob(self, message, method.delivery_tag, self.generation, bool(method.redelivered)))
+            return None
+        job = RabbitJob(self, message, method.delivery_tag, self.generation, bool(method.redelivered))
+        self._running[message.request_id] = job
+        return job
 
-    def _on_cancel(self, channel: BlockingChannel, method, properties: pika.BasicProperties, body: bytes) -> None:
+    def _on_presence(self, channel: BlockingChannel, method, properties, body: bytes) -> None:
+        """Nothing is published to presence queues; anything that is gets dropped."""
+        channel.basic_ack(method.delivery_tag)
+
+    def _on_control(self, channel: BlockingChannel, method, properties: pika.BasicProperties, body: bytes) -> None:
         if properties.type == "cancel" and properties.correlation_id:
             self.cancelled.add(properties.correlation_id)
+        elif properties.type == "wake":
+            self._arrived.set()
 
     def _reply_queue(self, reply_to: str | None) -> str:
         return reply_to if self.settings.accepts_reply_to(reply_to) else self.settings.response_queue
@@ -188,40 +223,23 @@ class RabbitJobSource(JobSource, IOThread):
     def was_answered(self, request_id: str) -> bool:
         return request_id in self._answered
 
-    def _claim(self, job: RabbitJob) -> bool:
-        """On the I/O thread: mark `job` running, or (False) ack it as a copy of one answered or running."""
-        if job.generation != self.generation:
-            return False  # its delivery died with an old connection; the broker redelivers it
-        request_id = job.request.request_id
-        if self.was_answered(request_id) or request_id in self._running:
-            self._channel.basic_ack(job.tag)
-            return False
-        self._running[request_id] = job
-        return True
-
     # -- JobSource -------------------------------------------------------------------------------------------
     def next_jobs(self, max_jobs: int, timeout: float) -> list[Job]:
-        jobs: list[Job] = []
+        """Take what waits now; when nothing does, wait for a wake-up note (or poll every IDLE_POLL s)."""
         end = time.monotonic() + timeout
-        while not jobs:
+        while True:
+            self._arrived.clear()
+            future = self.call(lambda: self._fetch(min(max_jobs, self.prefetch)))
+            try:
+                jobs = future.result(timeout=max(0.1, end - time.monotonic()))
+            except TimeoutError:  # disconnected: give up the fetch unless it is running right now
+                jobs = [] if future.cancel() else future.result()
+            except NotConnected:
+                jobs = []  # the connection dropped: the broker gives anything taken to a worker again
             remaining = end - time.monotonic()
-            if remaining <= 0:
-                return jobs
-            try:
-                job = self._jobs.get(timeout=remaining)
-            except queue.Empty:
-                return jobs
-            jobs.append(job)
-        while len(jobs) < max_jobs:
-            try:
-                jobs.append(self._jobs.get_nowait())
-            except queue.Empty:
-                break
-        try:
-            claimed = self.call(lambda: [self._claim(job) for job in jobs]).result(timeout=30)
-        except (NotConnected, TimeoutError):
-            return []  # the connection dropped: the broker redelivers them
-        return [job for job, ok in zip(jobs, claimed) if ok]
+            if jobs or remaining <= 0:
+                return list(jobs)
+            self._arrived.wait(min(remaining, IDLE_POLL))
 
     def respond(self, job: RabbitJob, response: SoundResponse) -> None:
         """Publish with a broker confirm, then ack; retried across reconnects until confirmed."""
