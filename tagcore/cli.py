@@ -31,6 +31,7 @@ from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .options import parse_key_values
 from .prompts_file import PromptEntry, read_prompts_file
 from .runtime import build_backend, build_scorer, build_transport
+from .threads import ThreadShare
 from .transport import Transport, TransportClient
 from .validation import default_duration, validate_request
 from .worker import GeneratorService, start_embedded_worker
@@ -399,9 +400,11 @@ def _service_options(func):
 @cli.command()
 @_service_options
 @click.option("--max-batch", type=click.IntRange(1, 256), help="Most requests generated together (default from config).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="CPU threads of the models (default: the machine's cores / the workers running on it).")
 @click.pass_context
 def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[str, ...],
-           option_pairs: tuple[str, ...], device: str | None, max_batch: int | None) -> None:
+           option_pairs: tuple[str, ...], device: str | None, max_batch: int | None, threads: int | None) -> None:
     """Run a generator worker: take requests from a transport, generate, answer. Stops cleanly on SIGTERM."""
     config = _config(ctx)
     transport = build_transport(config, transport_name)
@@ -414,9 +417,13 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     # Jobs held by a worker that cannot batch them would only wait here while other workers sit idle.
     prefetch = batch if all(b.capabilities.batch for b in backends.values()) else 1
     source = transport.job_source(list(backends), prefetch=prefetch)
-    service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch)
+    share = ThreadShare(threads)
+    service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch,
+                               threads=share)
     click.echo(f"worker {service.worker_id} serving {', '.join(backends)} on {transport.name}", err=True)
-    with _stop_on_signals() as stop:
+    with _stop_on_signals() as stop, share:
+        click.echo(f"CPU threads: {share.applied}" + (" (fixed)" if threads else
+                   f" ({share.cores} cores / {share.workers()} worker(s) on this machine)"), err=True)
         try:
             service.run(stop)
         finally:

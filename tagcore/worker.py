@@ -21,6 +21,7 @@ from .config import Config
 from .errors import Cancelled, GenerationFailed, RequestTimedOut, TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .scoring import Scorer, rank
+from .threads import ThreadShare
 from .transport import Job, JobSource
 from .validation import validate_request
 
@@ -44,6 +45,7 @@ class GeneratorService:
         scorer: Scorer | None = None,
         max_batch: int | None = None,
         worker_id: str | None = None,
+        threads: ThreadShare | None = None,
     ) -> None:
         self.backends = dict(backends)
         self.aliases = {alias: name for name, b in self.backends.items() for alias in type(b).aliases}
@@ -53,6 +55,8 @@ class GeneratorService:
         self.max_batch = max(1, max_batch or config.max_batch)
         self.worker_id = worker_id or default_worker_id()
         self.served = 0
+        self.threads = threads
+        """When set, the CPU thread share is re-applied before every batch (other workers may come and go)."""
 
     def run(self, stop: threading.Event, poll: float = 0.5) -> None:
         """Process jobs until `stop` is set; the job in hand is finished first."""
@@ -109,6 +113,8 @@ class GeneratorService:
         started = time.perf_counter()
         try:
             backend.ensure_loaded()
+            if self.threads is not None:
+                self.threads.apply()
             progress(0.0, "generating")
             results = backend.generate_batch(items, requests[0].duration, options=members[0][1], progress=progress)
             if len(results) != len(items):

@@ -121,7 +121,8 @@ class IOThread:
                 self.on_disconnect()
         while self._calls:
             _, future = self._calls.popleft()
-            future.set_exception(NotConnected("the transport is closed"))
+            if future.set_running_or_notify_cancel():  # a caller may have cancelled it meanwhile
+                future.set_exception(NotConnected("the transport is closed"))
 
     def _drain(self) -> None:
         while self._calls:
