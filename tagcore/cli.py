@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,27 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _watch(stop: threading.Event, *checks: Callable[[], str | None], interval: float = 0.5) -> list[str]:
+    """Sets `stop` when a check reports a failure (a transport or worker thread that died); the caller raises
+    the returned failures after its clean shutdown, so that the process exits non-zero and gets restarted."""
+    failures: list[str] = []
+
+    def watch() -> None:
+        while not stop.wait(interval):
+            failure = next((f for f in (check() for check in checks) if f), None)
+            if failure:
+                failures.append(failure)
+                stop.set()
+
+    threading.Thread(target=watch, name="tag-watchdog", daemon=True).start()
+    return failures
+
+
+def _raise_failures(failures: list[str]) -> None:
+    if failures:
+        raise TagError(f"stopped because {failures[0]}", code="transport_failed")
 
 
 def _load_backends(config: Config, names: Sequence[str], pairs: Sequence[str], device: str | None,
@@ -382,11 +403,14 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch)
     click.echo(f"worker {service.worker_id} serving {', '.join(backends)} on {transport.name}", err=True)
     with _stop_on_signals() as stop:
+        failures = _watch(stop, transport.failure)
         try:
             service.run(stop)
         finally:
+            stop.set()
             source.close()
             transport.close()
+    _raise_failures(failures)
     click.echo(f"worker stopped after {service.served} clips", err=True)
 
 
@@ -397,20 +421,28 @@ def _run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], trans
     transport = build_transport(config, transport_name)
     stop_worker = None
     settings = config.section(name) | settings
+    checks: list[Callable[[], str | None]] = [transport.failure]
     if transport.embedded:
-        backends = _load_backends(config, list(backend_names) or [config.default_backend], option_pairs, device)
-        _, stop_worker = _start_embedded(config, transport, backends)
-        settings.setdefault("backends", list(backends))  # offer users only what this process serves
+        names = [plugins.backends().get(n).name for n in backend_names or [config.default_backend]]
+        settings.setdefault("backends", names)  # offer users only what this process serves
     elif option_pairs or backend_names:
         raise InvalidRequest("-b/-O choose embedded workers; with a broker, start workers with `tag worker`")
-    frontend = frontend_cls(config, transport, settings)
+    frontend = frontend_cls(config, transport, settings)  # checks the frontend's settings before any model loads
+    if transport.embedded:
+        backends = _load_backends(config, names, option_pairs, device)
+        worker_thread, stop_worker = _start_embedded(config, transport, backends)
+        checks.append(lambda: None if worker_thread.is_alive() or stop_worker.is_set()
+                      else "the embedded worker stopped")
     with _stop_on_signals() as stop:
+        failures = _watch(stop, *checks)
         try:
             frontend.run(stop)
         finally:
+            stop.set()
             if stop_worker is not None:
                 stop_worker.set()
             transport.close()
+    _raise_failures(failures)
 
 
 @cli.command()

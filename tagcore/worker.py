@@ -18,7 +18,7 @@ from typing import Any
 from .audio import fit_duration
 from .backend import Backend, GenerationItem, GenerationResult, new_seed
 from .config import Config
-from .errors import GenerationFailed, RequestTimedOut, TagError
+from .errors import GenerationFailed, InvalidRequest, RequestTimedOut, TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .scoring import Scorer, rank
 from .transport import Job, JobSource
@@ -75,6 +75,10 @@ class GeneratorService:
                     raise RequestTimedOut("the request timed out while waiting in the queue")
             except TagError as error:
                 self._fail(job, error)
+                continue
+            except Exception as exc:  # a request no check foresaw must cost that request, never the worker
+                log.exception("could not validate request %s", request.request_id)
+                self._fail(job, InvalidRequest(f"the request could not be checked: {type(exc).__name__}: {exc}"))
                 continue
             groups[(backend.name, request.batch_key())].append((job, options))
         for (name, _), members in groups.items():

@@ -27,7 +27,7 @@ from tagcore.transport import Event, Listener, TransportClient
 from .iothread import IOThread
 from .settings import RabbitSettings
 from .topology import PERSISTENT, dead_letter, declare_dead_letter_queue, declare_request_queue, \
-    declare_response_queue
+    declare_response_queue, reason_of
 
 log = logging.getLogger(__name__)
 SEEN_MEMORY = 100_000
@@ -105,8 +105,10 @@ class RabbitClient(TransportClient, IOThread):
             event = decode(body)
             if isinstance(event, SoundRequest):
                 raise MessageError("a request arrived in a response queue")
-        except MessageError as error:
-            dead_letter(channel, self.settings, body, error.message, source=self.reply_queue,
+        except Exception as error:  # whatever is wrong with one message costs that message, never the consumer
+            reason = reason_of(error)
+            log.warning("dead-lettered a malformed message from %s: %s", self.reply_queue, reason)
+            dead_letter(channel, self.settings, body, reason, source=self.reply_queue,
                         by=f"client {self.name or 'private'}")
             channel.basic_ack(method.delivery_tag)
             return
@@ -171,6 +173,8 @@ class RabbitClient(TransportClient, IOThread):
 
     # -- TransportClient -------------------------------------------------------------------------------------
     def submit(self, request: SoundRequest) -> None:
+        if self.failure is not None:
+            raise TagError(f"the broker connection thread died ({self.failure})", code="transport_failed")
         request.reply_to = self.reply_queue
         if not request.client:
             request.client = self.name or "cli"

@@ -40,6 +40,8 @@ class IOThread:
         self.generation = 0
         """Increments on every successful connect; delivery tags are only valid within their generation."""
         self.connected = threading.Event()
+        self.failure: str | None = None
+        """Why the thread died, when it did (a bug, not a lost broker): the process must then exit non-zero."""
         self._stop = threading.Event()
         self._calls: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
         self._connection: BlockingConnection | None = None
@@ -87,6 +89,19 @@ class IOThread:
                 pass
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.critical("the broker I/O thread %s died (%s); no more messages are handled", self._thread.name,
+                         self.failure, exc_info=True)
+            self._stop.set()
+        finally:
+            while self._calls:
+                _, future = self._calls.popleft()
+                future.set_exception(NotConnected("the transport is closed"))
+
+    def _serve(self) -> None:
         delay = self.initial_delay
         while not self._stop.is_set():
             try:
@@ -119,9 +134,6 @@ class IOThread:
                 except Exception:
                     pass
                 self.on_disconnect()
-        while self._calls:
-            _, future = self._calls.popleft()
-            future.set_exception(NotConnected("the transport is closed"))
 
     def _drain(self) -> None:
         while self._calls:
