@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import signal
 import sys
 import threading
@@ -25,16 +24,16 @@ from . import plugins
 from .backend import Backend
 from .client import ResponseWaiter
 from .config import Config, load_config
-from .errors import ConfigError, InvalidRequest, PluginError, TagError, WeightsMissing
+from .errors import USER_ERRORS, InvalidRequest, TagError, is_user_error_code
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .options import parse_key_values
+from .output_path import plan_output, rescue_path
 from .prompts_file import PromptEntry, read_prompts_file
 from .runtime import build_backend, build_scorer, build_transport
 from .transport import Transport
 from .validation import default_duration, validate_request
 from .worker import GeneratorService, start_embedded_worker
 
-USER_ERRORS = (InvalidRequest, ConfigError, PluginError, WeightsMissing)
 DEFAULT_DURATION = 10.0
 
 
@@ -88,11 +87,6 @@ def _split_options(backend: type[Backend], pairs: Sequence[str], device: str | N
 
 def _first_set(*values: float | None) -> float:
     return next(v for v in values if v is not None)
-
-
-def _slug(text: str, limit: int = 40) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:limit].rstrip("-") or "clip"
 
 
 @contextmanager
@@ -169,7 +163,9 @@ def _start_embedded(config: Config, transport: Transport, backends: dict[str, Ba
               help="Length in seconds (default 10, or the prompts file's); for speech the longest clip accepted "
                    "(default: the longest allowed).")
 @click.option("-b", "--backend", "backend_name", help="Backend name or alias (default from config).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default: named after the prompt).")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output file, or folder (existing, or ending in /) to name the clip in (default: named after the "
+                   "prompt, here).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Seed for a reproducible clip (default: random, reported).")
 @click.option("-n", "--candidates", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Generate N candidates and keep the best (by the configured scorer, else the first).")
@@ -191,7 +187,7 @@ def _start_embedded(config: Config, transport: Transport, backends: dict[str, Ba
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def generate(ctx: click.Context, prompt: str | None, duration: float | None, backend_name: str | None,
-             output: Path | None, seed: int | None, candidates: int, option_pairs: tuple[str, ...], fmt: str | None,
+             output: str | None, seed: int | None, candidates: int, option_pairs: tuple[str, ...], fmt: str | None,
              device: str | None, normalize: bool, prompts_file: Path | None, out_dir: Path,
              audio_prompt: Path | None, negative_prompt: str | None, transport_name: str | None,
              timeout: float | None, as_json: bool, quiet: bool) -> None:
@@ -204,6 +200,7 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
     entries = read_prompts_file(prompts_file) if prompts_file else [PromptEntry(prompt or "", None)]
     if output is not None and len(entries) > 1:
         raise InvalidRequest("-o names one file; use --out-dir with --prompts")
+    plan = plan_output(output, fmt, out_dir if prompts_file and output is None else None)
     conditioning = audio_io.read(audio_prompt) if audio_prompt else None
     requests = [
         SoundRequest(prompt=e.prompt, duration=_first_set(duration, e.duration, default_duration(backend_cls, config, DEFAULT_DURATION)),
@@ -230,7 +227,7 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
     elif worker_settings:
         raise InvalidRequest(f"option(s) {', '.join(worker_settings)} are set where the worker runs, not by a client")
     client = transport.client()
-    failures = 0
+    failures = mistakes = 0
     try:
         waiter = ResponseWaiter(client)
         wait = timeout or config.request_timeout
@@ -242,19 +239,35 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
             bars[request.request_id].close()
             if not response.ok:
                 failures += 1
+                mistakes += is_user_error_code(response.error_code)
                 click.echo(f"Error: {request.prompt[:60]!r}: {response.error_message} ({response.error_code})", err=True)
                 continue
-            path = _output_path(output, fmt, out_dir if prompts_file else None, number, response)
+            if response.metadata.get("scorer_error"):
+                click.echo(f"Warning: {response.metadata['scorer_error']}", err=True)
+            path = plan.path_for(response.prompt, response.seed, number if prompts_file else None)
             clip = audio_io.normalize(response.audio) if normalize else response.audio
-            audio_io.write(path, clip, fmt or audio_io.format_for_path(path))
-            _report(path, response, as_json)
+            written = _write_clip(path, clip, plan.fmt)
+            failures += written != path
+            _report(written, response, as_json)
     finally:
         client.close()
         if stop is not None:
             stop.set()
         transport.close()
     if failures:
-        ctx.exit(1)
+        ctx.exit(2 if mistakes == failures else 1)
+
+
+def _write_clip(path: Path, clip: Any, fmt: str) -> Path:
+    """Write the clip; if that fails after all (disk full, folder removed meanwhile), save it elsewhere rather
+    than lose it, and say where."""
+    try:
+        return audio_io.write(path, clip, fmt)
+    except OSError as exc:
+        rescue = audio_io.write(rescue_path(path), clip, fmt)
+        click.echo(f"Error: could not write {path} ({exc.strerror or exc}); the clip was saved to {rescue}",
+                   err=True)
+        return rescue
 
 
 class _progress_bar:
@@ -277,17 +290,6 @@ class _progress_bar:
     def close(self) -> None:
         with self.lock:
             self.bar.close()
-
-
-def _output_path(output: Path | None, fmt: str | None, out_dir: Path | None, number: int,
-                 response: SoundResponse) -> Path:
-    suffix = audio_io.FORMATS[fmt or "wav"][2]
-    if output is not None:
-        return output if output.suffix else output.with_suffix(suffix)
-    name = f"{_slug(response.prompt)}-{response.seed}{suffix}"
-    if out_dir is not None:
-        return out_dir / f"{number + 1:03d}-{name}"
-    return Path(name)
 
 
 def _report(path: Path, response: SoundResponse, as_json: bool) -> None:

@@ -138,7 +138,14 @@ class GeneratorService:
         candidates = list(result.candidates)
         if len(candidates) > 1:
             if self.scorer is not None:
-                order, scores = rank(self.scorer, item.prompt, candidates)
+                try:
+                    order, scores = rank(self.scorer, item.prompt, candidates)
+                except Exception as exc:  # a broken scorer must not cost the clips: deliver the first, say so
+                    log.warning("scorer %s failed for %s: %s", self.scorer.name, request.request_id, exc)
+                    reason = exc.message if isinstance(exc, TagError) else f"{type(exc).__name__}: {exc}"
+                    order, scores = list(range(len(candidates))), None
+                    metadata["scorer_error"] = (f"the {self.scorer.name} scorer failed ({reason}); "
+                                                "delivered the first candidate unranked")
                 metadata.update(candidate_scores=scores, chosen_candidate=order[0], scorer=self.scorer.name)
                 candidates = [candidates[i] for i in order]
             else:
