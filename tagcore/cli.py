@@ -403,6 +403,7 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     prefetch = batch if all(b.capabilities.batch for b in backends.values()) else 1
     source = transport.job_source(list(backends), prefetch=prefetch)
     service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch)
+    logging.getLogger("tagcore.jobs").setLevel(logging.INFO)  # a worker's access log: one line per job
     click.echo(f"worker {service.worker_id} serving {', '.join(backends)} on {transport.name}", err=True)
     with _stop_on_signals() as stop:
         failures = _watch(stop, transport.failure)

@@ -61,6 +61,7 @@ class RabbitClient(TransportClient, IOThread):
         else:
             self.reply_queue = f"{settings.response_queue}.private.{uuid.uuid4().hex}"
             self._expiry = settings.private_queue_expiry
+            self.outage_level = logging.INFO  # a CLI call reports an outage itself, as its one error line
         self.listeners: list[Listener] = []
         self._consuming = False
         self._consumer_generation = -1
@@ -185,8 +186,9 @@ class RabbitClient(TransportClient, IOThread):
         if not pending.confirmed.wait(self.settings.submit_timeout):
             with self._lock:
                 self._pending.pop(request.request_id, None)
+            cause = f"; last error: {self.last_error}" if self.last_error else ""
             raise TagError(f"the broker did not accept the request within {self.settings.submit_timeout:g} s "
-                           "(is RabbitMQ running and TAG_BROKER_URL right?)", code="broker_unavailable")
+                           f"(is RabbitMQ running and TAG_BROKER_URL right?{cause})", code="broker_unavailable")
 
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)
