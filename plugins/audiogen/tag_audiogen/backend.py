@@ -20,7 +20,7 @@ import numpy as np
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.backend import ProgressCallback
-from tagcore.devices import resolve_device, resolve_dtype
+from tagcore.devices import quiet_model_loading, resolve_device, resolve_dtype
 from tagcore.errors import InvalidRequest, WeightsMissing
 from tagcore.options import device_option, dtype_option, weights_option
 
@@ -88,8 +88,10 @@ class AudiocraftBackend(Backend):
 
     def load(self) -> None:
         import torch
-        from audiocraft import models
-        from audiocraft.utils.autocast import TorchAutocast
+
+        with quiet_model_loading():  # audiocraft imports xformers
+            from audiocraft import models
+            from audiocraft.utils.autocast import TorchAutocast
 
         source = self._source(self.settings)
         trust = bool(self.settings["trust_checkpoint"])
@@ -103,7 +105,7 @@ class AudiocraftBackend(Backend):
         if device.type == "cpu" and dtype != torch.float32:
             raise InvalidRequest("audiocraft models run in fp32 on the CPU; use dtype=fp32 (or auto)")
         try:
-            with checkpoint_loading(trust):
+            with checkpoint_loading(trust), quiet_model_loading():
                 model = getattr(models, self.audiocraft_class).get_pretrained(source.location, device=str(device))
         except Exception as exc:
             explained = explain_load_error(exc, source, self.default_hub_id, trust)
