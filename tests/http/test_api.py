@@ -55,7 +55,7 @@ def test_backends_lists_request_options_only(client: httpx.Client) -> None:
     assert tone["durations"] == {"min": 1.0, "max": 20.0, "native_max": 10.0, "default": 5.0}
     assert tone["capabilities"]["audio_prompt"] is True and tone["capabilities"]["negative_prompt"] is False
     options = {o["name"]: o for o in tone["options"]}
-    assert set(options) == {"amplitude", "delay", "fail"}  # weights and device are worker options
+    assert set(options) == {"amplitude", "delay", "fail", "reject"}  # weights and device are worker options
     assert options["amplitude"]["default"] == 0.5 and options["amplitude"]["maximum"] == 1.0
 
 
