@@ -221,3 +221,32 @@ def test_dead_letter_reason_for_a_decoding_bug(rabbitmq_node, env, monkeypatch):
         assert worker.thread.is_alive() and worker.transport.failure() is None
     finally:
         worker.stop()
+
+
+def test_dead_reply_consumer_ends_the_http_server_with_exit_code_1(rabbitmq_node, env, monkeypatch):
+    """The HTTP server used to keep answering /v1/health "ok" (and every POST 503) with a dead consumer."""
+    import tag_rabbitmq.client
+
+    class Bug(BaseException):
+        pass
+
+    def crash(data):
+        raise Bug("simulated bug in the reply consumer")
+
+    monkeypatch.setattr(tag_rabbitmq.client, "decode", crash)
+    for key, value in {**env, "TAG_HTTP_PORT": "0", "TAG_HTTP_BACKENDS": "tone"}.items():
+        monkeypatch.setenv(key, value)
+    reply_queue = env["TAG_RABBITMQ_RESPONSE_QUEUE"] + ".http"
+
+    def poison_when_consuming() -> None:
+        wait_consumers(rabbitmq_node, reply_queue, 1)
+        publish(rabbitmq_node, reply_queue, [b"anything"])
+
+    threading.Thread(target=poison_when_consuming, daemon=True).start()
+    try:
+        result = CliRunner().invoke(cli, ["serve", "--transport", "rabbitmq"])
+    finally:
+        with amqp_channel(rabbitmq_node)[0] as connection:
+            connection.channel().queue_delete(reply_queue)
+    assert result.exit_code == 1, result.output
+    assert "broker connection thread died" in result.output

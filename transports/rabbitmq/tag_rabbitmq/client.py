@@ -143,21 +143,26 @@ class RabbitClient(TransportClient, IOThread):
             item = self._events.get()
             if item is None:
                 return
-            event, tag, generation = item
-            if isinstance(event, SoundResponse):
-                with self._lock:
-                    duplicate = event.request_id in self._seen
-                    self._seen[event.request_id] = None
-                    while len(self._seen) > SEEN_MEMORY:
-                        self._seen.popitem(last=False)
-                if duplicate:
-                    log.info("dropped a duplicate response for %s", event.request_id)
-                else:
-                    self._notify(event)
+            try:
+                self._dispatch_one(*item)
+            except Exception:  # one event must never stop the delivery of the next ones
+                log.exception("could not dispatch a %s event", type(item[0]).__name__)
+
+    def _dispatch_one(self, event: Event, tag: int | None, generation: int) -> None:
+        if isinstance(event, SoundResponse):
+            with self._lock:
+                duplicate = event.request_id in self._seen
+                self._seen[event.request_id] = None
+                while len(self._seen) > SEEN_MEMORY:
+                    self._seen.popitem(last=False)
+            if duplicate:
+                log.info("dropped a duplicate response for %s", event.request_id)
             else:
                 self._notify(event)
-            if tag is not None:
-                self._ack(tag, generation)
+        else:
+            self._notify(event)
+        if tag is not None:
+            self._ack(tag, generation)
 
     def _notify(self, event: Event) -> None:
         for listener in list(self.listeners):
