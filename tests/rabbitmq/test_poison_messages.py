@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tag_rabbitmq.client
 import tag_rabbitmq.jobs
 from tag_rabbitmq.settings import RabbitSettings
 from tag_rabbitmq.topology import declare_request_queue
@@ -182,33 +183,42 @@ def test_attempts_are_counted_before_decoding(rabbitmq_node, env, monkeypatch):
         connection.close()
 
 
-def test_dead_consumer_thread_ends_the_worker_with_exit_code_1(rabbitmq_node, env, monkeypatch):
-    """A bug that kills the I/O thread (here: decode raising a BaseException) must not leave a process with
-    no consumer that exits 0: `tag worker` stops and exits 1, so `Restart=always` restarts it."""
-    class Bug(BaseException):
-        pass
+class Bug(BaseException):
+    """Stands for a bug in a consumer callback: not an Exception, so no per-message handler catches it."""
 
+
+def run_with_a_dying_consumer(monkeypatch, node, module, queue: str, body: bytes, args: list[str], environ):
+    """Run `tag ARGS` in this process with `module.decode` raising Bug, publishing `body` into `queue` once
+    the command consumes it; returns click's result."""
     def crash(data):
         raise Bug("simulated bug in the consumer")
 
-    monkeypatch.setattr(tag_rabbitmq.jobs, "decode", crash)
-    for key, value in {**env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"}.items():
+    monkeypatch.setattr(module, "decode", crash)
+    for key, value in environ.items():
         monkeypatch.setenv(key, value)
-    queue = env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone"
 
     def poison_when_consuming() -> None:
-        wait_consumers(rabbitmq_node, queue, 1)
-        publish(rabbitmq_node, queue, [encode(tone_request("anything"))])
+        wait_consumers(node, queue, 1)
+        publish(node, queue, [body])
 
     threading.Thread(target=poison_when_consuming, daemon=True).start()
-    result = CliRunner().invoke(cli, ["worker", "--transport", "rabbitmq", "-b", "tone"])
+    return CliRunner().invoke(cli, args)
+
+
+def test_dead_consumer_thread_ends_the_worker_with_exit_code_1(rabbitmq_node, env, monkeypatch):
+    """A bug that kills the I/O thread must not leave a process with no consumer that exits 0: `tag worker`
+    stops and exits 1, so `Restart=always` restarts it."""
+    queue = env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone"
+    result = run_with_a_dying_consumer(
+        monkeypatch, rabbitmq_node, tag_rabbitmq.jobs, queue, encode(tone_request("anything")),
+        ["worker", "--transport", "rabbitmq", "-b", "tone"],
+        {**env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"})
     assert result.exit_code == 1, result.output
     assert "broker connection thread died" in result.output and "Bug" in result.output
     assert queue_depth(rabbitmq_node, queue)[0] == 1  # the request went back to the queue, unanswered
 
 
 def test_dead_letter_reason_for_a_decoding_bug(rabbitmq_node, env, monkeypatch):
-
     def crash(data):
         raise KeyError("sample_rate")
 
@@ -225,26 +235,11 @@ def test_dead_letter_reason_for_a_decoding_bug(rabbitmq_node, env, monkeypatch):
 
 def test_dead_reply_consumer_ends_the_http_server_with_exit_code_1(rabbitmq_node, env, monkeypatch):
     """The HTTP server used to keep answering /v1/health "ok" (and every POST 503) with a dead consumer."""
-    import tag_rabbitmq.client
-
-    class Bug(BaseException):
-        pass
-
-    def crash(data):
-        raise Bug("simulated bug in the reply consumer")
-
-    monkeypatch.setattr(tag_rabbitmq.client, "decode", crash)
-    for key, value in {**env, "TAG_HTTP_PORT": "0", "TAG_HTTP_BACKENDS": "tone"}.items():
-        monkeypatch.setenv(key, value)
     reply_queue = env["TAG_RABBITMQ_RESPONSE_QUEUE"] + ".http"
-
-    def poison_when_consuming() -> None:
-        wait_consumers(rabbitmq_node, reply_queue, 1)
-        publish(rabbitmq_node, reply_queue, [b"anything"])
-
-    threading.Thread(target=poison_when_consuming, daemon=True).start()
     try:
-        result = CliRunner().invoke(cli, ["serve", "--transport", "rabbitmq"])
+        result = run_with_a_dying_consumer(monkeypatch, rabbitmq_node, tag_rabbitmq.client, reply_queue,
+                                           b"anything", ["serve", "--transport", "rabbitmq"],
+                                           {**env, "TAG_HTTP_PORT": "0", "TAG_HTTP_BACKENDS": "tone"})
     finally:
         with amqp_channel(rabbitmq_node)[0] as connection:
             connection.channel().queue_delete(reply_queue)
