@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from tagcore.errors import MessageError
 from tagcore.messages import decode, encode, SoundRequest
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+"""Derandomized: the same examples on every machine and run (the project's tests are deterministic)."""
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(),

@@ -111,7 +111,7 @@ def test_fuzzed_bodies_never_stop_a_live_worker(rabbitmq_node, env):
     queue = env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone"
     sent: list[bytes] = []
 
-    @settings(max_examples=60, deadline=None, database=None,
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(st.lists(garbage, min_size=1, max_size=5))
     def throw(bodies):
