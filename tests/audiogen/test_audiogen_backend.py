@@ -131,3 +131,43 @@ def test_hub_id_offline_without_cache_is_weights_missing(monkeypatch, tmp_path):
 def test_cpu_refuses_half_precision(tiny_audiogen):
     with pytest.raises(InvalidRequest):
         AudioGenBackend({"weights": str(tiny_audiogen), "device": "cpu", "dtype": "bf16"}).load()
+
+
+def _copy_weights(source, target):
+    target.mkdir()
+    for name in ("state_dict.bin", "compression_state_dict.bin"):
+        (target / name).write_bytes((source / name).read_bytes())
+    return target
+
+
+@pytest.mark.parametrize("trust", ["false", "true"])
+@pytest.mark.parametrize("name", ["state_dict.bin", "compression_state_dict.bin"])
+def test_malicious_checkpoint_never_runs_even_when_trusted(tmp_path, tiny_audiogen, name, trust):
+    from tag_testkit import malicious
+
+    folder = _copy_weights(tiny_audiogen, tmp_path / "w")
+    marker = tmp_path / "pwned"
+    malicious.torch_checkpoint(folder / name, marker)
+    backend = AudioGenBackend({"weights": str(folder), "device": "cpu", "trust_checkpoint": trust})
+    with pytest.raises(WeightsMissing, match=f"{folder / name} is unsafe or corrupt") as caught:
+        backend.load()
+    malicious.assert_not_run(marker)
+    assert "trust_checkpoint" not in caught.value.message
+
+
+@pytest.mark.parametrize("trust", ["false", "true"])
+@pytest.mark.parametrize("damage", ["random", "truncated"])
+def test_damaged_checkpoint_is_called_corrupt_naming_the_file(tmp_path, tiny_audiogen, damage, trust):
+    from tag_testkit import malicious
+
+    folder = _copy_weights(tiny_audiogen, tmp_path / "w")
+    path = folder / "state_dict.bin"
+    if damage == "random":
+        malicious.random_bytes(path)
+    else:
+        malicious.truncated_copy(tiny_audiogen / "state_dict.bin", path)
+    backend = AudioGenBackend({"weights": str(folder), "device": "cpu", "trust_checkpoint": trust})
+    with pytest.raises(WeightsMissing, match=f"{path} is (unsafe or )?corrupt") as caught:
+        backend.load()
+    message = caught.value.message
+    assert "trust_checkpoint" not in message and "weights_only" not in message and "hf download" in message

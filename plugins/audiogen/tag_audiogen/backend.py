@@ -20,12 +20,13 @@ import numpy as np
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.backend import ProgressCallback
-from tagcore.devices import resolve_device, resolve_dtype
+from tagcore.devices import quiet_model_loading, resolve_device, resolve_dtype
 from tagcore.errors import InvalidRequest, WeightsMissing
 from tagcore.options import device_option, dtype_option, weights_option
 
-from .loading import (WeightsSource, cached_hub_files, check_folder, check_text_encoders, checkpoint_loading,
-                      explain_load_error, missing_message, resolve_source, uncached_text_encoders_message)
+from .loading import (WeightsSource, cached_hub_files, check_checkpoint_files, check_folder, check_text_encoders,
+                      checkpoint_loading, explain_load_error, missing_message, resolve_source,
+                      uncached_text_encoders_message)
 from .sampling import row_generators
 
 
@@ -87,23 +88,27 @@ class AudiocraftBackend(Backend):
 
     def load(self) -> None:
         import torch
-        from audiocraft import models
-        from audiocraft.utils.autocast import TorchAutocast
+
+        with quiet_model_loading():  # audiocraft imports xformers
+            from audiocraft import models
+            from audiocraft.utils.autocast import TorchAutocast
 
         source = self._source(self.settings)
+        trust = bool(self.settings["trust_checkpoint"])
         if source.kind == "folder":
             missing = check_folder(source, self.default_hub_id)
             if missing:
                 raise WeightsMissing(missing_message(source, missing, self.default_hub_id))
+            check_checkpoint_files(source, trust, self.default_hub_id)
         device = resolve_device(self.settings["device"])
         dtype = resolve_dtype(self.settings["dtype"], device)
         if device.type == "cpu" and dtype != torch.float32:
             raise InvalidRequest("audiocraft models run in fp32 on the CPU; use dtype=fp32 (or auto)")
         try:
-            with checkpoint_loading(bool(self.settings["trust_checkpoint"])):
+            with checkpoint_loading(trust), quiet_model_loading():
                 model = getattr(models, self.audiocraft_class).get_pretrained(source.location, device=str(device))
         except Exception as exc:
-            explained = explain_load_error(exc, source, self.default_hub_id)
+            explained = explain_load_error(exc, source, self.default_hub_id, trust)
             if explained is None:
                 raise
             raise explained from exc

@@ -14,7 +14,7 @@ from typing import Any
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.backend import ProgressCallback
-from tagcore.devices import resolve_device, resolve_dtype
+from tagcore.devices import quiet_model_loading, resolve_device, resolve_dtype
 from tagcore.options import device_option, dtype_option, weights_option
 
 from . import checkpoint as ckpt
@@ -72,7 +72,8 @@ class MakeAnAudioBackend(Backend):
             raise ckpt.no_folder_error()
         device = resolve_device(self.settings["device"])
         dtype = resolve_dtype(self.settings["dtype"], device)
-        self.model = maa.load(folder, device, dtype)
+        with quiet_model_loading():  # diffusers imports xformers
+            self.model = maa.load(folder, device, dtype)
         if self.settings["compile"]:
             self.model.unet = torch.compile(self.model.unet)
 
