@@ -26,7 +26,9 @@ from tagcore.options import device_option, dtype_option, weights_option
 
 from .loading import (WeightsSource, cached_hub_files, check_folder, check_text_encoders, checkpoint_loading,
                       explain_load_error, missing_message, resolve_source, uncached_text_encoders_message)
-from .sampling import row_generators
+from .decode_loop import EagerSteps, generate_tokens
+from .decoder import StaticLM, unsupported_features
+from .sampling import SamplingParams, row_generators
 
 
 def _sampling_options(top_k: int, extend_stride: float) -> tuple[Option, ...]:
@@ -47,6 +49,8 @@ def _worker_options(default_hub_id: str) -> tuple[Option, ...]:
     return (
         weights_option(f"folder with state_dict.bin + compression_state_dict.bin, or a hub id "
                        f"(empty: {default_hub_id})"),
+        Option("decoder", "choice", "tag", "token loop: tag (ours: static KV cache, CUDA graphs on a GPU) or "
+               "audiocraft (audiocraft's own loop, for comparison)", choices=("tag", "audiocraft"), scope="worker"),
         Option("trust_checkpoint", "bool", False, "allow checkpoints whose config is a pickled omegaconf object "
                "(only for files from a source you trust)", scope="worker"),
         device_option(),
@@ -61,6 +65,8 @@ class AudiocraftBackend(Backend):
     audiocraft_class: ClassVar[str]
     """The model's class in `audiocraft.models` (`AudioGen`, `MusicGen`): its `get_pretrained` loads the weights."""
     capabilities = Capabilities(seed=True, batch=True, audio_prompt=True)
+    static_lm: StaticLM | None = None
+    """Our decode loop's view of the loaded LM (None: decoder=audiocraft)."""
 
     # --- loading ------------------------------------------------------------------------------------------
     @classmethod
@@ -110,6 +116,13 @@ class AudiocraftBackend(Backend):
         check_text_encoders(model)
         if device.type == "cuda":
             model.lm.to(dtype)
+        self.static_lm = None
+        if self.settings["decoder"] == "tag":
+            problems = unsupported_features(model.lm)
+            if problems:
+                raise InvalidRequest(f"this checkpoint uses {'; '.join(problems)}, which decoder=tag does not "
+                                     f"implement; start the worker with -O decoder=audiocraft")
+            self.static_lm = StaticLM(model.lm)
         model.autocast = TorchAutocast(enabled=device.type == "cuda" and dtype != torch.float32,
                                        device_type=device.type, dtype=dtype)
         self.model = model
@@ -118,6 +131,7 @@ class AudiocraftBackend(Backend):
 
     def unload(self) -> None:
         self.model = None
+        self.static_lm = None
         super().unload()
 
     # --- generation ---------------------------------------------------------------------------------------
@@ -126,6 +140,8 @@ class AudiocraftBackend(Backend):
         model = self.model
         if duration > self.window and options["extend_stride"] >= self.window:
             raise InvalidRequest(f"extend_stride must be shorter than the model's {self.window:g} s window")
+        if options["top_k"] > model.lm.card:
+            raise InvalidRequest(f"top_k must be at most the model's {model.lm.card} codes")
         for item in items:
             if item.audio_prompt is not None and item.audio_prompt.duration >= duration:
                 raise InvalidRequest(f"the audio prompt ({item.audio_prompt.duration:.2f} s) must be shorter than "
@@ -141,7 +157,7 @@ class AudiocraftBackend(Backend):
         for number, indices in enumerate(groups):
             started = time.perf_counter()
             members = [items[i] for i in indices]
-            clips = self._generate_group(members, duration, number, len(groups), progress)
+            clips = self._generate_group(members, duration, number, len(groups), options, progress)
             elapsed = time.perf_counter() - started
             for index, item, clip in zip(indices, members, clips):
                 results[index] = GenerationResult(
@@ -177,7 +193,7 @@ class AudiocraftBackend(Backend):
         return torch.nn.functional.pad(wav, (0, max(0, frames - wav.shape[-1])))[..., :frames].to(self.device)
 
     def _generate_group(self, members: list[GenerationItem], duration: float, number: int, total: int,
-                        progress: ProgressCallback | None) -> list[Audio]:
+                        options: Mapping[str, Any], progress: ProgressCallback | None) -> list[Audio]:
         import torch
         from audiocraft.modules.conditioners import ConditioningAttributes
 
@@ -198,11 +214,15 @@ class AudiocraftBackend(Backend):
             if progress is not None:
                 progress(min(1.0, (number + min(1.0, generated / clip_tokens)) / total), "generating")
 
+        seeds = [item.seed for item in members]
         model.set_custom_progress_callback(report)
         try:
-            torch.manual_seed(members[0].seed)
-            with row_generators([item.seed for item in members], self.device):
-                tokens = model._generate_tokens(attributes, prompt_tokens, progress is not None)
+            if self.static_lm is None:
+                torch.manual_seed(seeds[0])
+                with row_generators(seeds, self.device):
+                    tokens = model._generate_tokens(attributes, prompt_tokens, progress is not None)
+            else:
+                tokens = self._our_tokens(attributes, prompt_tokens, seeds, options, report)
             if progress is not None:
                 progress((number + 1) / total, "generating")
             with torch.no_grad():
@@ -222,6 +242,20 @@ class AudiocraftBackend(Backend):
                 samples = np.pad(samples, ((0, 0), (0, frames - samples.shape[-1])))
             clips.append(Audio(np.clip(samples[:, :frames], -1.0, 1.0), self.sample_rate))
         return clips
+
+
+    def _our_tokens(self, attributes: list[Any], prompt_tokens: Any, seeds: list[int], options: Mapping[str, Any],
+                    report: Any) -> Any:
+        """Tokens from our decode loop; row b samples from a generator seeded with `seeds[b]`, which is what a
+        direct audiocraft call right after `torch.manual_seed(seeds[b])` draws from."""
+        import torch
+
+        params = SamplingParams(use_sampling=True, temperature=float(options["temperature"]),
+                                top_k=int(options["top_k"]), top_p=float(options["top_p"]),
+                                cfg_coef=float(options["cfg_coef"]))
+        generators = [torch.Generator(device=self.device).manual_seed(int(seed)) for seed in seeds]
+        steps = EagerSteps(self.static_lm, params, next(self.model.lm.parameters()).dtype, self.device)
+        return generate_tokens(self.model, steps, attributes, prompt_tokens, params, generators, report)
 
 
 def _tensor_shapes(value: Any) -> list[tuple[int, ...]]:
