@@ -131,3 +131,20 @@ def test_hub_id_offline_without_cache_is_weights_missing(monkeypatch, tmp_path):
 def test_cpu_refuses_half_precision(tiny_audiogen):
     with pytest.raises(InvalidRequest):
         AudioGenBackend({"weights": str(tiny_audiogen), "device": "cpu", "dtype": "bf16"}).load()
+
+
+def test_audiocraft_decoder_stays_selectable_and_agrees(backend, tiny_audiogen):
+    assert backend.settings["decoder"] == "tag" and backend.static_lm is not None
+    theirs = AudioGenBackend({"weights": str(tiny_audiogen), "device": "cpu", "decoder": "audiocraft"})
+    theirs.ensure_loaded()
+    assert theirs.static_lm is None
+    items = [GenerationItem("rain", 3), GenerationItem("wind", 4)]
+    options = backend.resolve_request_options({"top_k": 20})
+    for ours, reference in zip(backend.generate_batch(items, 0.6, options=options),
+                               theirs.generate_batch(items, 0.6, options=options)):
+        np.testing.assert_array_equal(ours.audio.samples, reference.audio.samples)
+
+
+def test_top_k_beyond_the_codebook_is_refused(backend):
+    with pytest.raises(InvalidRequest, match="top_k"):
+        backend.generate("x", 1.0, seed=1, options={"top_k": 300})
