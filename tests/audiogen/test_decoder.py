@@ -40,11 +40,15 @@ def _audiocraft_tokens(model, prompt: str, seed: int, duration: float, prompt_to
         model.set_custom_progress_callback(None)
 
 
-def _our_tokens(model, prompts, seeds, duration: float, prompt_tokens=None, progress=None, **options):
+def _our_tokens(model, prompts, seeds, duration: float, prompt_tokens=None, progress=None, runner=None, **options):
+    """Our loop, eager (default) or through `runner`'s graph steps."""
     p = _params(options)
     model.set_generation_params(use_sampling=p.use_sampling, top_k=p.top_k, top_p=p.top_p, temperature=p.temperature,
                                 duration=duration, cfg_coef=p.cfg_coef, extend_stride=options.get("extend_stride", 2))
-    steps = EagerSteps(StaticLM(model.lm), p, torch.float32, torch.device("cpu"))
+    if runner is not None:
+        steps = runner.steps(p)
+    else:
+        steps = EagerSteps(StaticLM(model.lm), p, torch.float32, torch.device("cpu"))
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     return generate_tokens(model, steps, _attributes(prompts), prompt_tokens, p, generators, progress)
 
@@ -183,3 +187,38 @@ def test_unsupported_architecture_is_named(audiogen, monkeypatch):
     assert unsupported_features(audiogen.lm) == ["conditions fused by 'prepend' (self_wav)"]
     with pytest.raises(ValueError, match="prepend"):
         StaticLM(audiogen.lm)
+
+
+def _graph_runner(model):
+    """The CUDA-graph runner on the CPU: it runs the captured function eagerly, with the same padding, buckets
+    and masks."""
+    from tag_audiogen.cuda_graphs import GraphRunner
+    from tag_audiogen.decode_loop import window_length
+
+    positions = window_length(model.lm, int(model.max_duration * model.frame_rate)) - 1
+    return GraphRunner(StaticLM(model.lm), positions, torch.float32, torch.device("cpu"), None)
+
+
+def test_graph_steps_pad_bucket_and_mask_like_a_single_call(tiny_audiogen_t5, t5_cached):
+    """Batch 3 (padded to 4 rows), T5 text padded to the 8-key bucket (the extra keys masked), a window crossing
+    the 64- and 128-position buckets, then a request with a prompt reusing the same buffers."""
+    from audiocraft.models import AudioGen
+
+    model = AudioGen.get_pretrained(str(tiny_audiogen_t5), device="cpu")
+    runner = _graph_runner(model)
+    prompts, seeds = ["rain on a tin roof", "rain on a tin roof", "rain on a tin roof"], [1, 2, 3]
+    ours = _our_tokens(model, prompts, seeds, 3.0, runner=runner, top_k=40)
+    assert list(runner.buffers) == [(4, 8)]
+    assert 4 < cross_attention_source(model.lm, _attributes(prompts[:1])).shape[1] < 8
+    for row, seed in enumerate(seeds):
+        assert torch.equal(ours[row:row + 1], _audiocraft_tokens(model, prompts[0], seed, 3.0, top_k=40))
+    prompt_tokens = torch.randint(0, 256, (1, 4, 70), generator=torch.Generator().manual_seed(5))
+    again = _our_tokens(model, ["dog"], [4], 2.0, prompt_tokens, runner=runner, top_p=0.8)
+    assert torch.equal(again, _audiocraft_tokens(model, "dog", 4, 2.0, prompt_tokens, top_p=0.8))
+
+
+def test_graph_steps_extend_beyond_the_window(audiogen):
+    runner = _graph_runner(audiogen)
+    ours = _our_tokens(audiogen, ["thunder", "wind"], [5, 6], 4.0, runner=runner)
+    assert torch.equal(ours[1:], _audiocraft_tokens(audiogen, "wind", 6, 4.0))
+    assert runner.bytes_needed(2, 1) == 0 and runner.bytes_needed(5, 1) > 0

@@ -10,6 +10,7 @@ batched audiocraft call.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -26,9 +27,12 @@ from tagcore.options import device_option, dtype_option, weights_option
 
 from .loading import (WeightsSource, cached_hub_files, check_folder, check_text_encoders, checkpoint_loading,
                       explain_load_error, missing_message, resolve_source, uncached_text_encoders_message)
-from .decode_loop import EagerSteps, generate_tokens
+from .cuda_graphs import GraphRunner
+from .decode_loop import EagerSteps, generate_tokens, window_length
 from .decoder import StaticLM, unsupported_features
 from .sampling import SamplingParams, row_generators
+
+log = logging.getLogger(__name__)
 
 
 def _sampling_options(top_k: int, extend_stride: float) -> tuple[Option, ...]:
@@ -51,6 +55,8 @@ def _worker_options(default_hub_id: str) -> tuple[Option, ...]:
                        f"(empty: {default_hub_id})"),
         Option("decoder", "choice", "tag", "token loop: tag (ours: static KV cache, CUDA graphs on a GPU) or "
                "audiocraft (audiocraft's own loop, for comparison)", choices=("tag", "audiocraft"), scope="worker"),
+        Option("warmup", "str", "", "CUDA, decoder=tag: batch sizes whose graphs are captured at load, e.g. 1,4,16 "
+               "(others are captured on their first request)", scope="worker"),
         Option("trust_checkpoint", "bool", False, "allow checkpoints whose config is a pickled omegaconf object "
                "(only for files from a source you trust)", scope="worker"),
         device_option(),
@@ -67,6 +73,8 @@ class AudiocraftBackend(Backend):
     capabilities = Capabilities(seed=True, batch=True, audio_prompt=True)
     static_lm: StaticLM | None = None
     """Our decode loop's view of the loaded LM (None: decoder=audiocraft)."""
+    graphs: GraphRunner | None = None
+    """CUDA graphs and caches of our decode loop (CUDA and decoder=tag only)."""
 
     # --- loading ------------------------------------------------------------------------------------------
     @classmethod
@@ -116,22 +124,43 @@ class AudiocraftBackend(Backend):
         check_text_encoders(model)
         if device.type == "cuda":
             model.lm.to(dtype)
-        self.static_lm = None
+        self.static_lm, self.graphs = None, None
         if self.settings["decoder"] == "tag":
             problems = unsupported_features(model.lm)
             if problems:
                 raise InvalidRequest(f"this checkpoint uses {'; '.join(problems)}, which decoder=tag does not "
                                      f"implement; start the worker with -O decoder=audiocraft")
             self.static_lm = StaticLM(model.lm)
+            if device.type == "cuda":
+                positions = window_length(model.lm, int(model.max_duration * model.frame_rate)) - 1
+                self.graphs = GraphRunner(self.static_lm, positions, dtype, device,
+                                          dtype if dtype != torch.float32 else None)
         model.autocast = TorchAutocast(enabled=device.type == "cuda" and dtype != torch.float32,
                                        device_type=device.type, dtype=dtype)
         self.model = model
         self.device = device
         self.window = float(model.max_duration)
+        self._warm_up(str(self.settings["warmup"]))
+
+    def _warm_up(self, batches: str) -> None:
+        """Capture the CUDA graphs of the listed batch sizes now (a full-window request each), so that their
+        caches are allocated and their first real request pays no capture."""
+        try:
+            sizes = [int(b) for b in batches.replace(" ", "").split(",") if b]
+        except ValueError:
+            raise InvalidRequest(f"warmup: {batches!r} is not a comma-separated list of batch sizes") from None
+        if self.graphs is None or not sizes:
+            return
+        options = self.resolve_request_options({})
+        for size in sizes:
+            started = time.perf_counter()
+            self.generate_batch([GenerationItem("warm up", 0)] * size, self.window, options=options)
+            log.info("audiogen: graphs for batch %d captured in %.1f s", size, time.perf_counter() - started)
 
     def unload(self) -> None:
         self.model = None
         self.static_lm = None
+        self.graphs = None
         super().unload()
 
     # --- generation ---------------------------------------------------------------------------------------
@@ -254,7 +283,10 @@ class AudiocraftBackend(Backend):
                                 top_k=int(options["top_k"]), top_p=float(options["top_p"]),
                                 cfg_coef=float(options["cfg_coef"]))
         generators = [torch.Generator(device=self.device).manual_seed(int(seed)) for seed in seeds]
-        steps = EagerSteps(self.static_lm, params, next(self.model.lm.parameters()).dtype, self.device)
+        if self.graphs is not None:
+            steps = self.graphs.steps(params)
+        else:
+            steps = EagerSteps(self.static_lm, params, next(self.model.lm.parameters()).dtype, self.device)
         return generate_tokens(self.model, steps, attributes, prompt_tokens, params, generators, report)
 
 
