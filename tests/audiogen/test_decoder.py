@@ -222,3 +222,19 @@ def test_graph_steps_extend_beyond_the_window(audiogen):
     ours = _our_tokens(audiogen, ["thunder", "wind"], [5, 6], 4.0, runner=runner)
     assert torch.equal(ours[1:], _audiocraft_tokens(audiogen, "wind", 6, 4.0))
     assert runner.bytes_needed(2, 1) == 0 and runner.bytes_needed(5, 1) > 0
+
+
+def test_a_cache_that_would_not_fit_is_refused_before_allocation(audiogen, monkeypatch):
+    from tagcore.errors import InvalidRequest
+
+    runner = _graph_runner(audiogen)
+    needed = runner.bytes_needed(3, 1)
+    assert needed >= 2 * 4 * len(audiogen.lm.transformer.layers) * 2 * runner.length * audiogen.lm.dim
+    monkeypatch.setattr(runner, "capture", True)  # the device check is CUDA's; its arithmetic is checked here
+    monkeypatch.setattr(runner, "free_bytes", lambda: needed - 1)
+    with pytest.raises(InvalidRequest, match=r"batch of 3 .*GiB of GPU memory"):
+        _our_tokens(audiogen, ["a", "b", "c"], [1, 2, 3], 0.5, runner=runner)
+    assert runner.buffers == {} and runner.largest_batch(1) == 2
+    monkeypatch.setattr(runner, "capture", False)
+    assert torch.equal(_our_tokens(audiogen, ["a"], [1], 0.5, runner=runner),
+                       _audiocraft_tokens(audiogen, "a", 1, 0.5))

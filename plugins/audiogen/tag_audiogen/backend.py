@@ -135,6 +135,9 @@ class AudiocraftBackend(Backend):
                 positions = window_length(model.lm, int(model.max_duration * model.frame_rate)) - 1
                 self.graphs = GraphRunner(self.static_lm, positions, dtype, device,
                                           dtype if dtype != torch.float32 else None)
+                log.info("audiogen: the key/value cache of one clip's %d-step window takes %.3f GiB; up to batch "
+                         "%d fits now", positions, self.graphs.bytes_needed(1, 64) / 2**30,
+                         self.graphs.largest_batch())
         model.autocast = TorchAutocast(enabled=device.type == "cuda" and dtype != torch.float32,
                                        device_type=device.type, dtype=dtype)
         self.model = model

@@ -12,6 +12,10 @@ A graph's body is `StaticLM.forward` + guidance + `sampling.distribution`, the v
 runs; only the draws (`sampling.draw`, one per row from that row's generator) run outside the graph, as in
 audiocraft. The prompt prefill runs eagerly on the same cache. Graphs are kept for the worker's lifetime, keyed
 by (batch bucket, text bucket, length bucket, sampling parameters).
+
+Memory: a bucket's cache is `decoder.cache_bytes` for the whole window, known before anything is allocated; a
+request whose new bucket would not fit in the free device memory is refused with the numbers (InvalidRequest:
+that batch fails, the worker keeps serving) instead of running into a CUDA out-of-memory error.
 """
 from __future__ import annotations
 
@@ -61,7 +65,6 @@ class GraphRunner:
         self.capture = device.type == "cuda"
         """False (a CPU device): steps run the graph body eagerly, which lets the CPU tests check the padded,
         bucketed and masked arithmetic the graphs replay."""
-        self.pool = torch.cuda.graph_pool_handle() if self.capture else None
         self.buffers: dict[tuple[int, int], _Buffers] = {}
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, tuple[Any, Any]]] = {}
 
@@ -73,13 +76,25 @@ class GraphRunner:
             return 0
         return int(HEADROOM * cache_bytes(self.model.lm, 2 * key[0], self.length, key[1], self.dtype))
 
+    def free_bytes(self) -> int:
+        """Device memory this process could still allocate: free on the device plus cached by torch."""
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+
+    def largest_batch(self, text_length: int = 64, limit: int = 1024) -> int:
+        """The largest batch bucket whose cache (whole window, `text_length` text keys) fits now: the plan the
+        worker logs at load."""
+        free, size, candidate = self.free_bytes(), 0, 1
+        while candidate <= limit and self.bytes_needed(candidate, text_length) <= free:
+            size, candidate = candidate, 2 * candidate
+        return size
+
     def check_fits(self, batch: int, text_length: int) -> None:
         """Refuse, with the numbers, a request whose cache would not fit in the device's free memory."""
         needed = self.bytes_needed(batch, text_length)
         if not needed or not self.capture:
             return
-        free, _ = torch.cuda.mem_get_info(self.device)
-        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        free = self.free_bytes()
         if needed > free:
             raise InvalidRequest(
                 f"a batch of {batch} (cache for {bucket(batch)} rows x {self.length} positions) needs "
@@ -133,7 +148,7 @@ class GraphRunner:
                 self._body(buffers, padded_batch, visible, params)
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
+            with torch.cuda.graph(graph):  # a private pool: no graph can overwrite another's outputs
                 outputs = self._body(buffers, padded_batch, visible, params)
             self.graphs[key] = (graph, outputs)
         graph, outputs = self.graphs[key]
