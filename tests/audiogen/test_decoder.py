@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tag_audiogen.decode_loop import EagerSteps, cross_attention_source, generate_tokens, guided
+from tag_audiogen.decode_loop import EagerSteps, cross_attention_source, generate_tokens, teacher_forced_logits
 from tag_audiogen.decoder import StaticLM, unsupported_features
 from tag_audiogen.sampling import SamplingParams
 
@@ -132,35 +132,9 @@ def test_t5_cross_attention(tiny_audiogen_t5, t5_cached):
         assert torch.equal(_our_tokens(model, [prompt], [seed], 1.0, top_k=50), expected)
 
 
-def _teacher_forced_logits(model, prompt: str, codes: torch.Tensor, cfg_coef: float):
-    """Per-step CFG logits [S, K, card] of our step function, fed the pattern sequence of `codes` one step at a
-    time, and audiocraft's full-sequence forward on the same sequence."""
-    from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout
-
-    lm = model.lm
-    pattern = lm.pattern_provider.get_pattern(codes.shape[-1])
-    sequence, _, _ = pattern.build_pattern_sequence(codes, lm.special_token_id)
-    attributes = _attributes([prompt])
-    with torch.no_grad():
-        steps = EagerSteps(StaticLM(lm), SamplingParams(use_sampling=False, cfg_coef=cfg_coef), torch.float32,
-                           torch.device("cpu"))
-        steps.begin(cross_attention_source(lm, attributes), 1, sequence.shape[-1])
-        rows = torch.cat([sequence] * 2)
-        ours = []
-        for position in range(sequence.shape[-1]):
-            logits = steps.model.forward(steps.cache, rows[..., position:position + 1], torch.tensor([position]),
-                                         position + 1, None)
-            ours.append(guided(logits, 1, cfg_coef))
-        conditions = attributes + ClassifierFreeGuidanceDropout(p=1.0)(attributes)
-        tensors = lm.condition_provider(lm.condition_provider.tokenize(conditions))
-        full = lm(rows, [], condition_tensors=tensors)
-        reference = guided(full, 1, cfg_coef)
-    return torch.cat(ours), reference[0].permute(1, 0, 2)
-
-
 def test_teacher_forced_logits_match_audiocraft(audiogen):
     codes = torch.randint(0, 256, (1, 4, 40), generator=torch.Generator().manual_seed(8))
-    ours, reference = _teacher_forced_logits(audiogen, "a dog barks", codes, 3.0)
+    ours, reference = teacher_forced_logits(audiogen, _attributes(["a dog barks"]), codes, 3.0)
     assert ours.shape == reference.shape
     relative = (ours - reference).norm() / reference.norm()
     assert relative < 1e-5, relative

@@ -6,7 +6,10 @@ the same prompt, seed, duration and options makes, which equals a direct audiocr
 `torch.manual_seed(seed)`. Items whose text conditioning has a different token length cannot share a forward
 pass without padding (audiocraft's cross-attention has no padding mask, so padding would change the result): the
 batch is split into groups of equal conditioning shape (and equal audio-prompt length) and each group is one
-batched audiocraft call.
+batched call.
+
+Tokens come from our decode loop (`decode_loop`, static KV cache, CUDA graphs on a GPU) unless the worker was
+started with `decoder=audiocraft`; both give the same tokens for the same seed (tests/audiogen/test_decoder.py).
 """
 from __future__ import annotations
 

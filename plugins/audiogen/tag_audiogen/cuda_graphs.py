@@ -6,7 +6,7 @@ Python; replaying a captured graph launches them all at once. Graphs need static
 - batches are rounded up to a bucket (1, 2, 4, 8, ...); the extra rows repeat row 0 and are never sampled;
 - each bucket owns one cache for the model's whole window, allocated once; a step at position p replays the graph
   of the smallest length bucket (64, 128, 256, ... positions) above p, whose attention reads only that prefix;
-- the text's cross-attention keys/values sit in a buffer rounded up to a power of two with a key mask.
+- the text's cross-attention keys/values sit in a buffer rounded up to 8, 16, 32, ... keys, with a key mask.
 
 A graph's body is `StaticLM.forward` + guidance + `sampling.distribution`, the very functions the eager path
 runs; only the draws (`sampling.draw`, one per row from that row's generator) run outside the graph, as in
@@ -32,6 +32,7 @@ from .decoder import KVCache, StaticLM, cache_bytes
 from .sampling import SamplingParams, distribution
 
 FIRST_LENGTH_BUCKET = 64
+FIRST_TEXT_BUCKET = 8
 HEADROOM = 1.2
 """Cache bytes are multiplied by this to cover a step's activations and the graphs' pool."""
 
@@ -61,7 +62,8 @@ class GraphRunner:
     def __init__(self, model: StaticLM, window_positions: int, dtype: torch.dtype, device: torch.device,
                  autocast_dtype: torch.dtype | None) -> None:
         self.model, self.dtype, self.device, self.autocast_dtype = model, dtype, device, autocast_dtype
-        self.length = window_positions
+        # Whole multiples of the first bucket, so every attention mask's key length is 16-byte aligned.
+        self.length = -(-window_positions // FIRST_LENGTH_BUCKET) * FIRST_LENGTH_BUCKET
         self.capture = device.type == "cuda"
         """False (a CPU device): steps run the graph body eagerly, which lets the CPU tests check the padded,
         bucketed and masked arithmetic the graphs replay."""
@@ -71,7 +73,7 @@ class GraphRunner:
     # --- memory ---------------------------------------------------------------------------------------------
     def bytes_needed(self, batch: int, text_length: int) -> int:
         """Device bytes a request of `batch` rows would newly allocate (0 when its buffers exist)."""
-        key = (bucket(batch), bucket(text_length))
+        key = self._key(batch, text_length)
         if key in self.buffers:
             return 0
         return int(HEADROOM * cache_bytes(self.model.lm, 2 * key[0], self.length, key[1], self.dtype))
@@ -97,12 +99,16 @@ class GraphRunner:
         free = self.free_bytes()
         if needed > free:
             raise InvalidRequest(
-                f"a batch of {batch} (cache for {bucket(batch)} rows x {self.length} positions) needs "
+                f"a batch of {batch} (a cache for {bucket(batch)} clips x {self.length} steps) needs "
                 f"{needed / 2**30:.2f} GiB of GPU memory and {free / 2**30:.2f} GiB is free: send fewer prompts "
                 f"at once (lower the worker's max_batch)")
 
+    @staticmethod
+    def _key(batch: int, text_length: int) -> tuple[int, int]:
+        return bucket(batch), bucket(text_length, FIRST_TEXT_BUCKET)
+
     def _buffers(self, batch: int, text_length: int) -> _Buffers:
-        key = (bucket(batch), bucket(text_length))
+        key = self._key(batch, text_length)
         if key not in self.buffers:
             self.check_fits(batch, text_length)
             rows = 2 * key[0]

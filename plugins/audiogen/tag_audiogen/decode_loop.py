@@ -166,3 +166,28 @@ def generate_tokens(model: Any, steps: Steps, attributes: Sequence[Any], prompt_
             prompt_length = prompt_tokens.shape[-1]
             current_gen_offset += stride_tokens
         return torch.cat(all_tokens, dim=-1)
+
+
+def teacher_forced_logits(model: Any, attributes: Sequence[Any], codes: torch.Tensor,
+                          cfg_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """CFG logits of every pattern step of `codes` [1, K, T], [S, K, card]: ours (one step at a time through the
+    cache, as the decode loop runs) and audiocraft's (`LMModel.forward` over the whole sequence), to measure how
+    closely the two agree (exact arithmetic differs only by rounding)."""
+    from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout
+
+    lm = model.lm
+    sequence, _, _ = lm.pattern_provider.get_pattern(codes.shape[-1]).build_pattern_sequence(codes,
+                                                                                             lm.special_token_id)
+    rows = torch.cat([sequence] * 2)
+    device = rows.device
+    with torch.no_grad(), model.autocast:
+        steps = EagerSteps(StaticLM(lm), SamplingParams(use_sampling=False, cfg_coef=cfg_coef),
+                           next(iter(lm.parameters())).dtype, device)
+        steps.begin(cross_attention_source(lm, attributes), 1, sequence.shape[-1])
+        ours = [guided(steps.model.forward(steps.cache, rows[..., p:p + 1], torch.tensor([p], device=device), p + 1,
+                                           None), 1, cfg_coef)
+                for p in range(sequence.shape[-1])]
+        conditions = list(attributes) + ClassifierFreeGuidanceDropout(p=1.0)(list(attributes))
+        tensors = lm.condition_provider(lm.condition_provider.tokenize(conditions))
+        reference = guided(lm(rows, [], condition_tensors=tensors), 1, cfg_coef)
+    return torch.cat(ours).float(), reference[0].permute(1, 0, 2).float()

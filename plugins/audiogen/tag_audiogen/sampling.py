@@ -5,6 +5,9 @@ row gets depends on the other rows. While `row_generators(...)` is active, the d
 `torch.Generator` seeded with that row's seed. A generator seeded with s yields exactly the stream the global
 generator yields after `torch.manual_seed(s)`, so row b equals a single-prompt audiocraft call made right after
 `torch.manual_seed(s_b)`, provided the model's arithmetic for a row does not depend on the batch (checked by tests).
+
+Our own decode loop (`decode_loop`, `decoder=tag`) needs no patching: it passes each row's generator explicitly
+to `draw`, after `distribution` has computed audiocraft's sampling distribution with audiocraft's operations.
 """
 from __future__ import annotations
 
