@@ -40,6 +40,21 @@ def _shape(name: str):
             "deep": ModelShape(dim=64, num_heads=4, num_layers=8)}[name]
 
 
+def _logits_agreement(backend) -> float:
+    """Relative L2 between our per-step CFG logits and audiocraft's, teacher-forced on random codes (the
+    numerical check behind "same tokens": exact up to rounding in fp32, bf16 noise on a GPU)."""
+    import torch
+    from audiocraft.modules.conditioners import ConditioningAttributes
+
+    from tag_audiogen.decode_loop import teacher_forced_logits
+
+    lm = backend.model.lm
+    codes = torch.randint(0, lm.card, (1, lm.num_codebooks, 100), generator=torch.Generator().manual_seed(0))
+    attributes = [ConditioningAttributes(text={"description": "benchmark sound"})]
+    ours, reference = teacher_forced_logits(backend.model, attributes, codes.to(backend.device), 3.0)
+    return float((ours - reference).norm() / reference.norm())
+
+
 def main() -> None:
     import torch
 
@@ -60,6 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_random_model(Path(tmp) / f"audiogen-{args.shape}-random", _shape(args.shape))
@@ -72,6 +88,8 @@ def main() -> None:
     params = sum(p.numel() for p in backends["tag"].model.lm.parameters()) / 1e6
     for backend in backends.values():
         backend.generate("warm up", 1.0, seed=0)
+    relative_l2 = _logits_agreement(backends["tag"])
+    print(f"teacher-forced logits, ours vs audiocraft: relative L2 {relative_l2:.2e}", flush=True)
 
     def run(decoder: str, items: list) -> float:
         started = time.perf_counter()
@@ -113,6 +131,9 @@ def main() -> None:
              f"- options: audiocraft defaults (top_k 250, cfg_coef 3.0); clip length {args.duration:g} s; "
              f"best of {args.repeats}, the two decoders alternating", f"- {peak_memory_note(args.device)}",
              "- speedup: audiocraft's wall time / this row's (same batch, same run)",
+             f"- teacher-forced CFG logits over 100 frames, our step vs audiocraft's forward: relative L2 "
+             f"{relative_l2:.2e}",
+             f"- machine load average (1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f}",
              f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}", f"- command: `{command}`"]
     paths = write_results(args.out / f"audiogen_speed_{args.shape}_{args.device}", FIELDS, rows, intro)
     print(paths[-1].read_text())
