@@ -148,3 +148,16 @@ def test_audiocraft_decoder_stays_selectable_and_agrees(backend, tiny_audiogen):
 def test_top_k_beyond_the_codebook_is_refused(backend):
     with pytest.raises(InvalidRequest, match="top_k"):
         backend.generate("x", 1.0, seed=1, options={"top_k": 300})
+
+
+def test_an_architecture_our_loop_lacks_is_refused_with_the_way_out(tmp_path):
+    """A model whose text is prepended to the sequence (like MusicGen-melody's chroma) instead of cross-attended."""
+    from tag_audiogen.synthetic import ModelShape, export_random_model, lm_config
+
+    fuser = {**lm_config(ModelShape())["fuser"], "prepend": ["description"], "cross": []}
+    folder = export_random_model(tmp_path / "prepend", ModelShape(segment_duration=3.0, extra={"fuser": fuser}))
+    with pytest.raises(InvalidRequest, match=r"fused by 'prepend'.*-O decoder=audiocraft"):
+        AudioGenBackend({"weights": str(folder), "device": "cpu"}).load()
+    result = AudioGenBackend({"weights": str(folder), "device": "cpu", "decoder": "audiocraft"}).generate(
+        "wind", 0.5, seed=1)
+    assert result.audio.frames == 8000
