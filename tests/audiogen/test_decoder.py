@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tag_audiogen.decode_loop import EagerSteps, cross_attention_source, generate_tokens, teacher_forced_logits
+from tag_audiogen.decode_loop import EagerSteps, generate_tokens, teacher_forced_logits, text_conditioning
 from tag_audiogen.decoder import StaticLM, unsupported_features
 from tag_audiogen.sampling import SamplingParams
 
@@ -122,14 +122,14 @@ def test_musicgen(tiny_musicgen):
     assert torch.equal(_our_tokens(model, ["calm piano"], [3], 1.0, top_k=50), expected)
 
 
-def test_t5_cross_attention(tiny_audiogen_t5, t5_cached):
+def test_t5_cross_attention_texts_of_different_lengths_in_one_batch(tiny_audiogen_t5, t5_cached):
     from audiocraft.models import AudioGen
 
     model = AudioGen.get_pretrained(str(tiny_audiogen_t5), device="cpu")
     prompts, seeds = ["rain on a tin roof", "a dog"], [21, 22]
-    for prompt, seed in zip(prompts, seeds):
-        expected = _audiocraft_tokens(model, prompt, seed, 1.0, top_k=50)
-        assert torch.equal(_our_tokens(model, [prompt], [seed], 1.0, top_k=50), expected)
+    ours = _our_tokens(model, prompts, seeds, 1.0, top_k=50)
+    for row, (prompt, seed) in enumerate(zip(prompts, seeds)):
+        assert torch.equal(ours[row:row + 1], _audiocraft_tokens(model, prompt, seed, 1.0, top_k=50))
 
 
 def test_teacher_forced_logits_match_audiocraft(audiogen):
@@ -174,18 +174,19 @@ def _graph_runner(model):
 
 
 def test_graph_steps_pad_bucket_and_mask_like_a_single_call(tiny_audiogen_t5, t5_cached):
-    """Batch 3 (padded to 4 rows), T5 text padded to the 8-key bucket (the extra keys masked), a window crossing
-    the 64- and 128-position buckets, then a request with a prompt reusing the same buffers."""
+    """Batch 3 (padded to 4 clips), T5 texts of different lengths padded to the 8-key bucket (the extra keys
+    masked), a window crossing the 64- and 128-position buckets, then a request with a prompt reusing the buffers."""
     from audiocraft.models import AudioGen
 
     model = AudioGen.get_pretrained(str(tiny_audiogen_t5), device="cpu")
     runner = _graph_runner(model)
-    prompts, seeds = ["rain on a tin roof", "rain on a tin roof", "rain on a tin roof"], [1, 2, 3]
+    prompts, seeds = ["rain on a tin roof", "a dog", "wind"], [1, 2, 3]
+    text = text_conditioning(model.lm, _attributes(prompts))
+    assert 4 < text.length < 8 and text.mask is not None and not text.mask[1].all()
     ours = _our_tokens(model, prompts, seeds, 3.0, runner=runner, top_k=40)
     assert list(runner.buffers) == [(4, 8)]
-    assert 4 < cross_attention_source(model.lm, _attributes(prompts[:1])).shape[1] < 8
-    for row, seed in enumerate(seeds):
-        assert torch.equal(ours[row:row + 1], _audiocraft_tokens(model, prompts[0], seed, 3.0, top_k=40))
+    for row, (prompt, seed) in enumerate(zip(prompts, seeds)):
+        assert torch.equal(ours[row:row + 1], _audiocraft_tokens(model, prompt, seed, 3.0, top_k=40))
     prompt_tokens = torch.randint(0, 256, (1, 4, 70), generator=torch.Generator().manual_seed(5))
     again = _our_tokens(model, ["dog"], [4], 2.0, prompt_tokens, runner=runner, top_p=0.8)
     assert torch.equal(again, _audiocraft_tokens(model, "dog", 4, 2.0, prompt_tokens, top_p=0.8))

@@ -3,13 +3,13 @@
 Seeds: every item of a batch samples its tokens from its own generator seeded with the item's seed (see
 `sampling`), and each clip is decoded on its own, so a clip made in a batch equals the clip a single request with
 the same prompt, seed, duration and options makes, which equals a direct audiocraft call right after
-`torch.manual_seed(seed)`. Items whose text conditioning has a different token length cannot share a forward
-pass without padding (audiocraft's cross-attention has no padding mask, so padding would change the result): the
-batch is split into groups of equal conditioning shape (and equal audio-prompt length) and each group is one
-batched call.
+`torch.manual_seed(seed)`. The batch is split into groups of equal audio-prompt length, each one batched call.
 
 Tokens come from our decode loop (`decode_loop`, static KV cache, CUDA graphs on a GPU) unless the worker was
 started with `decoder=audiocraft`; both give the same tokens for the same seed (tests/audiogen/test_decoder.py).
+Our loop conditions each clip on its own text and masks the padding keys, so texts of any token length share a
+batch; audiocraft's cross-attention has no padding mask (padding would change the result), so with
+`decoder=audiocraft` the groups are also split by conditioning shape.
 """
 from __future__ import annotations
 
@@ -208,8 +208,11 @@ class AudiocraftBackend(Backend):
         provider = self.model.lm.condition_provider
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, item in enumerate(items):
-            tokenized = provider.tokenize([ConditioningAttributes(text={"description": item.prompt.strip() or None})])
-            shape = tuple(sorted((name, tuple(_tensor_shapes(value))) for name, value in tokenized.items()))
+            shape: tuple = ()
+            if self.static_lm is None:  # our loop masks each clip's own text length; audiocraft's pads them
+                tokenized = provider.tokenize([ConditioningAttributes(text={"description": item.prompt.strip()
+                                                                        or None})])
+                shape = tuple(sorted((name, tuple(_tensor_shapes(value))) for name, value in tokenized.items()))
             prompt_frames = -1 if item.audio_prompt is None else self._prompt_frames(item.audio_prompt)
             groups[(shape, prompt_frames)].append(index)
         return list(groups.values())

@@ -27,7 +27,7 @@ import torch
 
 from tagcore.errors import InvalidRequest
 
-from .decode_loop import causal_mask, guided
+from .decode_loop import TextConditioning, causal_mask, guided
 from .decoder import KVCache, StaticLM, cache_bytes
 from .sampling import SamplingParams, distribution
 
@@ -177,22 +177,22 @@ class GraphSteps:
         pad = [cond[:1].expand(extra, *cond.shape[1:]), uncond[:1].expand(extra, *uncond.shape[1:])]
         return torch.cat([cond, pad[0], uncond, pad[1]])
 
-    def begin(self, cross_source: torch.Tensor | None, batch: int, length: int) -> None:
+    def begin(self, text: TextConditioning | None, batch: int, length: int) -> None:
         runner = self.runner
         if length > runner.length:
             raise InvalidRequest(f"a window of {length} steps exceeds the planned {runner.length}")
-        text_length = 0 if cross_source is None else cross_source.shape[1]
+        text_length = 0 if text is None else text.length
         self.batch, self.padded = batch, bucket(batch)
         self.buffers = runner._buffers(batch, max(1, text_length))
         cache = self.buffers.cache
-        if cross_source is not None:
-            keys, values = runner.model.cross_keys_values(self._pad(cross_source))
+        if text is not None:
+            keys, values = runner.model.cross_keys_values(self._pad(text.source))
             cache.cross_keys.zero_()
             cache.cross_values.zero_()
             cache.cross_keys[..., :text_length, :].copy_(keys)
             cache.cross_values[..., :text_length, :].copy_(values)
             cache.cross_mask.zero_()
-            cache.cross_mask[..., :text_length] = True
+            cache.cross_mask[:, 0, 0, :text_length] = True if text.mask is None else self._pad(text.mask)
 
     def _trim(self, result: tuple[Any, Any]) -> tuple[Any, Any]:
         weights, order = result

@@ -10,6 +10,7 @@ cache and runs the transformer (eagerly here; `cuda_graphs.GraphSteps` replays c
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -28,7 +29,7 @@ class Steps(Protocol):
     """Runs the transformer for one window: `begin` sets up the cache, then `prefill` once and `step` per token.
     Both return `sampling.distribution`'s (weights, order) for the last position."""
 
-    def begin(self, cross_source: torch.Tensor | None, batch: int, length: int) -> None: ...
+    def begin(self, text: TextConditioning | None, batch: int, length: int) -> None: ...
 
     def prefill(self, tokens: torch.Tensor) -> tuple[Any, Any]: ...
 
@@ -56,11 +57,12 @@ class EagerSteps:
         self.cache: KVCache | None = None
         self.batch = 0
 
-    def begin(self, cross_source: torch.Tensor | None, batch: int, length: int) -> None:
+    def begin(self, text: TextConditioning | None, batch: int, length: int) -> None:
         self.batch = batch
         self.cache = self.model.new_cache(2 * batch, length, self.dtype, self.device)
-        if cross_source is not None:
-            self.cache.cross_keys, self.cache.cross_values = self.model.cross_keys_values(cross_source)
+        if text is not None:
+            self.cache.cross_keys, self.cache.cross_values = self.model.cross_keys_values(text.source)
+            self.cache.cross_mask = None if text.mask is None else text.mask[:, None, None, :]
 
     def _run(self, tokens: torch.Tensor, positions: torch.Tensor, visible: int,
              mask: torch.Tensor | None) -> tuple[Any, Any]:
@@ -76,17 +78,46 @@ class EagerSteps:
         return self._run(tokens, torch.tensor([position], device=self.device), position + 1, None)
 
 
-def cross_attention_source(lm: Any, attributes: Sequence[Any]) -> torch.Tensor | None:
-    """The cross-attention input for [conditional rows; unconditional rows], computed as `LMModel.generate`
-    computes it (the null condition by audiocraft's CFG dropout, one tokenization of both halves, the fuser)."""
+@dataclass(frozen=True)
+class TextConditioning:
+    """The cross-attention input of [conditional rows; unconditional rows]: `source` [2B, T, dim]; `mask` [2B, T]
+    marks each row's real keys when the clips' texts have different lengths (None when they all fill T)."""
+
+    source: torch.Tensor
+    mask: torch.Tensor | None
+
+    @property
+    def length(self) -> int:
+        return self.source.shape[1]
+
+
+def _one_clip_source(lm: Any, attribute: Any) -> torch.Tensor | None:
+    """[2, T, dim]: one clip's conditional and null (CFG) cross-attention input, computed exactly as
+    `LMModel.generate` computes it for a batch of one (audiocraft's CFG dropout makes the null condition, both are
+    tokenized together, then conditioned and fused)."""
     from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout
 
-    conditions = list(attributes)
-    null_conditions = ClassifierFreeGuidanceDropout(p=1.0)(conditions)
-    tensors = lm.condition_provider(lm.condition_provider.tokenize(conditions + null_conditions))
+    conditions = [attribute] + ClassifierFreeGuidanceDropout(p=1.0)([attribute])
+    tensors = lm.condition_provider(lm.condition_provider.tokenize(conditions))
     device = next(iter(lm.parameters())).device
-    placeholder = torch.zeros(2 * len(conditions), 1, lm.dim, device=device)
-    return lm.fuser(placeholder, tensors)[1]
+    return lm.fuser(torch.zeros(2, 1, lm.dim, device=device), tensors)[1]
+
+
+def text_conditioning(lm: Any, attributes: Sequence[Any]) -> TextConditioning | None:
+    """Every clip's text conditioning, each computed as if it were alone, then padded to the longest with a key
+    mask, so that clips with texts of different token lengths share a batch without changing each other (padding
+    the texts together, as audiocraft does, would add keys that change the attention)."""
+    per_clip = [_one_clip_source(lm, attribute) for attribute in attributes]
+    if per_clip[0] is None:
+        return None
+    batch, longest = len(per_clip), max(source.shape[1] for source in per_clip)
+    source = per_clip[0].new_zeros(2 * batch, longest, per_clip[0].shape[-1])
+    mask = torch.zeros(2 * batch, longest, dtype=torch.bool, device=source.device)
+    for row, clip in enumerate(per_clip):
+        for half in (0, 1):
+            source[half * batch + row, :clip.shape[1]] = clip[half]
+            mask[half * batch + row, :clip.shape[1]] = True
+    return TextConditioning(source, None if bool(mask.all()) else mask)
 
 
 def window_length(lm: Any, max_gen_len: int) -> int:
@@ -94,7 +125,7 @@ def window_length(lm: Any, max_gen_len: int) -> int:
     return len(lm.pattern_provider.get_pattern(max_gen_len).layout)
 
 
-def decode_window(lm: Any, steps: Steps, cross_source: torch.Tensor | None, prompt: torch.Tensor | None, batch: int,
+def decode_window(lm: Any, steps: Steps, text: TextConditioning | None, prompt: torch.Tensor | None, batch: int,
                   max_gen_len: int, params: SamplingParams, generators: Sequence[torch.Generator],
                   callback: Progress | None) -> torch.Tensor:
     """`LMModel.generate` for one window: codes [batch, K, max_gen_len], the prompt's first."""
@@ -109,7 +140,7 @@ def decode_window(lm: Any, steps: Steps, cross_source: torch.Tensor | None, prom
     sequence, _, mask = pattern.build_pattern_sequence(codes, special)
     start = pattern.get_first_step_with_timesteps(prompt_length)
     total = sequence.shape[-1]
-    steps.begin(cross_source, batch, total - 1)
+    steps.begin(text, batch, total - 1)
     for offset in range(start, total):
         if offset == start:
             weights, order = steps.prefill(torch.cat([sequence[..., :start]] * 2))
@@ -142,10 +173,10 @@ def generate_tokens(model: Any, steps: Steps, attributes: Sequence[Any], prompt_
             callback(generated + current_gen_offset, window_tokens)
 
     with torch.no_grad(), model.autocast:
-        cross_source = cross_attention_source(lm, attributes)
+        text = text_conditioning(lm, attributes)
 
         def window(prompt: torch.Tensor | None, max_gen_len: int) -> torch.Tensor:
-            return decode_window(lm, steps, cross_source, prompt, len(attributes), max_gen_len, params, generators,
+            return decode_window(lm, steps, text, prompt, len(attributes), max_gen_len, params, generators,
                                  window_callback)
 
         if model.duration <= model.max_duration:
@@ -183,7 +214,7 @@ def teacher_forced_logits(model: Any, attributes: Sequence[Any], codes: torch.Te
     with torch.no_grad(), model.autocast:
         steps = EagerSteps(StaticLM(lm), SamplingParams(use_sampling=False, cfg_coef=cfg_coef),
                            next(iter(lm.parameters())).dtype, device)
-        steps.begin(cross_attention_source(lm, attributes), 1, sequence.shape[-1])
+        steps.begin(text_conditioning(lm, attributes), 1, sequence.shape[-1])
         ours = [guided(steps.model.forward(steps.cache, rows[..., p:p + 1], torch.tensor([p], device=device), p + 1,
                                            None), 1, cfg_coef)
                 for p in range(sequence.shape[-1])]
