@@ -92,7 +92,9 @@ def distribution(logits: Any, params: SamplingParams) -> tuple[Any, Any]:
         return probs_sort / probs_sort.sum(dim=-1, keepdim=True), probs_idx
     if params.top_k > 0:
         top_k_value, _ = torch.topk(probs, params.top_k, dim=-1)
-        probs = probs * (probs >= top_k_value[..., [-1]]).float()
+        # A slice, not audiocraft's `[..., [-1]]` (same values): list indexing copies the index from host memory,
+        # which a CUDA graph cannot capture.
+        probs = probs * (probs >= top_k_value[..., -1:]).float()
         probs = probs / probs.sum(dim=-1, keepdim=True)
     return probs, None
 
