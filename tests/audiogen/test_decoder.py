@@ -197,6 +197,11 @@ def test_graph_steps_extend_beyond_the_window(audiogen):
     ours = _our_tokens(audiogen, ["thunder", "wind"], [5, 6], 4.0, runner=runner)
     assert torch.equal(ours[1:], _audiocraft_tokens(audiogen, "wind", 6, 4.0))
     assert runner.bytes_needed(2, 1) == 0 and runner.bytes_needed(5, 1) > 0
+    # Another text bucket of the same batch bucket adds only its cross-attention keys/values.
+    from tag_audiogen.cuda_graphs import HEADROOM
+    from tag_audiogen.decoder import cache_bytes
+
+    assert runner.bytes_needed(2, 9) == int(HEADROOM * cache_bytes(audiogen.lm, 4, 0, 16, torch.float32)) > 0
 
 
 def test_a_cache_that_would_not_fit_is_refused_before_allocation(audiogen, monkeypatch):

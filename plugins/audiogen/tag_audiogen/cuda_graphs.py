@@ -6,7 +6,8 @@ Python; replaying a captured graph launches them all at once. Graphs need static
 - batches are rounded up to a bucket (1, 2, 4, 8, ...); the extra rows repeat row 0 and are never sampled;
 - each bucket owns one cache for the model's whole window, allocated once; a step at position p replays the graph
   of the smallest length bucket (64, 128, 256, ... positions) above p, whose attention reads only that prefix;
-- the text's cross-attention keys/values sit in a buffer rounded up to 8, 16, 32, ... keys, with a key mask.
+- the text's cross-attention keys/values sit in a buffer rounded up to 8, 16, 32, ... keys, with a key mask
+  (one per text bucket; all of a batch bucket's share its self-attention cache).
 
 A graph's body is `StaticLM.forward` + guidance + `sampling.distribution`, the very functions the eager path
 runs; only the draws (`sampling.draw`, one per row from that row's generator) run outside the graph, as in
@@ -67,16 +68,25 @@ class GraphRunner:
         self.capture = device.type == "cuda"
         """False (a CPU device): steps run the graph body eagerly, which lets the CPU tests check the padded,
         bucketed and masked arithmetic the graphs replay."""
+        self.self_caches: dict[int, KVCache] = {}
+        """Per batch bucket: the self-attention keys/values for the whole window."""
         self.buffers: dict[tuple[int, int], _Buffers] = {}
+        """Per (batch bucket, text bucket): that cache, the text's keys/values and the step's inputs."""
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, tuple[Any, Any]]] = {}
 
     # --- memory ---------------------------------------------------------------------------------------------
     def bytes_needed(self, batch: int, text_length: int) -> int:
-        """Device bytes a request of `batch` rows would newly allocate (0 when its buffers exist)."""
-        key = self._key(batch, text_length)
-        if key in self.buffers:
+        """Device bytes a request of `batch` clips would newly allocate: its batch bucket's self-attention cache
+        (shared by all text lengths) unless it exists, its text bucket's cross-attention keys/values unless they
+        exist."""
+        clips, keys = self._key(batch, text_length)
+        if (clips, keys) in self.buffers:
             return 0
-        return int(HEADROOM * cache_bytes(self.model.lm, 2 * key[0], self.length, key[1], self.dtype))
+        rows, lm = 2 * clips, self.model.lm
+        new = cache_bytes(lm, rows, 0, keys, self.dtype)
+        if clips not in self.self_caches:
+            new += cache_bytes(lm, rows, self.length, 0, self.dtype)
+        return int(HEADROOM * new)
 
     def free_bytes(self) -> int:
         """Device memory this process could still allocate: free on the device plus cached by torch."""
@@ -112,7 +122,10 @@ class GraphRunner:
         if key not in self.buffers:
             self.check_fits(batch, text_length)
             rows = 2 * key[0]
-            cache = self.model.new_cache(rows, self.length, self.dtype, self.device)
+            if key[0] not in self.self_caches:
+                self.self_caches[key[0]] = self.model.new_cache(rows, self.length, self.dtype, self.device)
+            shared = self.self_caches[key[0]]
+            cache = KVCache(shared.keys, shared.values)
             if self.model.cross:
                 shape = (len(self.model.layers), rows, self.model.heads, key[1], self.model.head_dim)
                 cache.cross_keys = torch.zeros(shape, dtype=self.dtype, device=self.device)
