@@ -171,3 +171,33 @@ def test_damaged_checkpoint_is_called_corrupt_naming_the_file(tmp_path, tiny_aud
         backend.load()
     message = caught.value.message
     assert "trust_checkpoint" not in message and "weights_only" not in message and "hf download" in message
+
+
+def test_audiocraft_decoder_stays_selectable_and_agrees(backend, tiny_audiogen):
+    assert backend.settings["decoder"] == "tag" and backend.static_lm is not None
+    theirs = AudioGenBackend({"weights": str(tiny_audiogen), "device": "cpu", "decoder": "audiocraft"})
+    theirs.ensure_loaded()
+    assert theirs.static_lm is None
+    items = [GenerationItem("rain", 3), GenerationItem("wind", 4)]
+    options = backend.resolve_request_options({"top_k": 20})
+    for ours, reference in zip(backend.generate_batch(items, 0.6, options=options),
+                               theirs.generate_batch(items, 0.6, options=options)):
+        np.testing.assert_array_equal(ours.audio.samples, reference.audio.samples)
+
+
+def test_top_k_beyond_the_codebook_is_refused(backend):
+    with pytest.raises(InvalidRequest, match="top_k"):
+        backend.generate("x", 1.0, seed=1, options={"top_k": 300})
+
+
+def test_an_architecture_our_loop_lacks_is_refused_with_the_way_out(tmp_path):
+    """A model whose text is prepended to the sequence (like MusicGen-melody's chroma) instead of cross-attended."""
+    from tag_audiogen.synthetic import ModelShape, export_random_model, lm_config
+
+    fuser = {**lm_config(ModelShape())["fuser"], "prepend": ["description"], "cross": []}
+    folder = export_random_model(tmp_path / "prepend", ModelShape(segment_duration=3.0, extra={"fuser": fuser}))
+    with pytest.raises(InvalidRequest, match=r"fused by 'prepend'.*-O decoder=audiocraft"):
+        AudioGenBackend({"weights": str(folder), "device": "cpu"}).load()
+    result = AudioGenBackend({"weights": str(folder), "device": "cpu", "decoder": "audiocraft"}).generate(
+        "wind", 0.5, seed=1)
+    assert result.audio.frames == 8000

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
@@ -9,11 +10,13 @@ from tagcore.cli import cli
 from tag_audiogen.backend import AudioGenBackend
 
 
-def test_tag_generate_writes_the_seeded_clip(tiny_audiogen, tmp_path, monkeypatch):
+@pytest.mark.parametrize("decoder", ["tag", "audiocraft"])
+def test_tag_generate_writes_the_seeded_clip(tiny_audiogen, tmp_path, monkeypatch, decoder):
     monkeypatch.setenv("TAG_CONFIG", str(tmp_path / "none.toml"))
     out = tmp_path / "out.wav"
     result = CliRunner().invoke(cli, ["generate", "a dog barks", "-b", "audiogen", "-d", "1", "--seed", "7",
-                                      "-O", f"weights={tiny_audiogen}", "-O", "top_k=100", "--device", "cpu",
+                                      "-O", f"weights={tiny_audiogen}", "-O", "top_k=100", "-O", f"decoder={decoder}",
+                                      "--device", "cpu",
                                       "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "seed 7" in result.output
