@@ -138,7 +138,8 @@ class MakeAnAudioBackend(Backend):
                 timings=dict(timings),
                 metadata={"steps": options["steps"], "guidance": options["guidance"], "sampler": options["sampler"],
                           "latent_width": width, "batch_size": int(noise.shape[0]),
-                          "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device)},
+                          "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device),
+                          "vocoder_activations": model.vocoder_activations},
             ))
         return results
 
