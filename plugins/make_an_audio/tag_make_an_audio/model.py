@@ -166,6 +166,10 @@ class MakeAnAudio:
         return int(self.unet.config.in_channels)
 
     @property
+    def context_dim(self) -> int:
+        return int(self.unet.config.cross_attention_dim)
+
+    @property
     def vae_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 

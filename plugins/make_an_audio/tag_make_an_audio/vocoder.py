@@ -144,7 +144,8 @@ def use_cuda_kernel(vocoder: nn.Module) -> str:
         try:
             with torch.inference_mode():
                 want, got = module(probe), twin(probe)
-            torch.cuda.synchronize()
+            if probe.is_cuda:
+                torch.cuda.synchronize(probe.device)
         except Exception as exc:  # e.g. "no kernel image is available" on an architecture it was not built for
             return f"bigvgan's CUDA kernel does not run here ({type(exc).__name__}: {str(exc)[:200]})"
         error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item()
