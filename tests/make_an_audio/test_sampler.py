@@ -72,3 +72,17 @@ def test_dpmpp_plan_matches_diffusers_scheduler():
             want = scheduler.step(toy_eps(want, int(t)), t, want).prev_sample
         got = sample(x, toy_eps, plan)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_padding_rows_do_not_change_the_generator_draws():
+    """A batch padded up to a captured size draws the official per-step noise for its real rows only."""
+    noise = torch.randn(4, 4, 10, 8, generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(9)
+    padded = sample(noise, toy_eps, ddim_plan(ALPHAS_CUMPROD.float(), 5), rows=3)
+    after = torch.rand(2)
+    torch.manual_seed(9)
+    for _ in range(5):
+        torch.randn(3, 4, 10, 8)
+    assert torch.equal(torch.rand(2), after)
+    torch.manual_seed(9)
+    assert torch.equal(padded[:3], sample(noise[:3], toy_eps, ddim_plan(ALPHAS_CUMPROD.float(), 5)))

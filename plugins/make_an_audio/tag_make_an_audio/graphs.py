@@ -130,5 +130,5 @@ class GraphSampler:
         entry = self.entries[key]
         entry.fill(noise.to(self.model.device, torch.float32), c, uc, guidance)
         z = run_loop(entry.noise, entry.loop.eps, entry.loop.plan, hook, self.chunk,
-                     runner=lambda loop: lambda k: entry.graphs[k].replay(), loop=entry.loop)
+                     runner=lambda loop: lambda k: entry.graphs[k].replay(), loop=entry.loop, rows=n)
         return z[:n], capture_s

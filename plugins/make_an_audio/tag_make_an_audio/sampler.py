@@ -164,11 +164,13 @@ class Loop:
 
 
 def sample(x: torch.Tensor, eps: EpsFn, plan: Plan, hook: StepHook | None = None, chunk: int = 1,
-           runner: Callable[[Loop], ChunkRunner] | None = None, loop: Loop | None = None) -> torch.Tensor:
+           runner: Callable[[Loop], ChunkRunner] | None = None, loop: Loop | None = None,
+           rows: int | None = None) -> torch.Tensor:
     """Sample from noise `x` (fp32) down to the clean latent, `chunk` steps at a time.
 
     `hook` is called after every chunk (with chunk 1: every step). `runner` turns the loop into something that
-    runs k steps (default: eagerly); `loop` reuses a loop whose buffers a captured graph reads.
+    runs k steps (default: eagerly); `loop` reuses a loop whose buffers a captured graph reads. `rows`: how many
+    leading rows of `x` are real samples (the rest pad a captured batch size; the generator draws skip them).
     """
     if chunk < 1:
         raise ValueError("chunk must be at least 1")
@@ -178,13 +180,14 @@ def sample(x: torch.Tensor, eps: EpsFn, plan: Plan, hook: StepHook | None = None
     else:
         loop.restart(x)
     run = runner(loop) if runner is not None else loop.advance
+    draw_shape = (x.shape[0] if rows is None else rows, *x.shape[1:])
     done = 0
     while done < n:
         k = min(chunk, n - done)
         run(k)
         if plan.draws_noise:
             for _ in range(k):
-                torch.randn(x.shape)  # the official sampler's eta-0 noise term: value unused, generator advanced
+                torch.randn(draw_shape)  # the official sampler's eta-0 noise term: value unused, generator advanced
         done += k
         if hook is not None:
             hook(done - 1, n, loop.x, loop.x0)
