@@ -141,8 +141,8 @@ def main() -> None:
              f"{peak_memory_note(device)}",
              f"Machine load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the runs "
              f"(other jobs on the same cores slow every stage accordingly).",
-             f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with `uv run python "
-             f"benchmarks/make_an_audio_speed.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}`; TAG ran with "
+             f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with `uv run "
+             f"{'--with pytorch-lightning ' if official else ''}python benchmarks/make_an_audio_speed.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}`; TAG ran with "
              f"CUDA graphs {'on' if backend.graphs is not None else 'off'}, BigVGAN activations "
              f"`{model.vocoder_activations}`."
              + (f" Official code from `{args.official}` (gen_wav: DDIM, CFG 3), timed right after each TAG row "

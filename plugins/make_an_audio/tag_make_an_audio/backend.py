@@ -15,8 +15,8 @@ from typing import Any
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.backend import ProgressCallback
-from tagcore.errors import InvalidRequest
 from tagcore.devices import resolve_device, resolve_dtype
+from tagcore.errors import InvalidRequest
 from tagcore.options import device_option, dtype_option, weights_option
 
 from . import checkpoint as ckpt
