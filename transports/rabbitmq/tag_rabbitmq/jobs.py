@@ -34,7 +34,7 @@ from tagcore.worker import default_worker_id
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
 from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exchange, declare_dead_letter_queue,
-                       declare_request_queue, declare_response_queue)
+                       declare_request_queue, declare_response_queue, delivery_count, reason_of)
 
 log = logging.getLogger(__name__)
 ANSWERED_MEMORY = 100_000
@@ -144,25 +144,27 @@ class RabbitJobSource(JobSource, IOThread):
                     method, properties, body = channel.basic_get(queue_name)
                     if method is None:
                         break
-                    job = self._accept(channel, queue_name, method, properties, body)
+                    job = self._accept(channel, method, properties, body)
                     if job is not None:
                         jobs.append(job)
                 if len(jobs) >= max_jobs:
                     return jobs
         return jobs
 
-    def _accept(self, channel: BlockingChannel, queue_name: str, method, properties: pika.BasicProperties,
+    def _accept(self, channel: BlockingChannel, method, properties: pika.BasicProperties,
                 body: bytes) -> "RabbitJob | None":
-        """A job to run, or None when the delivery was settled here (malformed, a copy, cancelled, given up)."""
+        """A job to run, or None when the delivery was settled here (malformed, a copy, cancelled, given up):
+        whatever is wrong with a message costs that message only, never the worker."""
+        attempts = delivery_count(properties) + 1  # from the broker, before the body is even looked at
+        if attempts > self.settings.max_attempts + 1:  # even answering it with an error failed: park it unread
+            self._park(channel, method, body, f"delivered {attempts} times and never answered")
+            return None
         try:
             message = decode(body)
             if not isinstance(message, SoundRequest):
                 raise MessageError(f"a {message.kind} message arrived in a request queue")
-        except MessageError as error:
-            dead_letter(channel, self.settings, body, error.message, source=queue_name, by=self.worker_id)
-            channel.basic_ack(method.delivery_tag)
-            self.dead_lettered += 1
-            log.warning("dead-lettered a malformed message from %s: %s", queue_name, error.message)
+        except Exception as error:  # MessageError, or a bug in decoding: either way this message is the problem
+            self._park(channel, method, body, reason_of(error))
             return None
         if self.was_answered(message.request_id):
             channel.basic_ack(method.delivery_tag)
@@ -179,7 +181,6 @@ class RabbitJobSource(JobSource, IOThread):
                 message, Cancelled("the request was cancelled before it started"), worker=self.worker_id))
             channel.basic_ack(method.delivery_tag)
             return None
-        attempts = int((properties.headers or {}).get("x-delivery-count", 0)) + 1
         if attempts > self.settings.max_attempts:
             error = GenerationFailed(f"the request was tried {attempts - 1} times and each attempt ended without "
                                      "an answer (the worker stopped); giving up")
@@ -199,6 +200,12 @@ class RabbitJobSource(JobSource, IOThread):
             self.cancelled.add(properties.correlation_id)
         elif properties.type == "wake":
             self._arrived.set()
+
+    def _park(self, channel: BlockingChannel, method, body: bytes, reason: str) -> None:
+        dead_letter(channel, self.settings, body, reason, source=method.routing_key, by=self.worker_id)
+        channel.basic_ack(method.delivery_tag)
+        self.dead_lettered += 1
+        log.warning("dead-lettered a malformed message from %s: %s", method.routing_key, reason)
 
     def _reply_queue(self, reply_to: str | None) -> str:
         return reply_to if self.settings.accepts_reply_to(reply_to) else self.settings.response_queue
@@ -226,6 +233,8 @@ class RabbitJobSource(JobSource, IOThread):
     # -- JobSource -------------------------------------------------------------------------------------------
     def next_jobs(self, max_jobs: int, timeout: float) -> list[Job]:
         """Take what waits now; when nothing does, wait for a wake-up note (or poll every IDLE_POLL s)."""
+        if self.failure is not None:
+            raise TagError(f"the broker connection thread died ({self.failure})", code="transport_failed")
         end = time.monotonic() + timeout
         while True:
             self._arrived.clear()
@@ -236,6 +245,14 @@ class RabbitJobSource(JobSource, IOThread):
                 jobs = [] if future.cancel() else future.result()
             except NotConnected:
                 jobs = []  # the connection dropped: the broker gives anything taken to a worker again
+            except Exception:
+                raise
+            except BaseException as exc:  # a bug while taking deliveries: the connection is as good as dead
+                self.failure = f"{type(exc).__name__}: {exc}"
+                log.critical("taking requests failed (%s); closing the broker connection", self.failure,
+                             exc_info=True)
+                self.stop()  # what it took goes back to the queue
+                return []
             remaining = end - time.monotonic()
             if jobs or remaining <= 0:
                 return list(jobs)
