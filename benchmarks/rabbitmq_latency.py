@@ -102,30 +102,36 @@ def stop_workers(workers: list[subprocess.Popen]) -> None:
         worker.wait(30)
 
 
+def timed_batch(config, requests: list[SoundRequest], timeout: float) -> float:
+    """Seconds from submitting every request (one new client) until the last answer; any error is fatal."""
+    transport = build_transport(config, "rabbitmq")
+    client = transport.client()
+    done: set[str] = set()
+    finished = threading.Event()
+
+    def on_event(event) -> None:
+        if event.kind == "response":
+            assert event.ok, event.error_message
+            done.add(event.request_id)
+            if len(done) == len(requests):
+                finished.set()
+    client.add_listener(on_event)
+    start = time.perf_counter()
+    for request in requests:
+        client.submit(request)
+    if not finished.wait(timeout):
+        raise RuntimeError("the run did not finish")
+    elapsed = time.perf_counter() - start
+    transport.close()
+    return elapsed
+
+
 def throughput(config, env, url: str, workers: int, jobs: int, delay: float) -> float:
     procs = start_workers(env, workers, max_batch=1)
     try:
         wait_consumers(url, workers_queue(env), workers)
-        transport = build_transport(config, "rabbitmq")
-        client = transport.client()
-        done: set[str] = set()
-        finished = threading.Event()
-
-        def on_event(event) -> None:
-            if event.kind == "response":
-                assert event.ok, event.error_message
-                done.add(event.request_id)
-                if len(done) == jobs:
-                    finished.set()
-        client.add_listener(on_event)
-        start = time.perf_counter()
-        for i in range(jobs):
-            client.submit(SoundRequest(f"job {i}", 1.0, "tone", seed=i, options={"delay": delay}))
-        if not finished.wait(jobs * delay + 60):
-            raise RuntimeError("throughput run did not finish")
-        elapsed = time.perf_counter() - start
-        transport.close()
-        return jobs / elapsed
+        requests = [SoundRequest(f"job {i}", 1.0, "tone", seed=i, options={"delay": delay}) for i in range(jobs)]
+        return jobs / timed_batch(config, requests, jobs * delay + 60)
     finally:
         stop_workers(procs)
 

@@ -18,8 +18,6 @@ import os
 import platform
 import sys
 import tempfile
-import threading
-import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -27,12 +25,11 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "tests"))
 
-from rabbitmq_latency import start_workers, stop_workers, wait_consumers, workers_queue  # noqa: E402
+from rabbitmq_latency import start_workers, stop_workers, timed_batch, wait_consumers, workers_queue  # noqa: E402
 from tag_rabbitmq.devbroker import BrokerNode  # noqa: E402
 from tag_testkit import tiny_speech  # noqa: E402
 from tagcore.config import load_config  # noqa: E402
 from tagcore.messages import SoundRequest  # noqa: E402
-from tagcore.runtime import build_transport  # noqa: E402
 
 TEXT = "The quick brown fox jumps over the lazy dog while the rain falls on the old tin roof."
 
@@ -42,32 +39,9 @@ def run(config, env: dict[str, str], url: str, workers: int, jobs: int, extra: t
     procs = start_workers(env, workers, max_batch=1, backend="mms_tts", extra=extra, plugins="rabbitmq,speech")
     try:
         wait_consumers(url, workers_queue(env, "mms_tts"), workers, timeout=300)
-        transport = build_transport(config, "rabbitmq")
-        client = transport.client()
-        done: set[str] = set()
-        finished = threading.Event()
-
-        def on_event(event) -> None:
-            if event.kind == "response":
-                assert event.ok, event.error_message
-                done.add(event.request_id)
-                if len(done) == jobs:
-                    finished.set()
-        client.add_listener(on_event)
-        warm = [SoundRequest(TEXT, 20.0, "mms_tts", seed=i) for i in range(workers)]  # first-call costs
-        for request in warm:
-            client.submit(request)
-        while len(done) < len(warm):
-            time.sleep(0.05)
-        done.clear()
-        start = time.perf_counter()
-        for i in range(jobs):
-            client.submit(SoundRequest(TEXT, 20.0, "mms_tts", seed=100 + i))
-        if not finished.wait(1800):
-            raise RuntimeError("the run did not finish")
-        elapsed = time.perf_counter() - start
-        transport.close()
-        return jobs / elapsed
+        timed_batch(config, [SoundRequest(TEXT, 20.0, "mms_tts", seed=i) for i in range(workers)], 600)  # warm-up
+        requests = [SoundRequest(TEXT, 20.0, "mms_tts", seed=100 + i) for i in range(jobs)]
+        return jobs / timed_batch(config, requests, 1800)
     finally:
         stop_workers(procs)
 

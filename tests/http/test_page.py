@@ -94,14 +94,20 @@ def test_page_generates_plays_repeats_and_downloads(server: Any, browser: Any, t
     context.close()
 
 
-def test_page_shows_validation_errors(server: Any, browser: Any) -> None:
+def signed_in(server: Any, browser: Any) -> tuple[Any, Any]:
+    """A fresh browser context on the page with the server's key stored and the backends loaded."""
     context = browser.new_context()
     page = context.new_page()
     page.goto(server.url)
     page.evaluate(f"localStorage.setItem('tag.apiKey', {server.key!r})")
     page.reload()
+    sync_api.expect(page.locator("#backend option")).to_have_count(1)
+    return context, page
+
+
+def test_page_shows_validation_errors(server: Any, browser: Any) -> None:
+    context, page = signed_in(server, browser)
     expect = sync_api.expect
-    expect(page.locator("#backend option")).to_have_count(1)
     page.fill("#prompt", "too long")
     page.eval_on_selector("#duration", "e => { e.removeAttribute('max'); e.value = '50'; }")
     page.click("#generate")
@@ -281,13 +287,8 @@ def test_page_voice_sample_and_backend_without_audio_prompt(make_server: Any, br
 
 
 def test_page_cancel_button_stops_the_job(server: Any, browser: Any) -> None:
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(server.url)
-    page.evaluate(f"localStorage.setItem('tag.apiKey', {server.key!r})")
-    page.reload()
+    context, page = signed_in(server, browser)
     expect = sync_api.expect
-    expect(page.locator("#backend option")).to_have_count(1)
     page.fill("#prompt", "a very long drone")
     page.fill("#duration", "2")
     page.click("#options-box summary")

@@ -11,21 +11,15 @@ from pathlib import Path
 import pytest
 
 from tag_testkit.tone import ToneBackend
-from tag_testkit.broker import TESTS_DIR, EventLog, ThreadWorker, broker_config, stop_process
+from tag_testkit.broker import TESTS_DIR, EventLog, ThreadWorker, broker_client, stop_process
 from tagcore.messages import SoundRequest
-from tagcore.runtime import build_transport
 
 pytestmark = pytest.mark.broker
 LONG = 120.0
 """A job that would take two minutes: answered within a fraction of it only if the cancel stopped it."""
 
 
-def make_client(env):
-    transport = build_transport(broker_config(env), "rabbitmq")
-    client = transport.client()
-    log = EventLog()
-    client.add_listener(log)
-    return transport, client, log
+make_client = broker_client
 
 
 def generating(log: EventLog, request_id: str) -> bool:

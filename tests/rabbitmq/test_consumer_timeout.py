@@ -7,11 +7,10 @@ import pytest
 
 from tag_rabbitmq.devbroker import server_script
 from tag_rabbitmq.settings import MIN_CONSUMER_TIMEOUT, RabbitSettings
-from tag_testkit.broker import EventLog, ThreadWorker, amqp_channel, broker_config
+from tag_testkit.broker import ThreadWorker, amqp_channel, broker_client
 from tagcore.config import load_config
 from tagcore.errors import ConfigError
 from tagcore.messages import SoundRequest
-from tagcore.runtime import build_transport
 
 
 def queue_arguments(node) -> dict[str, str]:
@@ -41,10 +40,7 @@ def test_the_timeout_follows_the_request_timeout_and_never_undercuts_rabbitmqs_d
 def test_request_queues_are_declared_with_the_timeout(rabbitmq_node, env):
     env = {**env, "TAG_REQUEST_TIMEOUT": "5000"}
     worker = ThreadWorker(env, ["tone"])
-    transport = build_transport(broker_config(env), "rabbitmq")
-    client = transport.client()
-    log = EventLog()
-    client.add_listener(log)
+    transport, client, log = broker_client(env)
     try:
         request = SoundRequest("timed", 1.0, "tone")
         client.submit(request)
@@ -67,10 +63,7 @@ def test_a_queue_declared_with_other_arguments_is_used_as_it_is(rabbitmq_node, e
                           arguments={"x-queue-type": "quorum", "x-max-length": 1000})
     connection.close()
     worker = ThreadWorker(env, ["tone"])
-    transport = build_transport(broker_config(env), "rabbitmq")
-    client = transport.client()
-    log = EventLog()
-    client.add_listener(log)
+    transport, client, log = broker_client(env)
     try:
         request = SoundRequest("old queue", 1.0, "tone")
         client.submit(request)

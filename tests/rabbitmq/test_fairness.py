@@ -5,10 +5,9 @@ import threading
 
 import pytest
 
-from tag_testkit.broker import EventLog, ThreadWorker, broker_config
+from tag_testkit.broker import EventLog, ThreadWorker, broker_client
 from tagcore.fairness import FairShare
 from tagcore.messages import SoundRequest, SoundResponse
-from tagcore.runtime import build_transport
 
 pytestmark = pytest.mark.broker
 
@@ -27,10 +26,8 @@ class Finished:
 
 
 def make_client(env):
-    transport = build_transport(broker_config(env), "rabbitmq")
-    client = transport.client()
-    log, finished = EventLog(), Finished()
-    client.add_listener(log)
+    transport, client, log = broker_client(env)
+    finished = Finished()
     client.add_listener(finished)
     return transport, client, log, finished
 

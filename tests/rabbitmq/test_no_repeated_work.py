@@ -7,20 +7,14 @@ import time
 import pika
 import pytest
 
-from tag_testkit.broker import EventLog, ThreadWorker, amqp_channel, broker_config
+from tag_testkit.broker import ThreadWorker, amqp_channel, broker_client
 from tag_testkit.tone import ToneBackend
 from tagcore.messages import SoundRequest, encode
-from tagcore.runtime import build_transport
 
 pytestmark = pytest.mark.broker
 
 
-def make_client(env):
-    transport = build_transport(broker_config(env), "rabbitmq")
-    client = transport.client()
-    log = EventLog()
-    client.add_listener(log)
-    return transport, client, log
+make_client = broker_client
 
 
 def generations(prompts: list[str]) -> collections.Counter:

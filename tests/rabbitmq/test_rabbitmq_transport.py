@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tag_rabbitmq.devbroker import broker_cli
-from tag_testkit.broker import (EventLog, ThreadWorker, amqp_channel, broker_config, cli_worker, queue_depth,
+from tag_testkit.broker import (ThreadWorker, amqp_channel, broker_client, broker_config, cli_worker, queue_depth,
                                 stop_process, wait_workers)
 from tag_testkit.tone import ToneBackend
 from tagcore import hookimpl, plugins
@@ -21,12 +21,7 @@ from tagcore.runtime import build_transport
 pytestmark = pytest.mark.broker
 
 
-def make_client(env, name=None):
-    transport = build_transport(broker_config(env), "rabbitmq")
-    client = transport.client(name=name)
-    log = EventLog()
-    client.add_listener(log)
-    return transport, client, log
+make_client = broker_client
 
 
 def tone_request(prompt: str, *, delay: float = 0.0, backend: str = "tone", **fields) -> SoundRequest:

@@ -124,6 +124,15 @@ class EventLog:
         return {i: self.responses[i][0] for i in ids}
 
 
+def broker_client(env: Mapping[str, str], name: str | None = None):
+    """(transport, client, EventLog) on the test's queues; close the transport when done."""
+    transport = build_transport(broker_config(env), "rabbitmq")
+    client = transport.client(name=name)
+    log = EventLog()
+    client.add_listener(log)
+    return transport, client, log
+
+
 class ThreadWorker:
     """A GeneratorService on its own transport (own connections) in a thread of the test process."""
 
