@@ -18,8 +18,9 @@ make_client = broker_client
 
 
 def generations(prompts: list[str]) -> collections.Counter:
+    """How often each prompt's generation started (a duplicate counts even while it is still running)."""
     wanted = set(prompts)
-    return collections.Counter(p for p in ToneBackend.generated if p in wanted)
+    return collections.Counter(p for p in ToneBackend.started if p in wanted)
 
 
 def test_broker_restart_mid_job_causes_no_duplicate_generation(rabbitmq_node, env):
@@ -69,3 +70,29 @@ def test_copies_of_one_request_are_generated_once(rabbitmq_node, env):
     finally:
         transport.close()
         worker.stop()
+
+
+def test_broker_restart_with_two_workers_causes_no_duplicate_generation(rabbitmq_node, env):
+    """After the restart the idle worker gets the redelivered copy of the job the busy one is still generating:
+    it must hold it until that one answers, not generate it again."""
+    workers = [ThreadWorker(env, ["tone"], worker_id=f"w{i}") for i in range(2)]
+    transport, client, log = make_client(env)
+    try:
+        stamp = time.time()
+        long_job = SoundRequest(f"long {stamp}", 1.0, "tone", options={"delay": 25.0})
+        client.submit(long_job)
+        log.wait_for(lambda: any(e.stage == "generating" for e in log.progress.get(long_job.request_id, [])), 60)
+        rabbitmq_node.stop()
+        rabbitmq_node.start()
+        short = [SoundRequest(f"short {i} {stamp}", 1.0, "tone") for i in range(3)]
+        for request in short:
+            client.submit(request)
+        responses = log.wait_responses([r.request_id for r in [long_job, *short]], 120)
+        assert all(r.ok for r in responses.values())
+        time.sleep(2.0)
+        counts = generations([r.prompt for r in [long_job, *short]])
+        assert counts == {r.prompt: 1 for r in [long_job, *short]}, counts
+    finally:
+        transport.close()
+        for worker in workers:
+            worker.stop()

@@ -111,11 +111,11 @@ def test_request_that_keeps_killing_workers_gets_an_error(rabbitmq_node, env):
         client.submit(request)
         for _ in range(2):  # a worker takes it and dies without answering, twice
             source = worker_transport.job_source(["tone"])
-            jobs = source.next_jobs(1, 10)
+            jobs = source.next_jobs(1, 40)  # a redelivered request first waits for its holder to reappear
             assert [j.request.request_id for j in jobs] == [request.request_id]
             source.close()
         survivor = ThreadWorker(env, ["tone"])
-        response = log.wait_responses([request.request_id], 20)[request.request_id]
+        response = log.wait_responses([request.request_id], 40)[request.request_id]
         survivor.stop()
         assert not response.ok and response.error_code == "generation_failed"
         assert "tried 2 times" in response.error_message

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from collections.abc import Sequence
 
 import pika
@@ -38,6 +39,10 @@ from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exch
 
 log = logging.getLogger(__name__)
 ANSWERED_MEMORY = 100_000
+RUNNING_REFRESH = 5.0
+"""Seconds between a worker's announcements of the requests it is running."""
+RUNNING_TTL = 3 * RUNNING_REFRESH
+"""A request announced as running elsewhere counts as such for this long after the last announcement."""
 IDLE_POLL = 2.0
 """Seconds between looks at the queues of an idle worker that heard no wake-up note (notes can be lost)."""
 ANSWERED_TTL = 24 * 3600.0
@@ -57,6 +62,16 @@ def queue_names_for(backends: Sequence[str]) -> list[str]:
             pass
         names.extend(n for n in candidates if n not in names)
     return names
+
+
+@dataclass
+class _Held:
+    tag: int
+    generation: int
+    request: SoundRequest
+    redelivered: bool
+    attempts: int
+    since: float
 
 
 class RabbitJob(Job):
@@ -95,6 +110,11 @@ class RabbitJobSource(JobSource, IOThread):
         self._arrived = threading.Event()
         self._answered = RecentIds(ANSWERED_MEMORY, ANSWERED_TTL)
         self._running: dict[str, RabbitJob] = {}
+        self.elsewhere = RecentIds(ttl=RUNNING_TTL)
+        """Ids other workers announced as running (refreshed every RUNNING_REFRESH s while they run)."""
+        self._connected_at = 0.0
+        self._held: dict[str, _Held] = {}
+        """Deliveries kept unacknowledged and unstarted while another worker may be running the same request."""
         """Jobs handed to the service and not answered yet, by request id (touched on the I/O thread only)."""
         self._channel: BlockingChannel | None = None
         self._progress_channel: BlockingChannel | None = None
@@ -121,6 +141,8 @@ class RabbitJobSource(JobSource, IOThread):
         self._progress_channel.basic_consume(private, self._on_control, auto_ack=True)
         self._channel = channel
         self._arrived.set()  # look at the queues now: requests may have arrived while we were away
+        self._connected_at = time.monotonic()
+        self._announce_running(connection)
 
     def on_disconnect(self) -> None:
         # Deliveries of the dead connection are back in the broker's queue (and redelivered on reconnect).
@@ -134,7 +156,11 @@ class RabbitJobSource(JobSource, IOThread):
         channel = self._channel
         if channel is None:
             return []
-        jobs: list[RabbitJob] = []
+        jobs = self._release_held(max_jobs)
+        if self.generation > 1 and time.monotonic() - self._connected_at < self.settings.reconnect_max_delay + 2:
+            # Back after an outage: workers still generating requests the broker has just put back in the queue
+            # need up to one reconnect delay to say so (a restarted broker may not even mark them redelivered).
+            return jobs
         backends = self.backends[self._turn % len(self.backends):] + self.backends[:self._turn % len(self.backends)]
         self._turn += 1
         for priority in reversed(range(PRIORITIES)):
@@ -144,12 +170,19 @@ class RabbitJobSource(JobSource, IOThread):
                     method, properties, body = channel.basic_get(queue_name)
                     if method is None:
                         break
+                    if not jobs and max_jobs > 1:  # a batch takes this worker's share of what waits, no more
+                        max_jobs = min(max_jobs, self._share(channel, backend, method.message_count + 1))
                     job = self._accept(channel, method, properties, body)
                     if job is not None:
                         jobs.append(job)
                 if len(jobs) >= max_jobs:
                     return jobs
         return jobs
+
+    def _share(self, channel: BlockingChannel, backend: str, waiting: int) -> int:
+        """Requests a free worker may take at once: the waiting ones split over the workers of `backend`."""
+        workers = channel.queue_declare(self.settings.presence_queue_for(backend), passive=True).method.consumer_count
+        return max(1, -(-waiting // max(1, workers)))
 
     def _accept(self, channel: BlockingChannel, method, properties: pika.BasicProperties,
                 body: bytes) -> "RabbitJob | None":
@@ -176,28 +209,88 @@ class RabbitJobSource(JobSource, IOThread):
             else:  # our delivery died with the old connection: the running job answers and acks this one
                 running.tag, running.generation = method.delivery_tag, self.generation
             return None
+        held = self._held.get(message.request_id)
+        if held is not None and held.generation == self.generation:  # one more copy of a held request
+            channel.basic_ack(method.delivery_tag)
+            return None
+        redelivered = bool(method.redelivered) or attempts > 1  # a broker restart may clear the flag, not the count
+        if message.request_id in self.elsewhere or redelivered:
+            # Another worker runs it, or may (a redelivery after a broker restart reaches the free worker while
+            # the one still generating it reconnects): keep it unstarted until that one answers or goes quiet.
+            self._held[message.request_id] = _Held(method.delivery_tag, self.generation, message, redelivered,
+                                                    attempts, time.monotonic())
+            return None
+        return self._start(channel, method.delivery_tag, message, redelivered, attempts)
+
+    def _start(self, channel: BlockingChannel, tag: int, message: SoundRequest, redelivered: bool,
+               attempts: int) -> "RabbitJob | None":
+        """Answer a cancelled or given-up request at once; otherwise the job to run, announced as running."""
         if message.request_id in self.cancelled:  # dropped unstarted, answered at once
             self._publish_response(channel, SoundResponse.failure(
                 message, Cancelled("the request was cancelled before it started"), worker=self.worker_id))
-            channel.basic_ack(method.delivery_tag)
+            channel.basic_ack(tag)
             return None
         if attempts > self.settings.max_attempts:
             error = GenerationFailed(f"the request was tried {attempts - 1} times and each attempt ended without "
                                      "an answer (the worker stopped); giving up")
             self._publish_response(channel, SoundResponse.failure(message, error, worker=self.worker_id))
-            channel.basic_ack(method.delivery_tag)
+            channel.basic_ack(tag)
             return None
-        job = RabbitJob(self, message, method.delivery_tag, self.generation, bool(method.redelivered))
+        job = RabbitJob(self, message, tag, self.generation, redelivered)
         self._running[message.request_id] = job
+        self._announce(message.request_id, "running")
         return job
+
+    def _release_held(self, max_jobs: int) -> list[RabbitJob]:
+        """Settle held deliveries: ack those answered meanwhile, start those nobody runs any more."""
+        jobs: list[RabbitJob] = []
+        now = time.monotonic()
+        for request_id, held in list(self._held.items()):
+            if held.generation != self.generation:  # its delivery died with an old connection
+                del self._held[request_id]
+            elif self.was_answered(request_id):
+                self._channel.basic_ack(held.tag)
+                del self._held[request_id]
+            elif len(jobs) < max_jobs and (request_id in self.cancelled or (
+                    request_id not in self.elsewhere
+                    and now - held.since >= self.settings.reconnect_max_delay + RUNNING_REFRESH)):
+                del self._held[request_id]
+                job = self._start(self._channel, held.tag, held.request, held.redelivered, held.attempts)
+                if job is not None:
+                    jobs.append(job)
+        return jobs
+
+    def _announce(self, request_id: str, state: str) -> None:
+        """Tell the other workers (control exchange) that this worker runs or answered `request_id`."""
+        if self._progress_channel is not None:
+            self._progress_channel.basic_publish(self.settings.control_exchange, "", b"", pika.BasicProperties(
+                correlation_id=request_id, type=state, app_id=self.worker_id))
+
+    def _announce_running(self, connection: BlockingConnection) -> None:
+        """Every RUNNING_REFRESH s while connected (and at once after a reconnect): what this worker runs."""
+        for request_id in list(self._running):
+            self._announce(request_id, "running")
+        connection.call_later(RUNNING_REFRESH, lambda: self._announce_running(connection)
+                              if self._connection is connection else None)
 
     def _on_presence(self, channel: BlockingChannel, method, properties, body: bytes) -> None:
         """Nothing is published to presence queues; anything that is gets dropped."""
         channel.basic_ack(method.delivery_tag)
 
     def _on_control(self, channel: BlockingChannel, method, properties: pika.BasicProperties, body: bytes) -> None:
-        if properties.type == "cancel" and properties.correlation_id:
-            self.cancelled.add(properties.correlation_id)
+        request_id = properties.correlation_id
+        if not request_id:
+            return
+        if properties.type == "cancel":
+            self.cancelled.add(request_id)
+        elif properties.app_id == self.worker_id:
+            return  # our own announcement
+        elif properties.type == "running":
+            self.elsewhere.add(request_id)
+        elif properties.type == "answered":
+            self.elsewhere.discard(request_id)
+            self._remember(request_id)
+            self._arrived.set()  # a held copy can be settled now
         elif properties.type == "wake":
             self._arrived.set()
 
@@ -222,6 +315,7 @@ class RabbitJobSource(JobSource, IOThread):
         channel.basic_publish("", self._reply_queue(response.reply_to), body, pika.BasicProperties(
             delivery_mode=PERSISTENT, correlation_id=response.request_id, type="response"))
         self._remember(response.request_id)
+        self._announce(response.request_id, "answered")
 
     # -- answered and running ids ---------------------------------------------------------------------------
     def _remember(self, request_id: str) -> None:
