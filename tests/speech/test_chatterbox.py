@@ -1,0 +1,139 @@
+"""Chatterbox on a tiny random model in the package's own on-disk format: equal to upstream's generate."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tagcore import Audio, GenerationItem
+from tagcore.audio import read
+from tagcore.errors import InvalidRequest, WeightsMissing
+from tag_testkit import tiny_chatterbox
+
+pytestmark = pytest.mark.slow
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """The tiny model; the size patches stay active while the module's tests load and run it."""
+    with tiny_chatterbox.tiny_sizes():
+        yield tiny_chatterbox.build_chatterbox(tmp_path_factory.mktemp("chatterbox") / "model")
+
+
+@pytest.fixture(scope="module")
+def sample_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("voice") / "me.wav"
+    sf.write(path, tiny_chatterbox.voice_sample(7.0), 22050, subtype="FLOAT")
+    return path
+
+
+@pytest.fixture(scope="module")
+def backend(folder):
+    from tag_speech.chatterbox import ChatterboxBackend
+
+    backend = ChatterboxBackend({"weights": str(folder), "device": "cpu"})
+    backend.ensure_loaded()
+    return backend
+
+
+@pytest.fixture(scope="module")
+def upstream(folder):
+    from chatterbox.tts import ChatterboxTTS
+
+    return ChatterboxTTS.from_local(folder, "cpu")
+
+
+def upstream_clip(model, sentences, pause, sample_path=None, **options) -> np.ndarray:
+    """What the package makes for these sentences after one seeding, joined with `pause` seconds of silence."""
+    import torch
+
+    torch.manual_seed(SEED)
+    if sample_path:
+        model.prepare_conditionals(str(sample_path), exaggeration=options.get("exaggeration", 0.5))
+    gap = np.zeros(int(round(pause * model.sr)), dtype=np.float32)
+    parts = []
+    for sentence in sentences:
+        parts.extend([gap] if parts else [])
+        parts.append(model.generate(sentence, **options)[0].numpy())
+    return np.concatenate(parts)
+
+
+def test_cloned_speech_equals_upstream_generate(backend, upstream, sample_path):
+    import torch
+
+    options = {"exaggeration": 0.7, "cfg_weight": 0.4, "temperature": 0.9}
+    torch.manual_seed(SEED)
+    expected = upstream.generate("Hello there, friend.", audio_prompt_path=str(sample_path), **options)[0].numpy()
+    result = backend.generate("Hello there, friend.", 30.0, seed=SEED, options=options,
+                              audio_prompt=read(sample_path))
+    assert result.audio.sample_rate == 24000 and result.metadata["voice"] == "cloned from sample (7.0 s)"
+    assert result.metadata["watermark"] == "perth"
+    np.testing.assert_allclose(result.audio.samples[0], expected, atol=1e-5)
+
+
+def test_sentences_equal_upstream_one_by_one_and_default_voice_is_restored(backend, upstream, sample_path):
+    text = "Hello there. Pack my box!"
+    plain = backend.generate(text, 60.0, seed=SEED)
+    assert plain.metadata["voice"] == "default" and plain.metadata["sentences_spoken"] == 2
+    upstream.conds = type(upstream.conds)(backend.default_conds.t3, backend.default_conds.gen)
+    np.testing.assert_allclose(plain.audio.samples[0], upstream_clip(upstream, ["Hello there.", "Pack my box!"], 0.3),
+                               atol=1e-5)
+    cloned = backend.generate(text, 60.0, seed=SEED, options={"pause": 0.1}, audio_prompt=read(sample_path))
+    np.testing.assert_allclose(cloned.audio.samples[0],
+                               upstream_clip(upstream, ["Hello there.", "Pack my box!"], 0.1, sample_path), atol=1e-5)
+    again = backend.generate(text, 60.0, seed=SEED)  # the clone did not replace the default voice
+    assert np.array_equal(again.audio.samples, plain.audio.samples)
+
+
+def test_same_seed_same_clip_other_seed_other_clip(backend):
+    first, again = backend.generate("Hello.", 10.0, seed=3), backend.generate("Hello.", 10.0, seed=3)
+    assert np.array_equal(first.audio.samples, again.audio.samples)
+    assert not np.array_equal(first.audio.samples, backend.generate("Hello.", 10.0, seed=4).audio.samples)
+
+
+@pytest.mark.parametrize("sample, message", [
+    (Audio(tiny_chatterbox.voice_sample(3.0), 22050), "3.0 s long; Chatterbox needs at least 5 s"),
+    (Audio(np.zeros(16000 * 8), 16000), "silent"),
+    (Audio(np.concatenate([tiny_chatterbox.voice_sample(0.5), np.zeros(22050 * 6, np.float32)]), 22050),
+     "only 0.5 s of sound"),
+])
+def test_unusable_samples_are_rejected_before_the_model_loads(folder, sample, message):
+    from tag_speech.chatterbox import ChatterboxBackend
+
+    backend = ChatterboxBackend({"weights": str(folder), "device": "cpu"})
+    options = backend.resolve_request_options({})
+    with pytest.raises(InvalidRequest, match=message):
+        backend.generate_batch([GenerationItem("Hello.", 1, audio_prompt=sample)], 5.0, options=options)
+    assert "model" not in backend.__dict__
+
+
+def test_missing_files_are_named_and_no_default_voice_needs_a_sample(folder, tmp_path, sample_path):
+    from tag_speech.chatterbox import ChatterboxBackend
+
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("ve.safetensors", "s3gen.safetensors", "tokenizer.json"):
+        (partial / name).symlink_to(folder / name)
+    status = ChatterboxBackend.weights_status({"weights": str(partial)})
+    assert not status.present and "t3_cfg.safetensors" in status.detail
+    with pytest.raises(WeightsMissing, match="lacks t3_cfg.safetensors"):
+        ChatterboxBackend({"weights": str(partial), "device": "cpu"}).load()
+
+    (partial / "t3_cfg.safetensors").symlink_to(folder / "t3_cfg.safetensors")
+    status = ChatterboxBackend.weights_status({"weights": str(partial)})
+    assert status.present and "no conds.pt" in status.detail
+    backend = ChatterboxBackend({"weights": str(partial), "device": "cpu"})
+    with pytest.raises(InvalidRequest, match="no default voice"):
+        backend.generate("Hello.", 5.0, seed=1)
+    assert backend.generate("Hello.", 30.0, seed=1, audio_prompt=read(sample_path)).audio.frames > 0
+
+
+def test_an_unknown_hub_id_offline_says_how_to_download(monkeypatch):
+    from tag_speech.chatterbox import ChatterboxBackend
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    status = ChatterboxBackend.weights_status({"weights": "nobody/no-chatterbox"})
+    assert not status.present and "hf download nobody/no-chatterbox" in status.detail
+    with pytest.raises(WeightsMissing, match="hf download nobody/no-chatterbox"):
+        ChatterboxBackend({"weights": "nobody/no-chatterbox", "device": "cpu"}).load()

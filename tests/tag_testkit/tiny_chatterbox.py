@@ -1,0 +1,138 @@
+"""A tiny, randomly initialised Chatterbox in the package's own on-disk format (the files `from_local` reads).
+
+chatterbox-tts hard-codes its model sizes: `T3()` takes its Llama backbone from the module-level table
+`LLAMA_CONFIGS["Llama_520M"]`, and `S3Gen()` builds its speech tokenizer, conformer encoder, flow-matching decoder
+and vocoder with literal arguments. `tiny_sizes()` shrinks them while it is active by replacing that table entry and
+the constructor names in `chatterbox.models.s3gen.s3gen` with versions that force small layer counts/widths; the
+package's loaders (`ChatterboxTTS.from_local`, `S3Gen()`, `T3()`) then build and load the tiny model unchanged.
+Widths that other modules hard-code (T3's 1024-wide perceiver, S3Gen's 512-wide encoder, 80 mel bins) stay.
+
+The audio is noise-like; only the plumbing (loading, conditioning, seeding, sentence assembly) is meaningful.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOKENIZER_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-"
+SPEECH_STOP_CHOICES = 40
+"""The tiny T3 picks the stop token about once in this many steps, so an utterance lasts about a second."""
+FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
+
+
+def _forcing(factory: Callable[..., Any], **small: Any) -> Callable[..., Any]:
+    """`factory` with `small` keyword arguments overriding whatever the caller passes."""
+    def build(*args: Any, **kwargs: Any) -> Any:
+        return factory(*args, **{**kwargs, **small})
+    return build
+
+
+@contextlib.contextmanager
+def tiny_sizes() -> Iterator[None]:
+    """While active, chatterbox builds tiny T3 and S3Gen models (see the module docstring)."""
+    from chatterbox.models.s3gen import s3gen
+    from chatterbox.models.t3 import llama_configs
+    from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
+
+    llama = {**llama_configs.LLAMA_CONFIGS["Llama_520M"], "num_hidden_layers": 1, "intermediate_size": 64,
+             "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 32}
+    patches = {
+        "UpsampleConformerEncoder": _forcing(s3gen.UpsampleConformerEncoder, num_blocks=1, linear_units=64,
+                                             attention_heads=2),
+        "ConditionalDecoder": _forcing(s3gen.ConditionalDecoder, channels=[32], n_blocks=1, num_mid_blocks=1,
+                                       num_heads=2, attention_head_dim=16),
+        "HiFTGenerator": _forcing(s3gen.HiFTGenerator, base_channels=16, resblock_kernel_sizes=[3],
+                                  resblock_dilation_sizes=[[1]], source_resblock_kernel_sizes=[7, 7, 11],
+                                  source_resblock_dilation_sizes=[[1], [1], [1]]),
+    }
+    saved_llama = llama_configs.LLAMA_CONFIGS["Llama_520M"]
+    saved = {name: getattr(s3gen, name) for name in patches}
+    saved_tokenizer = S3TokenizerV2.__init__.__defaults__
+    llama_configs.LLAMA_CONFIGS["Llama_520M"] = llama
+    # chatterbox's S3Tokenizer passes no config to S3TokenizerV2, which then uses its default-argument config.
+    S3TokenizerV2.__init__.__defaults__ = (ModelConfig(n_audio_state=128, n_audio_head=2, n_audio_layer=1),)
+    for name, factory in patches.items():
+        setattr(s3gen, name, factory)
+    try:
+        yield
+    finally:
+        llama_configs.LLAMA_CONFIGS["Llama_520M"] = saved_llama
+        S3TokenizerV2.__init__.__defaults__ = saved_tokenizer
+        for name, factory in saved.items():
+            setattr(s3gen, name, factory)
+
+
+def voice_sample(seconds: float, rate: int = 22050, pitch: float = 160.0) -> np.ndarray:
+    """A voiced-sounding test signal (a pitched tone with a syllable-rate envelope)."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * pitch * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2).astype(np.float32)
+
+
+def build_chatterbox(folder: Path) -> Path:
+    """Write ve.safetensors, t3_cfg.safetensors, s3gen.safetensors, tokenizer.json and conds.pt into `folder`.
+
+    Must be called (and the result loaded) inside `tiny_sizes()`. The default voice (conds.pt) is made the way
+    upstream makes conditionals: `prepare_conditionals` on a sample, then `Conditionals.save`.
+    """
+    import soundfile as sf
+    import torch
+    from chatterbox.models.s3gen import S3Gen
+    from chatterbox.models.t3 import T3
+    from chatterbox.models.voice_encoder import VoiceEncoder
+    from chatterbox.tts import ChatterboxTTS
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    t3 = T3()
+    _make_t3_stop(t3)
+    save_file(VoiceEncoder().state_dict(), folder / "ve.safetensors")
+    save_file({k: v.contiguous() for k, v in t3.state_dict().items()}, folder / "t3_cfg.safetensors")
+    save_file({k: v.contiguous() for k, v in S3Gen().state_dict().items()}, folder / "s3gen.safetensors")
+    _write_tokenizer(folder / "tokenizer.json", t3.hp.start_text_token, t3.hp.stop_text_token)
+    model = ChatterboxTTS.from_local(folder, "cpu")
+    sample = folder.parent / f"{folder.name}_default_voice.wav"
+    sf.write(sample, voice_sample(6.0, pitch=120.0), 22050, subtype="FLOAT")
+    model.prepare_conditionals(str(sample), exaggeration=0.5)
+    model.conds.save(folder / "conds.pt")
+    sample.unlink()
+    return folder
+
+
+def _make_t3_stop(t3: Any) -> None:
+    """A random T3 almost never samples its stop token; make it stop after about SPEECH_STOP_CHOICES steps.
+
+    Every speech token embeds to the same all-ones vector, so the last hidden state points roughly along it; the
+    head then gives the stop token and SPEECH_STOP_CHOICES ordinary tokens the same large logit along that
+    direction (all others none), so each step picks among those uniformly.
+    """
+    import torch
+
+    with torch.no_grad():
+        t3.speech_emb.weight.fill_(1.0)
+        head = t3.speech_head.weight
+        head.zero_()
+        strong = 12.0 / head.shape[1]
+        head[:SPEECH_STOP_CHOICES] = strong
+        head[t3.hp.stop_speech_token] = strong
+
+
+def _write_tokenizer(path: Path, start_id: int, stop_id: int) -> None:
+    """A character-level tokenizers JSON with Chatterbox's special tokens ([START], [STOP], [UNK], [SPACE])."""
+    vocab = {"[STOP]": stop_id, "[UNK]": 1, "[SPACE]": 2}
+    vocab.update({ch: 3 + i for i, ch in enumerate(TOKENIZER_CHARS)})
+    vocab["[START]"] = start_id
+    specials = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                 "normalized": False, "special": True} for t, i in vocab.items() if t.startswith("[")]
+    path.write_text(json.dumps({
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": specials, "normalizer": None,
+        "pre_tokenizer": None, "post_processor": None, "decoder": None,
+        "model": {"type": "BPE", "dropout": None, "unk_token": "[UNK]", "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "vocab": vocab,
+                  "merges": []},
+    }))
