@@ -93,10 +93,10 @@ def test_same_seed_same_clip_other_seed_other_clip(backend):
 
 
 @pytest.mark.parametrize("sample, message", [
-    (Audio(tiny_chatterbox.voice_sample(3.0), 22050), "3.0 s long; Chatterbox needs at least 5 s"),
+    (Audio(tiny_chatterbox.voice_sample(3.0), 22050), "3.0 s long; send at least 5 s"),
     (Audio(np.zeros(16000 * 8), 16000), "silent"),
-    (Audio(np.concatenate([tiny_chatterbox.voice_sample(0.5), np.zeros(22050 * 6, np.float32)]), 22050),
-     "only 0.5 s of sound"),
+    (Audio(np.concatenate([tiny_chatterbox.voice_sample(3.0), np.zeros(22050 * 6, np.float32)]), 22050),
+     r"only \d\.\d s of sound"),
 ])
 def test_unusable_samples_are_rejected_before_the_model_loads(folder, sample, message):
     from tag_speech.chatterbox import ChatterboxBackend
@@ -137,3 +137,34 @@ def test_an_unknown_hub_id_offline_says_how_to_download(monkeypatch):
     assert not status.present and "hf download nobody/no-chatterbox" in status.detail
     with pytest.raises(WeightsMissing, match="hf download nobody/no-chatterbox"):
         ChatterboxBackend({"weights": "nobody/no-chatterbox", "device": "cpu"}).load()
+
+
+def test_tag_generate_clones_a_voice_end_to_end(folder, sample_path, tmp_path):
+    """The real `tag` CLI (in a process where tiny_sizes() is active) clones me.wav into out.wav."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    tests_dir = str(Path(__file__).parents[1])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TAG_CONFIG=str(tmp_path / "absent.toml"),
+               TAG_PLUGINS="inprocess,speech",
+               PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
+    (tmp_path / "me.wav").symlink_to(sample_path)
+    command = [sys.executable, "-m", "tag_testkit.tiny_chatterbox", "generate", "Hello", "-b", "chatterbox",
+               "--audio-prompt", "me.wav", "-O", f"weights={folder}", "--device", "cpu", "--seed", "3", "--json",
+               "-q", "-o", "out.wav"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    meta = json.loads(done.stdout.strip().splitlines()[-1])
+    info = sf.info(tmp_path / "out.wav")
+    assert info.samplerate == 24000 and info.frames > 0
+    assert meta["metadata"]["voice"] == "cloned from sample (7.0 s)" and meta["seed"] == 3
+
+    short = tmp_path / "short.wav"
+    sf.write(short, tiny_chatterbox.voice_sample(2.0), 22050)
+    done = subprocess.run([*command[:8], "short.wav", *command[9:-1], "out2.wav"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=600)
+    # a failed prompt exits 1 today; the exit code of invalid requests is being settled separately (issue #13)
+    assert done.returncode != 0 and "send at least 5 s" in done.stderr + done.stdout
+    assert not (tmp_path / "out2.wav").exists()

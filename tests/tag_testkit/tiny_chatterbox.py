@@ -136,3 +136,22 @@ def _write_tokenizer(path: Path, start_id: int, stop_id: int) -> None:
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "vocab": vocab,
                   "merges": []},
     }))
+
+
+def main() -> None:
+    """`python -m tag_testkit.tiny_chatterbox ARGS...`: the `tag` command with tiny_sizes() active, so that
+    `generate -b chatterbox -O weights=FOLDER` and `bench -b chatterbox` load a folder written by build_chatterbox
+    (`... build FOLDER` writes one)."""
+    import sys
+
+    from tagcore.cli import main as tag
+
+    with tiny_sizes():
+        if sys.argv[1:2] == ["build"]:
+            print(build_chatterbox(Path(sys.argv[2])))
+            return
+        tag()
+
+
+if __name__ == "__main__":
+    main()

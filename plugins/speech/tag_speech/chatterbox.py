@@ -118,10 +118,7 @@ class ChatterboxBackend(SpeechBackend):
 
     def check_voice_sample(self, sample: Audio) -> None:
         """Reject a sample that cannot carry a voice before any model work (too short, silent, mostly silence)."""
-        if sample.duration < MIN_VOICE_SECONDS:
-            raise InvalidRequest(f"the voice sample is {sample.duration:.1f} s long; Chatterbox needs at least "
-                                 f"{MIN_VOICE_SECONDS:g} s of clear speech (10 s is best)")
-        usable_sample(sample)
+        usable_sample(sample, min_seconds=MIN_VOICE_SECONDS)
 
     def _condition(self, item: GenerationItem, exaggeration: float) -> str:
         """Set the model's conditionals for this request; return a description of the voice."""
