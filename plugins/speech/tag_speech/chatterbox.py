@@ -50,7 +50,8 @@ class ChatterboxBackend(SpeechBackend):
         Option("exaggeration", "float", 0.5, "emotion exaggeration: 0.5 is neutral, higher is more dramatic "
                "(and faster)", minimum=0.0, maximum=2.0),
         Option("cfg_weight", "float", 0.5, "classifier-free guidance weight: lower slows the pace and follows "
-               "the voice sample's delivery less strictly", minimum=0.05, maximum=1.0),
+               "the voice sample's delivery less strictly (chatterbox-tts 0.1.7 fails without guidance, so at "
+               "least 0.05)", minimum=0.05, maximum=1.0),
         Option("temperature", "float", 0.8, "sampling temperature of the speech tokens", minimum=0.05,
                maximum=2.0),
         weights_option(f"Chatterbox files (ve/t3_cfg/s3gen .safetensors, tokenizer.json, conds.pt): a folder "
