@@ -35,6 +35,13 @@ def test_word_error_rate_on_known_strings(reference, heard, expected):
     assert word_error_rate([reference], [heard]) == pytest.approx(expected)
 
 
+def test_harvard_sentences_are_a_bundled_prompt_set():
+    from tag_bench.prompts import bundled_prompts_path, load_prompts
+
+    prompts = load_prompts(bundled_prompts_path().with_name("harvard10.txt"))
+    assert len(prompts) == 10 and prompts[0] == "The birch canoe slid on the smooth planks."
+
+
 def test_corpus_wer_weighs_texts_by_their_words():
     assert word_error_rate(["a b c d", "e f"], ["a b c d", "x y"]) == pytest.approx(2 / 6)
     assert normalise("Don’t STOP—now!") == ["don't", "stop", "now"]
