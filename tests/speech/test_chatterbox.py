@@ -168,3 +168,48 @@ def test_tag_generate_clones_a_voice_end_to_end(folder, sample_path, tmp_path):
     # a failed prompt exits 1 today; the exit code of invalid requests is being settled separately (issue #13)
     assert done.returncode != 0 and "send at least 5 s" in done.stderr + done.stdout
     assert not (tmp_path / "out2.wav").exists()
+
+
+def test_the_english_model_speaks_only_english(backend):
+    with pytest.raises(InvalidRequest, match="speaks only en, not 'de'.*model=multilingual"):
+        backend.generate("Guten Tag.", 5.0, seed=1, options={"language": "de"})
+
+
+@pytest.fixture(scope="module")
+def multilingual_folder(folder, tmp_path_factory):
+    """The tiny multilingual model (inside `folder`'s tiny_sizes()). Its tokenizer would download spacy-pkuseg's
+    Chinese segmenter model from GitHub; without spacy_pkuseg importable the package skips it (as it says)."""
+    import sys
+
+    saved = sys.modules.get("spacy_pkuseg")
+    sys.modules["spacy_pkuseg"] = None
+    try:
+        yield tiny_chatterbox.build_chatterbox(tmp_path_factory.mktemp("chatterbox_mtl") / "model",
+                                               multilingual=True)
+    finally:
+        if saved is None:
+            sys.modules.pop("spacy_pkuseg", None)
+        else:
+            sys.modules["spacy_pkuseg"] = saved
+
+
+def test_multilingual_speech_equals_upstream_generate(multilingual_folder, sample_path, monkeypatch):
+    import sys
+
+    import torch
+    from chatterbox.mtl_tts import ChatterboxMultilingualTTS
+
+    from tag_speech.chatterbox import ChatterboxBackend
+
+    monkeypatch.setitem(sys.modules, "spacy_pkuseg", None)
+    backend = ChatterboxBackend({"weights": str(multilingual_folder), "model": "multilingual", "device": "cpu"})
+    options = {"language": "de", "exaggeration": 0.6, "cfg_weight": 0.5, "temperature": 0.8}
+    result = backend.generate("Guten Tag.", 30.0, seed=SEED, options=options, audio_prompt=read(sample_path))
+    assert result.metadata["language"] == "de" and result.model_id.startswith("chatterbox-multilingual:")
+    upstream = ChatterboxMultilingualTTS.from_local(multilingual_folder, "cpu")
+    torch.manual_seed(SEED)
+    expected = upstream.generate("Guten Tag.", language_id="de", audio_prompt_path=str(sample_path),
+                                 exaggeration=0.6, cfg_weight=0.5, temperature=0.8)[0].numpy()
+    np.testing.assert_allclose(result.audio.samples[0], expected, atol=1e-5)
+    with pytest.raises(InvalidRequest, match="does not speak 'xx'; it knows ar, da, de"):
+        backend.generate("Hallo.", 5.0, seed=1, options={"language": "xx"})

@@ -22,7 +22,8 @@ import numpy as np
 TOKENIZER_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-"
 SPEECH_STOP_CHOICES = 40
 """The tiny T3 picks the stop token about once in this many steps, so an utterance lasts about a second."""
-FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
+LANGUAGES = ("en", "de", "fr")
+"""Language tokens of the tiny multilingual tokenizer (the real one has 23)."""
 
 
 def _forcing(factory: Callable[..., Any], **small: Any) -> Callable[..., Any]:
@@ -39,8 +40,9 @@ def tiny_sizes() -> Iterator[None]:
     from chatterbox.models.t3 import llama_configs
     from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
 
-    llama = {**llama_configs.LLAMA_CONFIGS["Llama_520M"], "num_hidden_layers": 1, "intermediate_size": 64,
-             "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 32}
+    # 14 layers of 16 heads: the multilingual model's alignment analyzer watches heads of layers 9, 12 and 13.
+    llama = {**llama_configs.LLAMA_CONFIGS["Llama_520M"], "num_hidden_layers": 14, "intermediate_size": 64,
+             "num_attention_heads": 16, "num_key_value_heads": 16, "head_dim": 4}
     patches = {
         "UpsampleConformerEncoder": _forcing(s3gen.UpsampleConformerEncoder, num_blocks=1, linear_units=64,
                                              attention_heads=2),
@@ -73,8 +75,10 @@ def voice_sample(seconds: float, rate: int = 22050, pitch: float = 160.0) -> np.
     return (0.3 * np.sin(2 * np.pi * pitch * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2).astype(np.float32)
 
 
-def build_chatterbox(folder: Path) -> Path:
-    """Write ve.safetensors, t3_cfg.safetensors, s3gen.safetensors, tokenizer.json and conds.pt into `folder`.
+def build_chatterbox(folder: Path, multilingual: bool = False) -> Path:
+    """Write the files `from_local` reads into `folder`: for the English model ve.safetensors,
+    t3_cfg.safetensors, s3gen.safetensors and tokenizer.json; for the multilingual one ve.pt,
+    t3_mtl23ls_v2.safetensors, s3gen.pt and grapheme_mtl_merged_expanded_v1.json; conds.pt for both.
 
     Must be called (and the result loaded) inside `tiny_sizes()`. The default voice (conds.pt) is made the way
     upstream makes conditionals: `prepare_conditionals` on a sample, then `Conditionals.save`.
@@ -83,19 +87,29 @@ def build_chatterbox(folder: Path) -> Path:
     import torch
     from chatterbox.models.s3gen import S3Gen
     from chatterbox.models.t3 import T3
+    from chatterbox.models.t3.modules.t3_config import T3Config
     from chatterbox.models.voice_encoder import VoiceEncoder
+    from chatterbox.mtl_tts import ChatterboxMultilingualTTS
     from chatterbox.tts import ChatterboxTTS
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    t3 = T3()
+    t3 = T3(T3Config.multilingual() if multilingual else T3Config.english_only())
     _make_t3_stop(t3)
-    save_file(VoiceEncoder().state_dict(), folder / "ve.safetensors")
-    save_file({k: v.contiguous() for k, v in t3.state_dict().items()}, folder / "t3_cfg.safetensors")
-    save_file({k: v.contiguous() for k, v in S3Gen().state_dict().items()}, folder / "s3gen.safetensors")
-    _write_tokenizer(folder / "tokenizer.json", t3.hp.start_text_token, t3.hp.stop_text_token)
-    model = ChatterboxTTS.from_local(folder, "cpu")
+    t3_state = {k: v.contiguous() for k, v in t3.state_dict().items()}
+    if multilingual:
+        torch.save(VoiceEncoder().state_dict(), folder / "ve.pt")
+        save_file(t3_state, folder / "t3_mtl23ls_v2.safetensors")
+        torch.save(S3Gen().state_dict(), folder / "s3gen.pt")
+        _write_tokenizer(folder / "grapheme_mtl_merged_expanded_v1.json", t3.hp.start_text_token,
+                         t3.hp.stop_text_token, [f"[{code}]" for code in LANGUAGES])
+    else:
+        save_file(VoiceEncoder().state_dict(), folder / "ve.safetensors")
+        save_file(t3_state, folder / "t3_cfg.safetensors")
+        save_file({k: v.contiguous() for k, v in S3Gen().state_dict().items()}, folder / "s3gen.safetensors")
+        _write_tokenizer(folder / "tokenizer.json", t3.hp.start_text_token, t3.hp.stop_text_token)
+    model = (ChatterboxMultilingualTTS if multilingual else ChatterboxTTS).from_local(folder, "cpu")
     sample = folder.parent / f"{folder.name}_default_voice.wav"
     sf.write(sample, voice_sample(6.0, pitch=120.0), 22050, subtype="FLOAT")
     model.prepare_conditionals(str(sample), exaggeration=0.5)
@@ -122,10 +136,12 @@ def _make_t3_stop(t3: Any) -> None:
         head[t3.hp.stop_speech_token] = strong
 
 
-def _write_tokenizer(path: Path, start_id: int, stop_id: int) -> None:
-    """A character-level tokenizers JSON with Chatterbox's special tokens ([START], [STOP], [UNK], [SPACE])."""
+def _write_tokenizer(path: Path, start_id: int, stop_id: int, extra: list[str] | None = None) -> None:
+    """A character-level tokenizers JSON with Chatterbox's special tokens ([START], [STOP], [UNK], [SPACE]) and
+    `extra` ones (the multilingual model's language tokens such as [de])."""
     vocab = {"[STOP]": stop_id, "[UNK]": 1, "[SPACE]": 2}
     vocab.update({ch: 3 + i for i, ch in enumerate(TOKENIZER_CHARS)})
+    vocab.update({token: 3 + len(TOKENIZER_CHARS) + i for i, token in enumerate(extra or [])})
     vocab["[START]"] = start_id
     specials = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
                  "normalized": False, "special": True} for t, i in vocab.items() if t.startswith("[")]
@@ -147,8 +163,8 @@ def main() -> None:
     from tagcore.cli import main as tag
 
     with tiny_sizes():
-        if sys.argv[1:2] == ["build"]:
-            print(build_chatterbox(Path(sys.argv[2])))
+        if sys.argv[1:2] == ["build"]:  # build FOLDER [multilingual]
+            print(build_chatterbox(Path(sys.argv[2]), multilingual=sys.argv[3:4] == ["multilingual"]))
             return
         tag()
 
