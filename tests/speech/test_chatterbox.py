@@ -213,3 +213,18 @@ def test_multilingual_speech_equals_upstream_generate(multilingual_folder, sampl
     np.testing.assert_allclose(result.audio.samples[0], expected, atol=1e-5)
     with pytest.raises(InvalidRequest, match="does not speak 'xx'; it knows ar, da, de"):
         backend.generate("Hallo.", 5.0, seed=1, options={"language": "xx"})
+
+
+def test_a_failed_segmenter_download_is_named(multilingual_folder, monkeypatch):
+    import requests
+    from chatterbox.mtl_tts import ChatterboxMultilingualTTS
+
+    from tag_speech.chatterbox import ChatterboxBackend
+
+    def offline(*args, **kwargs):
+        raise requests.ConnectionError("github.com unreachable")
+
+    monkeypatch.setattr(ChatterboxMultilingualTTS, "from_local", offline)
+    backend = ChatterboxBackend({"weights": str(multilingual_folder), "model": "multilingual", "device": "cpu"})
+    with pytest.raises(WeightsMissing, match=r"spacy-pkuseg.*~/.pkuseg.*load the model once while online"):
+        backend.load()
