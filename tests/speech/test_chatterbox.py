@@ -165,8 +165,7 @@ def test_tag_generate_clones_a_voice_end_to_end(folder, sample_path, tmp_path):
     sf.write(short, tiny_chatterbox.voice_sample(2.0), 22050)
     done = subprocess.run([*command[:8], "short.wav", *command[9:-1], "out2.wav"], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=600)
-    # a failed prompt exits 1 today; the exit code of invalid requests is being settled separately (issue #13)
-    assert done.returncode != 0 and "send at least 5 s" in done.stderr + done.stdout
+    assert done.returncode == 2 and "send at least 5 s" in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "out2.wav").exists()
 
 
