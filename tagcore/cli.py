@@ -303,7 +303,8 @@ def list_backends(ctx: click.Context, as_json: bool) -> None:
             "name": cls.name, "aliases": list(cls.aliases), "description": cls.description,
             "sample_rate": cls.sample_rate, "native_max_duration": cls.native_max_duration,
             "min_duration": cls.min_duration, "max_duration": cls.max_duration, "variable_length": cls.variable_length,
-            "capabilities": dataclasses.asdict(cls.capabilities), "features": cls.capabilities.features(),
+            "capabilities": dataclasses.asdict(cls.capabilities), "audio_prompt_roles": list(cls.audio_prompt_roles()),
+            "features": cls.capabilities.features(cls.audio_prompt_roles()),
             "options": [{"name": o.name, "type": o.type, "default": o.default, "scope": o.scope, "help": o.help,
                          "choices": list(o.choices), "minimum": o.minimum, "maximum": o.maximum}
                         for o in cls.options],
