@@ -202,6 +202,8 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
     stop = None
     if transport.embedded:
         backend = build_backend(backend_cls.name, config, worker_settings)
+        for request in requests:  # the weights it was given may allow less than its class (e.g. a shorter clip)
+            validate_request(request, backend, config)
         if not quiet:
             click.echo(f"loading {backend_cls.name}...", err=True)
         backend.ensure_loaded()

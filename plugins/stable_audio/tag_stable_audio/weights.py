@@ -105,9 +105,9 @@ def missing_files(folder: Path) -> list[str]:
             required = [("scheduler_config.json",)]
         elif name.startswith("tokenizer"):
             required = [("tokenizer_config.json",), TOKENIZER_FILES]
-        else:
-            required = [("config.json",), tuple(f"model{s}" for s in WEIGHT_SUFFIXES)
-                        + tuple(f"diffusion_pytorch_model{s}" for s in WEIGHT_SUFFIXES)]
+        else:  # transformers writes model.*, diffusers (and its pipeline modules) diffusion_pytorch_model.*
+            stem = "model" if spec[0] == "transformers" else "diffusion_pytorch_model"
+            required = [("config.json",), tuple(f"{stem}{s}" for s in WEIGHT_SUFFIXES)]
         for choices in required:
             if not any((part / choice).is_file() for choice in choices):
                 missing.append(f"{name}/{choices[0]}" if len(choices) == 1 else f"{name}/{choices[0]} (or "
