@@ -27,7 +27,8 @@ SA3_SIZES: dict[str, dict[str, Any]] = {
                  fourier_dim=16, max_tokens=32),
     "small": dict(max_seconds=120.0, text="t5gemma-b", vae={},
                   dit=dict(embed_dim=1024, depth=24, num_heads=16), fourier_dim=256, max_tokens=256),
-    "medium": dict(max_seconds=384.0, text="t5gemma-b", vae=dict(encoder_channels=256, encoder_transformer_depths=(12,)),
+    "medium": dict(max_seconds=384.0, text="t5gemma-b",
+                   vae=dict(encoder_channels=256, encoder_transformer_depths=(12,)),  # SAME-L
                    dit={}, fourier_dim=256, max_tokens=256),
 }
 T5GEMMA_B = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,

@@ -314,8 +314,9 @@ class StableAudioOpenBackend(DiffusersAudioBackend):
         def on_step(step: int, t: Any, latents: Any) -> None:
             report((step + 1) / steps, "generating")
 
+        negative = negatives if negatives[0] is not None else None  # a group has all or none (group_key)
         audio = pipe(prompt=prompts, audio_end_in_s=float(duration), num_inference_steps=steps,
-                     guidance_scale=options["guidance"], negative_prompt=negatives if negatives[0] is not None else None,
-                     generator=generators, callback=on_step).audios
+                     guidance_scale=options["guidance"], negative_prompt=negative, generator=generators,
+                     callback=on_step).audios
         return audio, {"steps": steps, "guidance": options["guidance"], "scheduler": options["scheduler"]}
 

@@ -282,7 +282,9 @@ async function showResult(job) {
   $("result-prompt").textContent = job.prompt || NO_PROMPT;
   $("result-seed").textContent = job.seed;
   const seconds = job.audio_seconds ?? job.duration;
-  $("result-meta").textContent = `${job.backend} · ${seconds} s` + (job.model_id ? ` · ${job.model_id}` : "");
+  const sound = job.channels ? ` · ${job.channels === 2 ? "stereo" : job.channels === 1 ? "mono" : `${job.channels} channels`}` +
+    ` ${job.sample_rate / 1000} kHz` : "";
+  $("result-meta").textContent = `${job.backend} · ${seconds} s${sound}` + (job.model_id ? ` · ${job.model_id}` : "");
   const used = job.audio_prompt;
   $("result-audio-prompt").textContent = used ? `Audio prompt: ${used.name} (${audioPromptUse(used.role)})` : "";
   $("result-audio-prompt").hidden = !used;
