@@ -21,7 +21,7 @@ SA3_SIZES: dict[str, dict[str, Any]] = {
     # max_seconds is the duration embedder's clamp (seconds_total upper bound): what a variant can make.
     "tiny": dict(max_seconds=6.0, text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                             num_attention_heads=2, num_key_value_heads=1, head_dim=16),
-                 vae=dict(patch_size=16, encoder_channels=8, encoder_c_mults=(2,), encoder_strides=(8,),
+                 vae=dict(patch_size=256, encoder_channels=8, encoder_c_mults=(2,), encoder_strides=(4,),
                           encoder_transformer_depths=(1,), latent_dim=8, dim_heads=8),
                  dit=dict(embed_dim=32, depth=2, num_heads=2, timestep_features_dim=16, num_memory_tokens=4),
                  fourier_dim=16, max_tokens=32),

@@ -45,7 +45,7 @@ class DiffusersAudioBackend(Backend):
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
         self.source = w.resolve(str(self.settings["weights"] or ""), self.family)
-        self.pipe: Any = None
+        self.model: Any = None
         self.device: Any = None
         folder = self.source.folder
         if folder is not None and not w.missing_files(folder):
@@ -83,13 +83,13 @@ class DiffusersAudioBackend(Backend):
             raise WeightsMissing(f"could not load {folder} as a {self.pipeline_class}: {exc}") from exc
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
-        self.pipe, self.device = pipe, device
+        self.model, self.device = pipe, device
         self.max_duration = self.native_max_duration = self.limit(folder)
 
     def unload(self) -> None:
         import torch
 
-        self.pipe = None
+        self.model = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -123,7 +123,7 @@ class DiffusersAudioBackend(Backend):
                     clips[start:start + item.candidates], item.seed, self.name, self.model_id,
                     {"generate_s": round(elapsed * item.candidates / rows, 4)},
                     {**used, "batch_rows": rows, "device": str(self.device),
-                     "dtype": str(self.pipe.dtype).replace("torch.", "")})
+                     "dtype": str(self.model.dtype).replace("torch.", "")})
                 start += item.candidates
             done += rows
         if progress:
@@ -146,9 +146,18 @@ class DiffusersAudioBackend(Backend):
         return [torch.Generator(self.device).manual_seed(item.seed + k)
                 for item in items for k in range(item.candidates)]
 
+    def pipeline(self, name: str, **replaced: Any) -> Any:
+        """The diffusers pipeline class `name` over the loaded components (shared, not copied), `replaced` swapped
+        in; cheap, so each call gets its own with its own scheduler."""
+        import diffusers
+
+        pipe = getattr(diffusers, name)(**{**self.model.components, **replaced})
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
     def fresh_scheduler(self, **overrides: Any) -> Any:
         """A new scheduler from the shipped configuration: schedulers keep per-run state (step index, noise trees)."""
-        shipped = self.pipe.scheduler
+        shipped = self.model.scheduler
         return type(shipped).from_config(shipped.config, **overrides)
 
     def _clips(self, audio: Any, duration: float) -> list[Audio]:
@@ -221,15 +230,13 @@ class StableAudio3Backend(DiffusersAudioBackend):
         return None if item.audio_prompt is None else item.audio_prompt.frames
 
     def run_pipeline(self, items, duration, options, generators, report):
-        import diffusers
-
         prompts = [item.prompt for item in items for _ in range(item.candidates)]
-        scheduler = options["scheduler"]
-        overrides = {} if scheduler == "shipped" else {"stochastic_sampling": scheduler == "pingpong"}
-        components = {**self.pipe.components, "scheduler": self.fresh_scheduler(**overrides)}
+        choice = options["scheduler"]
+        stochastic = {} if choice == "shipped" else {"stochastic_sampling": choice == "pingpong"}
+        scheduler = self.fresh_scheduler(**stochastic)
         steps = options["steps"] or None
-        used = {"steps": steps or (8 if components["scheduler"].config.stochastic_sampling else 100),
-                "guidance": options["guidance"], "scheduler": scheduler}
+        used = {"steps": steps or (8 if scheduler.config.stochastic_sampling else 100),
+                "guidance": options["guidance"], "scheduler": choice}
 
         def on_step(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             report((i + 1) / pipe.num_timesteps, "generating")
@@ -243,7 +250,7 @@ class StableAudio3Backend(DiffusersAudioBackend):
             if any(negatives) and options["guidance"] <= 1.0:
                 raise InvalidRequest("a negative prompt needs guidance > 1 (the distilled checkpoints use 1.0, "
                                      "where the pipeline ignores it)")
-            pipe = diffusers.StableAudio3Pipeline(**components)
+            pipe = self.pipeline("StableAudio3Pipeline", scheduler=scheduler)
             audio = pipe(**common, guidance_scale=options["guidance"],
                          negative_prompt=negatives if any(negatives) else None).audios
             return audio, used
@@ -255,13 +262,13 @@ class StableAudio3Backend(DiffusersAudioBackend):
         role = self.audio_prompt_role_for(options)
         clips = torch.cat([prompt_audio(item.audio_prompt) for item in items for _ in range(item.candidates)])
         if role == "variation":
-            pipe = diffusers.StableAudio3AudioToAudioPipeline(**components)
+            pipe = self.pipeline("StableAudio3AudioToAudioPipeline", scheduler=scheduler)
             audio = pipe(**common, audio=clips, init_noise_level=options["strength"]).audios
             return audio, {**used, AUDIO_ROLE_OPTION: role, "strength": options["strength"]}
         kept = reference.duration
         if kept >= duration:
             raise InvalidRequest(f"the audio prompt ({kept:.2f} s) must be shorter than the requested {duration:g} s")
-        pipe = diffusers.StableAudio3InpaintPipeline(**components)
+        pipe = self.pipeline("StableAudio3InpaintPipeline", scheduler=scheduler)
         audio = pipe(**common, audio=clips, mask_start_seconds=kept, mask_end_seconds=float(duration)).audios
         return audio, {**used, AUDIO_ROLE_OPTION: role, "kept_s": round(kept, 4)}
 
@@ -306,9 +313,9 @@ class StableAudioOpenBackend(DiffusersAudioBackend):
         if options["scheduler"] == "shipped":
             scheduler = self.fresh_scheduler()
         else:
-            scheduler = diffusers.EDMDPMSolverMultistepScheduler.from_config(self.pipe.scheduler.config,
+            scheduler = diffusers.EDMDPMSolverMultistepScheduler.from_config(self.model.scheduler.config,
                                                                              algorithm_type="dpmsolver++")
-        pipe = diffusers.StableAudioPipeline(**{**self.pipe.components, "scheduler": scheduler})
+        pipe = self.pipeline("StableAudioPipeline", scheduler=scheduler)
         steps = options["steps"]
 
         def on_step(step: int, t: Any, latents: Any) -> None:
