@@ -33,3 +33,14 @@ def resolve_dtype(name: str, device: Any) -> Any:
     if device.type == "cpu" and name == "fp16":
         raise InvalidRequest("fp16 is for GPUs; use fp32 (or bf16) on the CPU")
     return table[name]
+
+
+def free_memory() -> None:
+    """Collect garbage and return cached CUDA blocks, after a backend dropped its model (unload)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -117,3 +117,13 @@ def test_generate_with_missing_weights_names_the_file(sa3_folder, tmp_path):
 def test_models_check_reports_the_limit(sa3_folder, tmp_path):
     done = tag("models", "check", "stable_audio_3", str(sa3_folder), tmp_path=tmp_path)
     assert done.returncode == 0 and "6 s clips at most" in done.stdout
+
+
+def test_tag_bench_runs_both_backends(sa3_folder, sao_folder, tmp_path):
+    out = tmp_path / "bench"
+    done = tag("bench", "-b", "stable_audio_3", "-b", "stable_audio_open", "-n", "1", "--batch", "1", "-d", "1",
+               "-O", f"stable_audio_3.weights={sa3_folder}", "-O", f"stable_audio_open.weights={sao_folder}",
+               "-O", "stable_audio_open.steps=3", "-O", "device=cpu", "-o", str(out), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 3 and "stable_audio_3:tiny-sa3" in rows[1] and "stable_audio_open:tiny-sao" in rows[2]

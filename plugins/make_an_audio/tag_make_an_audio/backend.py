@@ -6,7 +6,6 @@ item's noise is drawn right after seeding with that item's seed, so batching nev
 """
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -14,7 +13,7 @@ from typing import Any
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.backend import ProgressCallback
-from tagcore.devices import resolve_device, resolve_dtype
+from tagcore.devices import free_memory, resolve_device, resolve_dtype
 from tagcore.options import device_option, dtype_option, weights_option
 
 from . import checkpoint as ckpt
@@ -77,12 +76,8 @@ class MakeAnAudioBackend(Backend):
             self.model.unet = torch.compile(self.model.unet)
 
     def unload(self) -> None:
-        import torch
-
         self.model = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_memory()
         super().unload()
 
     def generate_batch(

@@ -13,7 +13,6 @@ configuration, and the choice among the pipeline's compatible schedulers.
 """
 from __future__ import annotations
 
-import gc
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ import numpy as np
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.audio import resample
 from tagcore.backend import AUDIO_ROLE_OPTION, ProgressCallback
-from tagcore.devices import resolve_device, resolve_dtype
+from tagcore.devices import free_memory, resolve_device, resolve_dtype
 from tagcore.errors import InvalidRequest, WeightsMissing
 from tagcore.options import device_option, dtype_option, weights_option
 
@@ -87,12 +86,8 @@ class DiffusersAudioBackend(Backend):
         self.max_duration = self.native_max_duration = self.limit(folder)
 
     def unload(self) -> None:
-        import torch
-
         self.model = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_memory()
         super().unload()
 
     # --- generation ---------------------------------------------------------------------------------------
