@@ -156,6 +156,12 @@ class Backend(abc.ABC):
         return options.get(AUDIO_ROLE_OPTION) or cls.capabilities.audio_prompt_role
 
     @classmethod
+    def check_request(cls, options: Mapping[str, Any], *, negative_prompt: str | None,
+                      audio_prompt: Audio | None) -> None:
+        """Backend-specific rules that tie resolved request options to the prompts (e.g. a negative prompt needs
+        guidance); raise InvalidRequest. `validate_request` calls it, so clients and workers refuse alike."""
+
+    @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
         """Where this backend's weights would be loaded from with `settings`, and whether they are there.
 

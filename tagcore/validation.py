@@ -67,4 +67,5 @@ def validate_request(request: SoundRequest, backend: type[Backend] | Backend, co
         raise InvalidRequest(f"{backend.name} does not take a negative prompt")
     if request.seed is not None and not 0 <= request.seed <= 2**31 - 1:
         raise InvalidRequest("the seed must be between 0 and 2147483647")
+    backend.check_request(options, negative_prompt=request.negative_prompt, audio_prompt=request.audio_prompt)
     return options

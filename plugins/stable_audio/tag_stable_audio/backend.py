@@ -100,6 +100,7 @@ class DiffusersAudioBackend(Backend):
             raise InvalidRequest(f"{self.model_id} makes clips of up to {self.max_duration:g} s, not {duration:g} s")
         groups: dict[Any, list[int]] = defaultdict(list)
         for index, item in enumerate(items):
+            self.check_request(options, negative_prompt=item.negative_prompt, audio_prompt=item.audio_prompt)
             groups[self.group_key(item, options)].append(index)
         rows_total = sum(item.candidates for item in items)
         done = 0
@@ -128,6 +129,12 @@ class DiffusersAudioBackend(Backend):
     def group_key(self, item: GenerationItem, options: Mapping[str, Any]) -> Any:
         """Items with equal keys share one pipeline call."""
         return None
+
+    @classmethod
+    def check_request(cls, options: Mapping[str, Any], *, negative_prompt: str | None,
+                      audio_prompt: Audio | None) -> None:
+        if negative_prompt and options["guidance"] <= 1.0:  # the pipelines would silently ignore it
+            raise InvalidRequest(f"a negative prompt needs guidance > 1 on {cls.name} (at 1 the pipeline ignores it)")
 
     def run_pipeline(self, items: Sequence[GenerationItem], duration: float, options: Mapping[str, Any],
                      generators: list[Any], report: ProgressCallback) -> tuple[Any, dict[str, Any]]:
@@ -224,6 +231,14 @@ class StableAudio3Backend(DiffusersAudioBackend):
     def group_key(self, item: GenerationItem, options: Mapping[str, Any]) -> Any:
         return None if item.audio_prompt is None else item.audio_prompt.frames
 
+    @classmethod
+    def check_request(cls, options: Mapping[str, Any], *, negative_prompt: str | None,
+                      audio_prompt: Audio | None) -> None:
+        super().check_request(options, negative_prompt=negative_prompt, audio_prompt=audio_prompt)
+        if audio_prompt is not None and (options["guidance"] > 1.0 or negative_prompt):
+            raise InvalidRequest("guidance and a negative prompt apply to text-only generation: Stable Audio 3's "
+                                 "audio-to-audio and inpainting pipelines have neither")
+
     def run_pipeline(self, items, duration, options, generators, report):
         prompts = [item.prompt for item in items for _ in range(item.candidates)]
         choice = options["scheduler"]
@@ -242,16 +257,10 @@ class StableAudio3Backend(DiffusersAudioBackend):
         reference = items[0].audio_prompt
         if reference is None:
             negatives = [item.negative_prompt or "" for item in items for _ in range(item.candidates)]
-            if any(negatives) and options["guidance"] <= 1.0:
-                raise InvalidRequest("a negative prompt needs guidance > 1 (the distilled checkpoints use 1.0, "
-                                     "where the pipeline ignores it)")
             pipe = self.pipeline("StableAudio3Pipeline", scheduler=scheduler)
             audio = pipe(**common, guidance_scale=options["guidance"],
                          negative_prompt=negatives if any(negatives) else None).audios
             return audio, used
-        if options["guidance"] > 1.0 or any(item.negative_prompt for item in items):
-            raise InvalidRequest("guidance and a negative prompt apply to text-only generation; stable_audio_3's "
-                                 "audio-to-audio and inpainting pipelines have neither")
         import torch
 
         role = self.audio_prompt_role_for(options)
