@@ -5,8 +5,9 @@ Nothing is downloaded: the tokenizer is a word-level `tokenizers` model built he
 class the real repository uses (GemmaTokenizerFast for Stable Audio 3, T5TokenizerFast for Stable Audio Open), so
 `from_pretrained` reads exactly the files it reads from the hub. Shapes of the full-size configurations follow
 the released models where diffusers documents them (SA3 medium: the StableAudio3DiTModel defaults and SAME-L; SAO:
-the StableAudioDiTModel / AutoencoderOobleck defaults and T5-base); SA3 small's DiT is sized to the published
-parameter count (433 M with SAME-S), its exact layer shapes are not public here.
+the StableAudioDiTModel / AutoencoderOobleck defaults and T5-base). The published counts are the DiT's: the
+StableAudio3DiTModel defaults have 1453 M parameters (medium: "1.4B"); SA3 small's DiT is sized to its published
+433 M (width 1024, 16 blocks: 437 M); its exact layer shapes are not public here.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ SA3_SIZES: dict[str, dict[str, Any]] = {
                  dit=dict(embed_dim=32, depth=2, num_heads=2, timestep_features_dim=16, num_memory_tokens=4),
                  fourier_dim=16, max_tokens=32),
     "small": dict(max_seconds=120.0, text="t5gemma-b", vae={},
-                  dit=dict(embed_dim=1024, depth=24, num_heads=16), fourier_dim=256, max_tokens=256),
+                  dit=dict(embed_dim=1024, depth=16, num_heads=16), fourier_dim=256, max_tokens=256),
     "medium": dict(max_seconds=384.0, text="t5gemma-b",
                    vae=dict(encoder_channels=256, encoder_transformer_depths=(12,)),  # SAME-L
                    dit={}, fourier_dim=256, max_tokens=256),

@@ -13,6 +13,7 @@ configuration, and the choice among the pipeline's compatible schedulers.
 """
 from __future__ import annotations
 
+import abc
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResu
 from tagcore.audio import resample
 from tagcore.backend import AUDIO_ROLE_OPTION, ProgressCallback
 from tagcore.devices import free_memory, resolve_device, resolve_dtype
-from tagcore.errors import InvalidRequest, WeightsMissing
+from tagcore.errors import GenerationFailed, InvalidRequest, WeightsMissing
 from tagcore.options import device_option, dtype_option, weights_option
 
 from . import weights as w
@@ -37,6 +38,8 @@ class DiffusersAudioBackend(Backend):
     """Loading, seeding, batching and result assembly shared by the Stable Audio pipelines."""
 
     family: ClassVar[w.Family]
+    pipeline_class: ClassVar[str]
+    """The diffusers text-to-audio pipeline class that loads the weights."""
     sample_rate = SAMPLE_RATE
     channels = 2
     min_duration = 1.0
@@ -52,9 +55,9 @@ class DiffusersAudioBackend(Backend):
 
     # --- weights ------------------------------------------------------------------------------------------
     @classmethod
+    @abc.abstractmethod
     def limit(cls, folder: Path) -> float:
         """Longest clip the checkpoint in `folder` makes, from its configuration files."""
-        raise NotImplementedError
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
@@ -91,8 +94,6 @@ class DiffusersAudioBackend(Backend):
         super().unload()
 
     # --- generation ---------------------------------------------------------------------------------------
-    pipeline_class: ClassVar[str]
-
     def generate_batch(self, items: Sequence[GenerationItem], duration: float, *, options: Mapping[str, Any],
                        progress: ProgressCallback | None = None) -> list[GenerationResult]:
         self.ensure_loaded()
@@ -136,10 +137,10 @@ class DiffusersAudioBackend(Backend):
         if negative_prompt and options["guidance"] <= 1.0:  # the pipelines would silently ignore it
             raise InvalidRequest(f"a negative prompt needs guidance > 1 on {cls.name} (at 1 the pipeline ignores it)")
 
+    @abc.abstractmethod
     def run_pipeline(self, items: Sequence[GenerationItem], duration: float, options: Mapping[str, Any],
                      generators: list[Any], report: ProgressCallback) -> tuple[Any, dict[str, Any]]:
         """Call the pipeline once for `items` (one row per candidate); return (audio rows, options used)."""
-        raise NotImplementedError
 
     def generators(self, items: Sequence[GenerationItem]) -> list[Any]:
         """One generator per output row: candidate k of an item with seed s is the clip seed s + k makes alone."""
@@ -167,8 +168,10 @@ class DiffusersAudioBackend(Backend):
         rounds, so a row may lack one frame; it is repeated from the last one (never more)."""
         rows = audio.float().cpu().numpy()
         frames = self.frames_for(duration)
+        if frames - rows.shape[-1] > 1:
+            raise GenerationFailed(f"the pipeline made {rows.shape[-1]} frames, not the {frames} asked for")
         if rows.shape[-1] < frames:
-            rows = np.concatenate([rows, np.repeat(rows[..., -1:], frames - rows.shape[-1], axis=-1)], axis=-1)
+            rows = np.concatenate([rows, rows[..., -1:]], axis=-1)
         return [Audio(row[:, :frames], self.sample_rate) for row in rows]
 
 
