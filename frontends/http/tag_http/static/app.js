@@ -112,7 +112,9 @@ function onAudioPromptChange() {
 
 function chosenAudioPrompt() {
   const file = $("audio-prompt-box").hidden ? null : $("audio-prompt").files[0];
-  return file ? { file, role: state.audioPromptRole } : null;
+  // A backend offering several roles lets the request pick one with its audio_role option (e.g. variation).
+  const picked = $("options").querySelector("[data-option=audio_role]");
+  return file ? { file, role: picked ? picked.value : state.audioPromptRole } : null;
 }
 
 function optionField(option) {
