@@ -131,3 +131,13 @@ def test_tag_bench_runs_both_backends(sa3_folder, sao_folder, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 3 and "stable_audio_3:tiny-sa3" in rows[1] and "stable_audio_open:tiny-sao" in rows[2]
+
+
+def test_models_pull_offline_says_why(tmp_path):
+    done = tag("models", "pull", "stable_audio_3", "--variant", "small-sfx", "--dest", str(tmp_path / "w"),
+               tmp_path=tmp_path)  # the suite runs with HF_HUB_OFFLINE=1: the hub cannot be asked
+    assert done.returncode == 2 and "stabilityai/stable-audio-3-small-sfx" in done.stderr
+    assert "could not" in done.stderr and "Traceback" not in done.stderr
+    bad = tag("models", "pull", "stable_audio_3", "--variant", "large", "--dest", str(tmp_path / "w"),
+              tmp_path=tmp_path)
+    assert bad.returncode == 2 and "small-sfx" in bad.stderr
