@@ -89,5 +89,10 @@ class Transport(abc.ABC):
     def job_source(self, backends: Sequence[str], *, prefetch: int = 1) -> JobSource:
         """A source of jobs for exactly these backend names, holding at most `prefetch` unanswered jobs."""
 
+    def failure(self) -> str | None:
+        """Why this transport can no longer move messages (a connection thread died of a bug), else None; a
+        process that sees one must exit non-zero so that its supervisor restarts it."""
+        return None
+
     def close(self) -> None:
         """Release connections held by the transport itself."""

@@ -25,7 +25,7 @@ import numpy as np
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.audio import resample
 from tagcore.backend import AUDIO_ROLE_OPTION, ProgressCallback
-from tagcore.devices import free_memory, resolve_device, resolve_dtype
+from tagcore.devices import free_memory, quiet_model_loading, resolve_device, resolve_dtype
 from tagcore.errors import GenerationFailed, InvalidRequest, WeightsMissing
 from tagcore.options import device_option, dtype_option, weights_option
 
@@ -80,7 +80,8 @@ class DiffusersAudioBackend(Backend):
         dtype = resolve_dtype(self.settings["dtype"], device)
         pipeline = getattr(diffusers, self.pipeline_class)
         try:
-            pipe = pipeline.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+            with quiet_model_loading():  # diffusers imports xformers
+                pipe = pipeline.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise WeightsMissing(f"could not load {folder} as a {self.pipeline_class}: {exc}") from exc
         pipe.to(device)

@@ -34,6 +34,9 @@ class RabbitMQTransport(Transport):
         self._open.append(source)
         return source
 
+    def failure(self) -> str | None:
+        return next((f"broker connection thread died: {o.failure}" for o in self._open if o.failure), None)
+
     def close(self) -> None:
         while self._open:
             self._open.pop().close()
