@@ -26,7 +26,10 @@ def new_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
-AUDIO_PROMPT_ROLES = ("continuation", "voice")
+AUDIO_PROMPT_ROLES = ("continuation", "voice", "variation")
+AUDIO_ROLE_OPTION = "audio_role"
+"""A backend whose audio prompt can serve several roles declares a request option of this name (a choice of
+roles, defaulting to its `audio_prompt_role`), so every client picks the role the same way."""
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,9 @@ class Capabilities:
     batch: bool = False
     audio_prompt: bool = False
     audio_prompt_role: str = "continuation"
-    """What an audio prompt is for: "continuation" (the clip goes on from it, so it must be shorter than the
-    requested duration) or "voice" (a speaker sample whose voice the output takes, any length up to
-    `max_audio_prompt`)."""
+    """What an audio prompt is for by default: "continuation" (the clip goes on from it, so it must be shorter than
+    the requested duration), "voice" (a speaker sample whose voice the output takes, any length up to
+    `max_audio_prompt`) or "variation" (the output is a new take on the clip, following the text)."""
     max_audio_prompt: float = 60.0
     """Longest audio prompt accepted, in seconds."""
     negative_prompt: bool = False
@@ -49,12 +52,14 @@ class Capabilities:
         if self.audio_prompt_role not in AUDIO_PROMPT_ROLES:
             raise ValueError(f"audio_prompt_role must be one of {AUDIO_PROMPT_ROLES}, not {self.audio_prompt_role!r}")
 
-    def features(self) -> list[str]:
-        """Human-readable names of what is supported, e.g. for `tag backends`."""
+    def features(self, roles: Sequence[str] = ()) -> list[str]:
+        """Human-readable names of what is supported, e.g. for `tag backends`; `roles` are every audio prompt role
+        the backend offers (see `Backend.audio_prompt_roles`), default: just `audio_prompt_role`."""
         names = {"seed": "seed", "batch": "batch", "negative_prompt": "negative prompt", "candidates": "candidates"}
         found = [label for key, label in names.items() if getattr(self, key)]
         if self.audio_prompt:
-            found.append(f"audio prompt ({self.audio_prompt_role}, up to {self.max_audio_prompt:g} s)")
+            offered = " or ".join(roles or (self.audio_prompt_role,))
+            found.append(f"audio prompt ({offered}, up to {self.max_audio_prompt:g} s)")
         return found
 
     @property
@@ -111,6 +116,7 @@ class Backend(abc.ABC):
     aliases: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
     sample_rate: ClassVar[int]
+    channels: ClassVar[int] = 1
     native_max_duration: ClassVar[float]
     """Length of the window the model was trained on (seconds)."""
     max_duration: ClassVar[float]
@@ -134,6 +140,26 @@ class Backend(abc.ABC):
     @classmethod
     def resolve_request_options(cls, given: Mapping[str, Any]) -> dict[str, Any]:
         return resolve_options(cls.options, given, scope="request", owner=cls.name)
+
+    @classmethod
+    def audio_prompt_roles(cls) -> tuple[str, ...]:
+        """Every role an audio prompt can have here: the default role, then those the `audio_role` option offers."""
+        if not cls.capabilities.audio_prompt:
+            return ()
+        default = cls.capabilities.audio_prompt_role
+        chooser = next((o for o in cls.options if o.name == AUDIO_ROLE_OPTION), None)
+        return (default,) + tuple(r for r in (chooser.choices if chooser else ()) if r != default)
+
+    @classmethod
+    def audio_prompt_role_for(cls, options: Mapping[str, Any]) -> str:
+        """The role a request's audio prompt has, given the request's resolved options."""
+        return options.get(AUDIO_ROLE_OPTION) or cls.capabilities.audio_prompt_role
+
+    @classmethod
+    def check_request(cls, options: Mapping[str, Any], *, negative_prompt: str | None,
+                      audio_prompt: Audio | None) -> None:
+        """Backend-specific rules that tie resolved request options to the prompts (e.g. a negative prompt needs
+        guidance); raise InvalidRequest. `validate_request` calls it, so clients and workers refuse alike."""
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:

@@ -220,6 +220,8 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
     stop = None
     if transport.embedded:
         backend = build_backend(backend_cls.name, config, worker_settings)
+        for request in requests:  # the weights it was given may allow less than its class (e.g. a shorter clip)
+            validate_request(request, backend, config)
         if not quiet:
             click.echo(f"loading {backend_cls.name}...", err=True)
         backend.ensure_loaded()
@@ -326,7 +328,8 @@ def list_backends(ctx: click.Context, as_json: bool) -> None:
             "name": cls.name, "aliases": list(cls.aliases), "description": cls.description,
             "sample_rate": cls.sample_rate, "native_max_duration": cls.native_max_duration,
             "min_duration": cls.min_duration, "max_duration": cls.max_duration, "variable_length": cls.variable_length,
-            "capabilities": dataclasses.asdict(cls.capabilities), "features": cls.capabilities.features(),
+            "capabilities": dataclasses.asdict(cls.capabilities), "audio_prompt_roles": list(cls.audio_prompt_roles()),
+            "features": cls.capabilities.features(cls.audio_prompt_roles()),
             "options": [{"name": o.name, "type": o.type, "default": o.default, "scope": o.scope, "help": o.help,
                          "choices": list(o.choices), "minimum": o.minimum, "maximum": o.maximum}
                         for o in cls.options],

@@ -14,7 +14,7 @@ from .errors import InvalidRequest
 from .messages import SoundRequest
 
 
-def longest_duration(backend: type[Backend], config: Config) -> float:
+def longest_duration(backend: type[Backend] | Backend, config: Config) -> float:
     """The longest clip a request for `backend` may ask for here: the backend's limit within the configured one."""
     return min(backend.max_duration, config.max_duration)
 
@@ -28,10 +28,15 @@ def default_duration(backend: type[Backend], config: Config, preferred: float) -
     return max(backend.min_duration, min(preferred, longest))
 
 
-def validate_request(request: SoundRequest, backend: type[Backend], config: Config) -> dict[str, Any]:
-    """Raise InvalidRequest for anything wrong; return the request options with defaults filled in."""
+def validate_request(request: SoundRequest, backend: type[Backend] | Backend, config: Config) -> dict[str, Any]:
+    """Raise InvalidRequest for anything wrong; return the request options with defaults filled in.
+
+    `backend` is a class (clients) or a worker's instance, whose limits may be narrower: they come from the
+    weights it serves (e.g. the longest clip a checkpoint was trained for)."""
+    options = backend.resolve_request_options(request.options)
+    continues = request.audio_prompt is not None and backend.audio_prompt_role_for(options) == "continuation"
     prompt = request.prompt.strip()
-    if not prompt and not (backend.capabilities.continues_audio and request.audio_prompt is not None):
+    if not prompt and not (backend.capabilities.audio_prompt and continues):
         raise InvalidRequest("the prompt is empty: describe the sound you want")
     if len(prompt) > config.max_prompt_chars:
         raise InvalidRequest(f"the prompt is {len(prompt)} characters long; the limit is {config.max_prompt_chars}")
@@ -54,7 +59,7 @@ def validate_request(request: SoundRequest, backend: type[Backend], config: Conf
             raise InvalidRequest(
                 f"the audio prompt is {request.audio_prompt.duration:.1f} s long; {backend.name} takes at most "
                 f"{capabilities.max_audio_prompt:g} s")
-        if capabilities.continues_audio and request.audio_prompt.duration >= duration:
+        if continues and request.audio_prompt.duration >= duration:
             raise InvalidRequest(
                 f"the audio prompt is {request.audio_prompt.duration:.1f} s long; it must be shorter than the "
                 f"requested {duration:g} s")
@@ -62,4 +67,5 @@ def validate_request(request: SoundRequest, backend: type[Backend], config: Conf
         raise InvalidRequest(f"{backend.name} does not take a negative prompt")
     if request.seed is not None and not 0 <= request.seed <= 2**31 - 1:
         raise InvalidRequest("the seed must be between 0 and 2147483647")
-    return backend.resolve_request_options(request.options)
+    backend.check_request(options, negative_prompt=request.negative_prompt, audio_prompt=request.audio_prompt)
+    return options

@@ -72,7 +72,7 @@ class GeneratorService:
             request = job.request
             try:
                 backend = self._backend_for(request)
-                options = validate_request(request, type(backend), self.config)
+                options = validate_request(request, backend, self.config)
                 if request.deadline is not None and time.time() > request.deadline:
                     raise RequestTimedOut("the request timed out while waiting in the queue")
             except TagError as error:

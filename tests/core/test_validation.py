@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from tag_testkit.tone import ToneBackend, VoiceToneBackend as VoiceTone
-from tagcore import Audio, Capabilities
+from tagcore import Audio, Capabilities, Option
+from tagcore.backend import AUDIO_ROLE_OPTION
 from tagcore.config import Config
 from tagcore.errors import InvalidRequest
 from tagcore.messages import SoundRequest
@@ -43,3 +44,31 @@ def test_only_a_continuation_may_stand_without_a_text_prompt():
     voice = SoundRequest(prompt=" ", duration=5, backend="voice_tone", audio_prompt=clip(2))
     with pytest.raises(InvalidRequest, match="empty"):
         validate_request(voice, VoiceTone, Config())
+
+
+class TwoRoleTone(ToneBackend):
+    """A backend whose audio prompt is continued by default or, with audio_role=variation, varied."""
+
+    name = "two_role_tone"
+    options = ToneBackend.options + (
+        Option(AUDIO_ROLE_OPTION, "choice", "continuation", "what the clip is for",
+               choices=("continuation", "variation")),)
+
+
+def test_a_request_picks_the_role_with_the_audio_role_option():
+    assert TwoRoleTone.audio_prompt_roles() == ("continuation", "variation")
+    assert ToneBackend.audio_prompt_roles() == ("continuation",) and ProbeNoPrompt.audio_prompt_roles() == ()
+    assert "audio prompt (continuation or variation, up to 60 s)" in TwoRoleTone.capabilities.features(
+        TwoRoleTone.audio_prompt_roles())
+    longer = request("two_role_tone", 3, 4)
+    with pytest.raises(InvalidRequest, match="shorter than the requested 3 s"):
+        validate_request(longer, TwoRoleTone, Config())  # continued by default
+    longer.options = {"audio_role": "variation"}
+    assert validate_request(longer, TwoRoleTone, Config())["audio_role"] == "variation"  # a variation may be longer
+    longer.prompt = ""
+    with pytest.raises(InvalidRequest, match="empty"):  # only a continuation stands without text
+        validate_request(longer, TwoRoleTone, Config())
+
+
+class ProbeNoPrompt(ToneBackend):
+    capabilities = Capabilities(audio_prompt=False)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tag_testkit.tone import ToneBackend, VoiceToneBackend
+from tag_testkit.tone import StereoToneBackend, ToneBackend, VoiceToneBackend
 from tagcore import Audio, Capabilities, hookimpl, plugins
 from tagcore import audio as audio_io
 
@@ -124,6 +124,7 @@ class _AudioPromptBackends:
     def register_backends(self, register) -> None:  # type: ignore[no-untyped-def]
         register(PlainTone)
         register(VoiceToneBackend)
+        register(StereoToneBackend)
 
 
 @pytest.fixture()
@@ -276,5 +277,19 @@ def test_page_voice_sample_and_backend_without_audio_prompt(make_server: Any, br
         expect(page.locator("#result-meta")).to_contain_text("plain_tone", timeout=20_000)
         expect(page.locator("#result-audio-prompt")).to_be_hidden()
         expect(page.locator("#error")).to_be_hidden()
+        assert problems == []
+        context.close()
+
+
+def test_page_plays_stereo_and_says_so(make_server: Any, browser: Any, prompt_backends: None) -> None:
+    expect = sync_api.expect
+    with make_server({"backends": "stereo_tone"}, serve=("stereo_tone",)) as srv:
+        context, page, problems = _open_with_key(browser, srv)
+        page.fill("#prompt", "a wide beep")
+        page.fill("#duration", "2")
+        page.click("#generate")
+        expect(page.locator("#result")).to_be_visible(timeout=20_000)
+        expect(page.locator("#result-meta")).to_contain_text("stereo_tone · 2 s · stereo 44.1 kHz")
+        assert page.eval_on_selector("#player", "e => e.src").startswith("blob:")  # the stereo WAV (see test_api)
         assert problems == []
         context.close()

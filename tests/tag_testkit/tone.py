@@ -110,6 +110,24 @@ class VoiceToneBackend(ToneBackend):
     variable_length = True
     capabilities = dataclasses.replace(ToneBackend.capabilities, audio_prompt_role="voice", max_audio_prompt=30.0)
 
+
+class StereoToneBackend(ToneBackend):
+    """The tone in stereo at 44.1 kHz, the right channel at half the level of the left, as Stable Audio delivers:
+    frontends must keep both channels where the format allows it. Not registered by this module."""
+
+    name = "stereo_tone"
+    aliases = ()
+    sample_rate = 44100
+    channels = 2
+
+    def generate_batch(self, items: Sequence[GenerationItem], duration: float, *, options: Mapping[str, Any],
+                       progress=None) -> list[GenerationResult]:
+        results = super().generate_batch(items, duration, options=options, progress=progress)
+        for result in results:
+            result.candidates = [Audio(np.concatenate([c.samples, 0.5 * c.samples]), c.sample_rate)
+                                 for c in result.candidates]
+        return results
+
 @hookimpl
 def register_backends(register) -> None:
     register(ToneBackend)

@@ -12,7 +12,7 @@ from telebot import apihelper
 
 import tag_testkit.tone as tone_module
 from tag_testkit.fake_telegram import Call, FakeTelegram
-from tag_testkit.tone import ToneBackend, VoiceToneBackend
+from tag_testkit.tone import StereoToneBackend, ToneBackend, VoiceToneBackend
 from tag_telegram.frontend import TelegramFrontend
 from tagcore import Capabilities, hookimpl, plugins
 from tagcore.config import Config, Secret
@@ -34,6 +34,7 @@ class _ProbePlugin:
     def register_backends(self, register) -> None:
         register(ProbeTone)
         register(VoiceToneBackend)
+        register(StereoToneBackend)
 
 
 def _register_test_backends() -> None:

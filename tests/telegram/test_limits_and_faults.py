@@ -84,6 +84,21 @@ def test_wav_files_and_voice_fallback_over_the_upload_limit(start_bot):
     assert any(c.status == 413 for c in bot.fake.calls)
 
 
+@pytest.mark.parametrize("fmt", ["flac", "wav", "voice"])
+def test_stereo_is_kept_in_files_and_downmixed_for_voice_notes(start_bot, fake_telegram, fmt):
+    config = Config(telegram_token=Secret(fake_telegram.token), default_backend="stereo_tone")
+    bot = start_bot({"audio_format": fmt}, backends=("stereo_tone",), config=config)
+    bot.ask(51, "a stereo tone")
+    method, field = ("sendVoice", "voice") if fmt == "voice" else ("sendAudio", "audio")
+    clip = audio_io.decode(bot.fake.wait_method(method, 51)[0].files[field][1])
+    if fmt == "voice":  # Telegram voice notes are mono Opus: both channels averaged
+        assert (clip.channels, clip.sample_rate) == (1, 48000)
+        return
+    assert (clip.channels, clip.sample_rate) == (2, 44100)
+    left, right = clip.samples
+    assert np.abs(left).max() > 0.2 and np.abs(right - 0.5 * left).max() < 1e-3
+
+
 def _ogg_clip(seconds: float) -> bytes:
     t = np.arange(int(48000 * seconds)) / 48000
     return audio_io.encode(Audio(0.3 * np.sin(2 * np.pi * 330 * t), 48000), "ogg")

@@ -147,6 +147,7 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         return JobStatus(
             id=snap.id, state=snap.state, stage=snap.stage, progress=snap.progress, position=position,
             prompt=snap.prompt, duration=snap.duration, audio_seconds=snap.audio_seconds,
+            channels=snap.channels, sample_rate=snap.sample_rate,
             backend=snap.backend, seed=snap.seed,
             candidates=snap.candidates, model_id=snap.model_id, created_at=snap.created_at,
             started_at=snap.started_at, finished_at=snap.finished_at, expires_at=snap.expires_at,

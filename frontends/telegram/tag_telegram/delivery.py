@@ -305,7 +305,7 @@ class Delivery:
                         raise
                     log.info("%s upload refused in chat %s (%s); sending a voice note instead", fmt, chat_id,
                              self.sender.redactor.redact(exc))
-        data = audio_io.encode(response.audio, "ogg")
+        data = audio_io.encode(response.audio.mono(), "ogg")  # a voice note is mono Opus
         self.sender.call(
             chat_id, "sendVoice",
             lambda: self.bot.send_voice(chat_id, types.InputFile(io.BytesIO(data), file_name="sound.ogg"),
