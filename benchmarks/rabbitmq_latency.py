@@ -36,7 +36,7 @@ from tagcore.client import ResponseWaiter  # noqa: E402
 from tagcore.config import load_config  # noqa: E402
 from tagcore.messages import SoundRequest  # noqa: E402
 from tagcore.runtime import build_backend, build_transport  # noqa: E402
-from tagcore.worker import GeneratorService, start_embedded_worker  # noqa: E402
+from tagcore.worker import GeneratorService, served_specs, start_embedded_worker  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -145,8 +145,8 @@ def main() -> None:
     config = load_config(environ=env)
     try:
         inprocess = build_transport(config, "inprocess")
-        service = GeneratorService({"tone": build_backend("tone", config)}, inprocess.job_source(["tone"]),
-                                   config, max_batch=1)
+        tone = {"tone": build_backend("tone", config)}
+        service = GeneratorService(tone, inprocess.job_source(served_specs(tone)), config, max_batch=1)
         _, stop = start_embedded_worker(service)
         local = measure_latency(inprocess, args.requests)
         stop.set()

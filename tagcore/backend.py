@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from .audio_types import Audio
 from .options import Option, resolve_options
+from .spec import BackendSpec
 
 ProgressCallback = Callable[[float, str], None]
 """Called with (fraction done in [0, 1], short stage name) while a batch is generated."""
@@ -111,6 +112,7 @@ class Backend(abc.ABC):
     aliases: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
     sample_rate: ClassVar[int]
+    channels: ClassVar[int] = 1
     native_max_duration: ClassVar[float]
     """Length of the window the model was trained on (seconds)."""
     max_duration: ClassVar[float]
@@ -134,6 +136,12 @@ class Backend(abc.ABC):
     @classmethod
     def resolve_request_options(cls, given: Mapping[str, Any]) -> dict[str, Any]:
         return resolve_options(cls.options, given, scope="request", owner=cls.name)
+
+    @classmethod
+    def spec(cls, settings: Mapping[str, Any]) -> BackendSpec:
+        """What a worker loaded with `settings` announces. The default is the class attributes; a backend whose
+        limits depend on its weights (a variant with a longer window) overrides this to say what it can do."""
+        return BackendSpec.from_attributes(cls)
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:

@@ -153,9 +153,3 @@ def frontends() -> Registry:
 def scorers() -> Registry:
     return _collect("scorer", get_plugin_manager().hook.register_scorers)
 
-
-def canonical_backend_name(name: str) -> str:
-    """The registered name for `name` when it is a known alias; otherwise `name` unchanged (a remote worker
-    pool may serve backends this process does not have installed)."""
-    registry = backends()
-    return registry.aliases.get(name, name)

@@ -1,4 +1,4 @@
-"""Checks a request against the chosen backend's declarations and the configured limits.
+"""Checks a request against the chosen backend's spec and the configured limits.
 
 Used twice on purpose: by clients before submitting (fast, clear feedback) and by the worker on every request it
 receives (a remote client may be older, buggy or hostile).
@@ -8,18 +8,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import Backend
 from .config import Config
 from .errors import InvalidRequest
 from .messages import SoundRequest
+from .spec import BackendSpec
 
 
-def longest_duration(backend: type[Backend], config: Config) -> float:
+def longest_duration(backend: BackendSpec, config: Config) -> float:
     """The longest clip a request for `backend` may ask for here: the backend's limit within the configured one."""
     return min(backend.max_duration, config.max_duration)
 
 
-def default_duration(backend: type[Backend], config: Config, preferred: float) -> float:
+def default_duration(backend: BackendSpec, config: Config, preferred: float) -> float:
     """The duration of a request that names none: `preferred` kept inside the backend's range, or, for a
     variable-length backend (speech lasts as long as its text), the longest allowed, which is then only a bound."""
     longest = longest_duration(backend, config)
@@ -28,7 +28,7 @@ def default_duration(backend: type[Backend], config: Config, preferred: float) -
     return max(backend.min_duration, min(preferred, longest))
 
 
-def validate_request(request: SoundRequest, backend: type[Backend], config: Config) -> dict[str, Any]:
+def validate_request(request: SoundRequest, backend: BackendSpec, config: Config) -> dict[str, Any]:
     """Raise InvalidRequest for anything wrong; return the request options with defaults filled in."""
     prompt = request.prompt.strip()
     if not prompt and not (backend.capabilities.continues_audio and request.audio_prompt is not None):

@@ -21,6 +21,7 @@ from .config import Config
 from .errors import GenerationFailed, RequestTimedOut, TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .scoring import Scorer, rank
+from .spec import BackendSpec
 from .transport import Job, JobSource
 from .validation import validate_request
 
@@ -30,6 +31,11 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress events of one batch
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def served_specs(backends: Mapping[str, Backend]) -> list[BackendSpec]:
+    """What a worker holding these (configured) backends announces: each spec refined by its worker options."""
+    return [BackendSpec.from_backend(type(backend), backend.settings) for backend in backends.values()]
 
 
 class GeneratorService:
@@ -46,7 +52,8 @@ class GeneratorService:
         worker_id: str | None = None,
     ) -> None:
         self.backends = dict(backends)
-        self.aliases = {alias: name for name, b in self.backends.items() for alias in type(b).aliases}
+        self.specs = {spec.name: spec for spec in served_specs(self.backends)}
+        self.aliases = {alias: spec.name for spec in self.specs.values() for alias in spec.aliases}
         self.source = source
         self.config = config
         self.scorer = scorer
@@ -70,7 +77,7 @@ class GeneratorService:
             request = job.request
             try:
                 backend = self._backend_for(request)
-                options = validate_request(request, type(backend), self.config)
+                options = validate_request(request, self.specs[backend.name], self.config)
                 if request.deadline is not None and time.time() > request.deadline:
                     raise RequestTimedOut("the request timed out while waiting in the queue")
             except TagError as error:
@@ -139,7 +146,7 @@ class GeneratorService:
                 candidates = [candidates[i] for i in order]
             else:
                 metadata.update(candidate_scores=None, chosen_candidate=0, scorer=None)
-        audio = fit_duration(candidates[0], request.duration, upper_bound=backend.variable_length)
+        audio = fit_duration(candidates[0], request.duration, upper_bound=self.specs[backend.name].variable_length)
         timings = dict(result.timings)
         timings.setdefault("generate_s", batch_share)
         job.respond(SoundResponse(

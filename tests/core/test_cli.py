@@ -140,6 +140,6 @@ def test_default_duration_is_ten_seconds_or_for_speech_the_longest_allowed():
     from tagcore.config import Config
     from tagcore.validation import default_duration
 
-    assert default_duration(ToneBackend, Config(max_duration=30.0), DEFAULT_DURATION) == 10.0
-    assert default_duration(ToneBackend, Config(max_duration=4.0), DEFAULT_DURATION) == 4.0
-    assert default_duration(VoiceToneBackend, Config(max_duration=30.0), DEFAULT_DURATION) == 30.0
+    assert default_duration(ToneBackend.spec({}), Config(max_duration=30.0), DEFAULT_DURATION) == 10.0
+    assert default_duration(ToneBackend.spec({}), Config(max_duration=4.0), DEFAULT_DURATION) == 4.0
+    assert default_duration(VoiceToneBackend.spec({}), Config(max_duration=30.0), DEFAULT_DURATION) == 30.0

@@ -19,15 +19,15 @@ def request(backend: str, duration: float, prompt_seconds: float) -> SoundReques
 
 
 def test_continuation_prompt_must_be_shorter_than_the_duration():
-    validate_request(request("tone", 5, 4.5), ToneBackend, Config())
+    validate_request(request("tone", 5, 4.5), ToneBackend.spec({}), Config())
     with pytest.raises(InvalidRequest, match="shorter than the requested 5 s"):
-        validate_request(request("tone", 5, 5), ToneBackend, Config())
+        validate_request(request("tone", 5, 5), ToneBackend.spec({}), Config())
 
 
 def test_voice_sample_may_be_longer_than_the_clip_but_not_than_the_backend_limit():
-    validate_request(request("voice_tone", 3, 20), VoiceTone, Config())
+    validate_request(request("voice_tone", 3, 20), VoiceTone.spec({}), Config())
     with pytest.raises(InvalidRequest, match="voice_tone takes at most 30 s"):
-        validate_request(request("voice_tone", 3, 31), VoiceTone, Config())
+        validate_request(request("voice_tone", 3, 31), VoiceTone.spec({}), Config())
 
 
 def test_capabilities_refuse_an_unknown_role_and_describe_themselves():
@@ -39,7 +39,7 @@ def test_capabilities_refuse_an_unknown_role_and_describe_themselves():
 
 def test_only_a_continuation_may_stand_without_a_text_prompt():
     continuation = SoundRequest(prompt=" ", duration=5, backend="tone", audio_prompt=clip(2))
-    validate_request(continuation, ToneBackend, Config())
+    validate_request(continuation, ToneBackend.spec({}), Config())
     voice = SoundRequest(prompt=" ", duration=5, backend="voice_tone", audio_prompt=clip(2))
     with pytest.raises(InvalidRequest, match="empty"):
-        validate_request(voice, VoiceTone, Config())
+        validate_request(voice, VoiceTone.spec({}), Config())

@@ -30,7 +30,7 @@ def setup():
 
 def run_service(config, transport, backend, requests, scorer=None):
     """Queue every request first, then start the worker, so compatible ones can share a batch."""
-    source = transport.job_source(["tone"], prefetch=8)
+    source = transport.job_source([ToneBackend.spec({})], prefetch=8)
     client = transport.client()
     waiter = ResponseWaiter(client)
     events = []
@@ -123,7 +123,7 @@ def test_model_is_loaded_once_and_kept(setup):
 
 def test_release_puts_a_job_back(setup):
     config, transport, backend = setup
-    source = transport.job_source(["tone"])
+    source = transport.job_source([ToneBackend.spec({})])
     client = transport.client()
     client.submit(SoundRequest(prompt="a", duration=1.0, backend="tone"))
     (job,) = source.next_jobs(1, 1.0)

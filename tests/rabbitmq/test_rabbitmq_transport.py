@@ -115,7 +115,7 @@ def test_request_that_keeps_killing_workers_gets_an_error(rabbitmq_node, env):
         request = tone_request("poison")
         client.submit(request)
         for _ in range(2):  # a worker takes it and dies without answering, twice
-            source = worker_transport.job_source(["tone"])
+            source = worker_transport.job_source([ToneBackend.spec({})])
             jobs = source.next_jobs(1, 10)
             assert [j.request.request_id for j in jobs] == [request.request_id]
             source.close()

@@ -25,7 +25,7 @@ from tag_rabbitmq.devbroker import INSTALL_HINT, BrokerNode, server_script
 from tagcore.config import Config, load_config
 from tagcore.messages import ProgressEvent, SoundResponse
 from tagcore.runtime import build_backend, build_transport
-from tagcore.worker import GeneratorService
+from tagcore.worker import GeneratorService, served_specs
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
@@ -129,8 +129,8 @@ class ThreadWorker:
                  prefetch: int = 1) -> None:
         self.config = broker_config(env)
         self.transport = build_transport(self.config, "rabbitmq")
-        self.source = self.transport.job_source(list(backends), prefetch=prefetch)
         loaded = {name: build_backend(name, self.config) for name in backends}
+        self.source = self.transport.job_source(served_specs(loaded), prefetch=prefetch)
         self.service = GeneratorService({b.name: b for b in loaded.values()}, self.source, self.config,
                                         worker_id=worker_id or None, max_batch=prefetch)
         self.stop_event = threading.Event()
