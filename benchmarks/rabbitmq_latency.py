@@ -141,7 +141,7 @@ def main() -> None:
     prefix = f"bench{os.getpid()}"
     env = {"TAG_BROKER_URL": url, "TAG_CONFIG": "/nonexistent/tag-bench.toml",
            "TAG_RABBITMQ_REQUEST_QUEUE": f"{prefix}Request", "TAG_RABBITMQ_RESPONSE_QUEUE": f"{prefix}Response",
-           "TAG_RABBITMQ_DEAD_LETTER_QUEUE": f"{prefix}Dead"}
+           "TAG_RABBITMQ_DEAD_LETTER_QUEUE": f"{prefix}Dead", "TAG_RABBITMQ_CATALOG_QUEUE": f"{prefix}Catalog"}
     config = load_config(environ=env)
     try:
         inprocess = build_transport(config, "inprocess")

@@ -56,6 +56,7 @@ def broker_env(node: BrokerNode, prefix: str | None = None, **settings: object) 
         "TAG_RABBITMQ_REQUEST_QUEUE": f"{prefix}Request",
         "TAG_RABBITMQ_RESPONSE_QUEUE": f"{prefix}Response",
         "TAG_RABBITMQ_DEAD_LETTER_QUEUE": f"{prefix}Dead",
+        "TAG_RABBITMQ_CATALOG_QUEUE": f"{prefix}Catalog",
     }
     env.update({f"TAG_RABBITMQ_{key.upper()}": str(value) for key, value in settings.items()})
     return env
@@ -90,8 +91,8 @@ def delete_queues(node: BrokerNode, env: Mapping[str, str], backends: tuple[str,
     response = env["TAG_RABBITMQ_RESPONSE_QUEUE"]
     connection, channel = amqp_channel(node)
     try:
-        for name in (env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"], response, *(f"{request}.{b}" for b in backends),
-                     *names):
+        for name in (env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"], env["TAG_RABBITMQ_CATALOG_QUEUE"], response,
+                     *(f"{request}.{b}" for b in backends), *names):
             channel.queue_delete(name)
     finally:
         connection.close()
@@ -131,6 +132,7 @@ class ThreadWorker:
         self.transport = build_transport(self.config, "rabbitmq")
         loaded = {name: build_backend(name, self.config) for name in backends}
         self.source = self.transport.job_source(served_specs(loaded), prefetch=prefetch)
+        assert self.source.connected.wait(30), "the worker never connected"  # consuming and announced from here
         self.service = GeneratorService({b.name: b for b in loaded.values()}, self.source, self.config,
                                         worker_id=worker_id or None, max_batch=prefetch)
         self.stop_event = threading.Event()

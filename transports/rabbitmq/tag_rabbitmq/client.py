@@ -19,8 +19,7 @@ import uuid
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from tagcore import plugins
-from tagcore.errors import MessageError, PluginError, TagError
+from tagcore.errors import MessageError, TagError
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse, decode, encode
 from tagcore.transport import Event, Listener, TransportClient
 
@@ -31,14 +30,6 @@ from .topology import PERSISTENT, dead_letter, declare_dead_letter_queue, declar
 
 log = logging.getLogger(__name__)
 SEEN_MEMORY = 100_000
-
-
-def canonical_backend(name: str) -> str:
-    """The backend's registered name when its class is installed here (aliases share one queue)."""
-    try:
-        return plugins.backends().get(name).name
-    except (TagError, PluginError):
-        return name
 
 
 class _Pending:
@@ -174,7 +165,7 @@ class RabbitClient(TransportClient, IOThread):
         request.reply_to = self.reply_queue
         if not request.client:
             request.client = self.name or "cli"
-        pending = _Pending(request, encode(request), canonical_backend(request.backend))  # MessageError (a TagError) on bad input
+        pending = _Pending(request, encode(request), request.backend)  # MessageError (a TagError) on bad input
         with self._lock:
             self._pending[request.request_id] = pending
         self.call(lambda: self._publish(request.request_id))
