@@ -153,8 +153,7 @@ class InProcessTransport(Transport):
         with self.arrived:
             q.put(request)
             self.arrived.notify_all()
-        self._deliver(client, ProgressEvent(request.request_id, "queued", position=q.qsize(),
-                                            chat_id=request.chat_id, user_id=request.user_id))
+        self._deliver(client, ProgressEvent.about(request, "queued", position=q.qsize()))
 
     def dispatch(self, event: ProgressEvent | SoundResponse) -> None:
         with self._lock:

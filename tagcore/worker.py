@@ -150,7 +150,6 @@ class GeneratorService:
         timings = dict(result.timings)
         timings.setdefault("generate_s", batch_share)
         job.respond(SoundResponse(
-            request_id=request.request_id,
             ok=True,
             audio=audio,
             prompt=request.prompt,
@@ -160,10 +159,8 @@ class GeneratorService:
             seed=result.seed,
             timings=timings,
             metadata=metadata,
-            chat_id=request.chat_id,
-            user_id=request.user_id,
-            reply_to=request.reply_to,
             worker=self.worker_id,
+            **request.routing(),
         ))
         self.served += 1
 
@@ -186,8 +183,7 @@ class _ProgressFanout:
         for job in self.jobs:
             r = job.request
             try:
-                job.progress(ProgressEvent(r.request_id, stage, fraction=max(0.0, min(1.0, fraction)),
-                                           chat_id=r.chat_id, user_id=r.user_id, reply_to=r.reply_to))
+                job.progress(ProgressEvent.about(r, stage, fraction=max(0.0, min(1.0, fraction))))
             except Exception:  # progress is best effort; the response is what matters
                 log.warning("progress event for %s was lost", r.request_id, exc_info=True)
 

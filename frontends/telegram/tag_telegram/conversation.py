@@ -27,7 +27,7 @@ from tagcore.transport import TransportClient
 from tagcore.validation import longest_duration, validate_request
 
 from . import texts
-from .delivery import Delivery, RequestContext
+from .delivery import Delivery, RequestContext, reply_context
 from .sender import ChatBlocked, Sender
 from .sessions import Draft, Sessions
 from .settings import BotSettings
@@ -394,7 +394,7 @@ class Conversation:
             return problem(texts.UNKNOWN_BACKEND)
         request = SoundRequest(prompt=prompt, duration=duration, backend=backend, seed=seed,
                                options=dict(self.settings.options.get(backend, {})), audio_prompt=audio_prompt,
-                               chat_id=chat_id, user_id=user_id, client="telegram",
+                               context=reply_context(chat_id, user_id), client="telegram",
                                deadline=time.time() + self.settings.request_timeout)
         try:
             validate_request(request, spec, self.config)

@@ -121,9 +121,8 @@ class RabbitClient(TransportClient, IOThread):
         ok = channel.queue_declare(queue_name, passive=True).method
         request = pending.request
         note = "" if ok.consumer_count else f"no worker is serving {request.backend!r} right now"
-        self._events.put((ProgressEvent(request_id, "queued", position=max(1, ok.message_count), message=note,
-                                        chat_id=request.chat_id, user_id=request.user_id,
-                                        reply_to=request.reply_to), None, self.generation))
+        self._events.put((ProgressEvent.about(request, "queued", position=max(1, ok.message_count), message=note),
+                          None, self.generation))
 
     # -- dispatcher thread: listeners may be slow (uploads), so they never run on the I/O thread ----------------
     def _dispatch(self) -> None:

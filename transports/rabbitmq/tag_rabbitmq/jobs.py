@@ -13,6 +13,7 @@ when it takes them; a request nobody takes is timed out by the waiting client it
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 import threading
@@ -137,11 +138,8 @@ class RabbitJobSource(JobSource, IOThread):
         try:
             body = encode(response)
         except MessageError as error:  # e.g. audio over the wire limit: the requester still hears back
-            body = encode(SoundResponse(request_id=response.request_id, ok=False, prompt=response.prompt,
-                                        duration=response.duration, backend=response.backend,
-                                        error_code=error.code, error_message=error.message,
-                                        chat_id=response.chat_id, user_id=response.user_id,
-                                        reply_to=response.reply_to, worker=response.worker))
+            body = encode(dataclasses.replace(response, ok=False, audio=None, model_id="", seed=None, timings={},
+                                              metadata={}, error_code=error.code, error_message=error.message))
         channel.basic_publish("", self._reply_queue(response.reply_to), body, pika.BasicProperties(
             delivery_mode=PERSISTENT, correlation_id=response.request_id, type="response"))
         self._remember(response.request_id)
