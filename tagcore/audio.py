@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from .audio_types import Audio
-from .errors import InvalidRequest
+from .errors import InvalidRequest, UnreadableAudio
 
 FORMATS = {
     # name: (soundfile format, default subtype, file suffix)
@@ -84,7 +84,7 @@ def decode(data: bytes) -> Audio:
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise InvalidRequest(f"could not read the audio file: {exc}") from None
+        raise UnreadableAudio(f"could not read the audio file: {exc}") from None
     if samples.shape[0] == 0:
         raise InvalidRequest("the audio file holds no samples")
     return Audio(samples.T, int(rate))

@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from .config import Config
-from .errors import InvalidRequest
+from .errors import EmptyPrompt, InvalidRequest
 from .messages import SoundRequest
 from .spec import BackendSpec
 
@@ -32,7 +32,7 @@ def validate_request(request: SoundRequest, backend: BackendSpec, config: Config
     """Raise InvalidRequest for anything wrong; return the request options with defaults filled in."""
     prompt = request.prompt.strip()
     if not prompt and not (backend.capabilities.continues_audio and request.audio_prompt is not None):
-        raise InvalidRequest("the prompt is empty: describe the sound you want")
+        raise EmptyPrompt("the prompt is empty: describe the sound you want")
     if len(prompt) > config.max_prompt_chars:
         raise InvalidRequest(f"the prompt is {len(prompt)} characters long; the limit is {config.max_prompt_chars}")
     longest = longest_duration(backend, config)

@@ -80,7 +80,7 @@ def test_every_bad_request_gets_an_error_response_and_the_worker_goes_on(setup):
     ]
     responses, _ = run_service(config, transport, backend, requests)
     codes = [r.error_code for r in responses]
-    assert codes == ["invalid_request", "invalid_request", "invalid_request", "unknown_option", "invalid_request",
+    assert codes == ["empty_prompt", "invalid_request", "invalid_request", "unknown_option", "invalid_request",
                      "generation_failed", "timed_out", None]
     assert "30 s" in responses[2].error_message and "asked to fail" in responses[5].error_message
     assert responses[-1].ok

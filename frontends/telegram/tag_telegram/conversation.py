@@ -20,7 +20,7 @@ from tagcore import audio as audio_io
 from tagcore.audio_types import Audio
 from tagcore.catalog import BackendCatalog
 from tagcore.config import Config
-from tagcore.errors import InvalidRequest, TagError
+from tagcore.errors import EmptyPrompt, InvalidRequest, TagError, UnreadableAudio
 from tagcore.messages import SoundRequest
 from tagcore.spec import BackendSpec
 from tagcore.transport import TransportClient
@@ -211,7 +211,7 @@ class Conversation:
         try:
             validate_request(trial, self.specs[backend], self.config)
         except InvalidRequest as exc:
-            if "empty" not in exc.message:
+            if exc.code != EmptyPrompt.code:
                 return texts.sentence(exc.message)
             return texts.VOICE_NEEDS_TEXT if audio_prompt is not None else texts.EMPTY
         return None
@@ -291,7 +291,7 @@ class Conversation:
         try:
             clip = audio_io.decode(data)
         except InvalidRequest as exc:
-            unreadable = exc.message.startswith("could not read")
+            unreadable = exc.code == UnreadableAudio.code
             self.reply(chat_id, texts.UNREADABLE if unreadable else texts.sentence(exc.message))
             return
         prompt = (message.caption or "").strip()
