@@ -245,7 +245,7 @@ def _run_requests(transport: Transport, requests: list[SoundRequest], config: Co
         for number, request in enumerate(requests):
             response = waiter.wait(request.request_id, wait)
             bars[request.request_id].close()
-            if not response.ok:
+            if not response.ok or response.audio is None:  # decoding guarantees audio in a successful answer
                 failures += 1
                 click.echo(f"Error: {request.prompt[:60]!r}: {response.error_message} ({response.error_code})", err=True)
                 continue
@@ -317,6 +317,7 @@ def list_backends(ctx: click.Context, as_json: bool, transport_name: str | None)
     """List installed backends, their options with defaults, and whether their weights are present."""
     config = _config(ctx)
     classes = {cls.name: cls for cls in plugins.backends()}
+    entries: list[tuple[BackendSpec, bool | None]]
     if transport_name:
         transport = build_transport(config, transport_name)
         try:
@@ -325,9 +326,10 @@ def list_backends(ctx: click.Context, as_json: bool, transport_name: str | None)
             transport.close()
     else:
         entries = [(spec, None) for spec in installed_specs(config)]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec, available in entries:
         cls = classes.get(spec.name)
+        weights: dict[str, Any]
         if cls is None:
             weights = {"present": None, "location": "", "detail": "not installed here (announced by a worker)"}
         else:
@@ -336,7 +338,7 @@ def list_backends(ctx: click.Context, as_json: bool, transport_name: str | None)
                 weights = {"present": status.present, "location": status.location, "detail": status.detail}
             except TagError as error:
                 weights = {"present": False, "location": "", "detail": error.message}
-        row = {
+        row: dict[str, Any] = {
             "name": spec.name, "aliases": list(spec.aliases), "description": spec.description,
             "sample_rate": spec.sample_rate, "channels": spec.channels,
             "native_max_duration": spec.native_max_duration, "min_duration": spec.min_duration,

@@ -117,10 +117,10 @@ class BackendSpec:
             expected = type(getattr(Capabilities(), key))
             if isinstance(value, bool) != (expected is bool) or not isinstance(value, (int, float) if expected is float else expected):
                 raise MessageError(f"{where}: capability {key} must be {expected.__name__}")
+        values: dict[str, Any] = {k: float(v) if type(getattr(Capabilities(), k)) is float else v
+                                  for k, v in caps.items()}
         try:
-            capabilities = Capabilities(**{k: float(v) if isinstance(v, int) and not isinstance(v, bool)
-                                           and type(getattr(Capabilities(), k)) is float else v
-                                           for k, v in caps.items()})
+            capabilities = Capabilities(**values)
         except (TypeError, ValueError) as exc:
             raise MessageError(f"{where}: bad capabilities: {exc}") from None
         spec = cls(
