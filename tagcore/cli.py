@@ -399,7 +399,8 @@ def show_config(ctx: click.Context) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ services
-def _service_options(func):
+def service_options(func):
+    """The options every long-running service shares (`tag worker`, and the frontends' `tag bot`/`tag serve`)."""
     func = click.option("--transport", "transport_name", help="Transport (default from config).")(func)
     func = click.option("-b", "--backend", "backend_names", multiple=True,
                         help="Backend to serve, repeatable (default from config).")(func)
@@ -410,7 +411,7 @@ def _service_options(func):
 
 
 @cli.command()
-@_service_options
+@service_options
 @click.option("--max-batch", type=click.IntRange(1, 256), help="Most requests generated together (default from config).")
 @click.pass_context
 def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[str, ...],
@@ -438,8 +439,11 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     click.echo(f"worker stopped after {service.served} clips", err=True)
 
 
-def _run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transport_name: str | None,
-                  backend_names: tuple[str, ...], option_pairs: tuple[str, ...], device: str | None) -> None:
+def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transport_name: str | None,
+                 backend_names: tuple[str, ...], option_pairs: tuple[str, ...], device: str | None) -> None:
+    """Run the registered frontend `name` until SIGINT/SIGTERM; for a command a frontend plugin registers.
+
+    With the in-process transport the `-b` backends are loaded here and served by an embedded worker."""
     config = _config(ctx)
     frontend_cls = plugins.frontends().get(name)
     transport = build_transport(config, transport_name)
@@ -459,25 +463,6 @@ def _run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], trans
             if stop_worker is not None:
                 stop_worker.set()
             transport.close()
-
-
-@cli.command()
-@_service_options
-@click.pass_context
-def bot(ctx: click.Context, transport_name, backend_names, option_pairs, device) -> None:
-    """Run the Telegram bot (token from TAG_TELEGRAM_TOKEN or the config file)."""
-    _run_frontend(ctx, "telegram", {}, transport_name, backend_names, option_pairs, device)
-
-
-@cli.command()
-@_service_options
-@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default 8000).")
-@click.pass_context
-def serve(ctx: click.Context, transport_name, backend_names, option_pairs, device, host, port) -> None:
-    """Run the HTTP API and web page."""
-    settings = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    _run_frontend(ctx, "http", settings, transport_name, backend_names, option_pairs, device)
 
 
 def main() -> None:

@@ -114,3 +114,15 @@ def test_speech_like_backends_default_to_the_longest_clip_as_a_bound() -> None:
     assert catalog.duration_for(Speechlike.spec({})) == 20.0
     assert [b.name for b in catalog.describe().backends] == ["tone"]
     assert catalog.describe().backends[0].variable_length is False
+
+
+def test_tag_serve_is_registered_by_the_http_plugin() -> None:
+    import click
+
+    from tag_http import commands, plugin
+    from tagcore.cli import cli
+
+    group = click.Group()
+    plugin.register_commands(cli=group)
+    assert group.commands == {"serve": commands.serve}
+    assert cli.commands.get("serve", commands.serve) is commands.serve  # the core defines no `serve` of its own
