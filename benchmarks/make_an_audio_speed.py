@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,6 @@ FIELDS = ["device", "dtype", "sampler", "duration_s", "steps", "batch", "s_per_c
 
 
 def write_random(folder: Path) -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
     from tag_testkit.make_an_audio_tiny import FULL, TINY_WORDS, write_folder
 
     if not (folder / "maa1_full.ckpt").is_file():

@@ -27,8 +27,6 @@ from tagcore.messages import ProgressEvent, SoundResponse
 from tagcore.runtime import build_backend, build_transport
 from tagcore.worker import GeneratorService, served_specs
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
-
 
 def require_rabbitmq_server() -> None:
     if server_script() is None:
@@ -149,8 +147,7 @@ class ThreadWorker:
 def cli_worker(env: dict[str, str], backend: str = "tone") -> subprocess.Popen:
     """`tag worker --transport rabbitmq -b BACKEND` as a separate process (so it can be killed with -9)."""
     tag = Path(sys.executable).with_name("tag")
-    child_env = {**os.environ, **env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone",
-                 "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))}
+    child_env = {**os.environ, **env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"}
     return subprocess.Popen([str(tag), "worker", "--transport", "rabbitmq", "-b", backend], env=child_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
