@@ -124,6 +124,10 @@ def test_tag_serve_without_torch_lists_and_runs_a_remote_workers_backend(fronten
         _wait(lambda: [b["available"] for b in httpx.get(f"{url}/v1/backends", headers=headers).json()["backends"]]
               == [True], 60, "the worker's backend listed as available", log)
         tone = httpx.get(f"{url}/v1/backends", headers=headers).json()["backends"][0]
+        listed = subprocess.run([str(frontend_venv / "bin" / "tag"), "backends", "--transport", "rabbitmq", "--json"],
+                                capture_output=True, text=True, env=frontend_env(worker_env), timeout=120)
+        (row,) = json.loads(listed.stdout)
+        assert row["name"] == "tone" and row["available"] and row["weights"]["present"] is None
         assert tone["name"] == "tone" and tone["aliases"] == ["sine"] and tone["sample_rate"] == 16000
         assert [o["name"] for o in tone["options"]] == ["amplitude", "delay", "fail"]
         bad = httpx.post(f"{url}/v1/jobs", headers=headers, json={"prompt": "x", "duration": 99, "backend": "sine"})

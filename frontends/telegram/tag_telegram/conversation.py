@@ -163,7 +163,8 @@ class Conversation:
         current = self.backend_of(message.from_user.id, message.chat.id)
         markup = types.InlineKeyboardMarkup()
         for name in self.offered:
-            label = ("✅ " if name == current else "") + name
+            label = ("✅ " if name == current else "") + name + ("" if self.catalog.is_available(name)
+                                                                 else texts.NO_WORKER_LABEL)
             markup.row(types.InlineKeyboardButton(label, callback_data=f"be:{name}"[:64]))
         self.reply(message.chat.id, texts.CHOOSE_BACKEND.format(current=current), markup)
 
