@@ -99,5 +99,12 @@ class BackendCatalog:
         except UnknownBackend:
             return False
 
+    def warn_unknown(self, names: Iterable[str], owner: str) -> None:
+        """Log configured backend names nobody announced yet (a typo, or workers that have not started)."""
+        unknown = [name for name in names if name not in self]
+        if unknown:
+            log.warning("%s names backend(s) %s that no worker announced yet and that are not installed here; they "
+                        "are offered once a worker serving them starts", owner, ", ".join(unknown))
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.canonical(name) in self.names()

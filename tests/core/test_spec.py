@@ -91,3 +91,13 @@ def test_catalog_resolves_aliases_and_the_newest_announcement_wins(caplog):
     assert catalog.resolve("tone").max_duration == 90.0
     with pytest.raises(UnknownBackend, match="unknown backend 'hum' \\(available: tone\\)"):
         catalog.resolve("hum")
+
+
+def test_configured_names_nobody_announced_are_logged(caplog):
+    catalog = BackendCatalog()
+    catalog.add_installed([BackendSpec.from_backend(ToneBackend)])
+    with caplog.at_level(logging.WARNING, logger="tagcore.catalog"):
+        catalog.warn_unknown(["sine", "tone"], "[http] backends")
+        assert not caplog.text
+        catalog.warn_unknown(["tone", "tnoe"], "[http] backends")
+    assert "[http] backends names backend(s) tnoe that no worker announced yet" in caplog.text

@@ -26,6 +26,7 @@ class Catalog:
         self.backends = backends
         self.offered = offered
         self.default_duration = default_duration
+        backends.warn_unknown(offered, "[http] backends")
 
     def entries(self) -> list[CatalogEntry]:
         entries = self.backends.entries()

@@ -69,6 +69,7 @@ class Conversation:
         self.delivery = delivery
         self.sender = sender
         self.catalog = catalog
+        catalog.warn_unknown(settings.backends, "[telegram] backends")
 
     # --- what is offered: read from the live catalog, so a worker that starts later shows up ----------------
     @property
