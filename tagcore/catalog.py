@@ -42,11 +42,11 @@ class BackendCatalog:
                 if spec.name not in self._entries:
                     self._entries[spec.name] = CatalogEntry(spec, False, False)
 
-    def announce(self, spec: BackendSpec, worker: str = "") -> None:
-        """A worker's spec; the newest announcement wins, and a different one from another worker is logged."""
+    def announce(self, spec: BackendSpec, worker: str = "", *, warn: bool = True) -> None:
+        """A worker's spec; the newest announcement wins, and (with `warn`) a different one is logged."""
         with self._lock:
             old = self._entries.get(spec.name)
-            if old is not None and old.announced and old.spec != spec:
+            if warn and old is not None and old.announced and old.spec != spec:
                 log.warning("workers disagree about backend %r: %s announced a different spec than %s; using the "
                             "newest (from %s)", spec.name, worker or "a worker", old.worker or "an earlier worker",
                             worker or "the newest worker")

@@ -84,3 +84,40 @@ def test_a_malformed_announcement_is_ignored_with_a_warning(rabbitmq_node, env, 
     finally:
         worker.stop()
         transport.close()
+
+
+def test_history_is_not_a_disagreement_and_reading_resumes_after_a_reconnect(rabbitmq_node, env, tmp_path, caplog):
+    for name, limit in (("old", 8.0), ("new", 9.0)):  # one worker reloaded with other weights, before we start
+        ThreadWorker({**env, "TAG_TONE_WEIGHTS": weights(tmp_path, name, limit)}, ["tone"]).stop()
+    transport = build_transport(broker_config(env), "rabbitmq")
+    try:
+        with caplog.at_level(logging.WARNING, logger="tagcore.catalog"):
+            catalog = transport.catalog()
+        assert catalog.resolve("tone").max_duration == 9.0 and not caplog.text
+        follower = transport._follower
+        assert isinstance(follower._next_offset, int) and follower._next_offset >= 3  # two specs and a marker read
+    finally:
+        transport.close()
+
+
+def test_a_reconnected_follower_does_not_read_the_stream_again(rabbitmq_node, env):
+    ThreadWorker(env, ["tone"]).stop()
+    transport = build_transport(broker_config(env), "rabbitmq")
+    try:
+        catalog = transport.catalog()
+        follower = transport._follower
+        seen = []
+        original = catalog.announce
+        catalog.announce = lambda spec, worker="", **kw: (seen.append(spec.name), original(spec, worker, **kw))
+        generation = follower.generation
+        rabbitmq_node.stop()  # the broker restarts; the follower reconnects
+        rabbitmq_node.start()
+        wait_until(lambda: follower.generation > generation and follower.connected.is_set(), 60)
+        worker = ThreadWorker(env, ["tone"])  # a new announcement after the reconnect
+        try:
+            wait_until(lambda: seen == ["tone"] and catalog.is_available("tone"))
+        finally:
+            worker.stop()
+        assert seen == ["tone"]  # only the new one: nothing read twice
+    finally:
+        transport.close()

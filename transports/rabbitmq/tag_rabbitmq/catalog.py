@@ -1,9 +1,10 @@
 """Following what workers announce: a frontend's live `BackendCatalog` over RabbitMQ.
 
 Workers publish the JSON spec of every backend they serve to the catalog stream (`Catalog`) each time they
-connect. A follower reads that stream from its first message and keeps reading, so a frontend learns at start
-what was announced before it ran and later sees workers that start after it; among several announcements for a
-backend the newest wins. Whether a backend is available right now is not in the stream (a worker may have died
+connect. A follower reads that stream from its first message and keeps reading (after a reconnect it resumes
+behind the last message it read), so a frontend learns at start what was announced before it ran and later sees
+workers that start after it; among several announcements for a backend the newest wins, and only a difference
+announced while the frontend runs is logged (older ones are history: a worker reloaded with other weights). Whether a backend is available right now is not in the stream (a worker may have died
 since): the follower asks the broker every `catalog_refresh` seconds how many consumers its request queue has.
 
 To know when it has read everything announced before it started, the follower publishes a marker of its own into
@@ -52,6 +53,8 @@ class CatalogFollower(IOThread):
         self.synced = threading.Event()
         """Set once everything announced before this follower started has been read."""
         self._marker = uuid.uuid4().hex
+        self._next_offset: int | str = "first"
+        """Where reading resumes after a reconnect: the stream offset after the last message read."""
         self._probe: BlockingChannel | None = None
         self.start()
 
@@ -61,7 +64,7 @@ class CatalogFollower(IOThread):
         declare_catalog_queue(channel, self.settings)
         channel.basic_qos(prefetch_count=100)  # a stream consumer needs a prefetch; acks only grant credit
         channel.basic_consume(self.settings.catalog_queue, self._on_message,
-                              arguments={"x-stream-offset": "first"})
+                              arguments={"x-stream-offset": self._next_offset})
         if not self.synced.is_set():
             channel.basic_publish("", self.settings.catalog_queue, b"", pika.BasicProperties(
                 type=MARKER_TYPE, correlation_id=self._marker))
@@ -74,6 +77,9 @@ class CatalogFollower(IOThread):
 
     def _on_message(self, channel: BlockingChannel, method, properties: pika.BasicProperties, body: bytes) -> None:
         channel.basic_ack(method.delivery_tag)
+        offset = (properties.headers or {}).get("x-stream-offset")
+        if isinstance(offset, int):
+            self._next_offset = offset + 1
         if properties.type == MARKER_TYPE:
             if properties.correlation_id == self._marker:
                 self.synced.set()
@@ -87,7 +93,8 @@ class CatalogFollower(IOThread):
             log.warning("ignored a malformed backend announcement from %s: %s", worker or "an unknown worker",
                         error.message)
             return
-        self.catalog.announce(spec, worker)
+        # Older announcements read while catching up are history (a worker since reloaded), not a disagreement.
+        self.catalog.announce(spec, worker, warn=self.synced.is_set())
         self._check(spec.name)
 
     def _refresh(self, generation: int) -> None:
