@@ -141,8 +141,8 @@ def main() -> None:
     config = load_config(environ=env)
     try:
         inprocess = build_transport(config, "inprocess")
-        tone = {"tone": build_backend("tone", config)}
-        service = GeneratorService(tone, inprocess.job_source(served_specs(tone)), config, max_batch=1)
+        served = {"tone": build_backend("tone", config)}
+        service = GeneratorService(served, inprocess.job_source(served_specs(served)), config, max_batch=1)
         _, stop = start_embedded_worker(service)
         local = measure_latency(inprocess, args.requests)
         stop.set()
