@@ -84,7 +84,8 @@ def decode(data: bytes) -> Audio:
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise UnreadableAudio(f"could not read the audio file: {exc}") from None
+        reason = getattr(exc, "error_string", "") or str(exc)  # str() would name the in-memory buffer object
+        raise UnreadableAudio(f"could not read the audio file: {reason}") from None
     if samples.shape[0] == 0:
         raise InvalidRequest("the audio file holds no samples")
     return Audio(samples.T, int(rate))

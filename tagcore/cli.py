@@ -8,11 +8,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,10 @@ from . import plugins
 from .backend import Backend
 from .client import ResponseWaiter
 from .config import Config, load_config
-from .errors import ConfigError, InvalidRequest, PluginError, TagError, WeightsMissing
+from .errors import USER_ERRORS, InvalidRequest, TagError, is_user_error_code
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .options import parse_key_values
+from .output_path import OutputPlan, plan_output, rescue_path
 from .prompts_file import PromptEntry, read_prompts_file
 from .spec import BackendSpec
 from .runtime import build_backend, build_scorer, build_transport, client_catalog, installed_specs
@@ -35,7 +35,6 @@ from .transport import Transport
 from .validation import default_duration, validate_request
 from .worker import GeneratorService, served_specs, start_embedded_worker
 
-USER_ERRORS = (InvalidRequest, ConfigError, PluginError, WeightsMissing)
 DEFAULT_DURATION = 10.0
 
 
@@ -91,11 +90,6 @@ def _first_set(*values: float | None) -> float:
     return next(v for v in values if v is not None)
 
 
-def _slug(text: str, limit: int = 40) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:limit].rstrip("-") or "clip"
-
-
 @contextmanager
 def _stop_on_signals() -> Iterator[threading.Event]:
     """An event set by SIGINT/SIGTERM so long-running commands shut down cleanly."""
@@ -113,6 +107,27 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _watch(stop: threading.Event, *checks: Callable[[], str | None], interval: float = 0.5) -> list[str]:
+    """Sets `stop` when a check reports a failure (a transport or worker thread that died); the caller raises
+    the returned failures after its clean shutdown, so that the process exits non-zero and gets restarted."""
+    failures: list[str] = []
+
+    def watch() -> None:
+        while not stop.wait(interval):
+            failure = next((f for f in (check() for check in checks) if f), None)
+            if failure:
+                failures.append(failure)
+                stop.set()
+
+    threading.Thread(target=watch, name="tag-watchdog", daemon=True).start()
+    return failures
+
+
+def _raise_failures(failures: list[str]) -> None:
+    if failures:
+        raise TagError(f"stopped because {failures[0]}", code="transport_failed")
 
 
 def _load_backends(config: Config, names: Sequence[str], pairs: Sequence[str], device: str | None,
@@ -149,7 +164,9 @@ def _start_embedded(config: Config, transport: Transport, backends: dict[str, Ba
               help="Length in seconds (default 10, or the prompts file's); for speech the longest clip accepted "
                    "(default: the longest allowed).")
 @click.option("-b", "--backend", "backend_name", help="Backend name or alias (default from config).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default: named after the prompt).")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output file, or folder (existing, or ending in /) to name the clip in (default: named after the "
+                   "prompt, here).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Seed for a reproducible clip (default: random, reported).")
 @click.option("-n", "--candidates", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Generate N candidates and keep the best (by the configured scorer, else the first).")
@@ -171,7 +188,7 @@ def _start_embedded(config: Config, transport: Transport, backends: dict[str, Ba
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def generate(ctx: click.Context, prompt: str | None, duration: float | None, backend_name: str | None,
-             output: Path | None, seed: int | None, candidates: int, option_pairs: tuple[str, ...], fmt: str | None,
+             output: str | None, seed: int | None, candidates: int, option_pairs: tuple[str, ...], fmt: str | None,
              device: str | None, normalize: bool, prompts_file: Path | None, out_dir: Path,
              audio_prompt: Path | None, negative_prompt: str | None, transport_name: str | None,
              timeout: float | None, as_json: bool, quiet: bool) -> None:
@@ -183,6 +200,7 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
     entries = read_prompts_file(prompts_file) if prompts_file else [PromptEntry(prompt or "", None)]
     if output is not None and len(entries) > 1:
         raise InvalidRequest("-o names one file; use --out-dir with --prompts")
+    plan = plan_output(output, fmt, out_dir if prompts_file and output is None else None)
     conditioning = audio_io.read(audio_prompt) if audio_prompt else None
     transport = build_transport(config, transport_name)
     stop = None
@@ -220,22 +238,22 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
                 click.echo(f"loading {spec.name}...", err=True)
             backend.ensure_loaded()
             _, stop = _start_embedded(config, transport, {spec.name: backend})
-        failures = _run_requests(transport, requests, config, timeout, quiet, as_json, normalize, output, fmt,
-                                 out_dir if prompts_file else None)
+        failures, mistakes = _run_requests(transport, requests, config, timeout, quiet, as_json, normalize, plan,
+                                           numbered=prompts_file is not None)
     finally:
         if stop is not None:
             stop.set()
         transport.close()
     if failures:
-        ctx.exit(1)
+        ctx.exit(2 if mistakes == failures else 1)
 
 
 def _run_requests(transport: Transport, requests: list[SoundRequest], config: Config, timeout: float | None,
-                  quiet: bool, as_json: bool, normalize: bool, output: Path | None, fmt: str | None,
-                  out_dir: Path | None) -> int:
-    """Submit every request, write each answer as it comes; return the number of failures."""
+                  quiet: bool, as_json: bool, normalize: bool, plan: OutputPlan, *,
+                  numbered: bool) -> tuple[int, int]:
+    """Submit every request, write each answer as it comes; return (failures, failures that were mistakes)."""
     client = transport.client()
-    failures = 0
+    failures = mistakes = 0
     try:
         waiter = ResponseWaiter(client)
         wait = timeout or config.request_timeout
@@ -247,15 +265,31 @@ def _run_requests(transport: Transport, requests: list[SoundRequest], config: Co
             bars[request.request_id].close()
             if not response.ok or response.audio is None:  # decoding guarantees audio in a successful answer
                 failures += 1
+                mistakes += is_user_error_code(response.error_code)
                 click.echo(f"Error: {request.prompt[:60]!r}: {response.error_message} ({response.error_code})", err=True)
                 continue
-            path = _output_path(output, fmt, out_dir, number, response)
+            if response.metadata.get("scorer_error"):
+                click.echo(f"Warning: {response.metadata['scorer_error']}", err=True)
+            path = plan.path_for(response.prompt, response.seed, number if numbered else None)
             clip = audio_io.normalize(response.audio) if normalize else response.audio
-            audio_io.write(path, clip, fmt or audio_io.format_for_path(path))
-            _report(path, response, as_json)
+            written = _write_clip(path, clip, plan.fmt)
+            failures += written != path
+            _report(written, response, as_json)
     finally:
         client.close()
-    return failures
+    return failures, mistakes
+
+
+def _write_clip(path: Path, clip: Any, fmt: str) -> Path:
+    """Write the clip; if that fails after all (disk full, folder removed meanwhile), save it elsewhere rather
+    than lose it, and say where."""
+    try:
+        return audio_io.write(path, clip, fmt)
+    except OSError as exc:
+        rescue = audio_io.write(rescue_path(path), clip, fmt)
+        click.echo(f"Error: could not write {path} ({exc.strerror or exc}); the clip was saved to {rescue}",
+                   err=True)
+        return rescue
 
 
 class _progress_bar:
@@ -278,17 +312,6 @@ class _progress_bar:
     def close(self) -> None:
         with self.lock:
             self.bar.close()
-
-
-def _output_path(output: Path | None, fmt: str | None, out_dir: Path | None, number: int,
-                 response: SoundResponse) -> Path:
-    suffix = audio_io.FORMATS[fmt or "wav"][2]
-    if output is not None:
-        return output if output.suffix else output.with_suffix(suffix)
-    name = f"{_slug(response.prompt)}-{response.seed}{suffix}"
-    if out_dir is not None:
-        return out_dir / f"{number + 1:03d}-{name}"
-    return Path(name)
 
 
 def _report(path: Path, response: SoundResponse, as_json: bool) -> None:
@@ -429,13 +452,17 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     prefetch = batch if all(b.capabilities.batch for b in backends.values()) else 1
     source = transport.job_source(served_specs(backends), prefetch=prefetch)
     service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch)
+    logging.getLogger("tagcore.jobs").setLevel(logging.INFO)  # a worker's access log: one line per job
     click.echo(f"worker {service.worker_id} serving {', '.join(backends)} on {transport.name}", err=True)
     with _stop_on_signals() as stop:
+        failures = _watch(stop, transport.failure)
         try:
             service.run(stop)
         finally:
+            stop.set()
             source.close()
             transport.close()
+    _raise_failures(failures)
     click.echo(f"worker stopped after {service.served} clips", err=True)
 
 
@@ -449,20 +476,28 @@ def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transp
     transport = build_transport(config, transport_name)
     stop_worker = None
     settings = config.section(name) | settings
+    checks: list[Callable[[], str | None]] = [transport.failure]
     if transport.embedded:
-        backends = _load_backends(config, list(backend_names) or [config.default_backend], option_pairs, device)
-        _, stop_worker = _start_embedded(config, transport, backends)
-        settings.setdefault("backends", list(backends))  # offer users only what this process serves
+        names = [plugins.backends().get(n).name for n in backend_names or [config.default_backend]]
+        settings.setdefault("backends", names)  # offer users only what this process serves
     elif option_pairs or backend_names:
         raise InvalidRequest("-b/-O choose embedded workers; with a broker, start workers with `tag worker`")
-    frontend = frontend_cls(config, transport, settings)
+    frontend = frontend_cls(config, transport, settings)  # checks the frontend's settings before any model loads
+    if transport.embedded:
+        backends = _load_backends(config, names, option_pairs, device)
+        worker_thread, stop_worker = _start_embedded(config, transport, backends)
+        checks.append(lambda: None if worker_thread.is_alive() or stop_worker.is_set()
+                      else "the embedded worker stopped")
     with _stop_on_signals() as stop:
+        failures = _watch(stop, *checks)
         try:
             frontend.run(stop)
         finally:
+            stop.set()
             if stop_worker is not None:
                 stop_worker.set()
             transport.close()
+    _raise_failures(failures)
 
 
 def main() -> None:

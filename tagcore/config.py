@@ -11,6 +11,7 @@ section (`TAG_TELEGRAM_ALLOWED_USERS`). Secrets are wrapped in `Secret` so they 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -132,7 +133,10 @@ def coerce_setting(owner: str, key: str, value: Any, default: Any) -> Any:
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{owner} {key}: {value!r} is not a valid {type(default).__name__}") from None
@@ -197,4 +201,17 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         env_value = environ.get(f"TAG_{name.upper()}")
         if env_value is not None:
             values[name] = _coerce(name, env_value)
-    return Config(**values, backends=backends_table, sections=sections, environ=environ, source=source)
+    return _check_ranges(Config(**values, backends=backends_table, sections=sections, environ=environ,
+                                source=source))
+
+
+_POSITIVE = ("max_duration", "max_prompt_chars", "max_candidates", "max_batch", "request_timeout")
+"""Numbers that make no sense at or below zero (TAG_MAX_DURATION=-5 would refuse every request, silently)."""
+
+
+def _check_ranges(config: Config) -> Config:
+    for name in _POSITIVE:
+        value = getattr(config, name)
+        if value <= 0:
+            raise ConfigError(f"config {name} (TAG_{name.upper()}) must be above 0, got {value:g}")
+    return config

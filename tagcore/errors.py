@@ -70,3 +70,18 @@ class ConfigError(TagError):
 
 class PluginError(TagError):
     code = "plugin_error"
+
+
+USER_ERRORS: tuple[type[TagError], ...] = (InvalidRequest, ConfigError, PluginError, WeightsMissing)
+"""Mistakes the person asking can fix: the CLI exits 2 for them, 1 for failures."""
+
+
+def is_user_error_code(code: str | None) -> bool:
+    """Whether an error code (e.g. from a remote worker's response) names a USER_ERRORS mistake."""
+    pending: list[type[TagError]] = list(USER_ERRORS)
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return True
+        pending.extend(cls.__subclasses__())
+    return False

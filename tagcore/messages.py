@@ -37,6 +37,11 @@ MAX_MESSAGE_BYTES = 8 + MAX_HEADER_BYTES + MAX_AUDIO_BYTES
 MAX_PROMPT_CHARS = 2000
 MAX_WIRE_DURATION = 3600.0
 MAX_CONTEXT_BYTES = 4096
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays/objects a header may have (options and metadata are shallow; a deep one is an
+attack: Python's parser would hit its recursion limit)."""
+MAX_INT = 2**63 - 1
+"""Every integer on the wire fits a signed 64-bit value (seeds, chat ids, sizes)."""
 _PREFIX = struct.Struct(">4sI")
 
 
@@ -192,17 +197,14 @@ def decode(data: bytes) -> Message:
         raise MessageError("not a TAG message (bad magic bytes)")
     if header_len > MAX_HEADER_BYTES or _PREFIX.size + header_len > len(data):
         raise MessageError("header length is out of bounds")
-    try:
-        header = json.loads(data[_PREFIX.size:_PREFIX.size + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError(f"header is not valid JSON: {exc}") from None
+    header = _parse_header(data[_PREFIX.size:_PREFIX.size + header_len])
     if not isinstance(header, dict):
         raise MessageError("header is not a JSON object")
     if header.get("v") != VERSION:
-        raise MessageError(f"unsupported message version {header.get('v')!r} (this build speaks {VERSION})")
+        raise MessageError(f"unsupported message version {str(header.get('v'))[:40]!r} (this build speaks {VERSION})")
     kind = header.get("kind")
-    if kind not in _SCHEMAS:
-        raise MessageError(f"unknown message kind {kind!r}")
+    if not isinstance(kind, str) or kind not in _SCHEMAS:
+        raise MessageError(f"unknown message kind {str(kind)[:40]!r}")
     fields = _check_fields(kind, header)
     if "context" in fields:
         _check_context(fields["context"])
@@ -214,9 +216,84 @@ def decode(data: bytes) -> Message:
         fields["audio"] = audio
         if fields.get("ok") and audio is None:
             raise MessageError("a successful response must carry audio")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in fields.get("timings", {}).values()):
+            raise MessageError("response.timings must map names to numbers of seconds")
     elif audio is not None:
         raise MessageError("progress events carry no audio")
     return _CLASSES[kind](**fields)
+
+
+def _parse_header(raw: bytes) -> Any:
+    """JSON with everything Python's parser would accept but a peer must not send refused up front: nesting
+    deeper than MAX_JSON_DEPTH (checked on the bytes, before the recursive parser runs), NaN/Infinity,
+    numbers that overflow to infinity or exceed 64 bits, and strings that are not valid Unicode."""
+    depth = _nesting_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise MessageError(f"header nests {depth} levels deep, over the {MAX_JSON_DEPTH} limit")
+    try:
+        header = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float,
+                            parse_int=_bounded_int)
+    except MessageError:
+        raise
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError, so is int digit limits
+        raise MessageError(f"header is not valid JSON: {exc}") from None
+    _check_strings(header)
+    return header
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """Deepest bracket nesting outside JSON strings, in linear time and without recursion.
+
+    A quote opens or closes a string unless an odd run of backslashes precedes it; brackets between an odd and
+    the next even quote are inside a string. This is exact for valid JSON, and for invalid JSON it is exact up
+    to the first error, which is as far as the parser gets.
+    """
+    chars = np.frombuffer(raw, dtype=np.uint8)
+    if chars.size == 0:
+        return 0
+    index = np.arange(chars.size)
+    backslash = chars == ord("\\")
+    last_other = np.maximum.accumulate(np.where(backslash, -1, index))
+    run_before = np.concatenate(([0], index[:-1] - last_other[:-1]))  # backslashes right before each byte
+    quote = (chars == ord('"')) & (run_before % 2 == 0)
+    outside = np.cumsum(quote) % 2 == 0
+    steps = (np.isin(chars, (ord("["), ord("{"))).astype(np.int64)
+             - np.isin(chars, (ord("]"), ord("}")))) * outside
+    return int(np.cumsum(steps).max())
+
+
+def _refuse_constant(name: str) -> Any:
+    raise MessageError(f"header holds {name}, which is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise MessageError(f"header number {text[:40]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 20 or abs(value := int(text)) > MAX_INT:
+        raise MessageError(f"header integer {text[:40]} is out of the 64-bit range")
+    return value
+
+
+def _check_strings(value: Any) -> None:
+    """Every string (keys included) must be encodable UTF-8: lone surrogates would break the reply."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MessageError("header holds a string with an unpaired surrogate") from None
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _check_fields(kind: str, header: dict[str, Any]) -> dict[str, Any]:
@@ -272,10 +349,10 @@ def _decode_audio(spec: Any, payload: bytes) -> Audio | None:
         return None
     if not isinstance(spec, dict) or spec.get("dtype") != "float32le":
         raise MessageError("audio description must be an object with dtype float32le")
-    try:
-        rate, channels, frames = (int(spec[k]) for k in ("sample_rate", "channels", "frames"))
-    except (KeyError, TypeError, ValueError):
-        raise MessageError("audio description needs integer sample_rate, channels and frames") from None
+    values: list[Any] = [spec.get(k) for k in ("sample_rate", "channels", "frames")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in values):
+        raise MessageError("audio description needs integer sample_rate, channels and frames")
+    rate, channels, frames = (int(n) for n in values)
     if not (1 <= rate <= 384_000 and 1 <= channels <= 8 and frames >= 0):
         raise MessageError("audio description is out of range")
     if len(payload) != channels * frames * 4:

@@ -19,11 +19,30 @@ class PromptEntry:
 
 
 def read_prompts_file(path: Path) -> list[PromptEntry]:
-    """Parse `path`; CSV is recognised by a header row naming a prompt/caption column."""
-    text = path.read_text(encoding="utf-8-sig")
+    """Parse `path`; CSV is recognised by a header row naming a prompt/caption column. Refuses, before any
+    model loads, a file that is not text or that holds no prompt once blank and comment lines are dropped."""
+    entries = _parse(path, _read_text(path))
+    if not entries:
+        raise InvalidRequest(f"{path} holds no prompts (only blank or # comment lines)")
+    return entries
+
+
+def _read_text(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"{path} is not a UTF-8 text file: give one prompt per line, or a CSV") from None
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read the prompts file {path}: {exc.strerror or exc}") from None
+    if "\x00" in text:
+        raise InvalidRequest(f"{path} is a binary file, not text: give one prompt per line, or a CSV")
+    return text
+
+
+def _parse(path: Path, text: str) -> list[PromptEntry]:
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
-        raise InvalidRequest(f"{path} holds no prompts")
+        return []
     header = [h.strip().lower() for h in next(csv.reader([lines[0]]))]
     column = next((c for c in PROMPT_COLUMNS if c in header), None)
     if column is None:

@@ -100,5 +100,10 @@ class Transport(abc.ABC):
         """The backends workers announced on this transport and whether a live worker serves each, kept up to
         date while the transport is open. Waits (a bounded time) for what was announced before it was called."""
 
+    def failure(self) -> str | None:
+        """Why this transport can no longer move messages (a connection thread died of a bug), else None; a
+        process that sees one must exit non-zero so that its supervisor restarts it."""
+        return None
+
     def close(self) -> None:
         """Release connections held by the transport itself."""

@@ -18,7 +18,7 @@ from typing import Any
 from .audio import fit_duration
 from .backend import Backend, GenerationItem, GenerationResult, new_seed
 from .config import Config
-from .errors import GenerationFailed, RequestTimedOut, TagError
+from .errors import GenerationFailed, InvalidRequest, RequestTimedOut, TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .scoring import Scorer, rank
 from .spec import BackendSpec
@@ -26,6 +26,8 @@ from .transport import Job, JobSource
 from .validation import validate_request
 
 log = logging.getLogger(__name__)
+jobs_log = logging.getLogger("tagcore.jobs")
+"""One line per answered job (request id, backend, duration, batch size, seconds, outcome): a worker's access log."""
 PROGRESS_INTERVAL = 0.5  # seconds between progress events of one batch
 
 
@@ -83,6 +85,10 @@ class GeneratorService:
             except TagError as error:
                 self._fail(job, error)
                 continue
+            except Exception as exc:  # a request no check foresaw must cost that request, never the worker
+                log.exception("could not validate request %s", request.request_id)
+                self._fail(job, InvalidRequest(f"the request could not be checked: {type(exc).__name__}: {exc}"))
+                continue
             groups[(backend.name, request.batch_key())].append((job, options))
         for (name, _), members in groups.items():
             backend = self.backends[name]
@@ -119,29 +125,37 @@ class GeneratorService:
                 raise GenerationFailed(f"{backend.name} returned {len(results)} results for {len(items)} prompts")
         except TagError as error:
             for job in jobs:
-                self._fail(job, error)
+                self._fail(job, error, len(jobs), started)
             return
         except Exception as exc:  # a backend bug must cost one batch, never the worker
             log.exception("backend %s failed", backend.name)
             for job in jobs:
-                self._fail(job, GenerationFailed(f"{backend.name} failed: {type(exc).__name__}: {exc}"))
+                self._fail(job, GenerationFailed(f"{backend.name} failed: {type(exc).__name__}: {exc}"), len(jobs),
+                           started)
             return
         elapsed = time.perf_counter() - started
         for job, item, result in zip(jobs, items, results):
             try:
-                self._deliver(job, backend, item, result, elapsed / len(jobs))
+                self._deliver(job, backend, item, result, elapsed / len(jobs), len(jobs), started)
             except Exception as exc:
                 log.exception("could not finish request %s", job.request.request_id)
-                self._fail(job, GenerationFailed(f"could not finish the clip: {exc}"))
+                self._fail(job, GenerationFailed(f"could not finish the clip: {exc}"), len(jobs), started)
 
     def _deliver(self, job: Job, backend: Backend, item: GenerationItem, result: GenerationResult,
-                 batch_share: float) -> None:
+                 batch_share: float, batch: int, started: float) -> None:
         request = job.request
         metadata = dict(result.metadata)
         candidates = list(result.candidates)
         if len(candidates) > 1:
             if self.scorer is not None:
-                order, scores = rank(self.scorer, item.prompt, candidates)
+                try:
+                    order, scores = rank(self.scorer, item.prompt, candidates)
+                except Exception as exc:  # a broken scorer must not cost the clips: deliver the first, say so
+                    log.warning("scorer %s failed for %s: %s", self.scorer.name, request.request_id, exc)
+                    reason = exc.message if isinstance(exc, TagError) else f"{type(exc).__name__}: {exc}"
+                    order, scores = list(range(len(candidates))), None
+                    metadata["scorer_error"] = (f"the {self.scorer.name} scorer failed ({reason}); "
+                                                "delivered the first candidate unranked")
                 metadata.update(candidate_scores=scores, chosen_candidate=order[0], scorer=self.scorer.name)
                 candidates = [candidates[i] for i in order]
             else:
@@ -149,7 +163,7 @@ class GeneratorService:
         audio = fit_duration(candidates[0], request.duration, upper_bound=self.specs[backend.name].variable_length)
         timings = dict(result.timings)
         timings.setdefault("generate_s", batch_share)
-        job.respond(SoundResponse(
+        self._respond(job, SoundResponse(
             ok=True,
             audio=audio,
             prompt=request.prompt,
@@ -161,11 +175,18 @@ class GeneratorService:
             metadata=metadata,
             worker=self.worker_id,
             **request.routing(),
-        ))
+        ), batch, started)
         self.served += 1
 
-    def _fail(self, job: Job, error: TagError) -> None:
-        job.respond(SoundResponse.failure(job.request, error, worker=self.worker_id))
+    def _fail(self, job: Job, error: TagError, batch: int = 0, started: float | None = None) -> None:
+        self._respond(job, SoundResponse.failure(job.request, error, worker=self.worker_id), batch, started)
+
+    def _respond(self, job: Job, response: SoundResponse, batch: int, started: float | None) -> None:
+        job.respond(response)
+        r = job.request
+        seconds = time.perf_counter() - started if started is not None else 0.0
+        jobs_log.info("job %s backend=%s duration=%g batch=%d seconds=%.3f outcome=%s", r.request_id, r.backend,
+                      r.duration, batch, seconds, "ok" if response.ok else response.error_code)
 
 
 class _ProgressFanout:

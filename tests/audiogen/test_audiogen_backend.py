@@ -131,3 +131,73 @@ def test_hub_id_offline_without_cache_is_weights_missing(monkeypatch, tmp_path):
 def test_cpu_refuses_half_precision(tiny_audiogen):
     with pytest.raises(InvalidRequest):
         AudioGenBackend({"weights": str(tiny_audiogen), "device": "cpu", "dtype": "bf16"}).load()
+
+
+def _copy_weights(source, target):
+    target.mkdir()
+    for name in ("state_dict.bin", "compression_state_dict.bin"):
+        (target / name).write_bytes((source / name).read_bytes())
+    return target
+
+
+@pytest.mark.parametrize("trust", ["false", "true"])
+@pytest.mark.parametrize("name", ["state_dict.bin", "compression_state_dict.bin"])
+def test_malicious_checkpoint_never_runs_even_when_trusted(tmp_path, tiny_audiogen, name, trust):
+    from tag_testkit import malicious
+
+    folder = _copy_weights(tiny_audiogen, tmp_path / "w")
+    marker = tmp_path / "pwned"
+    malicious.torch_checkpoint(folder / name, marker)
+    backend = AudioGenBackend({"weights": str(folder), "device": "cpu", "trust_checkpoint": trust})
+    with pytest.raises(WeightsMissing, match=f"{folder / name} is unsafe or corrupt") as caught:
+        backend.load()
+    malicious.assert_not_run(marker)
+    assert "trust_checkpoint" not in caught.value.message
+
+
+@pytest.mark.parametrize("trust", ["false", "true"])
+@pytest.mark.parametrize("damage", ["random", "truncated"])
+def test_damaged_checkpoint_is_called_corrupt_naming_the_file(tmp_path, tiny_audiogen, damage, trust):
+    from tag_testkit import malicious
+
+    folder = _copy_weights(tiny_audiogen, tmp_path / "w")
+    path = folder / "state_dict.bin"
+    if damage == "random":
+        malicious.random_bytes(path)
+    else:
+        malicious.truncated_copy(tiny_audiogen / "state_dict.bin", path)
+    backend = AudioGenBackend({"weights": str(folder), "device": "cpu", "trust_checkpoint": trust})
+    with pytest.raises(WeightsMissing, match=f"{path} is (unsafe or )?corrupt") as caught:
+        backend.load()
+    message = caught.value.message
+    assert "trust_checkpoint" not in message and "weights_only" not in message and "hf download" in message
+
+
+def test_audiocraft_decoder_stays_selectable_and_agrees(backend, tiny_audiogen):
+    assert backend.settings["decoder"] == "tag" and backend.static_lm is not None
+    theirs = AudioGenBackend({"weights": str(tiny_audiogen), "device": "cpu", "decoder": "audiocraft"})
+    theirs.ensure_loaded()
+    assert theirs.static_lm is None
+    items = [GenerationItem("rain", 3), GenerationItem("wind", 4)]
+    options = backend.resolve_request_options({"top_k": 20})
+    for ours, reference in zip(backend.generate_batch(items, 0.6, options=options),
+                               theirs.generate_batch(items, 0.6, options=options)):
+        np.testing.assert_array_equal(ours.audio.samples, reference.audio.samples)
+
+
+def test_top_k_beyond_the_codebook_is_refused(backend):
+    with pytest.raises(InvalidRequest, match="top_k"):
+        backend.generate("x", 1.0, seed=1, options={"top_k": 300})
+
+
+def test_an_architecture_our_loop_lacks_is_refused_with_the_way_out(tmp_path):
+    """A model whose text is prepended to the sequence (like MusicGen-melody's chroma) instead of cross-attended."""
+    from tag_audiogen.synthetic import ModelShape, export_random_model, lm_config
+
+    fuser = {**lm_config(ModelShape())["fuser"], "prepend": ["description"], "cross": []}
+    folder = export_random_model(tmp_path / "prepend", ModelShape(segment_duration=3.0, extra={"fuser": fuser}))
+    with pytest.raises(InvalidRequest, match=r"fused by 'prepend'.*-O decoder=audiocraft"):
+        AudioGenBackend({"weights": str(folder), "device": "cpu"}).load()
+    result = AudioGenBackend({"weights": str(folder), "device": "cpu", "decoder": "audiocraft"}).generate(
+        "wind", 0.5, seed=1)
+    assert result.audio.frames == 8000

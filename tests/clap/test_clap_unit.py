@@ -121,3 +121,35 @@ def test_reference_folder_needs_two_clips(tmp_path):
         reference_clips(tmp_path)
     write(tmp_path / "b.flac", Audio(np.zeros(1600), 16000))
     assert len(reference_clips(tmp_path)) == 2
+
+
+def test_official_checkpoint_layout_loads_without_running_code(tmp_path):
+    """LAION's files hold epoch, name, optimizer state with a numpy float64 learning rate and module.-prefixed
+    weights: all of it passes the allow-list, and the weights come back without the prefix."""
+    import torch
+
+    from tag_clap.model import _read_state_dict
+    from tag_testkit.tiny_clap import official_layout
+
+    state = {"text_branch.embeddings.position_ids": torch.arange(4)[None], "logit_scale_a": torch.ones(())}
+    path = tmp_path / "630k-audioset-best.pt"
+    torch.save(official_layout(state), path)
+    loaded = _read_state_dict(path)
+    assert list(loaded) == ["logit_scale_a"] and torch.equal(loaded["logit_scale_a"], torch.ones(()))
+
+
+def test_malicious_clap_checkpoint_never_runs(tmp_path):
+    import torch
+
+    from tag_clap.model import _read_state_dict
+    from tag_testkit import malicious
+    from tag_testkit.tiny_clap import official_layout
+
+    marker = tmp_path / "pwned"
+    path = malicious.torch_checkpoint(tmp_path / "clap.pt", marker, official_layout({"w": torch.zeros(1)}))
+    with pytest.raises(WeightsMissing, match=f"CLAP checkpoint {path} is unsafe or corrupt"):
+        _read_state_dict(path)
+    malicious.assert_not_run(marker)
+    garbage = malicious.random_bytes(tmp_path / "garbage.pt")
+    with pytest.raises(WeightsMissing, match=f"CLAP checkpoint {garbage} is (unsafe or )?corrupt"):
+        _read_state_dict(garbage)

@@ -10,6 +10,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from tag_testkit.tone import ToneBackend, tone_frequency
+from tagcore import plugins
 from tagcore.cli import cli
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -143,3 +144,138 @@ def test_default_duration_is_ten_seconds_or_for_speech_the_longest_allowed():
     assert default_duration(ToneBackend.spec({}), Config(max_duration=30.0), DEFAULT_DURATION) == 10.0
     assert default_duration(ToneBackend.spec({}), Config(max_duration=4.0), DEFAULT_DURATION) == 4.0
     assert default_duration(VoiceToneBackend.spec({}), Config(max_duration=30.0), DEFAULT_DURATION) == 30.0
+
+
+
+# -- mistakes are found before any model loads, and never cost a generated clip --------------------------------
+# make_an_audio with a missing weights folder: if the CLI got as far as loading, the error would name the weights.
+NO_MODEL = ["-b", "make_an_audio", "-O", "weights=/nonexistent/maa", "-d", "2"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-o", "x.mp3"], "not .mp3"),
+    (["-o", "x.wav", "--format", "flac"], "--format flac contradicts"),
+    (["-o", "notes.txt/x.wav"], "is a file, not a folder"),
+    (["-o", "/dev/full"], "neither a regular file nor a folder"),
+    (["--prompts", "binary.txt"], "is not a UTF-8 text file"),
+    (["--prompts", "nul.txt"], "is a binary file"),
+    (["--prompts", "comments.txt"], "holds no prompts"),
+])
+def test_output_and_prompts_mistakes_exit_2_before_the_model_loads(run, tmp_path, args, message):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    (tmp_path / "binary.txt").write_bytes(bytes(range(128, 256)) * 4)
+    (tmp_path / "nul.txt").write_bytes(b"rain\x00\x01\x02\n")
+    (tmp_path / "comments.txt").write_text("# only a comment\n\n   # another\n")
+    if "/dev/full" in args and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    prompt = [] if "--prompts" in args else ["rain"]
+    result = CliRunner().invoke(cli, ["generate", *prompt, *NO_MODEL, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "weights" not in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x.mp3").exists() and not Path("/dev/full.wav").exists()
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_unwritable_folder_exits_2_before_the_model_loads(run, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = CliRunner().invoke(cli, ["generate", "rain", *NO_MODEL, "-o", str(locked / "x.wav")])
+    finally:
+        locked.chmod(0o700)
+    assert result.exit_code == 2 and "permission denied" in result.output
+
+
+def test_output_folder_means_inside_it(run, tmp_path):
+    result = run("generate", "dog barks", "-b", "tone", "-d", "1", "--seed", "5", "-o", "new/", "-q")
+    assert result.exit_code == 0, result.output
+    assert [f.name for f in (tmp_path / "new").iterdir()] == ["dog-barks-5.wav"]
+    (tmp_path / "old").mkdir()
+    result = run("generate", "dog barks", "-b", "tone", "-d", "1", "--seed", "6", "-o", "old", "--format", "flac", "-q")
+    assert result.exit_code == 0, result.output
+    assert [f.name for f in (tmp_path / "old").iterdir()] == ["dog-barks-6.flac"]
+    assert not (tmp_path / "old.wav").exists() and not (tmp_path / "new.wav").exists()
+    result = run("generate", "dog barks", "-b", "tone", "-d", "1", "-o", "same.flac", "--format", "flac", "-q")
+    assert result.exit_code == 0 and sf.info(tmp_path / "same.flac").format == "FLAC"
+
+
+def test_a_clip_that_cannot_be_written_is_saved_elsewhere(run, tmp_path, monkeypatch):
+    import errno
+
+    from tagcore import audio as audio_io
+
+    real_write = audio_io.write
+
+    def disk_full(path, audio, fmt=None):
+        if Path(path).name == "rain.wav":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, audio, fmt)
+
+    monkeypatch.setattr(audio_io, "write", disk_full)
+    result = run("generate", "rain", "-b", "tone", "-d", "1", "-o", "rain.wav", "-q")
+    assert result.exit_code == 1
+    assert "could not write rain.wav (No space left on device); the clip was saved to " in result.output
+    rescued = Path(result.output.split("the clip was saved to ")[1].split()[0])
+    try:
+        assert sf.info(rescued).frames == 16000
+    finally:
+        rescued.unlink()
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"TAG_MAX_DURATION": "-5"}, "max_duration (TAG_MAX_DURATION) must be above 0"),
+    ({"TAG_MAX_DURATION": "abc"}, "max_duration: 'abc' is not a valid float"),
+    ({"TAG_MAX_BATCH": "0"}, "max_batch (TAG_MAX_BATCH) must be above 0"),
+    ({"TAG_REQUEST_TIMEOUT": "nan"}, "not a valid float"),
+])
+def test_configuration_values_are_checked_when_read(run, monkeypatch, environ, message):
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(cli, ["generate", "rain", "-b", "tone", "-d", "1"])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_mistake_only_the_worker_sees_exits_2(run):
+    result = run("generate", "x", "-b", "tone", "-d", "1", "-O", "reject=true", "-q")
+    assert result.exit_code == 2 and "refuses this request" in result.output
+
+
+def test_unreadable_audio_prompt_is_one_clear_sentence(run, tmp_path):
+    (tmp_path / "noise.wav").write_bytes(b"RIFF not really a wav file")
+    result = CliRunner().invoke(cli, ["generate", "x", "-b", "tone", "-d", "1", "--audio-prompt", "noise.wav"])
+    assert result.exit_code == 2 and "could not read the audio file" in result.output
+    assert "BytesIO" not in result.output and "object at 0x" not in result.output
+
+
+def test_a_failing_scorer_delivers_the_first_candidate_with_a_warning(run, tmp_path, monkeypatch):
+    from tagcore import cli as cli_module
+    from tagcore.scoring import Scorer
+
+    class Broken(Scorer):
+        name = "broken"
+
+        def score(self, prompts, audios):
+            raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(cli_module, "build_scorer", lambda config: Broken(config))
+    result = run("generate", "c", "-b", "tone", "-d", "1", "-n", "3", "-o", "c.wav", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    assert "Warning: the broken scorer failed (RuntimeError: CUDA out of memory)" in result.output
+    assert '"chosen_candidate": 0' in result.output and (tmp_path / "c.wav").is_file()
+
+
+@pytest.mark.parametrize("command, environ, message", [
+    ("serve", {"TAG_HTTP_RATE_LIMIT": "abc"}, "rate_limit: 'abc' is not a valid float"),
+    ("bot", {}, "no Telegram bot token"),
+    ("bot", {"TAG_TELEGRAM_TOKEN": "1:x", "TAG_TELEGRAM_RATE_LIMIT": "abc"}, "rate_limit"),
+])
+def test_frontends_check_their_settings_before_models_load(run, monkeypatch, command, environ, message):
+    monkeypatch.delenv("TAG_TELEGRAM_TOKEN", raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    plugins.get_plugin_manager().hook.register_commands(cli=cli)  # `tag bot`/`tag serve` come from their plugins
+    result = CliRunner().invoke(cli, [command, "-b", "make_an_audio", "-O", "weights=/nonexistent/maa"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "weights" not in result.output

@@ -62,7 +62,7 @@ GOOD = {"v": 2, "kind": "request", "prompt": "p", "duration": 2.0, "backend": "t
     (struct.pack(">4sI", b"TAGM", 3) + b"\xff\xfe\x00", "JSON"),
     (frame([1, 2]), "not a JSON object"),
     (frame({**GOOD, "v": 3}), "version"),
-    (frame({**GOOD, "v": 1, "chat_id": 5}), "unsupported message version 1 \\(this build speaks 2\\)"),
+    (frame({**GOOD, "v": 1, "chat_id": 5}), "unsupported message version '1' \\(this build speaks 2\\)"),
     (frame({**GOOD, "chat_id": 5}), "unknown request field"),
     (frame({**GOOD, "context": {"chat": [1]}}), "context must be"),
     (frame({**GOOD, "context": {"k": "x" * 5000}}), "context is over"),
@@ -103,3 +103,45 @@ def test_size_limits():
         encode(SoundRequest(prompt="p", duration=1.0, backend="tone", audio_prompt=huge))
     with pytest.raises(MessageError, match="header"):
         encode(SoundRequest(prompt="p", duration=1.0, backend="tone", options={"x": "y" * MAX_HEADER_BYTES}))
+
+
+# -- poison messages: anything a peer can send gets a MessageError, never another exception ------------------
+def raw_frame(header: bytes, payload: bytes = b"") -> bytes:
+    return struct.pack(">4sI", b"TAGM", len(header)) + header + payload
+
+
+AUDIO = '{"sample_rate": %s, "channels": 1, "frames": 0, "dtype": "float32le"}'
+
+
+@pytest.mark.parametrize("header, reason", [
+    (b"[" * 100_000 + b"]" * 100_000, "nests 100000 levels"),  # RecursionError in json.loads
+    (b'{"v": 2, "kind": "request", "options": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}", "nests"),
+    (b"[" * 100_000, "nests"),  # unbalanced
+    (('{"v":2,"kind":"request","prompt":"p","duration":2,"backend":"t","audio":%s}' % (AUDIO % "Infinity")).encode(),
+     "Infinity"),  # OverflowError in int()
+    (('{"v":2,"kind":"request","prompt":"p","duration":2,"backend":"t","audio":%s}' % (AUDIO % "1e999")).encode(),
+     "out of range"),
+    (('{"v":2,"kind":"request","prompt":"p","duration":2,"backend":"t","audio":%s}' % (AUDIO % "16000.0")).encode(),
+     "integer sample_rate"),
+    (b'{"v":2,"kind":"request","prompt":"p","duration":NaN,"backend":"t"}', "NaN"),
+    (b'{"v":2,"kind":"request","prompt":"p","duration":-Infinity,"backend":"t"}', "Infinity"),
+    (b'{"v":2,"kind":"request","prompt":"p","duration":2,"backend":"t","seed":' + b"9" * 5000 + b"}", "64-bit"),
+    (b'{"v":2,"kind":"request","prompt":"p","duration":2,"backend":"t","seed":' + b"9" * 20 + b"}", "64-bit"),
+    (b'{"v":2,"kind":"request","prompt":"\\ud800","duration":2,"backend":"t"}', "surrogate"),
+    (b'{"v":2,"kind":"progress","request_id":"a","stage":"x","fraction":1e400}', "out of range"),
+    (b'{"v":2,"kind":"response","request_id":"a","ok":false,"timings":{"generate_s":"soon"}}', "timings"),
+])
+def test_poison_headers_are_refused_with_a_message_error(header, reason):
+    with pytest.raises(MessageError, match=reason):
+        decode(raw_frame(header))
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    deep_text = "[" * 1000 + '\\"{' * 100 + "\\\\"
+    message = SoundRequest(prompt="p", duration=1.0, backend="tone", options={"text": deep_text, "n": [[1, 2]]})
+    assert decode(encode(message)).options == message.options
+
+
+def test_largest_64_bit_integers_still_pass():
+    header = b'{"v":2,"kind":"progress","request_id":"a","stage":"x","position":9223372036854775807}'
+    assert decode(raw_frame(header)).position == 2**63 - 1

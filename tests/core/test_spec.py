@@ -20,7 +20,7 @@ def test_a_spec_carries_every_declaration_of_the_class():
     assert (spec.name, spec.sample_rate, spec.channels, spec.max_duration) == ("voice_tone", 16000, 1, 60.0)
     assert spec.variable_length and spec.capabilities.audio_prompt_role == "voice"
     assert spec.options == VoiceToneBackend.options
-    assert [o.name for o in spec.request_options] == ["amplitude", "delay", "fail"]
+    assert [o.name for o in spec.request_options] == ["amplitude", "delay", "fail", "reject"]
 
 
 def test_json_round_trip_is_exact():

@@ -131,3 +131,39 @@ def test_release_puts_a_job_back(setup):
     (again,) = source.next_jobs(1, 1.0)
     assert again.request.request_id == job.request.request_id
     assert source.next_jobs(1, 0.05) == []
+
+
+def test_one_structured_log_line_per_job(setup, caplog):
+    config, transport, backend = setup
+    requests = [SoundRequest(prompt=f"p{i}", duration=1.0, backend="tone", seed=i) for i in range(3)]
+    requests.append(SoundRequest(prompt="bad", duration=1.0, backend="tone", options={"fail": True}))
+    requests.append(SoundRequest(prompt="", duration=1.0, backend="tone"))
+    with caplog.at_level("INFO", logger="tagcore.jobs"):
+        run_service(config, transport, backend, requests)
+    lines = {r.getMessage().split()[1]: r.getMessage() for r in caplog.records if r.name == "tagcore.jobs"}
+    assert set(lines) == {r.request_id for r in requests}
+    ok = lines[requests[0].request_id]
+    assert "backend=tone duration=1 batch=3 seconds=" in ok and ok.endswith("outcome=ok")
+    failed = lines[requests[3].request_id]
+    assert " batch=1 " in failed and failed.endswith("outcome=generation_failed")
+    assert "batch=0 seconds=0.000 outcome=empty_prompt" in lines[requests[4].request_id]
+
+
+def test_invalid_options_that_no_check_foresaw_cost_only_that_request(setup, monkeypatch):
+    """A validation bug (an exception other than TagError) answers that request and the worker keeps serving."""
+    config, transport, backend = setup
+    from tagcore import worker as worker_module
+
+    real = worker_module.validate_request
+
+    def flaky(request, cls, cfg):
+        if request.prompt == "boom":
+            raise KeyError("unexpected")
+        return real(request, cls, cfg)
+
+    monkeypatch.setattr(worker_module, "validate_request", flaky)
+    bad = SoundRequest(prompt="boom", duration=1.0, backend="tone")
+    good = SoundRequest(prompt="fine", duration=1.0, backend="tone")
+    responses, _ = run_service(config, transport, backend, [bad, good])
+    assert not responses[0].ok and responses[0].error_code == "invalid_request" and "KeyError" in responses[0].error_message
+    assert responses[1].ok

@@ -129,7 +129,7 @@ def test_tag_serve_without_torch_lists_and_runs_a_remote_workers_backend(fronten
         (row,) = json.loads(listed.stdout)
         assert row["name"] == "tone" and row["available"] and row["weights"]["present"] is None
         assert tone["name"] == "tone" and tone["aliases"] == ["sine"] and tone["sample_rate"] == 16000
-        assert [o["name"] for o in tone["options"]] == ["amplitude", "delay", "fail"]
+        assert [o["name"] for o in tone["options"]] == ["amplitude", "delay", "fail", "reject"]
         bad = httpx.post(f"{url}/v1/jobs", headers=headers, json={"prompt": "x", "duration": 99, "backend": "sine"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
         assert "tone makes 1 to 30 s" in bad.json()["error"]["message"]  # the announced limits, checked here

@@ -55,7 +55,7 @@ def test_backends_lists_request_options_only(client: httpx.Client) -> None:
     assert tone["durations"] == {"min": 1.0, "max": 20.0, "native_max": 10.0, "default": 5.0}
     assert tone["capabilities"]["audio_prompt"] is True and tone["capabilities"]["negative_prompt"] is False
     options = {o["name"]: o for o in tone["options"]}
-    assert set(options) == {"amplitude", "delay", "fail"}  # weights and device are worker options
+    assert set(options) == {"amplitude", "delay", "fail", "reject"}  # weights and device are worker options
     assert options["amplitude"]["default"] == 0.5 and options["amplitude"]["maximum"] == 1.0
 
 
@@ -297,3 +297,17 @@ def test_backend_without_a_worker_fails_the_job_not_the_server(make_server: Any)
         status = wait_done(c, job.json())
         assert status["state"] == "failed" and status["error"]["code"] == "no_worker"
         assert c.get("/v1/health").json()["status"] == "ok"
+
+
+def test_forwarded_for_is_ignored_unless_a_proxy_is_trusted(make_server: Any) -> None:
+    """By default no local process can claim to be another client (a fresh rate-limit bucket) with a header."""
+    with make_server({"rate_limit": 6, "rate_burst": 1}) as srv:
+        with srv.client() as c:
+            first = c.post("/v1/jobs", json={"prompt": ""}, headers={"X-Forwarded-For": "203.0.113.1"})
+            second = c.post("/v1/jobs", json={"prompt": ""}, headers={"X-Forwarded-For": "203.0.113.2"})
+            assert [first.status_code, second.status_code] == [400, 429]
+    with make_server({"rate_limit": 6, "rate_burst": 1, "forwarded_allow_ips": "127.0.0.1"}) as srv:
+        with srv.client() as c:
+            answers = [c.post("/v1/jobs", json={"prompt": ""}, headers={"X-Forwarded-For": f"203.0.113.{i}"})
+                       for i in (1, 2)]
+            assert [a.status_code for a in answers] == [400, 400]  # behind a trusted proxy: two real clients

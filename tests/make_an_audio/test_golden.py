@@ -17,8 +17,13 @@ import torch
 
 pytestmark = pytest.mark.slow
 
+# Max-abs tolerances from the golden README (about 10x the noise floor of the official run, 1 vs 2 threads).
 TOL = {"c": 5e-5, "uc": 5e-5, "eps_first": 5e-5, "unet_eps_t981": 5e-5, "x_steps": 1e-3, "pred_x0_steps": 1e-3,
        "z": 1e-3, "mel": 1e-4, "wav_pre_tanh": 1e-2, "wav": 5e-3}
+ULPS = 4 * torch.finfo(torch.float32).eps
+"""Relative tolerance for values the README lists as floor 0 but that are computed, not copied: float32 sqrt and
+the vectorised normal sampler are rounded differently by CPU kernels (AVX2 vs AVX-512: 1 ulp seen). Integers and
+gathers from the checkpoint's own buffers are exact by construction and compared exactly."""
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +74,10 @@ def test_tokens_and_text_conditioning(model, case):
 def test_ddim_tables(model, case):
     tables = model.ddim_tables(int(case["ddim_steps"]))
     assert tables.timesteps == case["ddim_timesteps"].tolist()
-    assert torch.equal(tables.alphas, torch.from_numpy(case["ddim_alphas"]))
+    assert torch.equal(tables.alphas, torch.from_numpy(case["ddim_alphas"]))  # gathered from alphas_cumprod
     assert torch.equal(tables.alphas_prev, torch.from_numpy(case["ddim_alphas_prev"]))
-    assert torch.equal(tables.sqrt_one_minus_alphas, torch.from_numpy(case["ddim_sqrt_one_minus_alphas"]))
+    torch.testing.assert_close(tables.sqrt_one_minus_alphas, torch.from_numpy(case["ddim_sqrt_one_minus_alphas"]),
+                               rtol=ULPS, atol=0)  # computed: float32 sqrt
 
 
 def test_unet_noise_predictions(model, case):
@@ -88,7 +94,8 @@ def test_seeded_start_noise_and_sampling(model, case):
     assert width == int(case["latent_width"])
     torch.manual_seed(int(case["seed"]))
     noise = torch.randn(model.latent_shape(1, width))
-    assert torch.equal(noise, torch.from_numpy(case["start_code"]))
+    # The same draw from the same seeded generator: equal up to the sampler's rounding on this CPU.
+    torch.testing.assert_close(noise, torch.from_numpy(case["start_code"]), rtol=ULPS, atol=ULPS)
     c = model.encode_text([str(case["prompt"])])
     uc = model.encode_text([""])
     xs, x0s = [], []

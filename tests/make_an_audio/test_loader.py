@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tag_testkit import malicious
 from tagcore.config import Config
 from tagcore.errors import WeightsMissing
 from tagcore.runtime import build_backend
@@ -101,6 +102,25 @@ def test_pickled_objects_are_never_unpickled(folder):
     torch.save({"generator": {"conv_pre.bias": NotATensor()}}, folder / "bigvgan" / "best_netG.pt")
     with pytest.raises(WeightsMissing, match="other than tensors"):
         load(folder)
+
+
+@pytest.mark.parametrize("name", ["maa1_full.ckpt", "bigvgan/best_netG.pt"])
+def test_malicious_checkpoint_never_runs_and_is_named_unsafe(folder, tmp_path, name):
+    marker = tmp_path / "pwned"
+    malicious.torch_checkpoint(folder / name, marker)
+    with pytest.raises(WeightsMissing, match=f"{folder / name} is unsafe or corrupt") as caught:
+        load(folder)
+    malicious.assert_not_run(marker)
+    assert "weights_only" not in caught.value.message
+
+
+def test_garbage_checkpoint_is_called_corrupt_without_torch_advice(folder):
+    path = malicious.random_bytes(folder / "maa1_full.ckpt")
+    with pytest.raises(WeightsMissing, match=f"{path} is unsafe or corrupt") as caught:
+        load(folder)
+    message = caught.value.message
+    assert "weights_only" not in message and "trusted source" not in message
+    assert message.rstrip().endswith("WEIGHTS/maa1_full.ckpt")  # ends with how to get it, not torch advice
 
 
 def test_wrong_container_entry(folder):

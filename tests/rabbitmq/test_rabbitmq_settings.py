@@ -39,3 +39,28 @@ def test_credentials_and_tls_come_from_the_url():
     assert params.credentials.username == "bob" and params.ssl_options is not None
     with pytest.raises(ConfigError):
         connection_parameters(config(TAG_BROKER_URL="http://mq.example"))
+
+
+def test_broker_down_is_one_line_without_tracebacks(tmp_path):
+    """With the broker unreachable, `tag generate --transport rabbitmq` prints its one error line: no pika
+    tracebacks, no retry chatter (those need -v)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tests = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TAG_CONFIG": str(tmp_path / "none.toml"),
+           "TAG_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{port}/%2F", "TAG_RABBITMQ_SUBMIT_TIMEOUT": "2",
+           "TAG_PLUGIN_MODULES": "tag_testkit.tone", "PYTHONPATH": str(tests)}
+    tag = Path(sys.executable).with_name("tag")
+    done = subprocess.run([str(tag), "generate", "x", "-b", "tone", "-d", "1", "--transport", "rabbitmq", "-q"],
+                          env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("Error: the broker did not accept the request") and "Connection refused" in lines[0]

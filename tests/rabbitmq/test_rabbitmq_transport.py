@@ -204,7 +204,7 @@ def test_a_version_1_message_is_dead_lettered_with_the_reason(rabbitmq_node, env
             time.sleep(0.1)
         method, properties, body = channel.basic_get(dead_queue, auto_ack=True)
         assert method is not None, "the old message was not dead-lettered"
-        assert properties.headers["x-tag-error"] == "unsupported message version 1 (this build speaks 2)"
+        assert properties.headers["x-tag-error"] == "unsupported message version '1' (this build speaks 2)"
     finally:
         connection.close()
         worker.stop()

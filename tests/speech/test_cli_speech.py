@@ -51,3 +51,17 @@ def test_generate_bark_speech_with_a_voice_preset(tmp_path, bark_folder):
     meta = json.loads(result.stdout.strip().splitlines()[-1])
     assert info.samplerate == 24000 and 0 < info.frames < 10 * 24000
     assert meta["metadata"]["voice"] == "preset v2/de_speaker_1" and meta["seed"] == 5
+
+
+def test_mistakes_only_the_worker_sees_exit_2(tmp_path, speech_models, bark_folder):
+    """An unknown Bark preset and a silent voice sample are found by the backend, and are still mistakes."""
+    sf.write(tmp_path / "silence.wav", np.zeros(3 * 16000, dtype=np.float32), 16000)
+    silent = run_tag(["generate", "Hello there.", "-b", "speecht5", "-d", "5",
+                      "-O", f"weights={speech_models['speecht5']}", "-O", f"vocoder={speech_models['vocoder']}",
+                      "-O", f"speaker_encoder={speech_models['encoder']}", "--device", "cpu",
+                      "--audio-prompt", "silence.wav", "-q", "-o", "out.wav"], tmp_path)
+    assert silent.returncode == 2 and "voice sample is silent" in silent.stderr, silent.stderr
+    preset = run_tag(["generate", "Hello there.", "-b", "bark", "-d", "5", "-O", f"weights={bark_folder}",
+                      "-O", "voice_preset=v2/xx_speaker_99", "--device", "cpu", "-q", "-o", "out.wav"], tmp_path)
+    assert preset.returncode == 2 and "unknown Bark voice preset" in preset.stderr, preset.stderr
+    assert not (tmp_path / "out.wav").exists()

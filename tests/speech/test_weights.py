@@ -84,3 +84,47 @@ def test_bad_language_codes_are_rejected(language):
 def test_language_selects_the_hub_model():
     assert hub_id_for("swh") == "facebook/mms-tts-swh"
     assert MmsTtsBackend({"language": "fra"}).model_id == "mms_tts:facebook/mms-tts-fra"
+
+
+def test_malicious_pytorch_weights_never_run(tmp_path, speech_models):
+    """A save_pretrained folder may hold pytorch_model.bin (a pickle): transformers must read it weights-only."""
+    from tag_testkit import malicious
+
+    folder = tmp_path / "mms"
+    shutil.copytree(speech_models["mms"], folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    malicious.torch_checkpoint(folder / "pytorch_model.bin", marker, {})
+    with pytest.raises(WeightsMissing, match=str(folder)):
+        MmsTtsBackend({"weights": str(folder), "device": "cpu"}).load()
+    malicious.assert_not_run(marker)
+
+
+def test_malicious_voice_file_never_runs(tmp_path, speech_models):
+    from tag_testkit import malicious
+    from tagcore.errors import ConfigError
+
+    marker = tmp_path / "pwned"
+    voice = malicious.numpy_file(tmp_path / "voice.npy", marker)
+    backend = SpeechT5Backend({"weights": str(speech_models["speecht5"]), "vocoder": str(speech_models["vocoder"]),
+                               "voice": str(voice), "device": "cpu"})
+    with pytest.raises(ConfigError, match=f"voice file {voice} is unsafe or corrupt"):
+        backend.load()
+    malicious.assert_not_run(marker)
+
+
+def test_malicious_bark_voice_preset_never_runs(tmp_path, bark_folder):
+    from tag_speech.bark import BarkBackend
+    from tag_testkit import malicious
+
+    folder = tmp_path / "bark"
+    shutil.copytree(bark_folder, folder)
+    marker = tmp_path / "pwned"
+    backend = BarkBackend({"weights": str(folder), "device": "cpu"})
+    backend.ensure_loaded()
+    preset = backend.presets[0]
+    target = folder / str(backend.processor.speaker_embeddings[preset]["semantic_prompt"])
+    malicious.numpy_file(target, marker)
+    with pytest.raises(WeightsMissing, match=f"{target} is unsafe or corrupt"):
+        backend.generate("Hello.", 2.0, seed=1, options={"voice_preset": preset})
+    malicious.assert_not_run(marker)

@@ -76,6 +76,18 @@ def build_hub_cache(hf_home: Path) -> Path:
     return hf_home
 
 
+def official_layout(state: dict) -> dict:
+    """What LAION CLAP's training loop saves: DataParallel-prefixed weights, epoch, run name and the optimizer,
+    whose learning rate its cosine schedule computes as a numpy float64 (the one non-tensor class inside)."""
+    import numpy as np
+
+    lr = 0.5 * (1 + np.cos(np.pi * 0.25)) * 1e-4
+    optimizer = {"state": {}, "param_groups": [{"lr": lr, "betas": (0.9, 0.99), "eps": 1e-9, "weight_decay": 0.0,
+                                                "amsgrad": False, "params": list(range(len(state)))}]}
+    return {"epoch": 45, "name": "tiny-clap", "state_dict": {f"module.{k}": v for k, v in state.items()},
+            "optimizer": optimizer}
+
+
 def build_checkpoint(path: Path, *, amodel: str = "HTSAT-tiny", enable_fusion: bool = False) -> Path:
     """Construct a random CLAP through laion_clap's public API and save it as a LAION-style checkpoint."""
     import torch
@@ -89,7 +101,7 @@ def build_checkpoint(path: Path, *, amodel: str = "HTSAT-tiny", enable_fusion: b
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    torch.save({"epoch": 1, "state_dict": state}, partial)
+    torch.save(official_layout(state), partial)
     partial.replace(path)
     return path
 

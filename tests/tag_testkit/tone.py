@@ -19,6 +19,7 @@ import numpy as np
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsMissing, hookimpl
 from tagcore.backend import WeightsStatus
+from tagcore.errors import InvalidRequest
 from tagcore.spec import BackendSpec
 
 
@@ -39,6 +40,8 @@ class ToneBackend(Backend):
         Option("amplitude", "float", 0.5, "peak level of the tone", minimum=0.0, maximum=1.0),
         Option("delay", "float", 0.0, "seconds to sleep per batch (simulates a slow model)", minimum=0, maximum=120),
         Option("fail", "bool", False, "raise inside generation (tests error responses)"),
+        Option("reject", "bool", False, "refuse the request inside generation, as a worker does for a mistake only "
+               "it can see (an unknown voice preset, a silent voice sample)"),
         Option("weights", "path", "", "folder holding tone.json (optional)", scope="worker"),
         Option("device", "choice", "auto", "ignored; present like on torch backends",
                choices=("auto", "cpu", "cuda"), scope="worker"),
@@ -88,6 +91,8 @@ class ToneBackend(Backend):
                 progress((step + 1) / steps, "generating")
         if options["fail"]:
             raise RuntimeError("tone backend asked to fail")
+        if options["reject"]:
+            raise InvalidRequest("the tone backend refuses this request (asked to)")
         frames = self.frames_for(duration)
         t = np.arange(frames) / self.sample_rate
         results = []

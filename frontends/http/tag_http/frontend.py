@@ -54,8 +54,8 @@ class HttpFrontend(Frontend):
         limits = BodySizeLimit(app, lambda path: self.http.max_upload_bytes if path == UPLOAD_PATH
                                else self.http.max_json_bytes)
         server = _Server(uvicorn.Config(
-            limits, host=self.http.host, port=self.http.port, proxy_headers=True,
-            forwarded_allow_ips=self.http.forwarded_allow_ips, limit_concurrency=self.http.max_connections,
+            limits, host=self.http.host, port=self.http.port, proxy_headers=bool(self.http.forwarded_allow_ips),
+            forwarded_allow_ips=self.http.forwarded_allow_ips or None, limit_concurrency=self.http.max_connections,
             timeout_graceful_shutdown=5, log_level="info",
             server_header=False,
         ), self)

@@ -41,8 +41,9 @@ class HttpSettings:
     backends: tuple[str, ...] = ()
     """Backends offered (empty: every one workers announced, plus those installed here)."""
     default_duration: float = 5.0
-    forwarded_allow_ips: str = "127.0.0.1"
-    """Proxies trusted to set X-Forwarded-For (the client address used for rate limits)."""
+    forwarded_allow_ips: str = ""
+    """Proxies trusted to set X-Forwarded-For (the client address used for rate limits). Empty: no proxy is
+    trusted, so no local process can pose as a fresh client; set the proxy's address when behind one."""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "HttpSettings":

@@ -3,13 +3,17 @@
 Seeds: every item of a batch samples its tokens from its own generator seeded with the item's seed (see
 `sampling`), and each clip is decoded on its own, so a clip made in a batch equals the clip a single request with
 the same prompt, seed, duration and options makes, which equals a direct audiocraft call right after
-`torch.manual_seed(seed)`. Items whose text conditioning has a different token length cannot share a forward
-pass without padding (audiocraft's cross-attention has no padding mask, so padding would change the result): the
-batch is split into groups of equal conditioning shape (and equal audio-prompt length) and each group is one
-batched audiocraft call.
+`torch.manual_seed(seed)`. The batch is split into groups of equal audio-prompt length, each one batched call.
+
+Tokens come from our decode loop (`decode_loop`, static KV cache, CUDA graphs on a GPU) unless the worker was
+started with `decoder=audiocraft`; both give the same tokens for the same seed (tests/audiogen/test_decoder.py).
+Our loop conditions each clip on its own text and masks the padding keys, so texts of any token length share a
+batch; audiocraft's cross-attention has no padding mask (padding would change the result), so with
+`decoder=audiocraft` the groups are also split by conditioning shape.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -20,13 +24,19 @@ import numpy as np
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.backend import ProgressCallback
-from tagcore.devices import resolve_device, resolve_dtype
+from tagcore.devices import quiet_model_loading, resolve_device, resolve_dtype
 from tagcore.errors import InvalidRequest, WeightsMissing
 from tagcore.options import device_option, dtype_option, weights_option
 
-from .loading import (WeightsSource, cached_hub_files, check_folder, check_text_encoders, checkpoint_loading,
-                      explain_load_error, missing_message, resolve_source, uncached_text_encoders_message)
-from .sampling import row_generators
+from .loading import (WeightsSource, cached_hub_files, check_checkpoint_files, check_folder, check_text_encoders,
+                      checkpoint_loading, explain_load_error, missing_message, resolve_source,
+                      uncached_text_encoders_message)
+from .cuda_graphs import GraphRunner
+from .decode_loop import EagerSteps, generate_tokens, window_length
+from .decoder import StaticLM, unsupported_features
+from .sampling import SamplingParams, row_generators
+
+log = logging.getLogger(__name__)
 
 
 def _sampling_options(top_k: int, extend_stride: float) -> tuple[Option, ...]:
@@ -47,6 +57,10 @@ def _worker_options(default_hub_id: str) -> tuple[Option, ...]:
     return (
         weights_option(f"folder with state_dict.bin + compression_state_dict.bin, or a hub id "
                        f"(empty: {default_hub_id})"),
+        Option("decoder", "choice", "tag", "token loop: tag (ours: static KV cache, CUDA graphs on a GPU) or "
+               "audiocraft (audiocraft's own loop, for comparison)", choices=("tag", "audiocraft"), scope="worker"),
+        Option("warmup", "str", "", "CUDA, decoder=tag: batch sizes whose graphs are captured at load, e.g. 1,4,16 "
+               "(others are captured on their first request)", scope="worker"),
         Option("trust_checkpoint", "bool", False, "allow checkpoints whose config is a pickled omegaconf object "
                "(only for files from a source you trust)", scope="worker"),
         device_option(),
@@ -61,6 +75,10 @@ class AudiocraftBackend(Backend):
     audiocraft_class: ClassVar[str]
     """The model's class in `audiocraft.models` (`AudioGen`, `MusicGen`): its `get_pretrained` loads the weights."""
     capabilities = Capabilities(seed=True, batch=True, audio_prompt=True)
+    static_lm: StaticLM | None = None
+    """Our decode loop's view of the loaded LM (None: decoder=audiocraft)."""
+    graphs: GraphRunner | None = None
+    """CUDA graphs and caches of our decode loop (CUDA and decoder=tag only)."""
 
     # --- loading ------------------------------------------------------------------------------------------
     @classmethod
@@ -87,37 +105,73 @@ class AudiocraftBackend(Backend):
 
     def load(self) -> None:
         import torch
-        from audiocraft import models
-        from audiocraft.utils.autocast import TorchAutocast
+
+        with quiet_model_loading():  # audiocraft imports xformers
+            from audiocraft import models
+            from audiocraft.utils.autocast import TorchAutocast
 
         source = self._source(self.settings)
+        trust = bool(self.settings["trust_checkpoint"])
         if source.kind == "folder":
             missing = check_folder(source, self.default_hub_id)
             if missing:
                 raise WeightsMissing(missing_message(source, missing, self.default_hub_id))
+            check_checkpoint_files(source, trust, self.default_hub_id)
         device = resolve_device(self.settings["device"])
         dtype = resolve_dtype(self.settings["dtype"], device)
         if device.type == "cpu" and dtype != torch.float32:
             raise InvalidRequest("audiocraft models run in fp32 on the CPU; use dtype=fp32 (or auto)")
         try:
-            with checkpoint_loading(bool(self.settings["trust_checkpoint"])):
+            with checkpoint_loading(trust), quiet_model_loading():
                 model = getattr(models, self.audiocraft_class).get_pretrained(source.location, device=str(device))
         except Exception as exc:
-            explained = explain_load_error(exc, source, self.default_hub_id)
+            explained = explain_load_error(exc, source, self.default_hub_id, trust)
             if explained is None:
                 raise
             raise explained from exc
         check_text_encoders(model)
         if device.type == "cuda":
             model.lm.to(dtype)
+        self.static_lm, self.graphs = None, None
+        if self.settings["decoder"] == "tag":
+            problems = unsupported_features(model.lm)
+            if problems:
+                raise InvalidRequest(f"this checkpoint uses {'; '.join(problems)}, which decoder=tag does not "
+                                     f"implement; start the worker with -O decoder=audiocraft")
+            self.static_lm = StaticLM(model.lm)
+            if device.type == "cuda":
+                positions = window_length(model.lm, int(model.max_duration * model.frame_rate)) - 1
+                self.graphs = GraphRunner(self.static_lm, positions, dtype, device,
+                                          dtype if dtype != torch.float32 else None)
+                log.info("audiogen: the key/value cache of one clip's %d-step window takes %.3f GiB; up to batch "
+                         "%d fits now", positions, self.graphs.bytes_needed(1, 64) / 2**30,
+                         self.graphs.largest_batch())
         model.autocast = TorchAutocast(enabled=device.type == "cuda" and dtype != torch.float32,
                                        device_type=device.type, dtype=dtype)
         self.model = model
         self.device = device
         self.window = float(model.max_duration)
+        self._warm_up(str(self.settings["warmup"]))
+
+    def _warm_up(self, batches: str) -> None:
+        """Capture the CUDA graphs of the listed batch sizes now (a full-window request each), so that their
+        caches are allocated and their first real request pays no capture."""
+        try:
+            sizes = [int(b) for b in batches.replace(" ", "").split(",") if b]
+        except ValueError:
+            raise InvalidRequest(f"warmup: {batches!r} is not a comma-separated list of batch sizes") from None
+        if self.graphs is None or not sizes:
+            return
+        options = self.resolve_request_options({})
+        for size in sizes:
+            started = time.perf_counter()
+            self.generate_batch([GenerationItem("warm up", 0)] * size, self.window, options=options)
+            log.info("audiogen: graphs for batch %d captured in %.1f s", size, time.perf_counter() - started)
 
     def unload(self) -> None:
         self.model = None
+        self.static_lm = None
+        self.graphs = None
         super().unload()
 
     # --- generation ---------------------------------------------------------------------------------------
@@ -126,6 +180,8 @@ class AudiocraftBackend(Backend):
         model = self.model
         if duration > self.window and options["extend_stride"] >= self.window:
             raise InvalidRequest(f"extend_stride must be shorter than the model's {self.window:g} s window")
+        if options["top_k"] > model.lm.card:
+            raise InvalidRequest(f"top_k must be at most the model's {model.lm.card} codes")
         for item in items:
             if item.audio_prompt is not None and item.audio_prompt.duration >= duration:
                 raise InvalidRequest(f"the audio prompt ({item.audio_prompt.duration:.2f} s) must be shorter than "
@@ -141,7 +197,7 @@ class AudiocraftBackend(Backend):
         for number, indices in enumerate(groups):
             started = time.perf_counter()
             members = [items[i] for i in indices]
-            clips = self._generate_group(members, duration, number, len(groups), progress)
+            clips = self._generate_group(members, duration, number, len(groups), options, progress)
             elapsed = time.perf_counter() - started
             for index, item, clip in zip(indices, members, clips):
                 results[index] = GenerationResult(
@@ -157,8 +213,11 @@ class AudiocraftBackend(Backend):
         provider = self.model.lm.condition_provider
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, item in enumerate(items):
-            tokenized = provider.tokenize([ConditioningAttributes(text={"description": item.prompt.strip() or None})])
-            shape = tuple(sorted((name, tuple(_tensor_shapes(value))) for name, value in tokenized.items()))
+            shape: tuple = ()
+            if self.static_lm is None:  # our loop masks each clip's own text length; audiocraft's pads them
+                tokenized = provider.tokenize([ConditioningAttributes(text={"description": item.prompt.strip()
+                                                                        or None})])
+                shape = tuple(sorted((name, tuple(_tensor_shapes(value))) for name, value in tokenized.items()))
             prompt_frames = -1 if item.audio_prompt is None else self._prompt_frames(item.audio_prompt)
             groups[(shape, prompt_frames)].append(index)
         return list(groups.values())
@@ -177,7 +236,7 @@ class AudiocraftBackend(Backend):
         return torch.nn.functional.pad(wav, (0, max(0, frames - wav.shape[-1])))[..., :frames].to(self.device)
 
     def _generate_group(self, members: list[GenerationItem], duration: float, number: int, total: int,
-                        progress: ProgressCallback | None) -> list[Audio]:
+                        options: Mapping[str, Any], progress: ProgressCallback | None) -> list[Audio]:
         import torch
         from audiocraft.modules.conditioners import ConditioningAttributes
 
@@ -198,11 +257,15 @@ class AudiocraftBackend(Backend):
             if progress is not None:
                 progress(min(1.0, (number + min(1.0, generated / clip_tokens)) / total), "generating")
 
+        seeds = [item.seed for item in members]
         model.set_custom_progress_callback(report)
         try:
-            torch.manual_seed(members[0].seed)
-            with row_generators([item.seed for item in members], self.device):
-                tokens = model._generate_tokens(attributes, prompt_tokens, progress is not None)
+            if self.static_lm is None:
+                torch.manual_seed(seeds[0])
+                with row_generators(seeds, self.device):
+                    tokens = model._generate_tokens(attributes, prompt_tokens, progress is not None)
+            else:
+                tokens = self._our_tokens(attributes, prompt_tokens, seeds, options, report)
             if progress is not None:
                 progress((number + 1) / total, "generating")
             with torch.no_grad():
@@ -222,6 +285,23 @@ class AudiocraftBackend(Backend):
                 samples = np.pad(samples, ((0, 0), (0, frames - samples.shape[-1])))
             clips.append(Audio(np.clip(samples[:, :frames], -1.0, 1.0), self.sample_rate))
         return clips
+
+
+    def _our_tokens(self, attributes: list[Any], prompt_tokens: Any, seeds: list[int], options: Mapping[str, Any],
+                    report: Any) -> Any:
+        """Tokens from our decode loop; row b samples from a generator seeded with `seeds[b]`, which is what a
+        direct audiocraft call right after `torch.manual_seed(seeds[b])` draws from."""
+        import torch
+
+        params = SamplingParams(use_sampling=True, temperature=float(options["temperature"]),
+                                top_k=int(options["top_k"]), top_p=float(options["top_p"]),
+                                cfg_coef=float(options["cfg_coef"]))
+        generators = [torch.Generator(device=self.device).manual_seed(int(seed)) for seed in seeds]
+        if self.graphs is not None:
+            steps = self.graphs.steps(params)
+        else:
+            steps = EagerSteps(self.static_lm, params, next(self.model.lm.parameters()).dtype, self.device)
+        return generate_tokens(self.model, steps, attributes, prompt_tokens, params, generators, report)
 
 
 def _tensor_shapes(value: Any) -> list[tuple[int, ...]]:

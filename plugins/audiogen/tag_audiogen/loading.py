@@ -17,6 +17,7 @@ from typing import Any
 
 from tagcore.errors import WeightsMissing
 from tagcore.options import weights_location
+from tagcore.torch_files import UnsafeCheckpoint, load_torch_file, unpickling_cause
 
 CHECKPOINT_FILES = ("state_dict.bin", "compression_state_dict.bin")
 T5_FILES = ("config.json", "model.safetensors", "spiece.model", "tokenizer.json", "tokenizer_config.json")
@@ -98,6 +99,29 @@ def checkpoint_loading(trust: bool) -> Iterator[None]:
         return
     with torch.serialization.safe_globals(_omegaconf_globals()):
         yield
+
+
+def check_checkpoint_files(source: WeightsSource, trust: bool, default_hub_id: str) -> None:
+    """Read a folder's checkpoint files as audiocraft will, first, so that a damaged or hostile file is refused
+    by name ("unsafe or corrupt") and only a pickled omegaconf config gets the advice to trust it."""
+    folder = Path(source.location)
+    how = (f"Download it again from https://huggingface.co/{default_hub_id} "
+           f"(`hf download {default_hub_id} {' '.join(CHECKPOINT_FILES)} --local-dir {folder}`).")
+    for name in CHECKPOINT_FILES:
+        try:
+            load_torch_file(folder / name, what="audiocraft checkpoint", how_to_get=how,
+                            allowed_globals=_omegaconf_globals() if trust else ())
+        except UnsafeCheckpoint as error:
+            if not trust and "omegaconf" in error.cause:
+                raise WeightsMissing(_trust_advice(source, default_hub_id, error.cause)) from None
+            raise
+
+
+def _trust_advice(source: WeightsSource, default_hub_id: str, cause: str) -> str:
+    return (f"the checkpoint in {source.location} stores its config as a pickled object, which torch refuses to "
+            f"load safely (weights_only). If you trust these files (e.g. the official {default_hub_id} download), "
+            f"allow it with the worker option trust_checkpoint=true (CLI: -O trust_checkpoint=true, config: "
+            f"[backends.<name>] trust_checkpoint = true). Detail: {cause}")
 
 
 def _text_encoder_being_loaded(exc: BaseException) -> str | None:
@@ -191,16 +215,17 @@ def check_text_encoders(model: Any) -> None:
                 f"turn every word into <unk>. {_how_to_get_text_encoder(conditioner.name)}")
 
 
-def explain_load_error(exc: BaseException, source: WeightsSource, default_hub_id: str) -> WeightsMissing | None:
-    """Turn the failures a user can fix (untrusted pickled config, missing hub file offline, text encoder not
-    cached) into WeightsMissing."""
+def explain_load_error(exc: BaseException, source: WeightsSource, default_hub_id: str,
+                       trust: bool = False) -> WeightsMissing | None:
+    """Turn the failures a user can fix (untrusted pickled config, unsafe or corrupt file, missing hub file
+    offline, text encoder not cached) into WeightsMissing."""
     text = str(exc)
     if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
-        return WeightsMissing(
-            f"the checkpoint in {source.location} stores its config as a pickled object, which torch refuses to "
-            f"load safely (weights_only). If you trust these files (e.g. the official {default_hub_id} download), "
-            f"allow it with the worker option trust_checkpoint=true (CLI: -O trust_checkpoint=true, config: "
-            f"[backends.<name>] trust_checkpoint = true). Detail: {_first_line(exc)}")
+        cause = unpickling_cause(exc)
+        if not trust and "omegaconf" in cause:
+            return WeightsMissing(_trust_advice(source, default_hub_id, cause))
+        return WeightsMissing(f"a checkpoint file in {source.location} is unsafe or corrupt ({cause}), so it is "
+                              f"not loaded. Download it again from https://huggingface.co/{default_hub_id}.")
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     if isinstance(exc, OSError):

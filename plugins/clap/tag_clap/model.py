@@ -18,6 +18,7 @@ import numpy as np
 from tagcore.audio import normalize, resample
 from tagcore.audio_types import Audio
 from tagcore.errors import ConfigError, InvalidRequest, WeightsMissing
+from tagcore.torch_files import load_torch_file
 
 from .hubfiles import TEXT_REPO, hub_cache_dir, missing_files_message, missing_text_files, tokenizer_is_empty
 from .settings import ClapSettings
@@ -76,13 +77,9 @@ def _read_state_dict(path: Path) -> dict:
     laion_clap's own loader deletes `position_ids` unconditionally and fails on checkpoints saved without it;
     this one drops it only when present (recent transformers no longer keep it as a parameter).
     """
-    import torch
-
-    try:
-        # LAION checkpoints carry training state (epoch, optimizer) besides tensors, hence weights_only=False.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise WeightsMissing(f"CLAP checkpoint {path} could not be read ({exc}); download it again") from None
+    checkpoint = load_torch_file(path, what="CLAP checkpoint", allowed_globals=_checkpoint_globals(),
+                                 how_to_get="Download a LAION CLAP checkpoint again from "
+                                            "https://huggingface.co/lukewys/laion_clap")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not state:
         raise WeightsMissing(f"CLAP checkpoint {path} holds no state_dict: is it a laion_clap .pt file?")
@@ -90,6 +87,19 @@ def _read_state_dict(path: Path) -> dict:
         state = {k[len("module."):]: v for k, v in state.items()}
     state.pop(POSITION_IDS, None)
     return state
+
+
+def _checkpoint_globals() -> list:
+    """What LAION CLAP checkpoints hold besides tensors and plain containers: their training loop stored the
+    optimizer's learning rate as a numpy float64 (a numpy scalar and its dtype). Nothing that can run code."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    return [scalar, np.dtype, *(getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType")
+                                 if hasattr(np, "dtypes") and hasattr(np.dtypes, n))]
 
 
 class ClapModel:

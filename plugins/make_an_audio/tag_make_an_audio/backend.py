@@ -7,6 +7,7 @@ item's noise is drawn right after seeding with that item's seed, so batching nev
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -14,12 +15,38 @@ from typing import Any
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.backend import ProgressCallback
-from tagcore.devices import resolve_device, resolve_dtype
+from tagcore.devices import quiet_model_loading, resolve_device, resolve_dtype
+from tagcore.errors import InvalidRequest
 from tagcore.options import device_option, dtype_option, weights_option
 
 from . import checkpoint as ckpt
 
+log = logging.getLogger(__name__)
+
 DIFFUSION_SHARE = 0.9  # fraction of the progress bar given to the sampling steps
+PRESETS = {"quality": ("ddim", 100), "fast": ("dpmpp", 25)}  # (sampler, steps): the official default, and speed
+
+
+def sampling(options: Mapping[str, Any]) -> tuple[str, int]:
+    """(sampler, steps) of a request: each from the request when given, else from its preset."""
+    sampler, steps = PRESETS[options["preset"]]
+    return (sampler if options["sampler"] == "auto" else options["sampler"],
+            steps if options["steps"] is None else options["steps"])
+
+
+def parse_warmup(text: str) -> list[tuple[float, int]]:
+    """The `warmup` option: "SECONDS:BATCH, ..." -> [(seconds, batch)]; a bare SECONDS means batch 1."""
+    shapes = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        seconds, _, batch = part.partition(":")
+        try:
+            shapes.append((float(seconds), int(batch or 1)))
+        except ValueError:
+            raise InvalidRequest(f"option warmup: {part!r} is not SECONDS or SECONDS:BATCH") from None
+        if not (MakeAnAudioBackend.min_duration <= shapes[-1][0] <= MakeAnAudioBackend.max_duration
+                and shapes[-1][1] >= 1):
+            raise InvalidRequest(f"option warmup: {part!r} is out of range")
+    return shapes
 
 
 class MakeAnAudioBackend(Backend):
@@ -32,23 +59,31 @@ class MakeAnAudioBackend(Backend):
     min_duration = 1.0
     capabilities = Capabilities(seed=True, batch=True, candidates=True)
     options = (
-        Option("steps", "int", 100, "sampling steps (DDIM: the official default is 100; dpmpp needs ~25)",
-               minimum=1, maximum=1000),
+        Option("preset", "choice", "quality", "quality: DDIM 100 steps (the official default); fast: DPM++ 25 "
+               "steps (about 4x faster); steps / sampler given explicitly override it",
+               choices=tuple(PRESETS)),
+        Option("steps", "int", None, "sampling steps (default: the preset's)", minimum=1, maximum=1000),
         Option("guidance", "float", 3.0, "classifier-free guidance scale (1 = off)", minimum=0.0, maximum=30.0),
-        Option("sampler", "choice", "ddim", "ddim (official) or dpmpp (DPM-Solver++ 2M, fewer steps)",
-               choices=("ddim", "dpmpp")),
+        Option("sampler", "choice", "auto", "ddim (official) or dpmpp (DPM-Solver++ 2M, fewer steps); auto: the "
+               "preset's", choices=("auto", "ddim", "dpmpp")),
         weights_option("folder in the official useful_ckpts layout: maa1_full.ckpt, bigvgan/, "
                        "bert-base-uncased/vocab.txt (or env TAG_MAKE_AN_AUDIO_WEIGHTS)"),
         device_option(),
         dtype_option(),
         Option("compile", "bool", False, "torch.compile the UNet (slow first request, faster after)",
                scope="worker"),
+        Option("cuda_graphs", "bool", True, "on CUDA, replay the sampling loop as CUDA graphs (captured once per "
+               "batch size, length, sampler and steps)", scope="worker"),
+        Option("warmup", "str", "", "capture the CUDA graphs of both presets at start for these clips: "
+               "SECONDS:BATCH list, e.g. 10:1,10:8", scope="worker"),
     )
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
         self.model = None
+        self.graphs = None
         self.checkpoint_name = ckpt.LDM_FILE
+        self.warmup_shapes = parse_warmup(self.settings["warmup"])
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
@@ -72,14 +107,33 @@ class MakeAnAudioBackend(Backend):
             raise ckpt.no_folder_error()
         device = resolve_device(self.settings["device"])
         dtype = resolve_dtype(self.settings["dtype"], device)
-        self.model = maa.load(folder, device, dtype)
+        with quiet_model_loading():  # diffusers imports xformers
+            self.model = maa.load(folder, device, dtype)
         if self.settings["compile"]:
             self.model.unet = torch.compile(self.model.unet)
+        if device.type == "cuda" and self.settings["cuda_graphs"]:
+            from .graphs import GraphSampler
+
+            self.graphs = GraphSampler(self.model)
+            self.warm_up()
+
+    def warm_up(self) -> float:
+        """Capture the graphs of the `warmup` shapes for both presets (guided); returns the seconds spent."""
+        from .model import latent_width
+
+        spent = 0.0
+        for seconds, batch in self.warmup_shapes:
+            for sampler, steps in PRESETS.values():
+                spent += self.graphs.capture(self.graphs.key(batch, latent_width(seconds), sampler, steps, 3.0))
+        if self.warmup_shapes:
+            log.info("make_an_audio: CUDA graphs for %s captured in %.1f s", self.settings["warmup"], spent)
+        return spent
 
     def unload(self) -> None:
         import torch
 
         self.model = None
+        self.graphs = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -117,8 +171,14 @@ class MakeAnAudioBackend(Backend):
         def on_step(i: int, n: int, x: torch.Tensor, pred_x0: torch.Tensor | None) -> None:
             report(DIFFUSION_SHARE * (i + 1) / n, "generating")
 
-        z = model.sample(noise, c, uc, steps=options["steps"], guidance=options["guidance"],
-                         sampler=options["sampler"], hook=on_step)
+        sampler, steps = sampling(options)
+        if self.graphs is not None:
+            z, capture_s = self.graphs.sample(noise, c, uc, steps=steps, guidance=options["guidance"],
+                                              sampler=sampler, hook=on_step)
+            if capture_s:
+                timings["graph_capture_s"] = round(capture_s, 4)
+        else:
+            z = model.sample(noise, c, uc, steps=steps, guidance=options["guidance"], sampler=sampler, hook=on_step)
         timings["diffusion_s"] = clock.lap()
         report(DIFFUSION_SHARE, "decoding")
         mel = model.decode(z)
@@ -136,9 +196,11 @@ class MakeAnAudioBackend(Backend):
             results.append(GenerationResult(
                 candidates=clips, seed=item.seed, backend=self.name, model_id=self.model_id,
                 timings=dict(timings),
-                metadata={"steps": options["steps"], "guidance": options["guidance"], "sampler": options["sampler"],
+                metadata={"preset": options["preset"], "steps": steps, "guidance": options["guidance"],
+                          "sampler": sampler, "cuda_graphs": self.graphs is not None,
                           "latent_width": width, "batch_size": int(noise.shape[0]),
-                          "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device)},
+                          "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device),
+                          "vocoder_activations": model.vocoder_activations},
             ))
         return results
 

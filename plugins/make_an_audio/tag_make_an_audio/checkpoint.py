@@ -10,14 +10,13 @@ mapped, so a 1.36 GB state dict is never copied in RAM. Every failure names the 
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tagcore.errors import WeightsMissing
+from tagcore.torch_files import load_torch_file
 
 LDM_FILE = "maa1_full.ckpt"
 VOCODER_DIR = "bigvgan"
@@ -92,24 +91,9 @@ def no_folder_error() -> WeightsMissing:
 
 
 def load_state_dict(path: Path, entry: str, name: str) -> dict[str, Any]:
-    """`torch.load(path)[entry]` without executing pickled code; memory-mapped when the format allows."""
-    import torch
-
+    """The `entry` state dict of a checkpoint, read without executing pickled code (tagcore.torch_files)."""
     how = HOW_TO_GET[name]
-    try:
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:  # legacy (pre-zip) pickles cannot be memory mapped
-            if "mmap" not in str(exc):
-                raise
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise WeightsMissing(
-            f"Make-An-Audio: {path} holds objects other than tensors, so it is not loaded (loading it would run "
-            f"code from the file). Re-download it: {how}. Detail: {str(exc).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise WeightsMissing(f"Make-An-Audio: {path} is unreadable or truncated ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). Re-download it: {how}") from None
+    blob = load_torch_file(path, what="Make-An-Audio: checkpoint", how_to_get=f"Re-download it: {how}")
     if not isinstance(blob, dict) or not isinstance(blob.get(entry), dict):
         raise WeightsMissing(f"Make-An-Audio: {path} has no '{entry}' state dict; it is not the official file. "
                              f"Get it: {how}")

@@ -10,7 +10,7 @@ import contextlib
 import io
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ from tagcore.errors import WeightsMissing
 
 from . import checkpoint as ckpt
 from . import convert
-from .sampler import DDIMTables, StepHook, ddim_sample, ddim_tables, dpmpp_sample
+from .sampler import DDIMTables, EpsFn, Plan, StepHook, ddim_tables, make_plan
+from .sampler import sample as run_loop
+from .vocoder import accelerate
 
 MAX_TOKENS = 77
 SAMPLE_RATE = 16000
@@ -84,6 +86,7 @@ class MakeAnAudio:
     scale_factor: float
     device: torch.device
     dtype: torch.dtype
+    vocoder_activations: str  # which BigVGAN activation path runs (vocoder.PATH_*), for result metadata
 
     # --- stages ------------------------------------------------------------------------------------------
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -96,20 +99,23 @@ class MakeAnAudio:
         return self.text_encoder(self.tokenize(prompts).to(self.device))
 
     @torch.inference_mode()
-    def unet_eps(self, x: torch.Tensor, t: int, context: torch.Tensor) -> torch.Tensor:
-        """Noise prediction for latents `x` at integer step `t` (fp32 in, fp32 out)."""
-        steps = torch.full((x.shape[0],), t, device=self.device, dtype=torch.long)
+    def unet_eps(self, x: torch.Tensor, t: int | torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Noise prediction for latents `x` at step `t` (an int, or a (1,) int64 tensor on the device; fp32 in/out)."""
+        if isinstance(t, torch.Tensor):
+            steps = t.expand(x.shape[0])
+        else:
+            steps = torch.full((x.shape[0],), t, device=self.device, dtype=torch.long)
         out = self.unet(x.to(self.device, self.dtype), steps, encoder_hidden_states=context.to(self.dtype),
                         return_dict=False)[0]
         return out.float()
 
-    def guided_eps(self, c: torch.Tensor, uc: torch.Tensor, scale: float) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    def guided_eps(self, c: torch.Tensor, uc: torch.Tensor, scale: float) -> EpsFn:
         """Classifier-free guidance with [uc; c] in one UNet call; the conditional branch alone when scale == 1."""
         if scale == 1.0:
             return lambda x, t: self.unet_eps(x, t, c)
         context = torch.cat([uc, c])
 
-        def eps(x: torch.Tensor, t: int) -> torch.Tensor:
+        def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             e_u, e_c = self.unet_eps(torch.cat([x, x]), t, context).chunk(2)
             return e_u + scale * (e_c - e_u)
 
@@ -118,17 +124,19 @@ class MakeAnAudio:
     def ddim_tables(self, steps: int) -> DDIMTables:
         return ddim_tables(self.alphas_cumprod, steps)
 
+    def plan(self, sampler: str, steps: int) -> Plan:
+        """The sampler's per-step tables on the model's device."""
+        return make_plan(sampler, self.alphas_cumprod, self.betas, steps).to(self.device)
+
     @torch.inference_mode()
     def sample(self, noise: torch.Tensor, c: torch.Tensor, uc: torch.Tensor, *, steps: int, guidance: float,
-               sampler: str = "ddim", hook: StepHook | None = None) -> torch.Tensor:
-        """Clean latents z (fp32) from start noise; `uc` is the "" encoding broadcast to len(c) rows."""
+               sampler: str = "ddim", hook: StepHook | None = None, chunk: int = 1) -> torch.Tensor:
+        """Clean latents z (fp32) from start noise, eagerly; `uc` is the "" encoding broadcast to len(c) rows.
+
+        `hook` runs after every `chunk` steps (graphs.py replays the same loop as CUDA graphs).
+        """
         x = noise.to(self.device, torch.float32)
-        eps = self.guided_eps(c, uc, guidance)
-        if sampler == "ddim":
-            return ddim_sample(x, eps, self.ddim_tables(steps), hook)
-        if sampler == "dpmpp":
-            return dpmpp_sample(x, eps, self.betas, steps, hook)
-        raise ValueError(f"unknown sampler {sampler!r}")
+        return run_loop(x, self.guided_eps(c, uc, guidance), self.plan(sampler, steps), hook, chunk)
 
     @torch.inference_mode()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -156,6 +164,10 @@ class MakeAnAudio:
     @property
     def latent_channels(self) -> int:
         return int(self.unet.config.in_channels)
+
+    @property
+    def context_dim(self) -> int:
+        return int(self.unet.config.cross_attention_dim)
 
     @property
     def vae_factor(self) -> int:
@@ -240,7 +252,8 @@ def _vae(sd: dict[str, torch.Tensor], path: Path, device: torch.device, dtype: t
     return vae
 
 
-def _vocoder(layout: ckpt.Layout, device: torch.device) -> nn.Module:
+def load_vocoder(layout: ckpt.Layout, device: torch.device) -> tuple[nn.Module, str]:
+    """BigVGAN with its weight norm folded and its fastest exact activation path; returns (module, path)."""
     import yaml
     from bigvgan import BigVGAN
     from bigvgan.env import AttrDict
@@ -265,7 +278,8 @@ def _vocoder(layout: ckpt.Layout, device: torch.device) -> nn.Module:
     _assign(vocoder, _place(state, device, torch.float32), weights_path, ckpt.VOCODER_FILE, "BigVGAN")
     with contextlib.redirect_stdout(io.StringIO()):  # bigvgan prints while folding the weight norm
         vocoder.remove_weight_norm()
-    return vocoder.requires_grad_(False)
+    activations = accelerate(vocoder, device)
+    return vocoder.requires_grad_(False), activations
 
 
 def _tokenizer(layout: ckpt.Layout) -> Any:
@@ -289,7 +303,7 @@ def load(root: Path, device: torch.device, dtype: torch.dtype) -> MakeAnAudio:
     layout.require_all()
     tokenizer = _tokenizer(layout)
     ldm_path = layout.require(ckpt.LDM_FILE)
-    vocoder = _vocoder(layout, device)
+    vocoder, activations = load_vocoder(layout, device)
     sd = ckpt.load_state_dict(ldm_path, "state_dict", ckpt.LDM_FILE)
     ckpt.require_keys(sd, ckpt.SCHEDULE_KEYS + ("betas",), ldm_path, ckpt.LDM_FILE, "diffusion schedule")
     try:
@@ -303,7 +317,7 @@ def load(root: Path, device: torch.device, dtype: torch.dtype) -> MakeAnAudio:
         tokenizer=tokenizer, text_encoder=text, unet=unet, vae=vae, vocoder=vocoder,
         alphas_cumprod=sd["alphas_cumprod"].detach().to("cpu", torch.float32).clone(),
         betas=sd["betas"].detach().to("cpu", torch.float64).clone(),
-        scale_factor=float(sd["scale_factor"]), device=device, dtype=dtype,
+        scale_factor=float(sd["scale_factor"]), device=device, dtype=dtype, vocoder_activations=activations,
     )
     del sd
     hop = math.prod(vocoder.h.upsample_rates)

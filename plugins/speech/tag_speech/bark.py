@@ -124,7 +124,8 @@ class BarkBackend(SpeechBackend):
             try:
                 arrays[key] = np.load(path, allow_pickle=False)
             except (OSError, ValueError) as exc:
-                raise WeightsMissing(f"voice preset {preset}: {path} is not a readable .npy array ({exc}); "
+                raise WeightsMissing(f"voice preset {preset}: {path} is unsafe or corrupt, not a plain .npy array "
+                                     f"({exc}); "
                                      f"re-download it with `hf download {DEFAULT_MODEL} --local-dir {self.folder}`"
                                      ) from exc
         return arrays

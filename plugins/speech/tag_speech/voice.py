@@ -56,7 +56,8 @@ def load_voice_file(path: str | Path, dim: int) -> np.ndarray:
     try:
         vector = np.load(path, allow_pickle=False).astype(np.float32).reshape(-1)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"voice file {path} is not a readable .npy array: {exc}") from None
+        raise ConfigError(f"voice file {path} is unsafe or corrupt: not a plain .npy array of numbers ({exc}); "
+                          "pickled objects are never loaded") from None
     if vector.size != dim:
         raise ConfigError(f"voice file {path} holds {vector.size} values; this model needs {dim}")
     return normalise(vector)

@@ -46,6 +46,8 @@ def announce(channel: BlockingChannel, settings: RabbitSettings, specs: list[Bac
 class CatalogFollower(IOThread):
     """Keeps `catalog` up to date from the catalog stream and the request queues' consumer counts."""
 
+    outage_level = logging.INFO  # the client that submits reports an outage itself, once
+
     def __init__(self, params: pika.ConnectionParameters, settings: RabbitSettings, catalog: BackendCatalog) -> None:
         IOThread.__init__(self, params, name="tag-rabbitmq-catalog-io", max_delay=settings.reconnect_max_delay)
         self.settings = settings

@@ -26,7 +26,7 @@ from tagcore.transport import Event, Listener, TransportClient
 from .iothread import IOThread
 from .settings import RabbitSettings
 from .topology import PERSISTENT, dead_letter, declare_dead_letter_queue, declare_request_queue, \
-    declare_response_queue
+    declare_response_queue, reason_of
 
 log = logging.getLogger(__name__)
 SEEN_MEMORY = 100_000
@@ -52,6 +52,7 @@ class RabbitClient(TransportClient, IOThread):
         else:
             self.reply_queue = f"{settings.response_queue}.private.{uuid.uuid4().hex}"
             self._expiry = settings.private_queue_expiry
+            self.outage_level = logging.INFO  # a CLI call reports an outage itself, as its one error line
         self.listeners: list[Listener] = []
         self._consuming = False
         self._consumer_generation = -1
@@ -96,8 +97,10 @@ class RabbitClient(TransportClient, IOThread):
             event = decode(body)
             if isinstance(event, SoundRequest):
                 raise MessageError("a request arrived in a response queue")
-        except MessageError as error:
-            dead_letter(channel, self.settings, body, error.message, source=self.reply_queue,
+        except Exception as error:  # whatever is wrong with one message costs that message, never the consumer
+            reason = reason_of(error)
+            log.warning("dead-lettered a malformed message from %s: %s", self.reply_queue, reason)
+            dead_letter(channel, self.settings, body, reason, source=self.reply_queue,
                         by=f"client {self.name or 'private'}")
             channel.basic_ack(method.delivery_tag)
             return
@@ -130,21 +133,26 @@ class RabbitClient(TransportClient, IOThread):
             item = self._events.get()
             if item is None:
                 return
-            event, tag, generation = item
-            if isinstance(event, SoundResponse):
-                with self._lock:
-                    duplicate = event.request_id in self._seen
-                    self._seen[event.request_id] = None
-                    while len(self._seen) > SEEN_MEMORY:
-                        self._seen.popitem(last=False)
-                if duplicate:
-                    log.info("dropped a duplicate response for %s", event.request_id)
-                else:
-                    self._notify(event)
+            try:
+                self._dispatch_one(*item)
+            except Exception:  # one event must never stop the delivery of the next ones
+                log.exception("could not dispatch a %s event", type(item[0]).__name__)
+
+    def _dispatch_one(self, event: Event, tag: int | None, generation: int) -> None:
+        if isinstance(event, SoundResponse):
+            with self._lock:
+                duplicate = event.request_id in self._seen
+                self._seen[event.request_id] = None
+                while len(self._seen) > SEEN_MEMORY:
+                    self._seen.popitem(last=False)
+            if duplicate:
+                log.info("dropped a duplicate response for %s", event.request_id)
             else:
                 self._notify(event)
-            if tag is not None:
-                self._ack(tag, generation)
+        else:
+            self._notify(event)
+        if tag is not None:
+            self._ack(tag, generation)
 
     def _notify(self, event: Event) -> None:
         for listener in list(self.listeners):
@@ -161,6 +169,8 @@ class RabbitClient(TransportClient, IOThread):
 
     # -- TransportClient -------------------------------------------------------------------------------------
     def submit(self, request: SoundRequest) -> None:
+        if self.failure is not None:
+            raise TagError(f"the broker connection thread died ({self.failure})", code="transport_failed")
         request.reply_to = self.reply_queue
         if not request.client:
             request.client = self.name or "cli"
@@ -171,8 +181,9 @@ class RabbitClient(TransportClient, IOThread):
         if not pending.confirmed.wait(self.settings.submit_timeout):
             with self._lock:
                 self._pending.pop(request.request_id, None)
+            cause = f"; last error: {self.last_error}" if self.last_error else ""
             raise TagError(f"the broker did not accept the request within {self.settings.submit_timeout:g} s "
-                           "(is RabbitMQ running and TAG_BROKER_URL right?)", code="broker_unavailable")
+                           f"(is RabbitMQ running and TAG_BROKER_URL right?{cause})", code="broker_unavailable")
 
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)

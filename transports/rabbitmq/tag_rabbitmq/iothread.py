@@ -33,6 +33,8 @@ class IOThread:
     implement `on_disconnect` (forget delivery tags of the dead connection)."""
 
     initial_delay = 0.2
+    outage_level = logging.WARNING
+    """How the first failed attempt of an outage is logged (later ones, until it is over, only at DEBUG)."""
 
     def __init__(self, params: pika.ConnectionParameters, *, name: str, max_delay: float) -> None:
         self.params = params
@@ -40,6 +42,10 @@ class IOThread:
         self.generation = 0
         """Increments on every successful connect; delivery tags are only valid within their generation."""
         self.connected = threading.Event()
+        self.last_error = ""
+        """The most recent connection failure in one line (for error messages), empty once connected."""
+        self.failure: str | None = None
+        """Why the thread died, when it did (a bug, not a lost broker): the process must then exit non-zero."""
         self._stop = threading.Event()
         self._calls: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
         self._connection: BlockingConnection | None = None
@@ -54,6 +60,9 @@ class IOThread:
 
     # -- public ----------------------------------------------------------------------------------------------
     def start(self) -> None:
+        if not logging.getLogger().isEnabledFor(logging.INFO):
+            # pika logs every failed attempt at ERROR with a traceback; we report each outage in one line.
+            logging.getLogger("pika").setLevel(logging.CRITICAL)
         self._thread.start()
 
     def call(self, fn: Callable[[], T]) -> "Future[T]":
@@ -87,12 +96,28 @@ class IOThread:
                 pass
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.critical("the broker I/O thread %s died (%s); no more messages are handled", self._thread.name,
+                         self.failure, exc_info=True)
+            self._stop.set()
+        finally:
+            while self._calls:
+                _, future = self._calls.popleft()
+                future.set_exception(NotConnected("the transport is closed"))
+
+    def _serve(self) -> None:
         delay = self.initial_delay
         while not self._stop.is_set():
             try:
                 connection = BlockingConnection(self.params)
             except CONNECTION_ERRORS as exc:
-                log.warning("cannot reach the broker (%s); retrying in %.1f s", type(exc).__name__, delay)
+                level = logging.DEBUG if self.last_error else self.outage_level
+                self.last_error = _one_line(exc)
+                log.log(level, "cannot reach the broker %s:%s (%s); retrying with backoff up to %g s",
+                        self.params.host, self.params.port, self.last_error, self.max_delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.max_delay)
                 continue
@@ -101,13 +126,17 @@ class IOThread:
                 self.setup(connection)
                 self._connection = connection
                 self.connected.set()
+                if self.last_error:
+                    log.log(self.outage_level, "connected to the broker %s:%s", self.params.host, self.params.port)
+                self.last_error = ""
                 delay = self.initial_delay
                 while not self._stop.is_set():
                     self._drain()
                     connection.process_data_events(time_limit=1.0)
                 self._drain()
             except CONNECTION_ERRORS as exc:
-                log.warning("broker connection lost (%s: %s); reconnecting", type(exc).__name__, exc)
+                self.last_error = _one_line(exc)
+                log.log(self.outage_level, "broker connection lost (%s); reconnecting", self.last_error)
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.max_delay)
             finally:
@@ -119,9 +148,6 @@ class IOThread:
                 except Exception:
                     pass
                 self.on_disconnect()
-        while self._calls:
-            _, future = self._calls.popleft()
-            future.set_exception(NotConnected("the transport is closed"))
 
     def _drain(self) -> None:
         while self._calls:
@@ -135,3 +161,10 @@ class IOThread:
                 raise
             except BaseException as exc:
                 future.set_exception(exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    """A connection error in one line: pika's AMQPConnectionError has an empty str() and keeps the real cause
+    (e.g. ConnectionRefusedError) in the repr of its arguments."""
+    text = str(exc) or "; ".join(repr(a) if isinstance(a, BaseException) else str(a) for a in exc.args)
+    return (text or type(exc).__name__)[:200]

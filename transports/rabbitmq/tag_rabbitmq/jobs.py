@@ -33,7 +33,7 @@ from .catalog import announce
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
 from .topology import (PERSISTENT, dead_letter, declare_dead_letter_queue, declare_request_queue,
-                       declare_response_queue)
+                       declare_response_queue, delivery_count, reason_of)
 
 log = logging.getLogger(__name__)
 ANSWERED_MEMORY = 100_000
@@ -109,20 +109,21 @@ class RabbitJobSource(JobSource, IOThread):
                 break
 
     def _on_message(self, channel: BlockingChannel, method, properties: pika.BasicProperties, body: bytes) -> None:
+        """Handle one delivery; whatever is wrong with it costs that message only, never the consumer."""
+        attempts = delivery_count(properties) + 1  # from the broker, before the body is even looked at
+        if attempts > self.settings.max_attempts + 1:  # even answering it with an error failed: park it unread
+            self._park(channel, method, body, f"delivered {attempts} times and never answered")
+            return
         try:
             message = decode(body)
             if not isinstance(message, SoundRequest):
                 raise MessageError(f"a {message.kind} message arrived in a request queue")
-        except MessageError as error:
-            dead_letter(channel, self.settings, body, error.message, source=method.routing_key, by=self.worker_id)
-            channel.basic_ack(method.delivery_tag)
-            self.dead_lettered += 1
-            log.warning("dead-lettered a malformed message from %s: %s", method.routing_key, error.message)
+        except Exception as error:  # MessageError, or a bug in decoding: either way this message is the problem
+            self._park(channel, method, body, reason_of(error))
             return
         if self.was_answered(message.request_id):
             channel.basic_ack(method.delivery_tag)
             return
-        attempts = int((properties.headers or {}).get("x-delivery-count", 0)) + 1
         if attempts > self.settings.max_attempts:
             error = GenerationFailed(f"the request was tried {attempts - 1} times and each attempt ended without "
                                      "an answer (the worker stopped); giving up")
@@ -130,6 +131,12 @@ class RabbitJobSource(JobSource, IOThread):
             channel.basic_ack(method.delivery_tag)
             return
         self._jobs.put(RabbitJob(self, message, method.delivery_tag, self.generation, bool(method.redelivered)))
+
+    def _park(self, channel: BlockingChannel, method, body: bytes, reason: str) -> None:
+        dead_letter(channel, self.settings, body, reason, source=method.routing_key, by=self.worker_id)
+        channel.basic_ack(method.delivery_tag)
+        self.dead_lettered += 1
+        log.warning("dead-lettered a malformed message from %s: %s", method.routing_key, reason)
 
     def _reply_queue(self, reply_to: str | None) -> str:
         return reply_to if self.settings.accepts_reply_to(reply_to) else self.settings.response_queue
@@ -157,6 +164,8 @@ class RabbitJobSource(JobSource, IOThread):
 
     # -- JobSource -------------------------------------------------------------------------------------------
     def next_jobs(self, max_jobs: int, timeout: float) -> list[Job]:
+        if self.failure is not None:
+            raise TagError(f"the broker connection thread died ({self.failure})", code="transport_failed")
         jobs: list[Job] = []
         end = time.monotonic() + timeout
         while not jobs:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
+from tagcore.errors import MessageError
+
 from .settings import RabbitSettings
 
 REQUEST_QUEUE_ARGS = {"x-queue-type": "quorum"}
@@ -52,3 +54,16 @@ def dead_letter(channel: BlockingChannel, settings: RabbitSettings, body: bytes,
         properties=pika.BasicProperties(delivery_mode=PERSISTENT, headers={
             "x-tag-error": reason[:1000], "x-tag-source-queue": source, "x-tag-rejected-by": by}),
     )
+
+
+def delivery_count(properties: pika.BasicProperties) -> int:
+    """How often the broker delivered this message before (quorum queues count it in x-delivery-count)."""
+    value = (properties.headers or {}).get("x-delivery-count", 0)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def reason_of(error: Exception) -> str:
+    """The dead-letter reason for an exception raised while reading a message."""
+    if isinstance(error, MessageError):
+        return error.message
+    return f"could not be read: {type(error).__name__}: {error}"

@@ -47,9 +47,12 @@ class RabbitMQTransport(Transport):
             self._follower = CatalogFollower(self.params, self.settings, BackendCatalog())
             self._open.append(self._follower)
         if not self._follower.synced.wait(self.settings.submit_timeout):
-            log.warning("the broker did not deliver the backend catalog within %g s; backends appear as workers "
-                        "announce them", self.settings.submit_timeout)
+            log.info("the broker did not deliver the backend catalog within %g s; backends appear as workers "
+                     "announce them", self.settings.submit_timeout)
         return self._follower.catalog
+
+    def failure(self) -> str | None:
+        return next((f"broker connection thread died: {o.failure}" for o in self._open if o.failure), None)
 
     def close(self) -> None:
         while self._open:

@@ -1,0 +1,167 @@
+"""BigVGAN's anti-aliased snake activations, computed for inference.
+
+BigVGAN spends most of its CPU time outside its big convolutions: every residual block wraps its snake in a
+2x upsample (depthwise transposed convolution, 12 taps) and a 2x downsample (depthwise strided convolution,
+12 taps), with replicate padding around each. oneDNN runs these one-channel-per-group filters at a small
+fraction of the speed it reaches on the dense convolutions, and the snake's parameters are exponentiated on
+every call. Written in polyphase form the same function needs no convolution at all:
+
+* the upsampled signal's even and odd samples are two 6-tap filters of the input (the transposed
+  convolution's taps split by parity), so nothing is computed for the zeros it would insert;
+* the snake is elementwise, so it runs on the two phases without interleaving them;
+* the 12-tap stride-2 lowpass is a 6-tap filter of each phase, summed, so only the kept samples are made.
+
+Each filter is a handful of scaled, shifted adds over whole tensors (memory-bound, vectorised), and the
+snake's alpha and 1 / beta are computed once at load. The result equals bigvgan's `Activation1d` up to float
+summation order. On CUDA, bigvgan's fused kernel does the same in one launch when it builds and runs on the
+worker; otherwise bigvgan's own PyTorch modules stay (cuDNN runs them well and they are launch-bound there).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+TAPS = 12  # BigVGAN's anti-aliasing filters: ratio 2, kernel 12, replicate padding (also all the CUDA kernel does)
+SNAKE_EPS = 1e-9  # bigvgan's `no_div_by_zero`
+
+PATH_POLYPHASE = "polyphase"  # this module (CPU)
+PATH_CUDA_KERNEL = "bigvgan-cuda-kernel"  # bigvgan's fused anti-alias activation kernel
+PATH_TORCH = "bigvgan-torch"  # bigvgan's own PyTorch modules, unchanged
+
+
+class PolyphaseSnake(nn.Module):
+    """2x upsample -> snake (or snakebeta) -> 2x downsample, equal to bigvgan's `Activation1d` with 12 taps."""
+
+    def __init__(self, up_filter: torch.Tensor, down_filter: torch.Tensor, alpha: torch.Tensor,
+                 inv_beta: torch.Tensor) -> None:
+        super().__init__()
+        up = (2.0 * up_filter.detach().reshape(TAPS).double()).tolist()  # x2: the upsampler's gain, exact in float
+        down = down_filter.detach().reshape(TAPS).double().tolist()
+        # Upsampled sample 2q   = sum_i up[11 - 2i] * xp[q + 2 + i]; 2q+1 = sum_i up[10 - 2i] * xp[q + 3 + i]
+        # (xp = input replicate-padded by 5, the transposed convolution's taps split by output parity).
+        self.up_even = up[11::-2]
+        self.up_odd = up[10::-2]
+        # Output m = sum_j down[2j + 1] * even_p[m + j] + down[2j] * odd_p[m + j], with the phases padded so
+        # that even_p[m + j] = z[2(m + j - 2)] and odd_p[m + j] = z[2(m + j - 3) + 1] (z = upsampled snake).
+        self.down_even = down[1::2]
+        self.down_odd = down[0::2]
+        self.alpha = nn.Buffer(alpha.detach().float().reshape(-1, 1, 1), persistent=False)
+        self.inv_beta = nn.Buffer(inv_beta.detach().float().reshape(-1, 1, 1), persistent=False)
+
+    @classmethod
+    def from_bigvgan(cls, module: nn.Module) -> PolyphaseSnake | None:
+        """The polyphase twin of a bigvgan torch `Activation1d`, or None when its filters are not 2x / 12 taps."""
+        act, up, down = module.act, module.upsample, module.downsample
+        if (up.ratio, down.ratio, up.filter.numel(), down.lowpass.filter.numel()) != (2, 2, TAPS, TAPS):
+            return None
+        if down.lowpass.padding_mode != "replicate" or not down.lowpass.padding:
+            return None
+        alpha = act.alpha.detach()
+        beta = act.beta.detach() if hasattr(act, "beta") else alpha  # Snake divides by alpha itself
+        if act.alpha_logscale:
+            alpha, beta = alpha.exp(), beta.exp()
+        return cls(up.filter, down.lowpass.filter, alpha, 1.0 / (beta + SNAKE_EPS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, length = x.shape
+        xp = F.pad(x, (5, 5), mode="replicate")
+        # z[:, :, 0] = even phase at [2, 2 + length), z[:, :, 1] = odd phase at [3, 3 + length); the rest is padding.
+        z = x.new_empty(batch, channels, 2, length + 5)
+        even, odd = z[:, :, 0, 2:2 + length], z[:, :, 1, 3:3 + length]
+        _fir(xp, self.up_even, 2, even)
+        _fir(xp, self.up_odd, 3, odd)
+        # The downsampler replicate-pads the upsampled signal with its first (even) and last (odd) samples.
+        first, last = even[..., :1], odd[..., -1:]
+        z[:, :, 0, :2] = first
+        z[:, :, 1, :3] = first
+        z[:, :, 0, 2 + length:] = last
+        z[:, :, 1, 3 + length:] = last
+        # snake(z) = z + sin(alpha z)^2 / beta, in place over both phases and their padding
+        s = torch.mul(z, self.alpha).sin_()
+        z.addcmul_(s.mul_(s), self.inv_beta)
+        out = x.new_empty(batch, channels, length)
+        _fir(z[:, :, 0], self.down_even, 0, out)
+        for j, tap in enumerate(self.down_odd):
+            out.add_(z[:, :, 1, j:j + length], alpha=tap)
+        return out
+
+
+def _fir(source: torch.Tensor, taps: list[float], start: int, out: torch.Tensor) -> None:
+    """out[..., q] = sum_i taps[i] * source[..., q + start + i], as one scaled add per tap."""
+    length = out.shape[-1]
+    torch.mul(source[..., start:start + length], taps[0], out=out)
+    for i, tap in enumerate(taps[1:], 1):
+        out.add_(source[..., start + i:start + i + length], alpha=tap)
+
+
+def _torch_activations(vocoder: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, child name, module) for every bigvgan PyTorch `Activation1d` in the vocoder."""
+    from bigvgan.alias_free_activation.torch.act import Activation1d
+
+    return [(parent, name, child) for parent in vocoder.modules() for name, child in parent.named_children()
+            if isinstance(child, Activation1d)]
+
+
+def use_polyphase(vocoder: nn.Module) -> int:
+    """Swap bigvgan's anti-aliased activations for `PolyphaseSnake` in place; returns how many were swapped."""
+    swapped = 0
+    for parent, name, module in _torch_activations(vocoder):
+        twin = PolyphaseSnake.from_bigvgan(module)
+        if twin is not None:
+            parent._modules[name] = twin.to(module.upsample.filter.device)
+            swapped += 1
+    return swapped
+
+
+def use_cuda_kernel(vocoder: nn.Module) -> str:
+    """Swap in bigvgan's fused CUDA activation when it builds and agrees with the PyTorch path; why not otherwise.
+
+    The kernel is compiled on first use (nvcc + ninja, tens of seconds) and is built for sm_70/sm_80 only, so
+    building is not enough: it is run once on a probe input and compared with the module it replaces.
+    """
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from bigvgan.alias_free_activation.cuda.activation1d import Activation1d as FusedActivation1d
+    except Exception as exc:  # no nvcc / ninja / compiler, read-only site-packages, ...
+        return f"bigvgan's CUDA kernel did not build ({type(exc).__name__}: {str(exc)[:200]})"
+    found = _torch_activations(vocoder)
+    fused = []
+    for parent, name, module in found:
+        twin = FusedActivation1d(module.act, fused=True)
+        twin.upsample, twin.downsample = module.upsample, module.downsample
+        fused.append(twin)
+    if found:
+        module, twin = found[0][2], fused[0]
+        channels = module.act.alpha.shape[0]
+        probe = torch.randn(1, channels, 64, generator=torch.Generator().manual_seed(0)).to(module.act.alpha.device)
+        try:
+            with torch.inference_mode():
+                want, got = module(probe), twin(probe)
+            if probe.is_cuda:
+                torch.cuda.synchronize(probe.device)
+        except Exception as exc:  # e.g. "no kernel image is available" on an architecture it was not built for
+            return f"bigvgan's CUDA kernel does not run here ({type(exc).__name__}: {str(exc)[:200]})"
+        error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item()
+        if not error <= 1e-3:
+            return f"bigvgan's CUDA kernel disagrees with the PyTorch path (relative error {error:.2g})"
+    for (parent, name, _), twin in zip(found, fused):
+        parent._modules[name] = twin
+    return ""
+
+
+def accelerate(vocoder: nn.Module, device: torch.device) -> str:
+    """Pick the fastest exact activation path for `device`; returns its name (for result metadata)."""
+    if device.type == "cuda":
+        why_not = use_cuda_kernel(vocoder)
+        if not why_not:
+            return PATH_CUDA_KERNEL
+        log.warning("BigVGAN: %s; using bigvgan's PyTorch activations", why_not)
+        return PATH_TORCH
+    return PATH_POLYPHASE if use_polyphase(vocoder) else PATH_TORCH

@@ -1,0 +1,73 @@
+"""Presets (quality / fast), the warmup option, and the CUDA-graph sampler (runs where CUDA is present)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tag_make_an_audio.backend import MakeAnAudioBackend, parse_warmup, sampling
+from tagcore import GenerationItem
+from tagcore.errors import InvalidRequest
+
+
+def resolved(**given):
+    return MakeAnAudioBackend.resolve_request_options(given)
+
+
+def test_presets_pick_sampler_and_steps_and_explicit_values_win():
+    assert sampling(resolved()) == ("ddim", 100)  # quality is the default: the official settings
+    assert sampling(resolved(preset="fast")) == ("dpmpp", 25)
+    assert sampling(resolved(preset="fast", steps=40)) == ("dpmpp", 40)
+    assert sampling(resolved(preset="fast", sampler="ddim")) == ("ddim", 25)
+    assert sampling(resolved(sampler="dpmpp", steps=10)) == ("dpmpp", 10)
+    with pytest.raises(InvalidRequest):
+        resolved(preset="turbo")
+
+
+def test_result_metadata_names_the_preset_and_what_ran(tiny_backend):
+    options = tiny_backend.resolve_request_options({"preset": "fast", "steps": 2})
+    result = tiny_backend.generate_batch([GenerationItem("rain", seed=1)], 1.0, options=options)[0]
+    assert {k: result.metadata[k] for k in ("preset", "sampler", "steps", "cuda_graphs")} == {
+        "preset": "fast", "sampler": "dpmpp", "steps": 2, "cuda_graphs": False}
+    assert result.metadata["vocoder_activations"] == "polyphase"
+
+
+def test_preset_is_a_request_option_the_frontends_list():
+    """The web page and the bot's [telegram.options] take request options generically: preset is one."""
+    spec = {o.name: o for o in MakeAnAudioBackend.options}["preset"]
+    assert spec.scope == "request" and spec.choices == ("quality", "fast") and spec.default == "quality"
+
+
+def test_warmup_option_parses_shapes_and_refuses_bad_ones():
+    assert parse_warmup("") == []
+    assert parse_warmup("10:1, 10:8,5") == [(10.0, 1), (10.0, 8), (5.0, 1)]
+    for bad in ("ten", "10:x", "10:0", "99:1"):
+        with pytest.raises(InvalidRequest):
+            parse_warmup(bad)
+    with pytest.raises(InvalidRequest):
+        MakeAnAudioBackend({"warmup": "10:zero"})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_cuda_graph_replay_equals_the_eager_loop(tiny_weights):
+    backend = MakeAnAudioBackend({"weights": str(tiny_weights), "device": "cuda", "dtype": "fp32",
+                                  "warmup": "1:2"})
+    backend.ensure_loaded()
+    graphs = backend.graphs
+    assert len(graphs.entries) == 2  # both presets at batch bucket 2, captured at load
+    model = backend.model
+    c = model.encode_text(["rain", "dog barks", "engine"])
+    uc = model.encode_text([""]).expand_as(c)
+    noise = torch.randn(model.latent_shape(3, 8), generator=torch.Generator().manual_seed(0))
+    for sampler, steps in (("ddim", 23), ("dpmpp", 7)):
+        calls = []
+        torch.manual_seed(0)
+        eager = model.sample(noise, c, uc, steps=steps, guidance=3.0, sampler=sampler)
+        after_eager = torch.rand(2)
+        torch.manual_seed(0)
+        z, capture_s = graphs.sample(noise, c, uc, steps=steps, guidance=3.0, sampler=sampler,
+                                     hook=lambda i, n, x, x0: calls.append(i))
+        assert capture_s > 0 and torch.equal(torch.rand(2), after_eager)
+        torch.testing.assert_close(z, eager, rtol=1e-4, atol=1e-4)
+        assert calls == [i for i in range(9, steps, 10)] + ([steps - 1] if steps % 10 else [])
+        again, capture_again = graphs.sample(noise, c, uc, steps=steps, guidance=2.0, sampler=sampler)
+        assert capture_again == 0.0  # captured once per shape; any guidance > 1 shares it

@@ -1,0 +1,122 @@
+"""BigVGAN's activations: the polyphase form equals bigvgan's modules; the CUDA-kernel choice falls back cleanly."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from bigvgan.activations import Snake, SnakeBeta
+from bigvgan.alias_free_activation.torch.act import Activation1d
+
+from tag_make_an_audio import vocoder as voc
+
+
+def activation(kind: type, channels: int, logscale: bool, seed: int) -> Activation1d:
+    module = Activation1d(kind(channels, alpha_logscale=logscale))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.act.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.3 + (0.0 if logscale else 1.0))
+    return module.eval()
+
+
+@pytest.mark.parametrize("kind,logscale", [(SnakeBeta, True), (SnakeBeta, False), (Snake, True), (Snake, False)])
+@pytest.mark.parametrize("shape", [(1, 6, 1), (2, 3, 2), (3, 5, 17), (1, 8, 300)])
+def test_polyphase_equals_bigvgan_activation(kind, logscale, shape):
+    module = activation(kind, shape[1], logscale, seed=sum(shape))
+    x = 3 * torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        want, got = module(x), voc.PolyphaseSnake.from_bigvgan(module)(x)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def tiny_bigvgan() -> torch.nn.Module:
+    from bigvgan import BigVGAN
+    from bigvgan.env import AttrDict
+
+    from tag_testkit.make_an_audio_tiny import TINY, vocoder_args
+
+    torch.manual_seed(0)
+    model = BigVGAN(AttrDict(vocoder_args(TINY)), use_cuda_kernel=False).eval()
+    for module in model.modules():  # give the snakes non-trivial parameters
+        if isinstance(module, (Snake, SnakeBeta)):
+            with torch.no_grad():
+                for p in module.parameters():
+                    p.normal_(0.0, 0.3)
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.remove_weight_norm()  # as loading does (weight norm also blocks deepcopy)
+    return model
+
+
+def test_whole_vocoder_with_polyphase_activations_is_unchanged():
+    original = tiny_bigvgan()
+    fast = copy.deepcopy(original)
+    assert voc.accelerate(fast, torch.device("cpu")) == voc.PATH_POLYPHASE
+    assert not any(isinstance(m, Activation1d) for m in fast.modules())
+    mel = torch.randn(2, original.h.num_mels, 12, generator=torch.Generator().manual_seed(3)) - 3
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(mel), original(mel), rtol=1e-4, atol=1e-5)
+
+
+def fake_kernel_module(monkeypatch, factory) -> None:
+    fake = types.ModuleType("bigvgan.alias_free_activation.cuda.activation1d")
+    fake.Activation1d = factory
+    monkeypatch.setitem(sys.modules, "bigvgan.alias_free_activation.cuda.activation1d", fake)
+
+
+def test_cuda_kernel_that_does_not_build_leaves_the_pytorch_path(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "bigvgan.alias_free_activation.cuda.activation1d", None)  # import fails
+    model = tiny_bigvgan()
+    assert voc.accelerate(model, torch.device("cuda")) == voc.PATH_TORCH
+    assert any(isinstance(m, Activation1d) for m in model.modules())
+    assert "did not build" in caplog.text
+
+
+def test_cuda_kernel_that_disagrees_is_not_used(monkeypatch):
+    class Wrong(Activation1d):
+        def __init__(self, act, fused=True):
+            super().__init__(act)
+
+        def forward(self, x):
+            return super().forward(x) + 1.0
+
+    fake_kernel_module(monkeypatch, Wrong)
+    model = tiny_bigvgan()
+    assert "disagrees" in voc.use_cuda_kernel(model)
+    assert not any(isinstance(m, Wrong) for m in model.modules())
+
+
+def test_cuda_kernel_that_agrees_replaces_every_activation(monkeypatch):
+    class Same(Activation1d):
+        def __init__(self, act, fused=True):
+            super().__init__(act)
+
+    fake_kernel_module(monkeypatch, Same)
+    model = tiny_bigvgan()
+    count = sum(isinstance(m, Activation1d) for m in model.modules())
+    assert voc.use_cuda_kernel(model) == ""
+    assert sum(isinstance(m, Same) for m in model.modules()) == count
+
+
+@pytest.mark.slow
+def test_full_size_vocoder_reproduces_the_official_output(golden_weights, golden_dir):
+    """Golden case A: the official BigVGAN's pre-tanh output for the official mel, within the golden tolerance."""
+    from tag_make_an_audio.checkpoint import Layout
+    from tag_make_an_audio.model import load_vocoder
+
+    with np.load(golden_dir / "case_a.npz", allow_pickle=False) as case:
+        mel, want = torch.from_numpy(case["mel"][:, 0]).float(), torch.from_numpy(case["wav_pre_tanh"]).float()
+    vocoder, path = load_vocoder(Layout(golden_weights), torch.device("cpu"))
+    assert path == voc.PATH_POLYPHASE
+    pre = []
+    hook = vocoder.conv_post.register_forward_hook(lambda module, args, out: pre.append(out))
+    with torch.inference_mode():
+        vocoder(mel)
+    hook.remove()
+    assert (pre[0].reshape(-1) - want).abs().max().item() <= 1e-2
