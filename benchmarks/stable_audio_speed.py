@@ -26,8 +26,6 @@ FIELDS = ("model", "size", "params_m", "device", "dtype", "duration_s", "steps",
 
 def write_weights(model: str, size: str, root: Path) -> Path:
     """The model's random-weight folder under `root`, written on first use."""
-    if str(ROOT / "tests") not in sys.path:
-        sys.path.insert(0, str(ROOT / "tests"))  # tests/tag_testkit holds the writers; it is not installed
     from tag_testkit.stable_audio_tiny import write_sa3, write_sao
 
     folder = root / f"{model}-{size}"

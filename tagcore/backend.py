@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from .audio_types import Audio
 from .options import Option, resolve_options
+from .spec import AUDIO_ROLE_OPTION, BackendSpec
 
 ProgressCallback = Callable[[float, str], None]
 """Called with (fraction done in [0, 1], short stage name) while a batch is generated."""
@@ -27,9 +28,6 @@ def new_seed() -> int:
 
 
 AUDIO_PROMPT_ROLES = ("continuation", "voice", "variation")
-AUDIO_ROLE_OPTION = "audio_role"
-"""A backend whose audio prompt can serve several roles declares a request option of this name (a choice of
-roles, defaulting to its `audio_prompt_role`), so every client picks the role the same way."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ class Capabilities:
 
     def features(self, roles: Sequence[str] = ()) -> list[str]:
         """Human-readable names of what is supported, e.g. for `tag backends`; `roles` are every audio prompt role
-        the backend offers (see `Backend.audio_prompt_roles`), default: just `audio_prompt_role`."""
+        the backend offers (see `BackendSpec.audio_prompt_roles`), default: just `audio_prompt_role`."""
         names = {"seed": "seed", "batch": "batch", "negative_prompt": "negative prompt", "candidates": "candidates"}
         found = [label for key, label in names.items() if getattr(self, key)]
         if self.audio_prompt:
@@ -142,24 +140,17 @@ class Backend(abc.ABC):
         return resolve_options(cls.options, given, scope="request", owner=cls.name)
 
     @classmethod
-    def audio_prompt_roles(cls) -> tuple[str, ...]:
-        """Every role an audio prompt can have here: the default role, then those the `audio_role` option offers."""
-        if not cls.capabilities.audio_prompt:
-            return ()
-        default = cls.capabilities.audio_prompt_role
-        chooser = next((o for o in cls.options if o.name == AUDIO_ROLE_OPTION), None)
-        return (default,) + tuple(r for r in (chooser.choices if chooser else ()) if r != default)
-
-    @classmethod
-    def audio_prompt_role_for(cls, options: Mapping[str, Any]) -> str:
-        """The role a request's audio prompt has, given the request's resolved options."""
-        return options.get(AUDIO_ROLE_OPTION) or cls.capabilities.audio_prompt_role
+    def spec(cls, settings: Mapping[str, Any]) -> BackendSpec:
+        """What a worker loaded with `settings` announces. The default is the class attributes; a backend whose
+        limits depend on its weights (a variant with a longer window) overrides this to say what it can do."""
+        return BackendSpec.from_attributes(cls)
 
     @classmethod
     def check_request(cls, options: Mapping[str, Any], *, negative_prompt: str | None,
                       audio_prompt: Audio | None) -> None:
         """Backend-specific rules that tie resolved request options to the prompts (e.g. a negative prompt needs
-        guidance); raise InvalidRequest. `validate_request` calls it, so clients and workers refuse alike."""
+        guidance); raise InvalidRequest. They need the backend's code, so the worker that runs it applies them to every
+        request after `validate_request` (a torch-free client only has the spec)."""
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:

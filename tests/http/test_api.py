@@ -135,7 +135,7 @@ def test_queue_position_and_not_ready(client: httpx.Client) -> None:
 
 # --- validation errors ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("body", "status", "code", "words"), [
-    ({"prompt": "   "}, 400, "invalid_request", "prompt is empty"),
+    ({"prompt": "   "}, 400, "empty_prompt", "prompt is empty"),
     ({"prompt": "x" * 600}, 400, "invalid_request", "limit is 500"),
     ({"prompt": "x", "duration": 25}, 400, "invalid_request", "1 to 20 s"),
     ({"prompt": "x", "duration": 0.5}, 400, "invalid_request", "out of range"),

@@ -27,11 +27,13 @@ def test_worker_refuses_what_the_checkpoint_cannot_make(sa3):
     from tagcore.errors import InvalidRequest
     from tagcore.messages import SoundRequest
     from tagcore.validation import validate_request
+    from tagcore.spec import BackendSpec
 
     config = Config(max_duration=600.0)
-    validate_request(SoundRequest("rain", 300.0, "stable_audio_3"), type(sa3), config)  # the family allows it
+    family = BackendSpec.from_attributes(type(sa3))
+    validate_request(SoundRequest("rain", 300.0, "stable_audio_3"), family, config)  # the family allows it
     with pytest.raises(InvalidRequest, match="1 to 6 s"):
-        validate_request(SoundRequest("rain", 300.0, "stable_audio_3"), sa3, config)
+        validate_request(SoundRequest("rain", 300.0, "stable_audio_3"), type(sa3).spec(sa3.settings), config)
 
 
 def test_a_gated_refusal_says_licence_and_token(monkeypatch, tmp_path):

@@ -9,7 +9,7 @@ from tagcore import audio as audio_io
 from tagcore.audio_types import Audio
 from tagcore.config import Config, Secret
 from tagcore.inprocess import InProcessTransport
-from tagcore.worker import GeneratorService, start_embedded_worker
+from tagcore.worker import GeneratorService, served_specs, start_embedded_worker
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,8 @@ def test_voice_message_with_caption_is_cloned_by_chatterbox(start_bot, fake_tele
     config = Config(telegram_token=Secret(fake_telegram.token), default_backend="chatterbox")
     transport = InProcessTransport(config)
     backend = ChatterboxBackend({"weights": str(folder), "device": "cpu"})
-    service = GeneratorService({"chatterbox": backend}, transport.job_source(["chatterbox"]), config, max_batch=1)
+    backends = {"chatterbox": backend}
+    service = GeneratorService(backends, transport.job_source(served_specs(backends)), config, max_batch=1)
     thread, stop_worker = start_embedded_worker(service)
     try:
         bot = start_bot({"backend": "chatterbox"}, backends=("chatterbox",), transport=transport, config=config)

@@ -155,10 +155,10 @@ def test_response_without_context_is_delivered_by_chat_id(start_bot):
     bot = start_bot()
     clip = Audio(np.zeros(32000, np.float32), 16000)
     bot.frontend.delivery.on_event(SoundResponse("lost-1", True, audio=clip, prompt="from before the restart",
-                                                 duration=2.0, backend="tone", seed=77, chat_id=70, user_id=70))
+                                                 duration=2.0, backend="tone", seed=77, context={"chat_id": 70, "user_id": 70}))
     voice = bot.audio_for(70)[0]
     assert "from before the restart" in voice.params["caption"] and "seed 77" in voice.params["caption"]
-    bot.frontend.delivery.on_event(SoundResponse("lost-2", False, prompt="old", backend="tone", chat_id=70,
+    bot.frontend.delivery.on_event(SoundResponse("lost-2", False, prompt="old", backend="tone", context={"chat_id": 70},
                                                  error_code="generation_failed", error_message="out of memory"))
     bot.wait_reply(70, "out of memory")
 
@@ -169,7 +169,7 @@ def test_token_never_reaches_the_logs(start_bot, caplog):
     bot.ask(80, "secret sound")
     bot.audio_for(80)
     bot.fake.block(80)
-    bot.frontend.delivery.on_event(SoundResponse("x", False, chat_id=80, error_message="boom"))
+    bot.frontend.delivery.on_event(SoundResponse("x", False, context={"chat_id": 80}, error_message="boom"))
     time.sleep(0.3)
     assert caplog.records
     assert not [r for r in caplog.records if bot.fake.token in r.getMessage() or bot.fake.token in (r.exc_text or "")]

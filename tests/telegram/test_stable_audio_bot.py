@@ -10,7 +10,7 @@ from tagcore import Audio
 from tagcore import audio as audio_io
 from tagcore.config import Config, Secret
 from tagcore.inprocess import InProcessTransport
-from tagcore.worker import GeneratorService, start_embedded_worker
+from tagcore.worker import GeneratorService, served_specs, start_embedded_worker
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,8 @@ def sa3_transport(sa3_weights, fake_telegram):
     config = Config(telegram_token=Secret(fake_telegram.token), default_backend="stable_audio_3")
     transport = InProcessTransport(config)
     backend = StableAudio3Backend({"weights": str(sa3_weights), "device": "cpu"})
-    service = GeneratorService({"stable_audio_3": backend}, transport.job_source(["stable_audio_3"]), config)
+    backends = {"stable_audio_3": backend}
+    service = GeneratorService(backends, transport.job_source(served_specs(backends)), config)
     thread, stop = start_embedded_worker(service)
     yield config, transport
     stop.set()

@@ -163,14 +163,14 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         if store.unfinished(who) >= max_active_per_client:
             raise ApiError(429, "too_many_jobs", f"you already have {max_active_per_client} unfinished jobs; "
                                                  "wait for one to finish", {"Retry-After": "5"})
-        cls = catalog.resolve(body.backend)
+        spec = catalog.resolve(body.backend)
         sound = SoundRequest(
-            prompt=body.prompt, duration=body.duration or catalog.duration_for(cls), backend=cls.name,
+            prompt=body.prompt, duration=body.duration or catalog.duration_for(spec), backend=spec.name,
             seed=body.seed, options=dict(body.options), candidates=body.candidates,
             negative_prompt=body.negative_prompt, audio_prompt=audio_prompt, client="http",
             deadline=time.time() + config.request_timeout,
         )
-        validate_request(sound, cls, config)
+        validate_request(sound, spec, config)
         record = store.add(sound, who)
         try:
             client.submit(sound)

@@ -94,6 +94,9 @@ class BackendInfo(BaseModel):
     aliases: list[str]
     description: str
     sample_rate: int
+    channels: int = 1
+    available: bool = Field(
+        True, description="a worker serves it now; requests for an unavailable backend wait until one starts")
     durations: DurationRange
     capabilities: dict[str, bool | str | float]
     variable_length: bool = Field(

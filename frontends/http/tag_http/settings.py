@@ -39,7 +39,7 @@ class HttpSettings:
     results_dir: str = ""
     """Where result files live; empty means a private temporary folder removed at shutdown."""
     backends: tuple[str, ...] = ()
-    """Backends offered (empty: every installed one). Name the ones your workers serve."""
+    """Backends offered (empty: every one workers announced, plus those installed here)."""
     default_duration: float = 5.0
     forwarded_allow_ips: str = ""
     """Proxies trusted to set X-Forwarded-For (the client address used for rate limits). Empty: no proxy is

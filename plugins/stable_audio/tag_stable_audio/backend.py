@@ -14,6 +14,7 @@ configuration, and the choice among the pipeline's compatible schedulers.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
+from tagcore import (Audio, Backend, BackendSpec, Capabilities, GenerationItem, GenerationResult, Option,
+                     WeightsStatus)
 from tagcore.audio import resample
 from tagcore.backend import AUDIO_ROLE_OPTION, ProgressCallback
 from tagcore.devices import free_memory, quiet_model_loading, resolve_device, resolve_dtype
@@ -49,9 +51,18 @@ class DiffusersAudioBackend(Backend):
         self.source = w.resolve(str(self.settings["weights"] or ""), self.family)
         self.model: Any = None
         self.device: Any = None
-        folder = self.source.folder
-        if folder is not None and not w.missing_files(folder):
-            self.max_duration = self.native_max_duration = self.limit(folder)
+        self.max_duration = self.native_max_duration = self.spec(self.settings).max_duration
+
+    @classmethod
+    def spec(cls, settings: Mapping[str, Any]) -> BackendSpec:
+        """A worker announces the longest clip its checkpoint makes (from the weights' configuration), not the
+        family's bound; without readable weights, the family's."""
+        family = BackendSpec.from_attributes(cls)
+        folder = w.resolve(str(settings.get("weights") or ""), cls.family).folder
+        if folder is None or w.missing_files(folder):
+            return family
+        longest = cls.limit(folder)
+        return dataclasses.replace(family, max_duration=longest, native_max_duration=longest)
 
     # --- weights ------------------------------------------------------------------------------------------
     @classmethod
@@ -267,7 +278,7 @@ class StableAudio3Backend(DiffusersAudioBackend):
             return audio, used
         import torch
 
-        role = self.audio_prompt_role_for(options)
+        role = options[AUDIO_ROLE_OPTION]
         clips = torch.cat([prompt_audio(item.audio_prompt) for item in items for _ in range(item.candidates)])
         if role == "variation":
             pipe = self.pipeline("StableAudio3AudioToAudioPipeline", scheduler=scheduler)

@@ -19,8 +19,7 @@ import uuid
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from tagcore import plugins
-from tagcore.errors import MessageError, PluginError, TagError
+from tagcore.errors import MessageError, TagError
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse, decode, encode
 from tagcore.transport import Event, Listener, TransportClient
 
@@ -31,14 +30,6 @@ from .topology import PERSISTENT, dead_letter, declare_dead_letter_queue, declar
 
 log = logging.getLogger(__name__)
 SEEN_MEMORY = 100_000
-
-
-def canonical_backend(name: str) -> str:
-    """The backend's registered name when its class is installed here (aliases share one queue)."""
-    try:
-        return plugins.backends().get(name).name
-    except (TagError, PluginError):
-        return name
 
 
 class _Pending:
@@ -133,9 +124,8 @@ class RabbitClient(TransportClient, IOThread):
         ok = channel.queue_declare(queue_name, passive=True).method
         request = pending.request
         note = "" if ok.consumer_count else f"no worker is serving {request.backend!r} right now"
-        self._events.put((ProgressEvent(request_id, "queued", position=max(1, ok.message_count), message=note,
-                                        chat_id=request.chat_id, user_id=request.user_id,
-                                        reply_to=request.reply_to), None, self.generation))
+        self._events.put((ProgressEvent.about(request, "queued", position=max(1, ok.message_count), message=note),
+                          None, self.generation))
 
     # -- dispatcher thread: listeners may be slow (uploads), so they never run on the I/O thread ----------------
     def _dispatch(self) -> None:
@@ -184,7 +174,7 @@ class RabbitClient(TransportClient, IOThread):
         request.reply_to = self.reply_queue
         if not request.client:
             request.client = self.name or "cli"
-        pending = _Pending(request, encode(request), canonical_backend(request.backend))  # MessageError (a TagError) on bad input
+        pending = _Pending(request, encode(request), request.backend)  # MessageError (a TagError) on bad input
         with self._lock:
             self._pending[request.request_id] = pending
         self.call(lambda: self._publish(request.request_id))

@@ -13,6 +13,7 @@ when it takes them; a request nobody takes is timed out by the waiting client it
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 import threading
@@ -22,12 +23,13 @@ from collections.abc import Sequence
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from tagcore import plugins
-from tagcore.errors import GenerationFailed, MessageError, PluginError, TagError
+from tagcore.errors import GenerationFailed, MessageError, TagError
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse, decode, encode
+from tagcore.spec import BackendSpec
 from tagcore.transport import Job, JobSource
 from tagcore.worker import default_worker_id
 
+from .catalog import announce
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
 from .topology import (PERSISTENT, dead_letter, declare_dead_letter_queue, declare_request_queue,
@@ -37,18 +39,12 @@ log = logging.getLogger(__name__)
 ANSWERED_MEMORY = 100_000
 
 
-def queue_names_for(backends: Sequence[str]) -> list[str]:
-    """Backend names plus their aliases (when the class is installed), so `-b sine` requests reach `tone`."""
+def queue_names_for(backends: Sequence[BackendSpec]) -> list[str]:
+    """Backend names plus their aliases: clients resolve aliases from the catalog, but a request sent under an
+    alias the client did not know yet still reaches the worker."""
     names: list[str] = []
-    registry = plugins.backends()
-    for backend in backends:
-        candidates = [backend]
-        try:
-            cls = registry.get(backend)
-            candidates = [cls.name, *cls.aliases, backend]
-        except (TagError, PluginError):
-            pass
-        names.extend(n for n in candidates if n not in names)
+    for spec in backends:
+        names.extend(n for n in spec.names if n not in names)
     return names
 
 
@@ -73,11 +69,12 @@ class RabbitJob(Job):
 
 
 class RabbitJobSource(JobSource, IOThread):
-    def __init__(self, params: pika.ConnectionParameters, settings: RabbitSettings, backends: Sequence[str], *,
+    def __init__(self, params: pika.ConnectionParameters, settings: RabbitSettings, backends: Sequence[BackendSpec], *,
                  prefetch: int = 1, worker_id: str | None = None) -> None:
         IOThread.__init__(self, params, name="tag-rabbitmq-worker-io", max_delay=settings.reconnect_max_delay)
         self.settings = settings
-        self.backends = queue_names_for(backends)
+        self.specs = list(backends)
+        self.backends = queue_names_for(self.specs)
         self.prefetch = max(1, prefetch)
         self.worker_id = worker_id or default_worker_id()
         self._jobs: queue.Queue[RabbitJob] = queue.Queue()
@@ -98,6 +95,7 @@ class RabbitJobSource(JobSource, IOThread):
         for backend in self.backends:
             name = declare_request_queue(channel, self.settings, backend)
             channel.basic_consume(name, self._on_message)
+        announce(channel, self.settings, self.specs, self.worker_id)  # consuming first: announced = available
         self._progress_channel = connection.channel()
         self._channel = channel
 
@@ -147,11 +145,8 @@ class RabbitJobSource(JobSource, IOThread):
         try:
             body = encode(response)
         except MessageError as error:  # e.g. audio over the wire limit: the requester still hears back
-            body = encode(SoundResponse(request_id=response.request_id, ok=False, prompt=response.prompt,
-                                        duration=response.duration, backend=response.backend,
-                                        error_code=error.code, error_message=error.message,
-                                        chat_id=response.chat_id, user_id=response.user_id,
-                                        reply_to=response.reply_to, worker=response.worker))
+            body = encode(dataclasses.replace(response, ok=False, audio=None, model_id="", seed=None, timings={},
+                                              metadata={}, error_code=error.code, error_message=error.message))
         channel.basic_publish("", self._reply_queue(response.reply_to), body, pika.BasicProperties(
             delivery_mode=PERSISTENT, correlation_id=response.request_id, type="response"))
         self._remember(response.request_id)

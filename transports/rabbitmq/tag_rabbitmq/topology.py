@@ -15,11 +15,21 @@ which is how a request that keeps killing workers is recognised."""
 
 PERSISTENT = 2
 
+CATALOG_QUEUE_ARGS = {"x-queue-type": "stream", "x-max-length-bytes": 16 * 1024 * 1024,
+                      "x-stream-max-segment-size-bytes": 1024 * 1024}
+"""A stream keeps what workers announced for readers that start later; the oldest segments (1 MiB each) go once
+it holds over 16 MiB, thousands of announcements."""
+
 
 def declare_request_queue(channel: BlockingChannel, settings: RabbitSettings, backend: str) -> str:
     name = settings.request_queue_for(backend)
     channel.queue_declare(name, durable=True, arguments=dict(REQUEST_QUEUE_ARGS))
     return name
+
+
+def declare_catalog_queue(channel: BlockingChannel, settings: RabbitSettings) -> str:
+    channel.queue_declare(settings.catalog_queue, durable=True, arguments=dict(CATALOG_QUEUE_ARGS))
+    return settings.catalog_queue
 
 
 def declare_dead_letter_queue(channel: BlockingChannel, settings: RabbitSettings) -> str:
