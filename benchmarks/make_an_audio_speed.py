@@ -40,7 +40,6 @@ PROMPT = "a dog barks in the rain"
 
 
 def write_random(folder: Path) -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
     from tag_testkit.make_an_audio_tiny import FULL, TINY_WORDS, write_folder
 
     if not (folder / "maa1_full.ckpt").is_file():

@@ -7,7 +7,7 @@ backend ("tone", delay 0), measured from submit to response by the same Response
 In-process: worker thread in this process. RabbitMQ: one `tag worker` process and a private broker node.
 Throughput: `--jobs-per-worker` x N requests of a fixed-time backend (tone with delay 0.5 s, max batch 1) through 1, 2 and 4
 worker processes. Needs the rabbitmq-server package (a private node is started and deleted afterwards) or
-`--broker-url` for an existing broker. The test backend lives in tests/tag_testkit (a git checkout).
+`--broker-url` for an existing broker. The test backend comes from the tag-testkit workspace package.
 """
 from __future__ import annotations
 
@@ -26,17 +26,14 @@ from pathlib import Path
 
 import pika
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import tag_testkit.tone as tone  # noqa: E402
-from tag_rabbitmq.devbroker import BrokerNode  # noqa: E402
-from tagcore import plugins  # noqa: E402
-from tagcore.client import ResponseWaiter  # noqa: E402
-from tagcore.config import load_config  # noqa: E402
-from tagcore.messages import SoundRequest  # noqa: E402
-from tagcore.runtime import build_backend, build_transport  # noqa: E402
-from tagcore.worker import GeneratorService, start_embedded_worker  # noqa: E402
+import tag_testkit.tone as tone
+from tag_rabbitmq.devbroker import BrokerNode
+from tagcore import plugins
+from tagcore.client import ResponseWaiter
+from tagcore.config import load_config
+from tagcore.messages import SoundRequest
+from tagcore.runtime import build_backend, build_transport
+from tagcore.worker import GeneratorService, served_specs, start_embedded_worker
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -155,12 +152,12 @@ def main() -> None:
     prefix = f"bench{os.getpid()}"
     env = {"TAG_BROKER_URL": url, "TAG_CONFIG": "/nonexistent/tag-bench.toml",
            "TAG_RABBITMQ_REQUEST_QUEUE": f"{prefix}Request", "TAG_RABBITMQ_RESPONSE_QUEUE": f"{prefix}Response",
-           "TAG_RABBITMQ_DEAD_LETTER_QUEUE": f"{prefix}Dead"}
+           "TAG_RABBITMQ_DEAD_LETTER_QUEUE": f"{prefix}Dead", "TAG_RABBITMQ_CATALOG_QUEUE": f"{prefix}Catalog"}
     config = load_config(environ=env)
     try:
         inprocess = build_transport(config, "inprocess")
-        service = GeneratorService({"tone": build_backend("tone", config)}, inprocess.job_source(["tone"]),
-                                   config, max_batch=1)
+        served = {"tone": build_backend("tone", config)}
+        service = GeneratorService(served, inprocess.job_source(served_specs(served)), config, max_batch=1)
         _, stop = start_embedded_worker(service)
         local = measure_latency(inprocess, args.requests)
         stop.set()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,14 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("make_an_audio", "audiogen", "speecht5", "mms_tts", "bark")
 
 
-def _testkit():
-    """tests/tag_testkit holds the shared model writers; it is not an installed package."""
-    if str(ROOT / "tests") not in sys.path:
-        sys.path.insert(0, str(ROOT / "tests"))
-
-
 def make_an_audio(folder: Path, size: str) -> dict[str, str]:
-    _testkit()
     from tag_testkit.make_an_audio_tiny import FULL, TINY, TINY_WORDS, write_folder
 
     if not (folder / "maa1_full.ckpt").is_file():
@@ -53,7 +45,6 @@ def audiogen(folder: Path, size: str) -> dict[str, str]:
 def speecht5(folder: Path, size: str) -> dict[str, str]:
     """SpeechT5 TTS + HiFi-GAN. The full-size decoder's stop head is silenced so it decodes up to the clip length
     (a random stop head fires at an arbitrary frame; a trained one stops at the end of the sentence)."""
-    _testkit()
     from tag_testkit.tiny_speech import build_speecht5
 
     model_dir, vocoder_dir = folder / "speecht5_tts", folder / "speecht5_hifigan"
@@ -77,7 +68,6 @@ def speecht5(folder: Path, size: str) -> dict[str, str]:
 
 def mms_tts(folder: Path, size: str) -> dict[str, str]:
     """VITS in the MMS-TTS layout; full size = VitsConfig defaults (the facebook/mms-tts-* architecture)."""
-    _testkit()
     from tag_testkit.tiny_speech import build_mms
 
     model_dir = folder / "mms_tts"
@@ -95,7 +85,6 @@ def mms_tts(folder: Path, size: str) -> dict[str, str]:
 
 def bark(folder: Path, size: str) -> dict[str, str]:
     """Bark in the suno/bark-small layout with its voice presets; full size = bark-small's architecture."""
-    _testkit()
     from tag_testkit.tiny_speech import build_bark
 
     model_dir = folder / "bark"  # build_bark writes ROOT/bark next to its tokenizer and preset sources

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -37,7 +36,6 @@ FIELDS = ["backend", "weights", "device", "dtype", "sentences", "mode", "wall_s"
 
 
 def tiny_settings(backend: str, folder: Path) -> dict[str, str]:
-    sys.path.insert(0, str(ROOT / "tests"))
     from tag_testkit import tiny_speech
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -54,7 +52,6 @@ def tiny_settings(backend: str, folder: Path) -> dict[str, str]:
 
 def full_bark_settings(folder: Path) -> dict[str, str]:
     """suno/bark-small's architecture with random weights, built once in `folder`."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from tag_testkit import tiny_speech
 
     existing = folder / "bark_small_random"

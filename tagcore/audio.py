@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from .audio_types import Audio
-from .errors import InvalidRequest
+from .errors import InvalidRequest, UnreadableAudio
 
 FORMATS = {
     # name: (soundfile format, default subtype, file suffix)
@@ -85,7 +85,7 @@ def decode(data: bytes) -> Audio:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         reason = getattr(exc, "error_string", "") or str(exc)  # str() would name the in-memory buffer object
-        raise InvalidRequest(f"could not read the audio file: {reason}") from None
+        raise UnreadableAudio(f"could not read the audio file: {reason}") from None
     if samples.shape[0] == 0:
         raise InvalidRequest("the audio file holds no samples")
     return Audio(samples.T, int(rate))

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from .audio_types import Audio
 from .options import Option, resolve_options
+from .spec import AUDIO_ROLE_OPTION, BackendSpec
 
 ProgressCallback = Callable[[float, str], None]
 """Called with (fraction done in [0, 1], short stage name) while a batch is generated."""
@@ -26,7 +27,7 @@ def new_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
-AUDIO_PROMPT_ROLES = ("continuation", "voice")
+AUDIO_PROMPT_ROLES = ("continuation", "voice", "variation")
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,9 @@ class Capabilities:
     batch: bool = False
     audio_prompt: bool = False
     audio_prompt_role: str = "continuation"
-    """What an audio prompt is for: "continuation" (the clip goes on from it, so it must be shorter than the
-    requested duration) or "voice" (a speaker sample whose voice the output takes, any length up to
-    `max_audio_prompt`)."""
+    """What an audio prompt is for by default: "continuation" (the clip goes on from it, so it must be shorter than
+    the requested duration), "voice" (a speaker sample whose voice the output takes, any length up to
+    `max_audio_prompt`) or "variation" (the output is a new take on the clip, following the text)."""
     max_audio_prompt: float = 60.0
     """Longest audio prompt accepted, in seconds."""
     negative_prompt: bool = False
@@ -49,12 +50,14 @@ class Capabilities:
         if self.audio_prompt_role not in AUDIO_PROMPT_ROLES:
             raise ValueError(f"audio_prompt_role must be one of {AUDIO_PROMPT_ROLES}, not {self.audio_prompt_role!r}")
 
-    def features(self) -> list[str]:
-        """Human-readable names of what is supported, e.g. for `tag backends`."""
+    def features(self, roles: Sequence[str] = ()) -> list[str]:
+        """Human-readable names of what is supported, e.g. for `tag backends`; `roles` are every audio prompt role
+        the backend offers (see `BackendSpec.audio_prompt_roles`), default: just `audio_prompt_role`."""
         names = {"seed": "seed", "batch": "batch", "negative_prompt": "negative prompt", "candidates": "candidates"}
         found = [label for key, label in names.items() if getattr(self, key)]
         if self.audio_prompt:
-            found.append(f"audio prompt ({self.audio_prompt_role}, up to {self.max_audio_prompt:g} s)")
+            offered = " or ".join(roles or (self.audio_prompt_role,))
+            found.append(f"audio prompt ({offered}, up to {self.max_audio_prompt:g} s)")
         return found
 
     @property
@@ -111,6 +114,7 @@ class Backend(abc.ABC):
     aliases: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
     sample_rate: ClassVar[int]
+    channels: ClassVar[int] = 1
     native_max_duration: ClassVar[float]
     """Length of the window the model was trained on (seconds)."""
     max_duration: ClassVar[float]
@@ -134,6 +138,19 @@ class Backend(abc.ABC):
     @classmethod
     def resolve_request_options(cls, given: Mapping[str, Any]) -> dict[str, Any]:
         return resolve_options(cls.options, given, scope="request", owner=cls.name)
+
+    @classmethod
+    def spec(cls, settings: Mapping[str, Any]) -> BackendSpec:
+        """What a worker loaded with `settings` announces. The default is the class attributes; a backend whose
+        limits depend on its weights (a variant with a longer window) overrides this to say what it can do."""
+        return BackendSpec.from_attributes(cls)
+
+    @classmethod
+    def check_request(cls, options: Mapping[str, Any], *, negative_prompt: str | None,
+                      audio_prompt: Audio | None) -> None:
+        """Backend-specific rules that tie resolved request options to the prompts (e.g. a negative prompt needs
+        guidance); raise InvalidRequest. They need the backend's code, so the worker that runs it applies them to every
+        request after `validate_request` (a torch-free client only has the spec)."""
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:

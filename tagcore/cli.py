@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,14 @@ from .config import Config, load_config
 from .errors import USER_ERRORS, InvalidRequest, TagError, is_user_error_code
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .options import parse_key_values
-from .output_path import plan_output, rescue_path
+from .output_path import OutputPlan, plan_output, rescue_path
 from .prompts_file import PromptEntry, read_prompts_file
-from .runtime import build_backend, build_scorer, build_transport
+from .spec import BackendSpec
+from .runtime import build_backend, build_scorer, build_transport, client_catalog, installed_specs
 from .threads import ThreadShare
 from .transport import Transport, TransportClient
 from .validation import default_duration, validate_request
-from .worker import GeneratorService, start_embedded_worker
+from .worker import GeneratorService, served_specs, start_embedded_worker
 
 DEFAULT_DURATION = 10.0
 CLI_PRIORITY = 1
@@ -76,18 +77,18 @@ def _config(ctx: click.Context) -> Config:
     return obj["config"]
 
 
-def _split_options(backend: type[Backend], pairs: Sequence[str], device: str | None) -> tuple[dict, dict]:
-    """Split `-O KEY=VALUE` pairs into (worker settings, request options) by each option's declared scope."""
-    raw = parse_key_values(pairs)
-    scopes = {o.name: o.scope for o in backend.options} | {a: o.scope for o in backend.options for a in o.aliases}
+def _split_options(spec: BackendSpec, raw: Mapping[str, str], device: str | None) -> tuple[dict, dict]:
+    """Split parsed `-O KEY=VALUE` pairs into (worker settings, request options) by each option's declared scope,
+    and check both."""
+    scopes = {o.name: o.scope for o in spec.options} | {a: o.scope for o in spec.options for a in o.aliases}
     worker = {k: v for k, v in raw.items() if scopes.get(k) == "worker"}
     request = {k: v for k, v in raw.items() if scopes.get(k) != "worker"}
     if device and device != "auto":
         if "device" not in scopes:
-            raise InvalidRequest(f"{backend.name} has no device choice (it does not run a model on a device)")
+            raise InvalidRequest(f"{spec.name} has no device choice (it does not run a model on a device)")
         worker["device"] = device
-    backend.resolve_worker_options(worker)
-    backend.resolve_request_options(request)
+    spec.resolve_worker_options(worker)
+    spec.resolve_request_options(request)
     return worker, request
 
 
@@ -143,8 +144,8 @@ def _load_backends(config: Config, names: Sequence[str], pairs: Sequence[str], d
     for name in names:
         cls = plugins.backends().get(name)
         declared = {o.name for o in cls.options} | {a for o in cls.options for a in o.aliases}
-        mine = [f"{k}={v}" for k, v in raw.items() if k in declared]
-        worker, _ = _split_options(cls, mine, device if "device" in declared else None)
+        mine = {k: v for k, v in raw.items() if k in declared}
+        worker, _ = _split_options(BackendSpec.from_attributes(cls), mine, device if "device" in declared else None)
         backend = build_backend(cls.name, config, worker)
         if not quiet:
             click.echo(f"loading {cls.name}...", err=True)
@@ -157,7 +158,7 @@ def _load_backends(config: Config, names: Sequence[str], pairs: Sequence[str], d
 
 
 def _start_embedded(config: Config, transport: Transport, backends: dict[str, Backend]):
-    source = transport.job_source(list(backends), prefetch=config.max_batch)
+    source = transport.job_source(served_specs(backends), prefetch=config.max_batch)
     service = GeneratorService(backends, source, config, scorer=build_scorer(config))
     return start_embedded_worker(service)
 
@@ -201,37 +202,62 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
     config = _config(ctx)
     if (prompt is None) == (prompts_file is None):
         raise InvalidRequest("give either a PROMPT or --prompts FILE")
-    backend_cls = plugins.backends().get(backend_name or config.default_backend)
-    worker_settings, request_options = _split_options(backend_cls, option_pairs, device)
+    raw_options = parse_key_values(option_pairs)
     entries = read_prompts_file(prompts_file) if prompts_file else [PromptEntry(prompt or "", None)]
     if output is not None and len(entries) > 1:
         raise InvalidRequest("-o names one file; use --out-dir with --prompts")
     plan = plan_output(output, fmt, out_dir if prompts_file and output is None else None)
     conditioning = audio_io.read(audio_prompt) if audio_prompt else None
-    requests = [
-        SoundRequest(prompt=e.prompt, duration=_first_set(duration, e.duration, default_duration(backend_cls, config, DEFAULT_DURATION)),
-                     backend=backend_cls.name, seed=seed,
-                     options=request_options, candidates=candidates, negative_prompt=negative_prompt,
-                     audio_prompt=conditioning, client="cli")
-        for e in entries
-    ]
-    for number, request in enumerate(requests, 1):
-        try:
-            validate_request(request, backend_cls, config)
-        except InvalidRequest as error:
-            where = f"line {number} of {prompts_file}: " if prompts_file else ""
-            raise InvalidRequest(f"{where}{error.message}") from None
-
     transport = build_transport(config, transport_name)
     stop = None
-    if transport.embedded:
-        backend = build_backend(backend_cls.name, config, worker_settings)
-        if not quiet:
-            click.echo(f"loading {backend_cls.name}...", err=True)
-        backend.ensure_loaded()
-        _, stop = _start_embedded(config, transport, {backend_cls.name: backend})
-    elif worker_settings:
-        raise InvalidRequest(f"option(s) {', '.join(worker_settings)} are set where the worker runs, not by a client")
+    try:
+        name = backend_name or config.default_backend
+        backend = None
+        if transport.embedded:  # the model runs here: its class says what it can do with these worker options
+            backend_cls = plugins.backends().get(name)
+            worker_settings, request_options = _split_options(BackendSpec.from_attributes(backend_cls), raw_options,
+                                                              device)
+            backend = build_backend(backend_cls.name, config, worker_settings)
+            spec = BackendSpec.from_backend(backend_cls, backend.settings)
+        else:  # a worker pool answers: its announced spec says what it can do
+            spec = client_catalog(transport, config).resolve(name)
+            worker_settings, request_options = _split_options(spec, raw_options, device)
+            if worker_settings:
+                raise InvalidRequest(f"option(s) {', '.join(worker_settings)} are set where the worker runs, "
+                                     "not by a client")
+        requests = [
+            SoundRequest(prompt=e.prompt, duration=_first_set(duration, e.duration,
+                                                              default_duration(spec, config, DEFAULT_DURATION)),
+                         backend=spec.name, seed=seed,
+                         options=request_options, candidates=candidates, negative_prompt=negative_prompt,
+                         audio_prompt=conditioning, client="cli")
+            for e in entries
+        ]
+        for number, request in enumerate(requests, 1):
+            try:
+                validate_request(request, spec, config)
+            except InvalidRequest as error:
+                where = f"line {number} of {prompts_file}: " if prompts_file else ""
+                raise InvalidRequest(f"{where}{error.message}") from None
+        if backend is not None:
+            if not quiet:
+                click.echo(f"loading {spec.name}...", err=True)
+            backend.ensure_loaded()
+            _, stop = _start_embedded(config, transport, {spec.name: backend})
+        failures, mistakes = _run_requests(transport, requests, config, timeout, quiet, as_json, normalize, plan,
+                                           numbered=prompts_file is not None)
+    finally:
+        if stop is not None:
+            stop.set()
+        transport.close()
+    if failures:
+        ctx.exit(2 if mistakes == failures else 1)
+
+
+def _run_requests(transport: Transport, requests: list[SoundRequest], config: Config, timeout: float | None,
+                  quiet: bool, as_json: bool, normalize: bool, plan: OutputPlan, *,
+                  numbered: bool) -> tuple[int, int]:
+    """Submit every request, write each answer as it comes; return (failures, failures that were mistakes)."""
     client = transport.client()
     failures = mistakes = 0
     try:
@@ -248,7 +274,7 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
                 response = waiter.wait(request.request_id, wait)
                 answered.add(request.request_id)
                 bars[request.request_id].close()
-                if not response.ok:
+                if not response.ok or response.audio is None:  # decoding guarantees audio in a successful answer
                     failures += 1
                     mistakes += is_user_error_code(response.error_code)
                     click.echo(f"Error: {request.prompt[:60]!r}: {response.error_message} ({response.error_code})",
@@ -256,7 +282,7 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
                     continue
                 if response.metadata.get("scorer_error"):
                     click.echo(f"Warning: {response.metadata['scorer_error']}", err=True)
-                path = plan.path_for(response.prompt, response.seed, number if prompts_file else None)
+                path = plan.path_for(response.prompt, response.seed, number if numbered else None)
                 clip = audio_io.normalize(response.audio) if normalize else response.audio
                 written = _write_clip(path, clip, plan.fmt)
                 failures += written != path
@@ -265,14 +291,10 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
             for bar in bars.values():
                 bar.close()
             _cancel(client, waiter, [r for r in requests if r.request_id not in answered])
-            ctx.exit(130)
+            click.get_current_context().exit(130)
     finally:
         client.close()
-        if stop is not None:
-            stop.set()
-        transport.close()
-    if failures:
-        ctx.exit(2 if mistakes == failures else 1)
+    return failures, mistakes
 
 
 def _write_clip(path: Path, clip: Any, fmt: str) -> Path:
@@ -341,27 +363,49 @@ def _report(path: Path, response: SoundResponse, as_json: bool) -> None:
 # ------------------------------------------------------------------------------------------------ backends
 @cli.command("backends")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--transport", "transport_name",
+              help="Also list what workers announced on this transport, and whether a worker serves each now.")
 @click.pass_context
-def list_backends(ctx: click.Context, as_json: bool) -> None:
+def list_backends(ctx: click.Context, as_json: bool, transport_name: str | None) -> None:
     """List installed backends, their options with defaults, and whether their weights are present."""
     config = _config(ctx)
-    rows = []
-    for cls in plugins.backends():
+    classes = {cls.name: cls for cls in plugins.backends()}
+    entries: list[tuple[BackendSpec, bool | None]]
+    if transport_name:
+        transport = build_transport(config, transport_name)
         try:
-            status = cls.weights_status(cls.resolve_worker_options(config.backend_settings(cls.name)))
-            weights = {"present": status.present, "location": status.location, "detail": status.detail}
-        except TagError as error:
-            weights = {"present": False, "location": "", "detail": error.message}
-        rows.append({
-            "name": cls.name, "aliases": list(cls.aliases), "description": cls.description,
-            "sample_rate": cls.sample_rate, "native_max_duration": cls.native_max_duration,
-            "min_duration": cls.min_duration, "max_duration": cls.max_duration, "variable_length": cls.variable_length,
-            "capabilities": dataclasses.asdict(cls.capabilities), "features": cls.capabilities.features(),
+            entries = [(e.spec, e.available) for e in client_catalog(transport, config).entries()]
+        finally:
+            transport.close()
+    else:
+        entries = [(spec, None) for spec in installed_specs(config)]
+    rows: list[dict[str, Any]] = []
+    for spec, available in entries:
+        cls = classes.get(spec.name)
+        weights: dict[str, Any]
+        if cls is None:
+            weights = {"present": None, "location": "", "detail": "not installed here (announced by a worker)"}
+        else:
+            try:
+                status = cls.weights_status(cls.resolve_worker_options(config.backend_settings(cls.name)))
+                weights = {"present": status.present, "location": status.location, "detail": status.detail}
+            except TagError as error:
+                weights = {"present": False, "location": "", "detail": error.message}
+        row: dict[str, Any] = {
+            "name": spec.name, "aliases": list(spec.aliases), "description": spec.description,
+            "sample_rate": spec.sample_rate, "channels": spec.channels,
+            "native_max_duration": spec.native_max_duration, "min_duration": spec.min_duration,
+            "max_duration": spec.max_duration, "variable_length": spec.variable_length,
+            "capabilities": dataclasses.asdict(spec.capabilities), "audio_prompt_roles": list(spec.audio_prompt_roles),
+            "features": spec.capabilities.features(spec.audio_prompt_roles),
             "options": [{"name": o.name, "type": o.type, "default": o.default, "scope": o.scope, "help": o.help,
                          "choices": list(o.choices), "minimum": o.minimum, "maximum": o.maximum}
-                        for o in cls.options],
+                        for o in spec.options],
             "weights": weights,
-        })
+        }
+        if available is not None:
+            row["available"] = available
+        rows.append(row)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -374,9 +418,14 @@ def list_backends(ctx: click.Context, as_json: bool) -> None:
         bound = " as a bound (clips last as long as their content)" if row["variable_length"] else ""
         click.echo(f"  {row['sample_rate']} Hz, {row['min_duration']:g}-{row['max_duration']:g} s{bound} "
                    f"(native window {row['native_max_duration']:g} s); supports: {caps}")
+        if "available" in row:
+            click.echo("  served by a worker now" if row["available"] else "  unavailable: no worker serves it now")
         w = row["weights"]
-        state = "present" if w["present"] else "MISSING"
-        click.echo(f"  weights: {state} at {w['location']}" + (f" ({w['detail']})" if w["detail"] else ""))
+        if w["present"] is None:
+            click.echo(f"  weights: {w['detail']}")
+        else:
+            state = "present" if w["present"] else "MISSING"
+            click.echo(f"  weights: {state} at {w['location']}" + (f" ({w['detail']})" if w["detail"] else ""))
         for o in row["options"]:
             extra = f" [{'|'.join(o['choices'])}]" if o["choices"] else ""
             bounds = ""
@@ -404,7 +453,8 @@ def show_config(ctx: click.Context) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ services
-def _service_options(func):
+def service_options(func):
+    """The options every long-running service shares (`tag worker`, and the frontends' `tag bot`/`tag serve`)."""
     func = click.option("--transport", "transport_name", help="Transport (default from config).")(func)
     func = click.option("-b", "--backend", "backend_names", multiple=True,
                         help="Backend to serve, repeatable (default from config).")(func)
@@ -415,7 +465,7 @@ def _service_options(func):
 
 
 @cli.command()
-@_service_options
+@service_options
 @click.option("--max-batch", type=click.IntRange(1, 256), help="Most requests generated together (default from config).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads of the models (default: the machine's cores / the workers running on it).")
@@ -433,7 +483,7 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     batch = max_batch or config.max_batch
     # Jobs held by a worker that cannot batch them would only wait here while other workers sit idle.
     prefetch = batch if all(b.capabilities.batch for b in backends.values()) else 1
-    source = transport.job_source(list(backends), prefetch=prefetch)
+    source = transport.job_source(served_specs(backends), prefetch=prefetch)
     share = ThreadShare(threads)
     service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch,
                                threads=share)
@@ -453,8 +503,11 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     click.echo(f"worker stopped after {service.served} clips", err=True)
 
 
-def _run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transport_name: str | None,
-                  backend_names: tuple[str, ...], option_pairs: tuple[str, ...], device: str | None) -> None:
+def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transport_name: str | None,
+                 backend_names: tuple[str, ...], option_pairs: tuple[str, ...], device: str | None) -> None:
+    """Run the registered frontend `name` until SIGINT/SIGTERM; for a command a frontend plugin registers.
+
+    With the in-process transport the `-b` backends are loaded here and served by an embedded worker."""
     config = _config(ctx)
     frontend_cls = plugins.frontends().get(name)
     transport = build_transport(config, transport_name)
@@ -482,25 +535,6 @@ def _run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], trans
                 stop_worker.set()
             transport.close()
     _raise_failures(failures)
-
-
-@cli.command()
-@_service_options
-@click.pass_context
-def bot(ctx: click.Context, transport_name, backend_names, option_pairs, device) -> None:
-    """Run the Telegram bot (token from TAG_TELEGRAM_TOKEN or the config file)."""
-    _run_frontend(ctx, "telegram", {}, transport_name, backend_names, option_pairs, device)
-
-
-@cli.command()
-@_service_options
-@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default 8000).")
-@click.pass_context
-def serve(ctx: click.Context, transport_name, backend_names, option_pairs, device, host, port) -> None:
-    """Run the HTTP API and web page."""
-    settings = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    _run_frontend(ctx, "http", settings, transport_name, backend_names, option_pairs, device)
 
 
 def main() -> None:

@@ -149,7 +149,7 @@ def settings_from_table(cls: type[T], table: Mapping[str, Any], owner: str) -> T
     the types (ranges, choices) stay with the plugin.
     """
     defaults = cls()
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # T is a dataclass
     values: dict[str, Any] = {}
     for key, raw in table.items():
         if raw is None:

@@ -62,3 +62,14 @@ def quiet_model_loading() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=r".*torch\.nn\.utils\.weight_norm.* is deprecated",
                                 category=FutureWarning)
         yield
+
+
+def free_memory() -> None:
+    """Collect garbage and return cached CUDA blocks, after a backend dropped its model (unload)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -32,6 +32,18 @@ class UnknownOption(InvalidRequest):
     code = "unknown_option"
 
 
+class EmptyPrompt(InvalidRequest):
+    """No text prompt where the backend needs one (a frontend may ask for it in its own words)."""
+
+    code = "empty_prompt"
+
+
+class UnreadableAudio(InvalidRequest):
+    """An uploaded audio file that no decoder could read."""
+
+    code = "unreadable_audio"
+
+
 class MessageError(InvalidRequest):
     """A wire message could not be decoded: malformed, wrong version or over a size limit."""
 

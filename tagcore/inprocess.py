@@ -8,11 +8,12 @@ import time
 from collections.abc import Sequence
 
 from . import hookspecs
-from .plugins import canonical_backend_name
+from .catalog import BackendCatalog
 from .recent import RecentIds
 from .config import Config
 from .errors import TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
+from .spec import BackendSpec
 from .transport import Job, JobSource, Listener, Transport, TransportClient
 
 
@@ -38,9 +39,10 @@ class _InProcessJob(Job):
 
 
 class _InProcessSource(JobSource):
-    def __init__(self, transport: "InProcessTransport", backends: Sequence[str]) -> None:
+    def __init__(self, transport: "InProcessTransport", backends: Sequence[BackendSpec]) -> None:
         self.transport = transport
-        self.queues = [transport.queue_for(b) for b in backends]
+        self.names = [spec.name for spec in backends]
+        self.queues = [transport.queue_for(name) for name in self.names]
         self._turn = 0
 
     def next_jobs(self, max_jobs: int, timeout: float) -> list[Job]:
@@ -105,6 +107,7 @@ class InProcessTransport(Transport):
         self._clients: list[_InProcessClient] = []
         self.arrived = threading.Condition()
         self.cancelled = RecentIds()
+        self._catalog = BackendCatalog()
 
     def queue_for(self, backend: str) -> "queue.PriorityQueue[tuple[int, int, SoundRequest]]":
         """The backend's queue: highest priority first, then first come first served."""
@@ -123,16 +126,25 @@ class InProcessTransport(Transport):
             self._clients.append(client)
         return client
 
-    def job_source(self, backends: Sequence[str], *, prefetch: int = 1) -> JobSource:
+    def job_source(self, backends: Sequence[BackendSpec], *, prefetch: int = 1) -> JobSource:
         source = _InProcessSource(self, backends)
         with self._lock:
             self._sources.append(source)
+        for spec in backends:  # announced directly: the worker is in this process
+            self._catalog.announce(spec, worker="in-process")
+            self._catalog.set_available(spec.name, True)
         return source
 
     def detach(self, source: _InProcessSource) -> None:
         with self._lock:
             if source in self._sources:
                 self._sources.remove(source)
+        served = self.served_backends()
+        for name in source.names:
+            self._catalog.set_available(name, name in served)
+
+    def catalog(self) -> BackendCatalog:
+        return self._catalog
 
     def forget(self, client: _InProcessClient) -> None:
         with self._lock:
@@ -144,7 +156,7 @@ class InProcessTransport(Transport):
             return {name for s in self._sources for name, q in self._queues.items() if q in s.queues}
 
     def submit(self, client: _InProcessClient, request: SoundRequest) -> None:
-        request.backend = canonical_backend_name(request.backend)
+        request.backend = self._catalog.canonical(request.backend)
         if request.backend not in self.served_backends():
             served = ", ".join(sorted(self.served_backends())) or "none"
             error = TagError(f"no worker in this process serves backend {request.backend!r} (served: {served})",
@@ -158,8 +170,7 @@ class InProcessTransport(Transport):
         with self.arrived:
             waiting = self.enqueue(request)
             self.arrived.notify_all()
-        self._deliver(client, ProgressEvent(request.request_id, "queued", position=waiting,
-                                            chat_id=request.chat_id, user_id=request.user_id))
+        self._deliver(client, ProgressEvent.about(request, "queued", position=waiting))
 
     def dispatch(self, event: ProgressEvent | SoundResponse) -> None:
         with self._lock:

@@ -1,14 +1,18 @@
 """Request, progress and response messages and their wire format.
 
-Wire format, version 1 (one message = one byte string, the same on every transport):
+Wire format, version 2 (one message = one byte string, the same on every transport):
 
     b"TAGM" | uint32 big-endian header length | UTF-8 JSON header | optional raw audio payload
 
-The header is a JSON object with `"v": 1` and `"kind"` (request, progress, response). When audio travels
+The header is a JSON object with `"v": 2` and `"kind"` (request, progress, response). When audio travels
 (a request's audio prompt, a response's result) the header's `"audio"` object describes the payload:
 `{"sample_rate", "channels", "frames", "dtype": "float32le"}` and the payload is exactly
 channels * frames * 4 bytes, channel-major. No pickle, no base64, no float lists: decoding never executes
 anything and every field is type-checked, so a malformed message is rejected with a `MessageError`.
+
+Routing: every message carries the request id, the reply address and `context`, an opaque JSON object of scalars
+that belongs to the frontend (the bot keeps its chat there); the core and the workers only copy it back, through
+one constructor (`routing`). Version 1 carried Telegram's chat_id/user_id instead and is refused.
 """
 from __future__ import annotations
 
@@ -26,12 +30,13 @@ from .audio_types import Audio
 from .errors import MessageError, TagError
 
 MAGIC = b"TAGM"
-VERSION = 1
+VERSION = 2
 MAX_HEADER_BYTES = 256 * 1024
 MAX_AUDIO_BYTES = 64 * 1024 * 1024
 MAX_MESSAGE_BYTES = 8 + MAX_HEADER_BYTES + MAX_AUDIO_BYTES
 MAX_PROMPT_CHARS = 2000
 MAX_WIRE_DURATION = 3600.0
+MAX_CONTEXT_BYTES = 4096
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays/objects a header may have (options and metadata are shallow; a deep one is an
 attack: Python's parser would hit its recursion limit)."""
@@ -42,6 +47,10 @@ _PREFIX = struct.Struct(">4sI")
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+Context = dict[str, str | int | float | bool | None]
+"""What a frontend needs to route an answer (a chat, a user...): opaque to the core, copied to every event."""
 
 
 @dataclass
@@ -57,8 +66,7 @@ class SoundRequest:
     candidates: int = 1
     negative_prompt: str | None = None
     audio_prompt: Audio | None = None
-    chat_id: int | None = None
-    user_id: int | None = None
+    context: Context = field(default_factory=dict)
     client: str = ""
     reply_to: str | None = None
     created_at: float = field(default_factory=time.time)
@@ -73,6 +81,10 @@ class SoundRequest:
         """Requests with equal keys can share one batched backend call."""
         return (self.backend, round(self.duration, 6), json.dumps(self.options, sort_keys=True))
 
+    def routing(self) -> dict[str, Any]:
+        """The fields every event about this request carries back to its frontend."""
+        return {"request_id": self.request_id, "reply_to": self.reply_to, "context": dict(self.context)}
+
 
 @dataclass
 class ProgressEvent:
@@ -83,11 +95,15 @@ class ProgressEvent:
     fraction: float = 0.0
     position: int | None = None
     message: str = ""
-    chat_id: int | None = None
-    user_id: int | None = None
+    context: Context = field(default_factory=dict)
     reply_to: str | None = None
 
     kind = "progress"
+
+    @classmethod
+    def about(cls, request: SoundRequest, stage: str, **fields: Any) -> "ProgressEvent":
+        """A progress event routed like `request`."""
+        return cls(stage=stage, **request.routing(), **fields)
 
 
 @dataclass
@@ -106,8 +122,7 @@ class SoundResponse:
     metadata: dict[str, Any] = field(default_factory=dict)
     error_code: str | None = None
     error_message: str | None = None
-    chat_id: int | None = None
-    user_id: int | None = None
+    context: Context = field(default_factory=dict)
     reply_to: str | None = None
     worker: str = ""
 
@@ -116,20 +131,9 @@ class SoundResponse:
     @classmethod
     def failure(cls, request: SoundRequest, error: TagError, *, worker: str = "") -> "SoundResponse":
         """An error response that still carries the routing fields, so the user hears back."""
-        return cls(
-            request_id=request.request_id,
-            ok=False,
-            prompt=request.prompt,
-            duration=request.duration,
-            backend=request.backend,
-            seed=request.seed,
-            error_code=error.code,
-            error_message=error.message,
-            chat_id=request.chat_id,
-            user_id=request.user_id,
-            reply_to=request.reply_to,
-            worker=worker,
-        )
+        return cls(ok=False, prompt=request.prompt, duration=request.duration, backend=request.backend,
+                   seed=request.seed, error_code=error.code, error_message=error.message, worker=worker,
+                   **request.routing())
 
 
 Message = SoundRequest | ProgressEvent | SoundResponse
@@ -142,21 +146,21 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "request": {
         "prompt": (_STR, False), "duration": (_NUM, False), "backend": (_STR, False),
         "request_id": (_STR, False), "seed": (_INT, True), "options": ((dict,), False),
-        "candidates": (_INT, False), "negative_prompt": (_STR, True), "chat_id": (_INT, True),
-        "user_id": (_INT, True), "client": (_STR, False), "reply_to": (_STR, True),
+        "candidates": (_INT, False), "negative_prompt": (_STR, True), "context": ((dict,), False),
+        "client": (_STR, False), "reply_to": (_STR, True),
         "created_at": (_NUM, False), "deadline": (_NUM, True),
     },
     "progress": {
         "request_id": (_STR, False), "stage": (_STR, False), "fraction": (_NUM, False),
-        "position": (_INT, True), "message": (_STR, False), "chat_id": (_INT, True),
-        "user_id": (_INT, True), "reply_to": (_STR, True),
+        "position": (_INT, True), "message": (_STR, False), "context": ((dict,), False),
+        "reply_to": (_STR, True),
     },
     "response": {
         "request_id": (_STR, False), "ok": ((bool,), False), "prompt": (_STR, False),
         "duration": (_NUM, False), "backend": (_STR, False), "model_id": (_STR, False),
         "seed": (_INT, True), "timings": ((dict,), False), "metadata": ((dict,), False),
-        "error_code": (_STR, True), "error_message": (_STR, True), "chat_id": (_INT, True),
-        "user_id": (_INT, True), "reply_to": (_STR, True), "worker": (_STR, False),
+        "error_code": (_STR, True), "error_message": (_STR, True), "context": ((dict,), False),
+        "reply_to": (_STR, True), "worker": (_STR, False),
     },
 }
 _CLASSES = {"request": SoundRequest, "progress": ProgressEvent, "response": SoundResponse}
@@ -164,6 +168,7 @@ _CLASSES = {"request": SoundRequest, "progress": ProgressEvent, "response": Soun
 
 def encode(message: Message) -> bytes:
     """Serialise a message to the version-1 wire format."""
+    _check_context(message.context)
     header: dict[str, Any] = {"v": VERSION, "kind": message.kind}
     for name in _SCHEMAS[message.kind]:
         header[name] = getattr(message, name)
@@ -204,6 +209,8 @@ def decode(data: bytes) -> Message:
     if not isinstance(kind, str) or kind not in _SCHEMAS:
         raise MessageError(f"unknown message kind {str(kind)[:40]!r}")
     fields = _check_fields(kind, header)
+    if "context" in fields:
+        _check_context(fields["context"])
     audio = _decode_audio(header.get("audio"), data[_PREFIX.size + header_len:])
     if kind == "request":
         fields["audio_prompt"] = audio
@@ -318,6 +325,14 @@ def _check_fields(kind: str, header: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _check_context(context: dict[str, Any]) -> None:
+    if not all(isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool)))
+               for k, v in context.items()):
+        raise MessageError("context must be a JSON object of strings, numbers, booleans or nulls")
+    if len(json.dumps(context)) > MAX_CONTEXT_BYTES:
+        raise MessageError(f"context is over {MAX_CONTEXT_BYTES} bytes")
+
+
 def _check_request(fields: dict[str, Any]) -> None:
     duration = fields["duration"]
     if not math.isfinite(duration) or not 0 < duration <= MAX_WIRE_DURATION:
@@ -337,9 +352,10 @@ def _decode_audio(spec: Any, payload: bytes) -> Audio | None:
         return None
     if not isinstance(spec, dict) or spec.get("dtype") != "float32le":
         raise MessageError("audio description must be an object with dtype float32le")
-    rate, channels, frames = (spec.get(k) for k in ("sample_rate", "channels", "frames"))
-    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (rate, channels, frames)):
+    values: list[Any] = [spec.get(k) for k in ("sample_rate", "channels", "frames")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in values):
         raise MessageError("audio description needs integer sample_rate, channels and frames")
+    rate, channels, frames = (int(n) for n in values)
     if not (1 <= rate <= 384_000 and 1 <= channels <= 8 and frames >= 0):
         raise MessageError("audio description is out of range")
     if len(payload) != channels * frames * 4:

@@ -96,10 +96,10 @@ def resolve_options(
     wanted = [s for s in specs if scope is None or s.scope == scope]
     values: dict[str, Any] = {s.name: s.default for s in wanted}
     for key, raw in given.items():
-        spec = by_name.get(key)
-        if spec is None:
+        if key not in by_name:
             known = ", ".join(s.name for s in specs) or "none"
             raise UnknownOption(f"{owner} has no option {key!r} (options: {known})")
+        spec = by_name[key]
         if scope is not None and spec.scope != scope:
             where = "when the worker starts (tag worker -O ...)" if spec.scope == "worker" else "per request"
             raise InvalidRequest(f"option {spec.name} of {owner} is set {where}, not here")

@@ -10,19 +10,25 @@ import importlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownBackend
 
+if TYPE_CHECKING:
+    from .backend import Backend
+    from .frontend import Frontend
+    from .scoring import Scorer
+    from .transport import Transport
+
 ENTRY_POINT_GROUP = "tag"
-T = TypeVar("T")
+C = TypeVar("C")
 
 _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None
@@ -37,10 +43,10 @@ def _selected(env: str | None) -> set[str] | None:
     return {name.strip() for name in env.split(",") if name.strip()}
 
 
-def load_plugins(manager: pluggy.PluginManager, environ: dict[str, str] | None = None) -> None:
+def load_plugins(manager: pluggy.PluginManager, environ: Mapping[str, str] | None = None) -> None:
     """Register installed entry-point plugins (filtered by TAG_PLUGINS) and TAG_PLUGIN_MODULES modules."""
-    environ = os.environ if environ is None else environ
-    selected = _selected(environ.get("TAG_PLUGINS"))
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    selected = _selected(env.get("TAG_PLUGINS"))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if selected is not None and ep.name not in selected:
             continue
@@ -53,7 +59,7 @@ def load_plugins(manager: pluggy.PluginManager, environ: dict[str, str] | None =
             log.warning("plugin %r (%s) failed to import and is skipped: %s", ep.name, ep.value, exc)
             continue
         manager.register(module, name=ep.name)
-    for path in filter(None, (p.strip() for p in environ.get("TAG_PLUGIN_MODULES", "").split(","))):
+    for path in filter(None, (p.strip() for p in env.get("TAG_PLUGIN_MODULES", "").split(","))):
         if manager.has_plugin(path):
             continue
         try:
@@ -94,17 +100,17 @@ def loaded_plugins() -> list[tuple[str, ModuleType | object]]:
 
 
 @dataclass(frozen=True)
-class Registry:
+class Registry(Generic[C]):
     """Classes registered through one hook, addressable by `name` and `aliases`."""
 
     kind: str
-    classes: dict[str, type]
+    classes: dict[str, type[C]]
     aliases: dict[str, str]
 
     def names(self) -> list[str]:
         return sorted(self.classes)
 
-    def get(self, name: str) -> type:
+    def get(self, name: str) -> type[C]:
         key = self.aliases.get(name, name)
         try:
             return self.classes[key]
@@ -116,11 +122,11 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         return self.aliases.get(name, name) in self.classes
 
-    def __iter__(self) -> Iterable[type]:
+    def __iter__(self) -> Iterator[type[C]]:
         return iter(self.classes[n] for n in self.names())
 
 
-def _collect(kind: str, hook: Callable[..., Any]) -> Registry:
+def _collect(kind: str, hook: Callable[..., Any]) -> Registry[Any]:
     classes: dict[str, type] = {}
     aliases: dict[str, str] = {}
 
@@ -138,24 +144,18 @@ def _collect(kind: str, hook: Callable[..., Any]) -> Registry:
     return Registry(kind, classes, aliases)
 
 
-def backends() -> Registry:
+def backends() -> Registry[Backend]:
     return _collect("backend", get_plugin_manager().hook.register_backends)
 
 
-def transports() -> Registry:
+def transports() -> Registry[Transport]:
     return _collect("transport", get_plugin_manager().hook.register_transports)
 
 
-def frontends() -> Registry:
+def frontends() -> Registry[Frontend]:
     return _collect("frontend", get_plugin_manager().hook.register_frontends)
 
 
-def scorers() -> Registry:
+def scorers() -> Registry[Scorer]:
     return _collect("scorer", get_plugin_manager().hook.register_scorers)
 
-
-def canonical_backend_name(name: str) -> str:
-    """The registered name for `name` when it is a known alias; otherwise `name` unchanged (a remote worker
-    pool may serve backends this process does not have installed)."""
-    registry = backends()
-    return registry.aliases.get(name, name)

@@ -6,9 +6,11 @@ from typing import Any
 
 from . import plugins
 from .backend import Backend
+from .catalog import BackendCatalog
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, TagError
 from .scoring import Scorer
+from .spec import BackendSpec
 from .transport import Transport
 
 
@@ -26,6 +28,25 @@ def build_backend(name: str, config: Config, overrides: Mapping[str, Any] | None
     elif "device" not in settings and config.device != "auto" and any(o.name == "device" for o in cls.options):
         settings["device"] = config.device
     return cls(settings)
+
+
+def installed_specs(config: Config) -> list[BackendSpec]:
+    """Specs of the backends installed in this process, with the worker options the configuration gives them."""
+    specs = []
+    for cls in plugins.backends():
+        try:
+            settings = cls.resolve_worker_options(config.backend_settings(cls.name))
+        except TagError:  # a bad [backends.X] table is reported where that worker starts
+            settings = cls.resolve_worker_options({})
+        specs.append(BackendSpec.from_backend(cls, settings))
+    return specs
+
+
+def client_catalog(transport: Transport, config: Config) -> BackendCatalog:
+    """What a client of `transport` can ask for: announced specs, and installed backends until one is announced."""
+    catalog = transport.catalog()
+    catalog.add_installed(installed_specs(config))
+    return catalog
 
 
 def build_transport(config: Config, name: str | None = None) -> Transport:

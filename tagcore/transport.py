@@ -4,6 +4,9 @@ A transport has two sides. Frontends use a `TransportClient`: `submit` a request
 the response through listeners. Workers use a `JobSource`: take jobs for the backends they serve, report
 progress, and `respond` exactly once per job (the transport acknowledges the request only after the response is
 safely handed on). The generator service is written against these interfaces only.
+
+Workers also announce what they serve: a job source publishes the `BackendSpec` of each of its backends, and a
+transport's `catalog()` follows those announcements for its clients, so frontends need no backend code.
 """
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ import abc
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+from .catalog import BackendCatalog
 from .config import Config
 from .messages import ProgressEvent, SoundRequest, SoundResponse
+from .spec import BackendSpec
 
 Event = ProgressEvent | SoundResponse
 Listener = Callable[[Event], None]
@@ -96,8 +101,14 @@ class Transport(abc.ABC):
         one they reach this process only (a CLI call waiting for its own answer)."""
 
     @abc.abstractmethod
-    def job_source(self, backends: Sequence[str], *, prefetch: int = 1) -> JobSource:
-        """A source of jobs for exactly these backend names, holding at most `prefetch` unanswered jobs."""
+    def job_source(self, backends: Sequence[BackendSpec], *, prefetch: int = 1) -> JobSource:
+        """A source of jobs for exactly these backends, holding at most `prefetch` unanswered jobs. It announces
+        the specs to clients (see `catalog`) for as long as it is open."""
+
+    @abc.abstractmethod
+    def catalog(self) -> BackendCatalog:
+        """The backends workers announced on this transport and whether a live worker serves each, kept up to
+        date while the transport is open. Waits (a bounded time) for what was announced before it was called."""
 
     def failure(self) -> str | None:
         """Why this transport can no longer move messages (a connection thread died of a bug), else None; a

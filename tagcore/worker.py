@@ -21,6 +21,7 @@ from .config import Config
 from .errors import Cancelled, GenerationFailed, InvalidRequest, RequestTimedOut, TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .scoring import Scorer, rank
+from .spec import BackendSpec
 from .threads import ThreadShare
 from .transport import Job, JobSource
 from .validation import validate_request
@@ -33,6 +34,11 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress events of one batch
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def served_specs(backends: Mapping[str, Backend]) -> list[BackendSpec]:
+    """What a worker holding these (configured) backends announces: each spec refined by its worker options."""
+    return [BackendSpec.from_backend(type(backend), backend.settings) for backend in backends.values()]
 
 
 class GeneratorService:
@@ -50,7 +56,8 @@ class GeneratorService:
         threads: ThreadShare | None = None,
     ) -> None:
         self.backends = dict(backends)
-        self.aliases = {alias: name for name, b in self.backends.items() for alias in type(b).aliases}
+        self.specs = {spec.name: spec for spec in served_specs(self.backends)}
+        self.aliases = {alias: spec.name for spec in self.specs.values() for alias in spec.aliases}
         self.source = source
         self.config = config
         self.scorer = scorer
@@ -79,7 +86,9 @@ class GeneratorService:
                 continue
             try:
                 backend = self._backend_for(request)
-                options = validate_request(request, type(backend), self.config)
+                options = validate_request(request, self.specs[backend.name], self.config)
+                backend.check_request(options, negative_prompt=request.negative_prompt,
+                                      audio_prompt=request.audio_prompt)
                 if request.deadline is not None and time.time() > request.deadline:
                     raise RequestTimedOut("the request timed out while waiting in the queue")
             except TagError as error:
@@ -165,11 +174,10 @@ class GeneratorService:
                 candidates = [candidates[i] for i in order]
             else:
                 metadata.update(candidate_scores=None, chosen_candidate=0, scorer=None)
-        audio = fit_duration(candidates[0], request.duration, upper_bound=backend.variable_length)
+        audio = fit_duration(candidates[0], request.duration, upper_bound=self.specs[backend.name].variable_length)
         timings = dict(result.timings)
         timings.setdefault("generate_s", batch_share)
         self._respond(job, SoundResponse(
-            request_id=request.request_id,
             ok=True,
             audio=audio,
             prompt=request.prompt,
@@ -179,10 +187,8 @@ class GeneratorService:
             seed=result.seed,
             timings=timings,
             metadata=metadata,
-            chat_id=request.chat_id,
-            user_id=request.user_id,
-            reply_to=request.reply_to,
             worker=self.worker_id,
+            **request.routing(),
         ), batch, started)
         self.served += 1
 
@@ -215,8 +221,7 @@ class _ProgressFanout:
         for job in self.jobs:
             r = job.request
             try:
-                job.progress(ProgressEvent(r.request_id, stage, fraction=max(0.0, min(1.0, fraction)),
-                                           chat_id=r.chat_id, user_id=r.user_id, reply_to=r.reply_to))
+                job.progress(ProgressEvent.about(r, stage, fraction=max(0.0, min(1.0, fraction))))
             except Exception:  # progress is best effort; the response is what matters
                 log.warning("progress event for %s was lost", r.request_id, exc_info=True)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from tagcore.audio import read
 from tagcore.config import Config, load_config
 from tagcore.errors import InvalidRequest
 from tagcore.options import parse_key_values
@@ -18,6 +19,7 @@ from .prompts import bundled_prompts_path, load_prompts
 from .quality import build_quality
 from .report import environment, markdown_table, write_all, write_csv
 from .runner import Plan, Row, count_runs, run_plan
+from .speech_quality import build_speech_quality
 
 
 def _numbers(text: str, kind: type, what: str) -> list:
@@ -64,6 +66,15 @@ def _command_line() -> str:
                    "without one the CLAP column is n/a).")
 @click.option("--fad-reference", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of reference clips: adds FAD over CLAP embeddings (needs a CLAP checkpoint).")
+@click.option("--asr-model", default=None, metavar="DIR",
+              help="Whisper model folder (transformers layout, e.g. openai/whisper-small downloaded): adds the WER "
+                   "of speech backends' clips against their prompt text (without it the WER column is n/a).")
+@click.option("--speaker-encoder", default=None, metavar="DIR",
+              help="*ForXVector speaker-verification folder (the speecht5 backend's, e.g. "
+                   "microsoft/wavlm-base-plus-sv): adds speaker similarity to --voice-sample for cloning backends.")
+@click.option("--voice-sample", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Voice sample every voice-cloning backend clones from (without it they use their default voice "
+                   "and speaker similarity is n/a).")
 @click.option("--warmup/--no-warmup", default=True, show_default=True,
               help="Run one untimed batch per backend before measuring.")
 @click.option("--note", default="", help="Free text recorded in results.md and meta.json (e.g. what the weights are).")
@@ -71,8 +82,12 @@ def _command_line() -> str:
               help="Result folder (default: bench-results/<date-time>).")
 @click.pass_context
 def bench(ctx: click.Context, backends, prompts_path, limit, steps_text, batch_text, duration_text, option_pairs,
-          seed, clap_checkpoint, fad_reference, warmup, note, out_dir) -> None:
-    """Benchmark backends: one row per backend x steps x batch x duration, written as CSV, markdown and PNG."""
+          seed, clap_checkpoint, fad_reference, asr_model, speaker_encoder, voice_sample, warmup, note,
+          out_dir) -> None:
+    """Benchmark backends: one row per backend x steps x batch x duration, written as CSV, markdown and PNG.
+
+    Speech backends also get WER (with --asr-model) and, when cloning --voice-sample, speaker similarity
+    (with --speaker-encoder)."""
     config = _config(ctx)
     now = dt.datetime.now(dt.timezone.utc)
     plan = Plan(
@@ -80,10 +95,12 @@ def bench(ctx: click.Context, backends, prompts_path, limit, steps_text, batch_t
         steps=_numbers(steps_text, int, "--steps") if steps_text else (),
         batches=_numbers(batch_text, int, "--batch"), durations=_numbers(duration_text, float, "--duration"),
         options=parse_key_values(option_pairs), seed=seed, warmup=warmup,
+        voice_sample=read(voice_sample) if voice_sample else None,
     )
     if fad_reference is not None and len(plan.prompts) < 2:
         raise InvalidRequest("FAD needs at least 2 generated clips per run: use --limit 2 or more")
     quality = build_quality(config, clap_checkpoint, fad_reference)
+    speech = build_speech_quality(asr_model, speaker_encoder)
     load_start = os.getloadavg()[0]
     folder = out_dir or Path("bench-results") / now.strftime("%Y%m%d-%H%M%S")
     rows: list[Row] = []
@@ -92,7 +109,7 @@ def bench(ctx: click.Context, backends, prompts_path, limit, steps_text, batch_t
             bar.set_description(label)
             bar.update(1)
 
-        for backend_rows in run_plan(plan, config, quality, tick):
+        for backend_rows in run_plan(plan, config, quality, tick, speech):
             rows.extend(backend_rows)
             folder.mkdir(parents=True, exist_ok=True)
             write_csv(rows, folder / "results.csv")  # a crash or Ctrl-C later keeps what is measured
@@ -102,6 +119,7 @@ def bench(ctx: click.Context, backends, prompts_path, limit, steps_text, batch_t
         "prompts": str(prompts_path or bundled_prompts_path().name), "prompt_count": len(plan.prompts),
         "seed": seed, "warmup": warmup, "clap_model": quality.model_id,
         "fad_reference": str(fad_reference) if fad_reference else None,
+        "speech_scores": speech.describe(), "voice_sample": str(voice_sample) if voice_sample else None,
         "environment": environment(), "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
         "note": note or None,
     }

@@ -19,7 +19,7 @@ HEADERS = {
     "backend": "backend", "model_id": "model", "device": "device", "dtype": "dtype", "steps": "steps",
     "batch": "batch", "duration": "clip s", "audio_s": "audio s", "clips": "clips", "load_s": "cold load s", "s_per_clip": "s/clip",
     "rtf": "RTF", "clips_per_s": "clips/s", "peak_rss_mb": "peak RSS MiB", "cuda_peak_mb": "CUDA peak MiB",
-    "clap": "CLAP", "fad": "FAD",
+    "clap": "CLAP", "fad": "FAD", "wer": "WER", "speaker_sim": "speaker sim",
 }
 PACKAGES = ("tag-audio", "torch", "numpy", "transformers", "laion-clap", "audiocraft", "diffusers")
 
@@ -88,6 +88,16 @@ def _load_line(meta: Mapping[str, Any]) -> str:
     return f"- load average (1 min): {start:.2f} at start, {end:.2f} at end, on {meta['environment']['cpu_count']} cores\n"
 
 
+def _speech_lines(meta: Mapping[str, Any]) -> str:
+    """Which models measured WER and speaker similarity, or why they are n/a."""
+    scores = meta.get("speech_scores")
+    if not scores:
+        return ""
+    sample = meta.get("voice_sample") or "none (cloning backends speak in their default voice)"
+    return (f"- WER: {scores['wer']}\n- speaker sim: {scores['speaker_sim']}\n"
+            f"- voice sample: {sample}\n")
+
+
 def write_markdown(rows: Sequence[Row], meta: Mapping[str, Any], path: Path) -> Path:
     env = meta["environment"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
@@ -98,13 +108,16 @@ def write_markdown(rows: Sequence[Row], meta: Mapping[str, Any], path: Path) -> 
         f"- prompts: {meta['prompts']} ({meta['prompt_count']} prompts), seed {meta['seed']}, "
         f"warm-up {'on' if meta['warmup'] else 'off'}\n"
         f"- CLAP: {meta['clap_model']}\n"
+        + _speech_lines(meta) +
         f"- command: `{meta['command']}`\n"
         + _load_line(meta) + (f"- note: {meta['note']}\n" if meta.get("note") else "") + "\n"
         "clip s is the requested length, audio s the mean length produced (speech follows its text); "
         "s/clip is generation time per clip (batch time / clips in it); RTF = generation time / audio produced "
         "(below 1: faster than real time); cold load is the first model load in this process; peak RSS is the process's resident "
         "memory, CUDA peak the allocator's maximum (n/a without a GPU); CLAP is the mean raw cosine, comparable "
-        "only under the same CLAP checkpoint.\n\n"
+        "only under the same CLAP checkpoint; WER is the word error rate of an ASR transcript against the prompt "
+        "text (speech backends; 0 is perfect), speaker sim the mean cosine of the voice sample's and each clip's "
+        "speaker embeddings (voice-cloning backends), comparable only under the same scoring models.\n\n"
         + markdown_table(rows) + "\n"
     )
     path.write_text(text)

@@ -18,6 +18,7 @@ from tagcore.config import Config
 from tagcore.errors import InvalidRequest, UnknownOption
 
 from .memory import PeakMemory
+from .speech_quality import SpeechQuality, clones_voices
 
 NA = "n/a"
 
@@ -47,6 +48,8 @@ class Plan:
     options: Mapping[str, str] = field(default_factory=dict)
     seed: int = 0
     warmup: bool = True
+    voice_sample: Audio | None = None
+    """Given to every backend that clones voices (audio_prompt_role "voice") as each clip's audio prompt."""
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Row:
     cuda_peak_mb: float | str
     clap: float | str
     fad: float | str
+    wer: float | str
+    speaker_sim: float | str
 
 
 COLUMNS = tuple(Row.__dataclass_fields__)
@@ -182,9 +187,11 @@ def _batches(prompts: Sequence[str], size: int) -> Iterator[list[str]]:
 
 
 def run_backend(name: str, plan: Plan, config: Config, quality: Quality,
-                tick: Callable[[str], None]) -> list[Row]:
+                tick: Callable[[str], None], speech: SpeechQuality | None = None) -> list[Row]:
     """Every grid cell of one backend, in a freshly built and loaded instance."""
     cls = runtime.backend_class(name)
+    speech = speech or SpeechQuality()
+    sample = plan.voice_sample if clones_voices(cls) else None
     worker, request = split_options(cls, backend_options(name, plan))
     backend = runtime.build_backend(name, config, worker)
     with PeakMemory() as load_memory:
@@ -197,7 +204,8 @@ def run_backend(name: str, plan: Plan, config: Config, quality: Quality,
         if plan.warmup:  # at the cheapest swept steps: a default of 100 steps can cost minutes on a CPU
             warm = dict(request) | ({"steps": min(plan.steps)} if plan.steps and has_steps else {})
             options = backend.resolve_request_options(warm)
-            backend.generate_batch([GenerationItem(plan.prompts[0], plan.seed)], min(plan.durations), options=options)
+            backend.generate_batch([GenerationItem(plan.prompts[0], plan.seed, audio_prompt=sample)],
+                                   min(plan.durations), options=options)
             tick(f"{name} warm-up")
         rows = []
         for steps in sweep:
@@ -210,7 +218,8 @@ def run_backend(name: str, plan: Plan, config: Config, quality: Quality,
                     elapsed = 0.0
                     with PeakMemory() as memory:
                         for chunk in _batches(plan.prompts, batch):
-                            items = [GenerationItem(p, plan.seed + len(clips) + i) for i, p in enumerate(chunk)]
+                            items = [GenerationItem(p, plan.seed + len(clips) + i, audio_prompt=sample)
+                                     for i, p in enumerate(chunk)]
                             start = time.perf_counter()
                             results = backend.generate_batch(items, duration, options=options)
                             elapsed += time.perf_counter() - start
@@ -220,6 +229,7 @@ def run_backend(name: str, plan: Plan, config: Config, quality: Quality,
                     s_per_clip = elapsed / len(clips)
                     audio_s = sum(clip.duration for clip in clips)
                     clap, fad = quality.measure(plan.prompts, clips)
+                    wer, similarity = speech.measure(cls, plan.prompts, clips, sample)
                     rows.append(Row(
                         backend=name, model_id=",".join(sorted(model_ids)), device=_described(backend, "device"),
                         dtype=_described(backend, "dtype"),
@@ -230,15 +240,17 @@ def run_backend(name: str, plan: Plan, config: Config, quality: Quality,
                         peak_rss_mb=max(memory.rss_mb, load_memory.rss_mb),
                         cuda_peak_mb=NA if memory.cuda_mb is None else max(memory.cuda_mb, load_memory.cuda_mb or 0),
                         clap=NA if clap is None else clap, fad=NA if fad is None else fad,
+                        wer=NA if wer is None else wer, speaker_sim=NA if similarity is None else similarity,
                     ))
         return rows
     finally:
         backend.unload()
 
 
-def run_plan(plan: Plan, config: Config, quality: Quality, tick: Callable[[str], None]) -> Iterator[list[Row]]:
+def run_plan(plan: Plan, config: Config, quality: Quality, tick: Callable[[str], None],
+             speech: SpeechQuality | None = None) -> Iterator[list[Row]]:
     """Yield each backend's rows as soon as it is done, so a long run can save them before the next one starts."""
     check_plan(plan)
     for name in plan.backends:
-        yield run_backend(name, plan, config, quality, tick)
+        yield run_backend(name, plan, config, quality, tick, speech)
 

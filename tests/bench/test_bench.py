@@ -193,10 +193,11 @@ def test_bench_on_tiny_model_backends_fills_every_column(tag, tiny_random_weight
     assert cells == {("make_an_audio", s, b) for s in ("2", "3") for b in ("1", "2")} | {
         (name, "n/a", b) for name in ("audiogen", "speecht5", "mms_tts") for b in ("1", "2")}
     numeric = [c for c in COLUMNS if c not in ("backend", "model_id", "device", "dtype", "steps", "clap", "fad",
-                                                 "cuda_peak_mb")]
+                                                 "cuda_peak_mb", "wer", "speaker_sim")]
     for row in rows:
         assert row["model_id"] and row["device"] == "cpu" and row["dtype"] == "float32", row
         assert row["clap"] == "n/a" and row["fad"] == "n/a" and row["cuda_peak_mb"] == "n/a"
+        assert row["wer"] == "n/a" and row["speaker_sim"] == "n/a"
         values = {c: float(row[c]) for c in numeric}
         assert values["clips"] == 2 and values["audio_s"] > 0 and values["s_per_clip"] > 0, row
         assert values["rtf"] == pytest.approx(values["s_per_clip"] / values["audio_s"], rel=1e-6)

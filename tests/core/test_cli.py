@@ -10,6 +10,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from tag_testkit.tone import ToneBackend, tone_frequency
+from tagcore import plugins
 from tagcore.cli import cli
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -140,9 +141,10 @@ def test_default_duration_is_ten_seconds_or_for_speech_the_longest_allowed():
     from tagcore.config import Config
     from tagcore.validation import default_duration
 
-    assert default_duration(ToneBackend, Config(max_duration=30.0), DEFAULT_DURATION) == 10.0
-    assert default_duration(ToneBackend, Config(max_duration=4.0), DEFAULT_DURATION) == 4.0
-    assert default_duration(VoiceToneBackend, Config(max_duration=30.0), DEFAULT_DURATION) == 30.0
+    assert default_duration(ToneBackend.spec({}), Config(max_duration=30.0), DEFAULT_DURATION) == 10.0
+    assert default_duration(ToneBackend.spec({}), Config(max_duration=4.0), DEFAULT_DURATION) == 4.0
+    assert default_duration(VoiceToneBackend.spec({}), Config(max_duration=30.0), DEFAULT_DURATION) == 30.0
+
 
 
 # -- mistakes are found before any model loads, and never cost a generated clip --------------------------------
@@ -273,6 +275,7 @@ def test_frontends_check_their_settings_before_models_load(run, monkeypatch, com
     monkeypatch.delenv("TAG_TELEGRAM_TOKEN", raising=False)
     for key, value in environ.items():
         monkeypatch.setenv(key, value)
+    plugins.get_plugin_manager().hook.register_commands(cli=cli)  # `tag bot`/`tag serve` come from their plugins
     result = CliRunner().invoke(cli, [command, "-b", "make_an_audio", "-O", "weights=/nonexistent/maa"])
     assert result.exit_code == 2, result.output
     assert message in result.output and "weights" not in result.output

@@ -18,11 +18,12 @@ def frame(header: dict, payload: bytes = b"") -> bytes:
 def test_request_with_audio_prompt_round_trips():
     clip = Audio(np.linspace(-1, 1, 2 * 800, dtype=np.float32).reshape(2, 800), 22050)
     request = SoundRequest(prompt="rain on a tin roof", duration=8.0, backend="audiogen", seed=7,
-                           options={"steps": 25}, candidates=2, audio_prompt=clip, chat_id=-1001, user_id=42,
+                           options={"steps": 25}, candidates=2, audio_prompt=clip,
+                           context={"chat_id": -1001, "user_id": 42, "thread": "t", "silent": False},
                            reply_to="amq.gen-x", deadline=123.5)
     back = decode(encode(request))
     assert isinstance(back, SoundRequest)
-    for name in ("prompt", "duration", "backend", "seed", "options", "candidates", "chat_id", "user_id",
+    for name in ("prompt", "duration", "backend", "seed", "options", "candidates", "context",
                  "reply_to", "deadline", "request_id", "created_at"):
         assert getattr(back, name) == getattr(request, name)
     assert back.audio_prompt.sample_rate == 22050
@@ -32,22 +33,26 @@ def test_request_with_audio_prompt_round_trips():
 def test_response_and_progress_round_trip():
     audio = Audio(np.sin(np.arange(16000, dtype=np.float32)), 16000)
     response = SoundResponse("abc", True, audio=audio, prompt="p", duration=1.0, backend="tone", model_id="m",
-                             seed=3, timings={"generate_s": 0.5}, metadata={"scores": [0.1, 0.2]}, chat_id=5)
+                             seed=3, timings={"generate_s": 0.5}, metadata={"scores": [0.1, 0.2]},
+                             context={"chat_id": 5})
     back = decode(encode(response))
-    assert back.ok and back.seed == 3 and back.metadata == {"scores": [0.1, 0.2]}
+    assert back.ok and back.seed == 3 and back.metadata == {"scores": [0.1, 0.2]} and back.context == {"chat_id": 5}
     np.testing.assert_array_equal(back.audio.samples, audio.samples)
     event = decode(encode(ProgressEvent("abc", "generating", fraction=0.4, position=2)))
     assert isinstance(event, ProgressEvent) and event.fraction == 0.4 and event.position == 2
 
 
 def test_error_response_round_trips_without_audio():
-    request = SoundRequest(prompt="p", duration=1.0, backend="tone", chat_id=9)
+    request = SoundRequest(prompt="p", duration=1.0, backend="tone", context={"chat_id": 9}, reply_to="q")
     from tagcore.errors import RequestTimedOut
     back = decode(encode(SoundResponse.failure(request, RequestTimedOut("too late"))))
-    assert not back.ok and back.error_code == "timed_out" and back.error_message == "too late" and back.chat_id == 9
+    assert not back.ok and back.error_code == "timed_out" and back.error_message == "too late"
+    assert (back.request_id, back.reply_to, back.context) == (request.request_id, "q", {"chat_id": 9})
+    progress = ProgressEvent.about(request, "generating", fraction=0.5)
+    assert (progress.request_id, progress.reply_to, progress.context) == (request.request_id, "q", {"chat_id": 9})
 
 
-GOOD = {"v": 1, "kind": "request", "prompt": "p", "duration": 2.0, "backend": "tone"}
+GOOD = {"v": 2, "kind": "request", "prompt": "p", "duration": 2.0, "backend": "tone"}
 
 
 @pytest.mark.parametrize("data, reason", [
@@ -56,7 +61,11 @@ GOOD = {"v": 1, "kind": "request", "prompt": "p", "duration": 2.0, "backend": "t
     (struct.pack(">4sI", b"TAGM", 100) + b"{}", "out of bounds"),
     (struct.pack(">4sI", b"TAGM", 3) + b"\xff\xfe\x00", "JSON"),
     (frame([1, 2]), "not a JSON object"),
-    (frame({**GOOD, "v": 2}), "version"),
+    (frame({**GOOD, "v": 3}), "version"),
+    (frame({**GOOD, "v": 1, "chat_id": 5}), "unsupported message version '1' \\(this build speaks 2\\)"),
+    (frame({**GOOD, "chat_id": 5}), "unknown request field"),
+    (frame({**GOOD, "context": {"chat": [1]}}), "context must be"),
+    (frame({**GOOD, "context": {"k": "x" * 5000}}), "context is over"),
     (frame({**GOOD, "kind": "pickle"}), "kind"),
     (frame({**GOOD, "duration": "10"}), "duration must be"),
     (frame({**GOOD, "duration": True}), "boolean"),
@@ -74,8 +83,8 @@ GOOD = {"v": 1, "kind": "request", "prompt": "p", "duration": 2.0, "backend": "t
      "dtype"),
     (frame({**GOOD, "audio": {"sample_rate": 16000, "channels": 1, "frames": 1, "dtype": "float32le"}},
            np.array([np.nan], dtype="<f4").tobytes()), "NaN"),
-    (frame({"v": 1, "kind": "response", "request_id": "a", "ok": True}), "must carry audio"),
-    (frame({"v": 1, "kind": "progress", "request_id": "a", "stage": "x",
+    (frame({"v": 2, "kind": "response", "request_id": "a", "ok": True}), "must carry audio"),
+    (frame({"v": 2, "kind": "progress", "request_id": "a", "stage": "x",
             "audio": {"sample_rate": 1, "channels": 1, "frames": 0, "dtype": "float32le"}}), "no audio"),
     ("not bytes", "not bytes"),
 ])
@@ -106,21 +115,21 @@ AUDIO = '{"sample_rate": %s, "channels": 1, "frames": 0, "dtype": "float32le"}'
 
 @pytest.mark.parametrize("header, reason", [
     (b"[" * 100_000 + b"]" * 100_000, "nests 100000 levels"),  # RecursionError in json.loads
-    (b'{"v": 1, "kind": "request", "options": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}", "nests"),
+    (b'{"v": 2, "kind": "request", "options": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}", "nests"),
     (b"[" * 100_000, "nests"),  # unbalanced
-    (('{"v":1,"kind":"request","prompt":"p","duration":2,"backend":"t","audio":%s}' % (AUDIO % "Infinity")).encode(),
+    (('{"v":2,"kind":"request","prompt":"p","duration":2,"backend":"t","audio":%s}' % (AUDIO % "Infinity")).encode(),
      "Infinity"),  # OverflowError in int()
-    (('{"v":1,"kind":"request","prompt":"p","duration":2,"backend":"t","audio":%s}' % (AUDIO % "1e999")).encode(),
+    (('{"v":2,"kind":"request","prompt":"p","duration":2,"backend":"t","audio":%s}' % (AUDIO % "1e999")).encode(),
      "out of range"),
-    (('{"v":1,"kind":"request","prompt":"p","duration":2,"backend":"t","audio":%s}' % (AUDIO % "16000.0")).encode(),
+    (('{"v":2,"kind":"request","prompt":"p","duration":2,"backend":"t","audio":%s}' % (AUDIO % "16000.0")).encode(),
      "integer sample_rate"),
-    (b'{"v":1,"kind":"request","prompt":"p","duration":NaN,"backend":"t"}', "NaN"),
-    (b'{"v":1,"kind":"request","prompt":"p","duration":-Infinity,"backend":"t"}', "Infinity"),
-    (b'{"v":1,"kind":"request","prompt":"p","duration":2,"backend":"t","seed":' + b"9" * 5000 + b"}", "64-bit"),
-    (b'{"v":1,"kind":"request","prompt":"p","duration":2,"backend":"t","seed":' + b"9" * 20 + b"}", "64-bit"),
-    (b'{"v":1,"kind":"request","prompt":"\\ud800","duration":2,"backend":"t"}', "surrogate"),
-    (b'{"v":1,"kind":"progress","request_id":"a","stage":"x","fraction":1e400}', "out of range"),
-    (b'{"v":1,"kind":"response","request_id":"a","ok":false,"timings":{"generate_s":"soon"}}', "timings"),
+    (b'{"v":2,"kind":"request","prompt":"p","duration":NaN,"backend":"t"}', "NaN"),
+    (b'{"v":2,"kind":"request","prompt":"p","duration":-Infinity,"backend":"t"}', "Infinity"),
+    (b'{"v":2,"kind":"request","prompt":"p","duration":2,"backend":"t","seed":' + b"9" * 5000 + b"}", "64-bit"),
+    (b'{"v":2,"kind":"request","prompt":"p","duration":2,"backend":"t","seed":' + b"9" * 20 + b"}", "64-bit"),
+    (b'{"v":2,"kind":"request","prompt":"\\ud800","duration":2,"backend":"t"}', "surrogate"),
+    (b'{"v":2,"kind":"progress","request_id":"a","stage":"x","fraction":1e400}', "out of range"),
+    (b'{"v":2,"kind":"response","request_id":"a","ok":false,"timings":{"generate_s":"soon"}}', "timings"),
 ])
 def test_poison_headers_are_refused_with_a_message_error(header, reason):
     with pytest.raises(MessageError, match=reason):
@@ -134,5 +143,5 @@ def test_brackets_inside_strings_do_not_count_as_nesting():
 
 
 def test_largest_64_bit_integers_still_pass():
-    header = b'{"v":1,"kind":"progress","request_id":"a","stage":"x","position":9223372036854775807}'
+    header = b'{"v":2,"kind":"progress","request_id":"a","stage":"x","position":9223372036854775807}'
     assert decode(raw_frame(header)).position == 2**63 - 1

@@ -25,7 +25,7 @@ json_values = st.recursive(
     max_leaves=20,
 )
 FIELDS = ["prompt", "duration", "backend", "request_id", "seed", "options", "candidates", "negative_prompt",
-          "client", "reply_to", "created_at", "deadline", "audio", "v", "kind", "stage", "fraction", "position",
+          "client", "reply_to", "context", "created_at", "deadline", "audio", "v", "kind", "stage", "fraction", "position",
           "ok", "timings", "metadata", "sample_rate"]
 
 
@@ -61,7 +61,7 @@ def test_structured_headers(kind, fields, payload):
     base = {"request": {"prompt": "p", "duration": 2.0, "backend": "tone"},
             "progress": {"request_id": "a", "stage": "generating"},
             "response": {"request_id": "a", "ok": False}}[kind]
-    header = {"v": 1, "kind": kind, **base, **fields}
+    header = {"v": 2, "kind": kind, **base, **fields}
     decode_or_message_error(framed(json.dumps(header).encode(), payload))
 
 

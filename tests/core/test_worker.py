@@ -30,7 +30,7 @@ def setup():
 
 def run_service(config, transport, backend, requests, scorer=None):
     """Queue every request first, then start the worker, so compatible ones can share a batch."""
-    source = transport.job_source(["tone"], prefetch=8)
+    source = transport.job_source([ToneBackend.spec({})], prefetch=8)
     client = transport.client()
     waiter = ResponseWaiter(client)
     events = []
@@ -80,7 +80,7 @@ def test_every_bad_request_gets_an_error_response_and_the_worker_goes_on(setup):
     ]
     responses, _ = run_service(config, transport, backend, requests)
     codes = [r.error_code for r in responses]
-    assert codes == ["invalid_request", "invalid_request", "invalid_request", "unknown_option", "invalid_request",
+    assert codes == ["empty_prompt", "invalid_request", "invalid_request", "unknown_option", "invalid_request",
                      "generation_failed", "timed_out", None]
     assert "30 s" in responses[2].error_message and "asked to fail" in responses[5].error_message
     assert responses[-1].ok
@@ -123,7 +123,7 @@ def test_model_is_loaded_once_and_kept(setup):
 
 def test_release_puts_a_job_back(setup):
     config, transport, backend = setup
-    source = transport.job_source(["tone"])
+    source = transport.job_source([ToneBackend.spec({})])
     client = transport.client()
     client.submit(SoundRequest(prompt="a", duration=1.0, backend="tone"))
     (job,) = source.next_jobs(1, 1.0)
@@ -146,7 +146,7 @@ def test_one_structured_log_line_per_job(setup, caplog):
     assert "backend=tone duration=1 batch=3 seconds=" in ok and ok.endswith("outcome=ok")
     failed = lines[requests[3].request_id]
     assert " batch=1 " in failed and failed.endswith("outcome=generation_failed")
-    assert "batch=0 seconds=0.000 outcome=invalid_request" in lines[requests[4].request_id]
+    assert "batch=0 seconds=0.000 outcome=empty_prompt" in lines[requests[4].request_id]
 
 
 def test_invalid_options_that_no_check_foresaw_cost_only_that_request(setup, monkeypatch):

@@ -15,7 +15,7 @@ from tag_http.frontend import HttpFrontend
 from tagcore import plugins
 from tagcore.config import Config, Secret
 from tagcore.inprocess import InProcessTransport
-from tagcore.worker import GeneratorService, start_embedded_worker
+from tagcore.worker import GeneratorService, served_specs, start_embedded_worker
 
 API_KEY = "test-key-0123456789"
 
@@ -45,7 +45,7 @@ def running_server(settings: Mapping[str, Any] | None = None, *, api_key: str = 
     transport = InProcessTransport(config)
     registry = plugins.backends()
     backends = {name: registry.get(name)() for name in serve}  # each name served by its own registered class
-    service = GeneratorService(backends, transport.job_source(list(serve)), config)
+    service = GeneratorService(backends, transport.job_source(served_specs(backends)), config)
     worker, worker_stop = start_embedded_worker(service)
     frontend = HttpFrontend(config, transport, {"port": 0, "backends": "tone", **(settings or {})})
     stop = threading.Event()

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tag_testkit.tone import tone_frequency
-from tagcore import Audio
+from tag_testkit.tone import StereoToneBackend, tone_frequency
+from tagcore import Audio, hookimpl, plugins
 from tagcore import audio as audio_io
 
 
@@ -135,7 +135,7 @@ def test_queue_position_and_not_ready(client: httpx.Client) -> None:
 
 # --- validation errors ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("body", "status", "code", "words"), [
-    ({"prompt": "   "}, 400, "invalid_request", "prompt is empty"),
+    ({"prompt": "   "}, 400, "empty_prompt", "prompt is empty"),
     ({"prompt": "x" * 600}, 400, "invalid_request", "limit is 500"),
     ({"prompt": "x", "duration": 25}, 400, "invalid_request", "1 to 20 s"),
     ({"prompt": "x", "duration": 0.5}, 400, "invalid_request", "out of range"),
@@ -311,3 +311,23 @@ def test_forwarded_for_is_ignored_unless_a_proxy_is_trusted(make_server: Any) ->
             answers = [c.post("/v1/jobs", json={"prompt": ""}, headers={"X-Forwarded-For": f"203.0.113.{i}"})
                        for i in (1, 2)]
             assert [a.status_code for a in answers] == [400, 400]  # behind a trusted proxy: two real clients
+
+
+class _StereoPlugin:
+    @hookimpl
+    def register_backends(self, register) -> None:
+        register(StereoToneBackend)
+
+
+def test_stereo_is_kept_in_every_download(make_server: Any) -> None:
+    if not plugins.get_plugin_manager().has_plugin("http-test-stereo"):
+        plugins.register_plugin(_StereoPlugin(), name="http-test-stereo")
+    with make_server({"backends": "stereo_tone"}, serve=("stereo_tone",)) as srv, srv.client() as c:
+        job = c.post("/v1/jobs", json={"prompt": "wide", "duration": 1, "seed": 3, "backend": "stereo_tone"}).json()
+        done = wait_done(c, job)
+        assert (done["channels"], done["sample_rate"]) == (2, 44100)
+        for fmt, rate in (("wav", 44100), ("flac", 44100), ("ogg", 48000)):
+            clip = audio_io.decode(c.get(job["links"]["audio"][fmt]).content)
+            assert (clip.channels, clip.sample_rate) == (2, rate)
+            left, right = clip.samples
+            assert np.abs(left).max() > 0.2 and np.abs(right - 0.5 * left).max() < (0.05 if fmt == "ogg" else 1e-3)

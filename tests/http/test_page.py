@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tag_testkit.tone import ToneBackend, VoiceToneBackend
+from tag_testkit.tone import StereoToneBackend, ToneBackend, VoiceToneBackend
 from tagcore import Audio, Capabilities, hookimpl, plugins
 from tagcore import audio as audio_io
 
@@ -130,6 +130,7 @@ class _AudioPromptBackends:
     def register_backends(self, register) -> None:  # type: ignore[no-untyped-def]
         register(PlainTone)
         register(VoiceToneBackend)
+        register(StereoToneBackend)
 
 
 @pytest.fixture()
@@ -300,3 +301,15 @@ def test_page_cancel_button_stops_the_job(server: Any, browser: Any) -> None:
     expect(page.locator("#cancel")).to_be_hidden()
     expect(page.locator("#generate")).to_be_enabled()  # well before the 100 s the job would have taken
     context.close()
+def test_page_plays_stereo_and_says_so(make_server: Any, browser: Any, prompt_backends: None) -> None:
+    expect = sync_api.expect
+    with make_server({"backends": "stereo_tone"}, serve=("stereo_tone",)) as srv:
+        context, page, problems = _open_with_key(browser, srv)
+        page.fill("#prompt", "a wide beep")
+        page.fill("#duration", "2")
+        page.click("#generate")
+        expect(page.locator("#result")).to_be_visible(timeout=20_000)
+        expect(page.locator("#result-meta")).to_contain_text("stereo_tone · 2 s · stereo 44.1 kHz")
+        assert page.eval_on_selector("#player", "e => e.src").startswith("blob:")  # the stereo WAV (see test_api)
+        assert problems == []
+        context.close()

@@ -98,6 +98,7 @@ def test_store_gives_up_on_unanswered_jobs_and_keeps_orphan_answers() -> None:
 def test_speech_like_backends_default_to_the_longest_clip_as_a_bound() -> None:
     import tag_testkit.tone
     from tag_http.catalog import Catalog
+    from tagcore.catalog import BackendCatalog
     from tagcore.config import Config
 
     class Speechlike(tag_testkit.tone.ToneBackend):
@@ -106,7 +107,22 @@ def test_speech_like_backends_default_to_the_longest_clip_as_a_bound() -> None:
 
     if not plugins.get_plugin_manager().is_registered(tag_testkit.tone):
         plugins.register_plugin(tag_testkit.tone)
-    catalog = Catalog(Config(max_duration=20.0), ("tone",), default_duration=5.0)
-    assert catalog.duration_for(tag_testkit.tone.ToneBackend) == 5.0
-    assert catalog.duration_for(Speechlike) == 20.0
+    known = BackendCatalog()
+    known.add_installed([tag_testkit.tone.ToneBackend.spec({}), Speechlike.spec({})])
+    catalog = Catalog(Config(max_duration=20.0), known, ("tone",), default_duration=5.0)
+    assert catalog.duration_for(tag_testkit.tone.ToneBackend.spec({})) == 5.0
+    assert catalog.duration_for(Speechlike.spec({})) == 20.0
+    assert [b.name for b in catalog.describe().backends] == ["tone"]
     assert catalog.describe().backends[0].variable_length is False
+
+
+def test_tag_serve_is_registered_by_the_http_plugin() -> None:
+    import click
+
+    from tag_http import commands, plugin
+    from tagcore.cli import cli
+
+    group = click.Group()
+    plugin.register_commands(cli=group)
+    assert group.commands == {"serve": commands.serve}
+    assert cli.commands.get("serve", commands.serve) is commands.serve  # the core defines no `serve` of its own

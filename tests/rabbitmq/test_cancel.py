@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tag_testkit.tone import ToneBackend
-from tag_testkit.broker import TESTS_DIR, EventLog, ThreadWorker, broker_client, stop_process
+from tag_testkit.broker import EventLog, ThreadWorker, broker_client, stop_process
 from tagcore.messages import SoundRequest
 
 pytestmark = pytest.mark.broker
@@ -54,8 +54,7 @@ def test_ctrl_c_in_tag_generate_cancels_the_remote_job(rabbitmq_node, env, tmp_p
     worker = ThreadWorker(env, ["tone"], worker_id="w")
     started = len(ToneBackend.batches)
     tag = Path(sys.executable).with_name("tag")
-    child_env = {**os.environ, **env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone",
-                 "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))}
+    child_env = {**os.environ, **env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"}
     process = subprocess.Popen(
         [str(tag), "generate", "a long hum", "-b", "tone", "-d", "1", "-O", f"delay={LONG}", "--transport",
          "rabbitmq", "-o", str(tmp_path / "hum.wav")],

@@ -22,6 +22,7 @@ from tag_rabbitmq.settings import RabbitSettings
 from tag_rabbitmq.topology import declare_request_queue
 from tag_testkit.broker import (ThreadWorker, amqp_channel, broker_config, cli_worker, queue_depth, stop_process,
                                 wait_consumers, wait_workers)
+from tagcore import plugins
 from tagcore.cli import cli
 from tagcore.messages import encode
 
@@ -35,7 +36,7 @@ def framed(header: bytes) -> bytes:
 
 
 DEEP = framed(b"[" * 100_000 + b"]" * 100_000)
-RATE_HEADER = (b'{"v":1,"kind":"request","prompt":"p","duration":2,"backend":"tone","audio":'
+RATE_HEADER = (b'{"v":2,"kind":"request","prompt":"p","duration":2,"backend":"tone","audio":'
                b'{"sample_rate":RATE,"channels":1,"frames":0,"dtype":"float32le"}}')
 INFINITE_RATE = framed(RATE_HEADER.replace(b"RATE", b"Infinity"))
 HUGE_RATE = framed(RATE_HEADER.replace(b"RATE", b"1e999"))
@@ -138,8 +139,8 @@ def test_named_client_dead_letters_poison_answers_and_keeps_receiving(rabbitmq_n
     worker = ThreadWorker(env, ["tone"])
     transport, client, log = make_client(env, name="http")
     reply_queue = env["TAG_RABBITMQ_RESPONSE_QUEUE"] + ".http"
-    poison = [DEEP, framed(b'{"v":1,"kind":"progress","request_id":"a","stage":"x","fraction":1e999}'),
-              framed(b'{"v":1,"kind":"response","request_id":"a","ok":false,"timings":{"s":"x"}}')]
+    poison = [DEEP, framed(b'{"v":2,"kind":"progress","request_id":"a","stage":"x","fraction":1e999}'),
+              framed(b'{"v":2,"kind":"response","request_id":"a","ok":false,"timings":{"s":"x"}}')]
     try:
         first = tone_request("first")
         client.submit(first)
@@ -205,6 +206,7 @@ def run_with_a_dying_consumer(monkeypatch, node, module, queue: str, body: bytes
         publish(node, queue, [body])
 
     threading.Thread(target=poison_when_consuming, daemon=True).start()
+    plugins.get_plugin_manager().hook.register_commands(cli=cli)  # `tag serve` comes from the HTTP plugin
     return CliRunner().invoke(cli, args)
 
 

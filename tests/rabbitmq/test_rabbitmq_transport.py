@@ -110,7 +110,7 @@ def test_request_that_keeps_killing_workers_gets_an_error(rabbitmq_node, env):
         request = tone_request("poison")
         client.submit(request)
         for _ in range(2):  # a worker takes it and dies without answering, twice
-            source = worker_transport.job_source(["tone"])
+            source = worker_transport.job_source([ToneBackend.spec({})])
             jobs = source.next_jobs(1, 40)  # a redelivered request first waits for its holder to reappear
             assert [j.request.request_id for j in jobs] == [request.request_id]
             source.close()
@@ -156,7 +156,7 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_serving(rabbi
     transport, client, log = make_client(env)
     queue = env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone"
     good = encode(tone_request("fine"))
-    bad_bodies = [b"", b"hello", b"TAGM\xff\xff\xff\xff", good[:20], good.replace(b'"v":1', b'"v":9'),
+    bad_bodies = [b"", b"hello", b"TAGM\xff\xff\xff\xff", good[:20], good.replace(b'"v":2', b'"v":9'),
                   encode(SoundResponse("x", ok=False)), good[:8] + b"[1,2]" + good[13:]]
     bodies = [bad_bodies[i % len(bad_bodies)] + (b"" if i < len(bad_bodies) else os.urandom(i % 5))
               for i in range(100)]
@@ -183,6 +183,28 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_serving(rabbi
         worker.stop()
 
 
+def test_a_version_1_message_is_dead_lettered_with_the_reason(rabbitmq_node, env):
+    """Version 1 carried Telegram's chat_id/user_id; a leftover one from an old client is parked, not run."""
+    worker = ThreadWorker(env, ["tone"])
+    queue = env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone"
+    header = b'{"v":1,"kind":"request","prompt":"old","duration":1.0,"backend":"tone","chat_id":5,"user_id":5}'
+    connection, channel = amqp_channel(rabbitmq_node)
+    try:
+        channel.confirm_delivery()
+        channel.basic_publish("", queue, b"TAGM" + len(header).to_bytes(4, "big") + header,
+                              pika.BasicProperties(delivery_mode=2))
+        dead_queue = env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"]
+        deadline = time.monotonic() + 20
+        while queue_depth(rabbitmq_node, dead_queue)[0] < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        method, properties, body = channel.basic_get(dead_queue, auto_ack=True)
+        assert method is not None, "the old message was not dead-lettered"
+        assert properties.headers["x-tag-error"] == "unsupported message version '1' (this build speaks 2)"
+    finally:
+        connection.close()
+        worker.stop()
+
+
 def test_request_past_its_deadline_is_answered_timed_out(rabbitmq_node, env):
     worker = ThreadWorker(env, ["tone"])
     transport, client, log = make_client(env)
@@ -201,7 +223,7 @@ def test_request_past_its_deadline_is_answered_timed_out(rabbitmq_node, env):
 
 def test_named_client_gets_answers_that_arrived_while_it_was_down(rabbitmq_node, env):
     transport, client, log = make_client(env, name="telegram")
-    request = tone_request("for later", chat_id=42)
+    request = tone_request("for later", context={"chat_id": 42})
     client.submit(request)
     transport.close()  # the bot goes down before any worker answers
     worker = ThreadWorker(env, ["tone"])
@@ -212,7 +234,7 @@ def test_named_client_gets_answers_that_arrived_while_it_was_down(rabbitmq_node,
             time.sleep(0.1)
         transport, client, log = make_client(env, name="telegram")  # the bot comes back
         response = log.wait_responses([request.request_id], 20)[request.request_id]
-        assert response.ok and response.chat_id == 42
+        assert response.ok and response.context == {"chat_id": 42}
     finally:
         transport.close()
         worker.stop()

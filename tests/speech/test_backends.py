@@ -139,13 +139,13 @@ def test_a_voice_sample_longer_than_the_clip_is_accepted_and_used(speecht5):
 
     sample = voice_sample(6.0)
     validate_request(SoundRequest(prompt="Hi there.", duration=2.0, backend="speecht5", audio_prompt=sample),
-                     type(speecht5), Config())
+                     type(speecht5).spec(speecht5.settings), Config())
     result = speecht5.generate("Hi there.", 2.0, seed=4, audio_prompt=sample)
     assert result.metadata["voice"] == "cloned from sample (6.0 s)"
     assert 0 < result.audio.duration <= 2.0
     too_long = SoundRequest(prompt="Hi.", duration=2.0, backend="speecht5", audio_prompt=voice_sample(61.0))
     with pytest.raises(InvalidRequest, match="at most 60 s"):
-        validate_request(too_long, type(speecht5), Config())
+        validate_request(too_long, type(speecht5).spec(speecht5.settings), Config())
 
 
 def test_voice_file_option(tmp_path, speech_models):

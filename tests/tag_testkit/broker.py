@@ -25,9 +25,7 @@ from tag_rabbitmq.devbroker import INSTALL_HINT, BrokerNode, server_script
 from tagcore.config import Config, load_config
 from tagcore.messages import ProgressEvent, SoundResponse
 from tagcore.runtime import build_backend, build_transport
-from tagcore.worker import GeneratorService
-
-TESTS_DIR = Path(__file__).resolve().parents[1]
+from tagcore.worker import GeneratorService, served_specs
 
 
 def require_rabbitmq_server() -> None:
@@ -56,6 +54,7 @@ def broker_env(node: BrokerNode, prefix: str | None = None, **settings: object) 
         "TAG_RABBITMQ_REQUEST_QUEUE": f"{prefix}Request",
         "TAG_RABBITMQ_RESPONSE_QUEUE": f"{prefix}Response",
         "TAG_RABBITMQ_DEAD_LETTER_QUEUE": f"{prefix}Dead",
+        "TAG_RABBITMQ_CATALOG_QUEUE": f"{prefix}Catalog",
     }
     env.update({f"TAG_RABBITMQ_{key.upper()}": str(value) for key, value in settings.items()})
     return env
@@ -92,7 +91,8 @@ def delete_queues(node: BrokerNode, env: Mapping[str, str], backends: tuple[str,
     try:
         queues = [f"{request}.{b}{suffix}" for b in backends
                   for suffix in ("", ".workers", *(f".p{p}" for p in range(1, 10)))]
-        for name in (env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"], response, *queues, *names):
+        for name in (env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"], env["TAG_RABBITMQ_CATALOG_QUEUE"], response, *queues,
+                     *names):
             channel.queue_delete(name)
         channel.exchange_delete(f"{request}.control")
     finally:
@@ -140,8 +140,9 @@ class ThreadWorker:
                  prefetch: int = 1) -> None:
         self.config = broker_config(env)
         self.transport = build_transport(self.config, "rabbitmq")
-        self.source = self.transport.job_source(list(backends), prefetch=prefetch)
         loaded = {name: build_backend(name, self.config) for name in backends}
+        self.source = self.transport.job_source(served_specs(loaded), prefetch=prefetch)
+        assert self.source.connected.wait(30), "the worker never connected"  # consuming and announced from here
         self.service = GeneratorService({b.name: b for b in loaded.values()}, self.source, self.config,
                                         worker_id=worker_id or None, max_batch=prefetch)
         self.stop_event = threading.Event()
@@ -158,8 +159,7 @@ class ThreadWorker:
 def cli_worker(env: dict[str, str], backend: str = "tone") -> subprocess.Popen:
     """`tag worker --transport rabbitmq -b BACKEND` as a separate process (so it can be killed with -9)."""
     tag = Path(sys.executable).with_name("tag")
-    child_env = {**os.environ, **env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone",
-                 "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))}
+    child_env = {**os.environ, **env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"}
     return subprocess.Popen([str(tag), "worker", "--transport", "rabbitmq", "-b", backend], env=child_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 

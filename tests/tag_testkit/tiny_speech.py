@@ -211,3 +211,40 @@ def _bark_generation_config():
         coarse_acoustics_config=BarkCoarseGenerationConfig(do_sample=True, temperature=0.7).to_dict(),
         fine_acoustics_config=BarkFineGenerationConfig(temperature=0.5).to_dict(),
         sample_rate=24_000, codebook_size=1024)
+
+
+def build_whisper(root: Path) -> Path:
+    """Write a tiny multilingual-style Whisper (processor + model + generation config) whose vocabulary is the
+    lower-case letters, with and without a leading space, so that its transcripts are (random) words."""
+    import torch
+    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer)
+
+    folder = root / "whisper"
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"Ġ": 0}
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        vocab[letter], vocab["Ġ" + letter] = len(vocab), len(vocab) + 1
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    end = "<|endoftext|>"
+    tokenizer = WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token=end,
+                                 bos_token=end, eos_token=end, pad_token=end)
+    tasks = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|translate|>", "<|notimestamps|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": tasks})
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in [end, *tasks]}
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer
+                     ).save_pretrained(folder)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(WhisperConfig(
+        vocab_size=len(tokenizer), num_mel_bins=80, d_model=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        max_source_positions=1500, max_target_positions=64, decoder_start_token_id=ids["<|startoftranscript|>"],
+        eos_token_id=ids[end], pad_token_id=ids[end], bos_token_id=ids[end])).eval()
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=ids[end], pad_token_id=ids[end],
+        no_timestamps_token_id=ids["<|notimestamps|>"], lang_to_id={"<|en|>": ids["<|en|>"]},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}, is_multilingual=True,
+        max_length=64, begin_suppress_tokens=[], suppress_tokens=[ids[t] for t in tasks])
+    model.save_pretrained(folder)
+    return folder

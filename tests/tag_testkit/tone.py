@@ -20,6 +20,7 @@ import numpy as np
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsMissing, hookimpl
 from tagcore.backend import WeightsStatus
 from tagcore.errors import InvalidRequest
+from tagcore.spec import BackendSpec
 
 
 def tone_frequency(prompt: str) -> float:
@@ -52,6 +53,17 @@ class ToneBackend(Backend):
     started: list[str] = []
     """Prompts of every clip whose generation started (finished or not)."""
     lock = threading.Lock()
+
+    @classmethod
+    def spec(cls, settings: Mapping[str, Any]) -> BackendSpec:
+        """A `max_duration` in tone.json limits the clips, like weights of a model variant with a shorter window."""
+        spec = super().spec(settings)
+        path = Path(settings.get("weights") or "") / "tone.json"
+        if settings.get("weights") and path.is_file():
+            limit = json.loads(path.read_text()).get("max_duration")
+            if limit is not None:
+                return dataclasses.replace(spec, max_duration=float(limit))
+        return spec
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
@@ -116,6 +128,24 @@ class VoiceToneBackend(ToneBackend):
     aliases = ()
     variable_length = True
     capabilities = dataclasses.replace(ToneBackend.capabilities, audio_prompt_role="voice", max_audio_prompt=30.0)
+
+
+class StereoToneBackend(ToneBackend):
+    """The tone in stereo at 44.1 kHz, the right channel at half the level of the left, as Stable Audio delivers:
+    frontends must keep both channels where the format allows it. Not registered by this module."""
+
+    name = "stereo_tone"
+    aliases = ()
+    sample_rate = 44100
+    channels = 2
+
+    def generate_batch(self, items: Sequence[GenerationItem], duration: float, *, options: Mapping[str, Any],
+                       progress=None) -> list[GenerationResult]:
+        results = super().generate_batch(items, duration, options=options, progress=progress)
+        for result in results:
+            result.candidates = [Audio(np.concatenate([c.samples, 0.5 * c.samples]), c.sample_rate)
+                                 for c in result.candidates]
+        return results
 
 @hookimpl
 def register_backends(register) -> None:

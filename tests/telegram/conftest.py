@@ -12,13 +12,13 @@ from telebot import apihelper
 
 import tag_testkit.tone as tone_module
 from tag_testkit.fake_telegram import Call, FakeTelegram
-from tag_testkit.tone import ToneBackend, VoiceToneBackend
+from tag_testkit.tone import StereoToneBackend, ToneBackend, VoiceToneBackend
 from tag_telegram.frontend import TelegramFrontend
 from tagcore import Capabilities, hookimpl, plugins
 from tagcore.config import Config, Secret
 from tagcore.inprocess import InProcessTransport
 from tagcore.transport import Transport
-from tagcore.worker import GeneratorService, start_embedded_worker
+from tagcore.worker import GeneratorService, served_specs, start_embedded_worker
 
 
 class ProbeTone(ToneBackend):
@@ -34,6 +34,7 @@ class _ProbePlugin:
     def register_backends(self, register) -> None:
         register(ProbeTone)
         register(VoiceToneBackend)
+        register(StereoToneBackend)
 
 
 def _register_test_backends() -> None:
@@ -110,7 +111,7 @@ def start_bot(fake_telegram: FakeTelegram) -> Iterator[Callable[..., BotHarness]
             transport = InProcessTransport(config)
             for name in backends:
                 backend = plugins.backends().get(name)({})
-                service = GeneratorService({name: backend}, transport.job_source([name]), config, max_batch=4)
+                service = GeneratorService({name: backend}, transport.job_source(served_specs({name: backend})), config, max_batch=4)
                 thread, stop_worker = start_embedded_worker(service)
                 cleanups.append(lambda t=thread, s=stop_worker: (s.set(), t.join(5)))
         merged = {"api_url": fake_telegram.base_url, "poll_timeout": 1, "progress_interval": 0.5,

@@ -175,3 +175,22 @@ def test_bad_input_gets_short_helpful_replies(start_bot):
     # and the bot still works
     bot.ask(8, "fine now")
     bot.audio_for(8)
+
+
+def test_tag_bot_is_registered_by_the_telegram_plugin():
+    import click
+
+    from tag_telegram import commands, plugin
+    from tagcore.cli import cli
+
+    group = click.Group()
+    plugin.register_commands(cli=group)
+    assert group.commands == {"bot": commands.bot}
+    assert cli.commands.get("bot", commands.bot) is commands.bot  # the core defines no `bot` of its own
+
+
+def test_the_menu_marks_a_backend_no_worker_serves(start_bot):
+    bot = start_bot({"backends": ["tone", "probe"]}, backends=("tone",))  # probe is known, nobody serves it
+    bot.fake.push_text(12, "/backend")
+    menu = bot.wait_reply(12, "Choose the sound generator")
+    assert set(bot.buttons(menu)) == {"✅ tone", "probe (no worker right now: requests wait)"}

@@ -84,6 +84,21 @@ def test_wav_files_and_voice_fallback_over_the_upload_limit(start_bot):
     assert any(c.status == 413 for c in bot.fake.calls)
 
 
+@pytest.mark.parametrize("fmt", ["flac", "wav", "voice"])
+def test_stereo_is_kept_in_files_and_downmixed_for_voice_notes(start_bot, fake_telegram, fmt):
+    config = Config(telegram_token=Secret(fake_telegram.token), default_backend="stereo_tone")
+    bot = start_bot({"audio_format": fmt}, backends=("stereo_tone",), config=config)
+    bot.ask(51, "a stereo tone")
+    method, field = ("sendVoice", "voice") if fmt == "voice" else ("sendAudio", "audio")
+    clip = audio_io.decode(bot.fake.wait_method(method, 51)[0].files[field][1])
+    if fmt == "voice":  # Telegram voice notes are mono Opus: both channels averaged
+        assert (clip.channels, clip.sample_rate) == (1, 48000)
+        return
+    assert (clip.channels, clip.sample_rate) == (2, 44100)
+    left, right = clip.samples
+    assert np.abs(left).max() > 0.2 and np.abs(right - 0.5 * left).max() < 1e-3
+
+
 def _ogg_clip(seconds: float) -> bytes:
     t = np.arange(int(48000 * seconds)) / 48000
     return audio_io.encode(Audio(0.3 * np.sin(2 * np.pi * 330 * t), 48000), "ogg")
@@ -140,10 +155,10 @@ def test_response_without_context_is_delivered_by_chat_id(start_bot):
     bot = start_bot()
     clip = Audio(np.zeros(32000, np.float32), 16000)
     bot.frontend.delivery.on_event(SoundResponse("lost-1", True, audio=clip, prompt="from before the restart",
-                                                 duration=2.0, backend="tone", seed=77, chat_id=70, user_id=70))
+                                                 duration=2.0, backend="tone", seed=77, context={"chat_id": 70, "user_id": 70}))
     voice = bot.audio_for(70)[0]
     assert "from before the restart" in voice.params["caption"] and "seed 77" in voice.params["caption"]
-    bot.frontend.delivery.on_event(SoundResponse("lost-2", False, prompt="old", backend="tone", chat_id=70,
+    bot.frontend.delivery.on_event(SoundResponse("lost-2", False, prompt="old", backend="tone", context={"chat_id": 70},
                                                  error_code="generation_failed", error_message="out of memory"))
     bot.wait_reply(70, "out of memory")
 
@@ -154,7 +169,7 @@ def test_token_never_reaches_the_logs(start_bot, caplog):
     bot.ask(80, "secret sound")
     bot.audio_for(80)
     bot.fake.block(80)
-    bot.frontend.delivery.on_event(SoundResponse("x", False, chat_id=80, error_message="boom"))
+    bot.frontend.delivery.on_event(SoundResponse("x", False, context={"chat_id": 80}, error_message="boom"))
     time.sleep(0.3)
     assert caplog.records
     assert not [r for r in caplog.records if bot.fake.token in r.getMessage() or bot.fake.token in (r.exc_text or "")]

@@ -30,7 +30,8 @@ from tagcore.audio_types import Audio
 from tagcore.config import Config
 from tagcore.errors import InvalidRequest, TagError
 from tagcore.fairness import FairShare
-from tagcore.backend import MAX_SEED, Backend
+from tagcore.backend import MAX_SEED
+from tagcore.spec import BackendSpec
 from tagcore.messages import MAX_PROMPT_CHARS, MAX_WIRE_DURATION, SoundRequest
 from tagcore.transport import TransportClient
 from tagcore.validation import validate_request
@@ -162,6 +163,7 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         return JobStatus(
             id=snap.id, state=snap.state, stage=snap.stage, progress=snap.progress, position=position,
             prompt=snap.prompt, duration=snap.duration, audio_seconds=snap.audio_seconds,
+            channels=snap.channels, sample_rate=snap.sample_rate,
             backend=snap.backend, seed=snap.seed,
             candidates=snap.candidates, model_id=snap.model_id, created_at=snap.created_at,
             started_at=snap.started_at, finished_at=snap.finished_at, expires_at=snap.expires_at,
@@ -171,7 +173,7 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         )
 
     def enqueue(body: GenerateRequest, audio_prompt: Audio | None, who: str,
-                resolved: type[Backend] | None = None, job_id: str | None = None) -> tuple[JobRecord, bool]:
+                resolved: BackendSpec | None = None, job_id: str | None = None) -> tuple[JobRecord, bool]:
         """Check the limits, validate and submit a request: its record and True, or for a `job_id` that is
         already known (a retry) that job's record and False."""
         digest = fingerprint(body, audio_prompt)
@@ -183,16 +185,16 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         if store.unfinished(who) >= max_active_per_client:
             raise ApiError(429, "too_many_jobs", f"you already have {max_active_per_client} unfinished jobs; "
                                                  "wait for one to finish", {"Retry-After": "5"})
-        cls = resolved or catalog.resolve(body.backend)
+        spec = resolved or catalog.resolve(body.backend)
         sound = SoundRequest(
-            prompt=body.prompt, duration=body.duration or catalog.duration_for(cls), backend=cls.name,
+            prompt=body.prompt, duration=body.duration or catalog.duration_for(spec), backend=spec.name,
             seed=body.seed, options=dict(body.options), candidates=body.candidates,
             negative_prompt=body.negative_prompt, audio_prompt=audio_prompt, client="http",
             deadline=time.time() + config.request_timeout,
         )
         if job_id is not None:
             sound.request_id = job_id
-        validate_request(sound, cls, config)
+        validate_request(sound, spec, config)
         record, created = store.add(sound, who, digest)
         if not created:  # the same id submitted concurrently: the first one won
             return replayed(job_id or record.id, digest) or record, False
@@ -360,10 +362,11 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
     # --- OpenAI-compatible speech ---------------------------------------------------------------------------
     voices = VoiceStore()
 
-    def speech_backend(model: str) -> type[Backend]:
+    def speech_backend(model: str) -> BackendSpec:
         if model in OPENAI_MODELS:
-            speaking = [c for c in catalog.classes.values() if c.variable_length]
-            default = catalog.classes.get(catalog.default or "")
+            specs = {entry.spec.name: entry.spec for entry in catalog.entries()}
+            speaking = [spec for spec in specs.values() if spec.variable_length]
+            default = specs.get(catalog.default or "")
             cls = default if default is not None and default.variable_length else (speaking or [None])[0]
             if cls is None:
                 raise ApiError(400, "unknown_backend", "this server offers no speech backend")

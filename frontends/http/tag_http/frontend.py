@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from tagcore.config import Config
 from tagcore.fairness import FairShare
 from tagcore.frontend import Frontend
+from tagcore.runtime import client_catalog
 from tagcore.transport import Transport
 
 from .api import create_app
@@ -35,7 +36,8 @@ class HttpFrontend(Frontend):
     def __init__(self, config: Config, transport: Transport, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(config, transport, settings)
         self.http = HttpSettings.from_mapping(self.settings)
-        self.catalog = Catalog(config, self.http.backends, self.http.default_duration)
+        self.catalog = Catalog(config, client_catalog(transport, config), self.http.backends,
+                               self.http.default_duration)
         self.ready = threading.Event()
         """Set once the server listens; `port` then holds the bound port (useful with port 0)."""
         self.port: int | None = None

@@ -54,6 +54,8 @@ class JobRecord:
     expires_at: float | None = None
     model_id: str = ""
     audio_seconds: float | None = None
+    channels: int | None = None
+    sample_rate: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     error_code: str | None = None
@@ -254,6 +256,7 @@ class JobStore:
                 return
             record.files = {"wav": path}
             record.audio_seconds = round(response.audio.duration, 3)
+            record.channels, record.sample_rate = response.audio.channels, response.audio.sample_rate
             record.state, record.stage, record.progress = "done", "done", 1.0
             record.seed = response.seed
             record.model_id = response.model_id

@@ -9,3 +9,10 @@ def register_frontends(register) -> None:  # type: ignore[no-untyped-def]
     from .frontend import HttpFrontend  # fastapi/uvicorn cost ~1.5 s: only when frontends are listed
 
     register(HttpFrontend)
+
+
+@hookimpl
+def register_commands(cli) -> None:  # type: ignore[no-untyped-def]
+    from .commands import serve
+
+    cli.add_command(serve)

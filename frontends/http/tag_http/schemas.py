@@ -56,6 +56,8 @@ class JobStatus(BaseModel):
     duration: float = Field(description="requested duration in seconds")
     audio_seconds: float | None = Field(
         None, description="length of the delivered clip once done (speech backends may deliver less than duration)")
+    channels: int | None = Field(None, description="channels of the delivered clip once done (2: stereo)")
+    sample_rate: int | None = Field(None, description="sample rate of the delivered WAV/FLAC in Hz once done")
     backend: str
     seed: int | None = Field(None, description="the seed used (known once done) or requested")
     candidates: int
@@ -93,6 +95,9 @@ class BackendInfo(BaseModel):
     aliases: list[str]
     description: str
     sample_rate: int
+    channels: int = 1
+    available: bool = Field(
+        True, description="a worker serves it now; requests for an unavailable backend wait until one starts")
     durations: DurationRange
     capabilities: dict[str, bool | str | float]
     variable_length: bool = Field(

@@ -40,7 +40,7 @@ class HttpSettings:
     results_dir: str = ""
     """Where result files live; empty means a private temporary folder removed at shutdown."""
     backends: tuple[str, ...] = ()
-    """Backends offered (empty: every installed one). Name the ones your workers serve."""
+    """Backends offered (empty: every one workers announced, plus those installed here)."""
     default_duration: float = 5.0
     priority: int = 2
     """Rank of API requests among other sources' (0-2; tagcore.fairness): above the bot's default 0."""

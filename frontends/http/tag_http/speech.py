@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tagcore import audio as audio_io
 from tagcore.audio_types import Audio
-from tagcore.backend import Backend
+from tagcore.spec import BackendSpec
 from tagcore.errors import InvalidRequest
 from tagcore.messages import MAX_PROMPT_CHARS
 
@@ -90,7 +90,7 @@ class VoiceStore:
             return entry[0]
 
 
-def speech_options(cls: type[Backend], body: SpeechRequest, sample: Audio | None) -> dict[str, Any]:
+def speech_options(cls: BackendSpec, body: SpeechRequest, sample: Audio | None) -> dict[str, Any]:
     """Request options for `cls` that realise the body's voice and speed, or InvalidRequest saying why not."""
     names = {o.name for o in cls.options if o.scope == "request"}
     options: dict[str, Any] = {}

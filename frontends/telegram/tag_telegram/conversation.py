@@ -1,7 +1,7 @@
 """The conversation: commands, prompts, the duration keyboard, backend choice, audio continuation, buttons.
 
 Handlers run on telebot's worker threads. Each one checks the allow-list, answers bad input with a short helpful
-reply (validated against the backend class, before anything is queued) and never lets an exception escape: a
+reply (validated against the backend's spec, before anything is queued) and never lets an exception escape: a
 bug costs one reply, not the bot.
 """
 from __future__ import annotations
@@ -17,18 +17,18 @@ from telebot import TeleBot, types
 from telebot.apihelper import ApiException
 
 from tagcore import audio as audio_io
-from tagcore import plugins
 from tagcore.audio_types import Audio
-from tagcore.backend import Backend
+from tagcore.catalog import BackendCatalog
 from tagcore.config import Config
-from tagcore.errors import InvalidRequest, TagError
+from tagcore.errors import EmptyPrompt, InvalidRequest, TagError, UnreadableAudio
 from tagcore.fairness import FairShare
 from tagcore.messages import SoundRequest
+from tagcore.spec import BackendSpec
 from tagcore.transport import TransportClient
 from tagcore.validation import longest_duration, validate_request
 
 from . import texts
-from .delivery import Delivery, RequestContext
+from .delivery import Delivery, RequestContext, reply_context
 from .sender import ChatBlocked, Sender
 from .sessions import Draft, Sessions
 from .settings import BotSettings
@@ -61,7 +61,7 @@ class Conversation:
     """Registers the handlers on a TeleBot and turns user actions into requests."""
 
     def __init__(self, bot: TeleBot, config: Config, settings: BotSettings, client: TransportClient,
-                 sessions: Sessions, delivery: Delivery, sender: Sender) -> None:
+                 catalog: BackendCatalog, sessions: Sessions, delivery: Delivery, sender: Sender) -> None:
         self.bot = bot
         self.config = config
         self.settings = settings
@@ -71,11 +71,28 @@ class Conversation:
         self.sender = sender
         self.fair = FairShare(settings.priority)
         client.add_listener(self.fair.on_event)
-        registry = plugins.backends()
-        self.offered = [name for name in (settings.backends or registry.names()) if name in registry]
-        self.classes: dict[str, type[Backend]] = {name: registry.get(name) for name in self.offered}
-        preferred = settings.backend or config.default_backend
-        self.default_backend = preferred if preferred in self.classes else (self.offered[0] if self.offered else "")
+        self.catalog = catalog
+        catalog.warn_unknown(settings.backends, "[telegram] backends")
+
+    # --- what is offered: read from the live catalog, so a worker that starts later shows up ----------------
+    @property
+    def specs(self) -> dict[str, BackendSpec]:
+        """Offered backends by name: `[telegram] backends` (names or aliases) or every known one."""
+        known = {spec.name: spec for spec in self.catalog.specs()}
+        if not self.settings.backends:
+            return known
+        wanted = [self.catalog.canonical(name) for name in self.settings.backends]
+        return {name: known[name] for name in dict.fromkeys(wanted) if name in known}
+
+    @property
+    def offered(self) -> list[str]:
+        return list(self.specs)
+
+    @property
+    def default_backend(self) -> str:
+        offered = self.offered
+        preferred = self.catalog.canonical(self.settings.backend or self.config.default_backend)
+        return preferred if preferred in offered else (offered[0] if offered else "")
 
     def register(self) -> None:
         bot = self.bot
@@ -103,14 +120,14 @@ class Conversation:
 
     def backend_of(self, user_id: int, chat_id: int) -> str:
         chosen = self.sessions.get(user_id, chat_id).backend
-        return chosen if chosen in self.classes else self.default_backend
+        return chosen if chosen in self.specs else self.default_backend
 
     def duration_range(self, backend: str, audio_prompt: Audio | None = None) -> tuple[float, float]:
-        cls = self.classes[backend]
-        low = cls.min_duration
-        if audio_prompt is not None and cls.capabilities.continues_audio:
+        spec = self.specs[backend]
+        low = spec.min_duration
+        if audio_prompt is not None and spec.capabilities.continues_audio:
             low = max(low, math.floor(audio_prompt.duration) + 1)
-        return low, longest_duration(cls, self.config)
+        return low, longest_duration(spec, self.config)
 
     def _idle_backend(self, message: types.Message) -> str | None:
         """The user's generator when a new request may start now; otherwise tell them why and return None."""
@@ -137,7 +154,7 @@ class Conversation:
             self.reply(message.chat.id, texts.NO_BACKENDS)
             return
         low, high = self.duration_range(backend)
-        roles = {cls.capabilities.audio_prompt_role for cls in self.classes.values() if cls.capabilities.audio_prompt}
+        roles = {s.capabilities.audio_prompt_role for s in self.specs.values() if s.capabilities.audio_prompt}
         self.reply(message.chat.id, texts.help_text(backend, low, high, roles))
 
     @guarded
@@ -150,7 +167,8 @@ class Conversation:
         current = self.backend_of(message.from_user.id, message.chat.id)
         markup = types.InlineKeyboardMarkup()
         for name in self.offered:
-            label = ("✅ " if name == current else "") + name
+            label = ("✅ " if name == current else "") + name + ("" if self.catalog.is_available(name)
+                                                                 else texts.NO_WORKER_LABEL)
             markup.row(types.InlineKeyboardButton(label, callback_data=f"be:{name}"[:64]))
         self.reply(message.chat.id, texts.CHOOSE_BACKEND.format(current=current), markup)
 
@@ -208,16 +226,16 @@ class Conversation:
         trial = SoundRequest(prompt=prompt, duration=high, backend=backend, audio_prompt=audio_prompt,
                              options=self.settings.options.get(backend, {}))
         try:
-            validate_request(trial, self.classes[backend], self.config)
+            validate_request(trial, self.specs[backend], self.config)
         except InvalidRequest as exc:
-            if "empty" not in exc.message:
+            if exc.code != EmptyPrompt.code:
                 return texts.sentence(exc.message)
             return texts.VOICE_NEEDS_TEXT if audio_prompt is not None else texts.EMPTY
         return None
 
     def _ask_duration(self, chat_id: int, user_id: int, draft: Draft, backend: str) -> None:
         low, high = self.duration_range(backend, draft.audio_prompt)
-        if self.classes[backend].variable_length:
+        if self.specs[backend].variable_length:
             # Speech lasts as long as its text: no question, the longest clip allowed is only an upper bound.
             self.submit(user_id, chat_id, draft.prompt, high, backend, audio_prompt=draft.audio_prompt)
             return
@@ -269,8 +287,9 @@ class Conversation:
         backend = self._idle_backend(message)
         if not backend:
             return
-        if not self.classes[backend].capabilities.audio_prompt:
-            capable = [n for n, cls in self.classes.items() if cls.capabilities.audio_prompt]
+        specs = self.specs
+        if not specs[backend].capabilities.audio_prompt:
+            capable = [n for n, spec in specs.items() if spec.capabilities.audio_prompt]
             self.reply(chat_id, texts.no_audio_prompt(backend, capable))
             return
         size = media.file_size or 0
@@ -289,7 +308,7 @@ class Conversation:
         try:
             clip = audio_io.decode(data)
         except InvalidRequest as exc:
-            unreadable = exc.message.startswith("could not read")
+            unreadable = exc.code == UnreadableAudio.code
             self.reply(chat_id, texts.UNREADABLE if unreadable else texts.sentence(exc.message))
             return
         prompt = (message.caption or "").strip()
@@ -332,7 +351,7 @@ class Conversation:
             nonce, _, value = rest.partition(":")
             return self._pick_duration(call, user_id, chat_id, nonce, value)
         if kind == "be":
-            if rest not in self.classes:
+            if rest not in self.specs:
                 return texts.UNKNOWN_BACKEND
             self.sessions.set_backend(user_id, chat_id, rest)
             self._settle(call, texts.BACKEND_SET.format(backend=rest))
@@ -387,15 +406,15 @@ class Conversation:
             self.reply(chat_id, text)
             return None
 
-        cls = self.classes.get(backend)
-        if cls is None:
+        spec = self.specs.get(backend)
+        if spec is None:
             return problem(texts.UNKNOWN_BACKEND)
         request = SoundRequest(prompt=prompt, duration=duration, backend=backend, seed=seed,
                                options=dict(self.settings.options.get(backend, {})), audio_prompt=audio_prompt,
-                               chat_id=chat_id, user_id=user_id, client="telegram",
+                               context=reply_context(chat_id, user_id), client="telegram",
                                deadline=time.time() + self.settings.request_timeout)
         try:
-            validate_request(request, cls, self.config)
+            validate_request(request, spec, self.config)
         except InvalidRequest as exc:
             return problem(texts.sentence(exc.message))
         verdict, wait = self.sessions.begin(user_id, chat_id, request.request_id)

@@ -22,7 +22,7 @@ from telebot.apihelper import ApiException, ApiTelegramException
 
 from tagcore import audio as audio_io
 from tagcore.audio_types import Audio
-from tagcore.messages import ProgressEvent, SoundResponse
+from tagcore.messages import Context, ProgressEvent, SoundResponse
 from tagcore.transport import Event
 
 from . import texts
@@ -33,6 +33,25 @@ from .settings import BotSettings
 log = logging.getLogger("tag_telegram")
 SWEEP_EVERY = 5.0
 TIMEOUT_GRACE = 30.0
+
+
+def reply_context(chat_id: int, user_id: int) -> Context:
+    """The bot's part of a request (opaque to the core and the workers): where the answer goes, whose slot it is."""
+    return {"chat_id": chat_id, "user_id": user_id}
+
+
+def _number_in(event: Event, key: str) -> int | None:
+    value = event.context.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def chat_of(event: Event) -> int | None:
+    """The chat an event belongs to, from its reply context (for answers this bot no longer tracks)."""
+    return _number_in(event, "chat_id")
+
+
+def user_of(event: Event) -> int | None:
+    return _number_in(event, "user_id")
 
 
 @dataclass
@@ -108,7 +127,7 @@ class Delivery:
 
     def on_event(self, event: Event) -> None:
         """Transport listener: never blocks, never raises."""
-        chat_id = self._chat_of(event.request_id, event.chat_id)
+        chat_id = self._chat_of(event.request_id, chat_of(event))
         if chat_id is None:
             log.warning("dropping a %s for request %s: no chat id", event.kind, event.request_id)
             return
@@ -178,13 +197,14 @@ class Delivery:
                 self._finish(context.request_id, context.user_id)
                 self._replace_status(context, texts.TIMED_OUT.format(prompt=_short(context.prompt)))
         except ChatBlocked:
-            chat_id = context.chat_id if context else getattr(item, "chat_id", None)
+            chat_id = context.chat_id if context else (chat_of(item) if isinstance(item, Event) else None)
             self._drop_chat(chat_id)
         except Exception as exc:
             log.error("could not deliver %s for request %s: %s", type(item).__name__, item.request_id,
                       self.sender.redactor.redact(exc))
             if isinstance(item, SoundResponse):
-                self._finish(item.request_id, item.user_id if item.user_id is not None else
+                user_id = user_of(item)
+                self._finish(item.request_id, user_id if user_id is not None else
                              (context.user_id if context else None))
 
     def _sweep(self) -> None:
@@ -247,8 +267,8 @@ class Delivery:
 
     # --- results ---------------------------------------------------------------------------------------
     def _respond(self, response: SoundResponse, context: RequestContext | None) -> None:
-        chat_id = context.chat_id if context else response.chat_id
-        user_id = context.user_id if context else response.user_id
+        chat_id = context.chat_id if context else chat_of(response)
+        user_id = context.user_id if context else user_of(response)
         if chat_id is None:
             return
         if self.sender.is_blocked(chat_id):
@@ -307,7 +327,7 @@ class Delivery:
                         raise
                     log.info("%s upload refused in chat %s (%s); sending a voice note instead", fmt, chat_id,
                              self.sender.redactor.redact(exc))
-        data = audio_io.encode(response.audio, "ogg")
+        data = audio_io.encode(response.audio.mono(), "ogg")  # a voice note is mono Opus
         self.sender.call(
             chat_id, "sendVoice",
             lambda: self.bot.send_voice(chat_id, types.InputFile(io.BytesIO(data), file_name="sound.ogg"),

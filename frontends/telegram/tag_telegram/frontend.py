@@ -16,6 +16,7 @@ import telebot
 from telebot import apihelper, types
 from telebot.apihelper import ApiException, ApiTelegramException
 
+from tagcore.runtime import client_catalog
 from tagcore.config import Config
 from tagcore.errors import ConfigError
 from tagcore.frontend import Frontend
@@ -60,10 +61,11 @@ class TelegramFrontend(Frontend):
             bot = telebot.TeleBot(settings.token, threaded=True, num_threads=settings.workers)
         except ValueError as exc:
             raise ConfigError(f"the Telegram token is malformed ({exc}); copy it again from @BotFather") from None
-        served = getattr(self.transport, "served_backends", None)
-        if not settings.backends and self.transport.embedded and callable(served) and served():
+        catalog = client_catalog(self.transport, self.config)
+        served = tuple(entry.spec.name for entry in catalog.entries() if entry.available)
+        if not settings.backends and self.transport.embedded and served:
             # Embedded workers serve only the backends `tag bot -b` loaded: offer exactly those.
-            settings = self.bot_settings = dataclasses.replace(settings, backends=tuple(sorted(served())))
+            settings = self.bot_settings = dataclasses.replace(settings, backends=served)
         sender = Sender(self.redactor)
         me = self._hello(bot)
         log.info("Telegram bot @%s is up (transport %s)", me.username, self.transport.name)
@@ -71,7 +73,7 @@ class TelegramFrontend(Frontend):
         delivery = Delivery(bot, sender, sessions, settings)
         client = self.transport.client(name="telegram")
         client.add_listener(delivery.on_event)
-        self.conversation = Conversation(bot, self.config, settings, client, sessions, delivery, sender)
+        self.conversation = Conversation(bot, self.config, settings, client, catalog, sessions, delivery, sender)
         self.conversation.register()
         self.delivery = delivery
         delivery.start()

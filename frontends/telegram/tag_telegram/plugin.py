@@ -9,3 +9,10 @@ def register_frontends(register) -> None:
     from .frontend import TelegramFrontend  # import telebot only when frontends are listed
 
     register(TelegramFrontend)
+
+
+@hookimpl
+def register_commands(cli) -> None:  # type: ignore[no-untyped-def]
+    from .commands import bot
+
+    cli.add_command(bot)

@@ -29,7 +29,7 @@ class BotSettings:
     backend: str = ""
     """Backend new users start with (default: the config's default_backend when installed)."""
     backends: tuple[str, ...] = ()
-    """Backends offered by /backend (default: every installed backend)."""
+    """Backends offered by /backend (default: every one workers announced, plus those installed here)."""
     rate_limit: int = 20
     """Requests per user per `rate_window` seconds; 0 turns the limit off."""
     rate_window: float = 3600.0

@@ -85,6 +85,7 @@ TIMED_OUT = "⌛ Your sound “{prompt}” took too long and was given up. Pleas
 FAILED = "😕 Sorry, I could not make “{prompt}”: {error}"
 INTERNAL = "😕 Something went wrong on my side. Please try again."
 QUEUED = "⏳ Queued"
+NO_WORKER_LABEL = " (no worker right now: requests wait)"
 UNREADABLE = "😕 I could not read that audio file. Send a voice message, or a WAV, OGG/Opus, FLAC or MP3 file."
 DOWNLOAD_FAILED = "😕 I could not download that file: {error}"
 CHOOSE_BACKEND = "Choose the sound generator (current: {current}):"

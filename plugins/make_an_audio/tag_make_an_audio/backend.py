@@ -6,7 +6,6 @@ item's noise is drawn right after seeding with that item's seed, so batching nev
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import time
@@ -15,7 +14,7 @@ from typing import Any
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.backend import ProgressCallback
-from tagcore.devices import quiet_model_loading, resolve_device, resolve_dtype
+from tagcore.devices import free_memory, quiet_model_loading, resolve_device, resolve_dtype
 from tagcore.errors import InvalidRequest
 from tagcore.options import device_option, dtype_option, weights_option
 
@@ -130,13 +129,9 @@ class MakeAnAudioBackend(Backend):
         return spent
 
     def unload(self) -> None:
-        import torch
-
         self.model = None
         self.graphs = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_memory()
         super().unload()
 
     def generate_batch(

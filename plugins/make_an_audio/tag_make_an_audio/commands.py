@@ -11,20 +11,12 @@ from pathlib import Path
 
 import click
 
+from tagcore.commands import subgroup
+
 from . import checkpoint as ckpt
 from .verify import problems
 
 TOKENIZER_REPO = "google-bert/bert-base-uncased"
-
-
-def _group(parent: click.Group, name: str, help_text: str) -> click.Group:
-    """The subgroup `name` of `parent`, created if no plugin made it yet."""
-    existing = parent.commands.get(name)
-    if isinstance(existing, click.Group):
-        return existing
-    group = click.Group(name, help=help_text)
-    parent.add_command(group)
-    return group
 
 
 def fetch_vocab(dest: Path) -> str:
@@ -49,9 +41,9 @@ def report(folder: Path) -> bool:
 
 
 def register(cli: click.Group) -> None:
-    models = _group(cli, "models", "Download and check model weights.")
-    pull = _group(models, "pull", "Fetch a backend's weights (what can be fetched) and check the folder.")
-    check = _group(models, "check", "Check a backend's weights folder without loading the model.")
+    models = subgroup(cli, "models", "Download and check model weights.")
+    pull = subgroup(models, "pull", "Fetch a backend's weights (what can be fetched) and check the folder.")
+    check = subgroup(models, "check", "Check a backend's weights folder without loading the model.")
 
     @pull.command("make_an_audio")
     @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), required=True,

@@ -22,6 +22,7 @@ from tagcore.devices import resolve_device, resolve_dtype
 
 from .assembly import assemble
 from .text import MAX_SENTENCE_CHARS, split_sentences
+from .voice import usable_sample
 
 PAUSE_OPTION = Option("pause", "float", 0.3, "seconds of silence between sentences", minimum=0.0, maximum=2.0)
 
@@ -43,6 +44,10 @@ class SpeechBackend(Backend):
         self.device = resolve_device(self.settings["device"])
         self.dtype = resolve_dtype(self.settings["dtype"], self.device)
 
+    def check_voice_sample(self, sample: Audio) -> None:
+        """Raise InvalidRequest for a voice sample this backend cannot clone from (silent, too short...)."""
+        usable_sample(sample)
+
     @abc.abstractmethod
     def _speak(self, sentences: list[str], item: GenerationItem, duration: float,
                options: Mapping[str, Any]) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -52,6 +57,9 @@ class SpeechBackend(Backend):
                        progress: ProgressCallback | None = None) -> list[GenerationResult]:
         import torch
 
+        for item in items:  # a sample that cannot carry a voice fails before any model is loaded
+            if item.audio_prompt is not None:
+                self.check_voice_sample(item.audio_prompt)
         self.ensure_loaded()
         results = []
         for index, item in enumerate(items):

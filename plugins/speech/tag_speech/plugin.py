@@ -7,9 +7,11 @@ from tagcore import hookimpl
 @hookimpl
 def register_backends(register) -> None:
     from .bark import BarkBackend
+    from .chatterbox import ChatterboxBackend
     from .mms import MmsTtsBackend
     from .speecht5 import SpeechT5Backend
 
     register(SpeechT5Backend)
     register(MmsTtsBackend)
     register(BarkBackend)
+    register(ChatterboxBackend)

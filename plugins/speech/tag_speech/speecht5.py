@@ -13,7 +13,7 @@ from tagcore.options import device_option, dtype_option, weights_option
 
 from .base import PAUSE_OPTION, SpeechBackend, frames_cap
 from .voice import (DEFAULT_SPEAKER_ENCODER, DEFAULT_VOICE_FILE, MAX_PROMPT_SECONDS, SPEAKER_ENCODER_FILES,
-                    SpeakerEncoder, load_voice_file, usable_sample)
+                    SpeakerEncoder, load_voice_file)
 from .weights import MODEL_WEIGHTS, WeightsSource
 
 DEFAULT_MODEL = "microsoft/speecht5_tts"
@@ -91,7 +91,6 @@ class SpeechT5Backend(SpeechBackend):
     def _voice_for(self, item: GenerationItem) -> tuple[np.ndarray, str]:
         if item.audio_prompt is None:
             return self.default_voice, self.voice_name
-        usable_sample(item.audio_prompt)  # a silent or too short sample fails before the encoder is loaded
         if self.speaker_encoder is None:
             self.speaker_encoder = SpeakerEncoder(self.encoder_source, self.device)
         if self.speaker_encoder.dim != self.embedding_dim:

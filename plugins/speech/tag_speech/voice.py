@@ -87,34 +87,34 @@ class SpeakerEncoder:
     def dim(self) -> int:
         return int(self.model.config.xvector_output_dim)
 
-    def embed(self, sample: Audio) -> tuple[np.ndarray, float]:
-        """(unit-length embedding, seconds of the sample used)."""
+    def embed(self, sample: Audio, min_seconds: float = MIN_SAMPLE_SECONDS) -> tuple[np.ndarray, float]:
+        """(unit-length embedding, seconds of the sample used); see `usable_sample` for `min_seconds`."""
         import torch
 
-        samples = usable_sample(sample, self.rate)
+        samples = usable_sample(sample, self.rate, min_seconds)
         inputs = self.extractor(samples, sampling_rate=self.rate, return_tensors="pt")
         with torch.inference_mode():
             embedding = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).embeddings
         return normalise(embedding[0].float().cpu().numpy()), len(samples) / self.rate
 
 
-def usable_sample(sample: Audio, rate: int = ENCODER_RATE) -> np.ndarray:
+def usable_sample(sample: Audio, rate: int = ENCODER_RATE, min_seconds: float = MIN_SAMPLE_SECONDS) -> np.ndarray:
     """The first MAX_SAMPLE_SECONDS of `sample` as mono float samples at `rate`, or an InvalidRequest saying why
-    the sample cannot characterise a voice (too short, silent, too little sound in it).
+    the sample cannot characterise a voice (shorter than `min_seconds`, silent, too little sound in it).
 
     Checked before the speaker encoder is loaded, so a bad sample costs nothing.
     """
-    if sample.duration < MIN_SAMPLE_SECONDS:
+    if sample.duration < min_seconds:
         raise InvalidRequest(f"the voice sample is {sample.duration:.1f} s long; send at least "
-                             f"{MIN_SAMPLE_SECONDS:g} s of clear speech")
+                             f"{min_seconds:g} s of clear speech")
     samples = resample(sample.mono(), rate).samples[0, :int(MAX_SAMPLE_SECONDS * rate)]
     sounding = sounding_seconds(samples, rate)
     if sounding == 0.0:
         raise InvalidRequest(f"the voice sample is silent (nothing louder than {SILENCE_DBFS:g} dBFS); record "
                              "someone speaking")
-    if sounding < MIN_SAMPLE_SECONDS:
+    if sounding < min_seconds:
         raise InvalidRequest(f"the voice sample holds only {sounding:.1f} s of sound, the rest is silence; send at "
-                             f"least {MIN_SAMPLE_SECONDS:g} s of clear speech")
+                             f"least {min_seconds:g} s of clear speech")
     return samples
 
 

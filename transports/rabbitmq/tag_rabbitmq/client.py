@@ -19,8 +19,7 @@ import uuid
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from tagcore import plugins
-from tagcore.errors import MessageError, PluginError, TagError
+from tagcore.errors import MessageError, TagError
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse, decode, encode
 from tagcore.transport import Event, Listener, TransportClient
 
@@ -31,14 +30,6 @@ from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exch
 
 log = logging.getLogger(__name__)
 SEEN_MEMORY = 100_000
-
-
-def canonical_backend(name: str) -> str:
-    """The backend's registered name when its class is installed here (aliases share one queue)."""
-    try:
-        return plugins.backends().get(name).name
-    except (TagError, PluginError):
-        return name
 
 
 class _Pending:
@@ -142,9 +133,8 @@ class RabbitClient(TransportClient, IOThread):
                     for level in range(priority, PRIORITIES))
         workers = channel.queue_declare(presence, passive=True).method.consumer_count
         note = "" if workers else f"no worker is serving {request.backend!r} right now"
-        self._events.put((ProgressEvent(request_id, "queued", position=max(1, ahead), message=note,
-                                        chat_id=request.chat_id, user_id=request.user_id,
-                                        reply_to=request.reply_to), None, self.generation))
+        self._events.put((ProgressEvent.about(request, "queued", position=max(1, ahead), message=note),
+                          None, self.generation))
 
     # -- dispatcher thread: listeners may be slow (uploads), so they never run on the I/O thread ----------------
     def _dispatch(self) -> None:
@@ -193,7 +183,7 @@ class RabbitClient(TransportClient, IOThread):
         request.reply_to = self.reply_queue
         if not request.client:
             request.client = self.name or "cli"
-        pending = _Pending(request, encode(request), canonical_backend(request.backend))  # MessageError (a TagError) on bad input
+        pending = _Pending(request, encode(request), request.backend)  # MessageError (a TagError) on bad input
         with self._lock:
             self._pending[request.request_id] = pending
         self.call(lambda: self._publish(request.request_id))

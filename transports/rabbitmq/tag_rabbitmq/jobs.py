@@ -25,13 +25,14 @@ from collections.abc import Sequence
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from tagcore import plugins
-from tagcore.errors import Cancelled, GenerationFailed, MessageError, PluginError, TagError
+from tagcore.errors import Cancelled, GenerationFailed, MessageError, TagError
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse, decode, encode
 from tagcore.recent import RecentIds
+from tagcore.spec import BackendSpec
 from tagcore.transport import Job, JobSource
 from tagcore.worker import default_worker_id
 
+from .catalog import announce
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
 from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exchange, declare_dead_letter_queue,
@@ -49,18 +50,12 @@ ANSWERED_TTL = 24 * 3600.0
 """How long a worker remembers an answered request id (a redelivered copy is dropped within it)."""
 
 
-def queue_names_for(backends: Sequence[str]) -> list[str]:
-    """Backend names plus their aliases (when the class is installed), so `-b sine` requests reach `tone`."""
+def queue_names_for(backends: Sequence[BackendSpec]) -> list[str]:
+    """Backend names plus their aliases: clients resolve aliases from the catalog, but a request sent under an
+    alias the client did not know yet still reaches the worker."""
     names: list[str] = []
-    registry = plugins.backends()
-    for backend in backends:
-        candidates = [backend]
-        try:
-            cls = registry.get(backend)
-            candidates = [cls.name, *cls.aliases, backend]
-        except (TagError, PluginError):
-            pass
-        names.extend(n for n in candidates if n not in names)
+    for spec in backends:
+        names.extend(n for n in spec.names if n not in names)
     return names
 
 
@@ -99,23 +94,24 @@ class RabbitJob(Job):
 
 
 class RabbitJobSource(JobSource, IOThread):
-    def __init__(self, params: pika.ConnectionParameters, settings: RabbitSettings, backends: Sequence[str], *,
+    def __init__(self, params: pika.ConnectionParameters, settings: RabbitSettings, backends: Sequence[BackendSpec], *,
                  prefetch: int = 1, worker_id: str | None = None) -> None:
         IOThread.__init__(self, params, name="tag-rabbitmq-worker-io", max_delay=settings.reconnect_max_delay)
         self.settings = settings
-        self.backends = queue_names_for(backends)
+        self.specs = list(backends)
+        self.backends = queue_names_for(self.specs)
         self.prefetch = max(1, prefetch)
         self.worker_id = worker_id or default_worker_id()
         self._turn = 0
         self._arrived = threading.Event()
         self._answered = RecentIds(ANSWERED_MEMORY, ANSWERED_TTL)
         self._running: dict[str, RabbitJob] = {}
+        """Jobs handed to the service and not answered yet, by request id (touched on the I/O thread only)."""
         self.elsewhere = RecentIds(ttl=RUNNING_TTL)
         """Ids other workers announced as running (refreshed every RUNNING_REFRESH s while they run)."""
         self._connected_at = 0.0
         self._held: dict[str, _Held] = {}
         """Deliveries kept unacknowledged and unstarted while another worker may be running the same request."""
-        """Jobs handed to the service and not answered yet, by request id (touched on the I/O thread only)."""
         self._channel: BlockingChannel | None = None
         self._progress_channel: BlockingChannel | None = None
         self.cancelled = RecentIds()
@@ -134,6 +130,7 @@ class RabbitJobSource(JobSource, IOThread):
                 declare_request_queue(channel, self.settings, backend, priority)
             presence = channel.queue_declare(self.settings.presence_queue_for(backend), durable=True).method.queue
             channel.basic_consume(presence, self._on_presence)
+        announce(channel, self.settings, self.specs, self.worker_id)  # present first: announced = available
         self._progress_channel = connection.channel()
         exchange = declare_control_exchange(self._progress_channel, self.settings)
         private = self._progress_channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
@@ -307,11 +304,8 @@ class RabbitJobSource(JobSource, IOThread):
         try:
             body = encode(response)
         except MessageError as error:  # e.g. audio over the wire limit: the requester still hears back
-            body = encode(SoundResponse(request_id=response.request_id, ok=False, prompt=response.prompt,
-                                        duration=response.duration, backend=response.backend,
-                                        error_code=error.code, error_message=error.message,
-                                        chat_id=response.chat_id, user_id=response.user_id,
-                                        reply_to=response.reply_to, worker=response.worker))
+            body = encode(dataclasses.replace(response, ok=False, audio=None, model_id="", seed=None, timings={},
+                                              metadata={}, error_code=error.code, error_message=error.message))
         channel.basic_publish("", self._reply_queue(response.reply_to), body, pika.BasicProperties(
             delivery_mode=PERSISTENT, correlation_id=response.request_id, type="response"))
         self._remember(response.request_id)

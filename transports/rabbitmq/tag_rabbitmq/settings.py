@@ -28,6 +28,10 @@ class RabbitSettings:
     responses whose reply address is missing or not ours land in `<response_queue>` itself."""
     dead_letter_queue: str = "DeadLetterQueue"
     """Malformed messages, with the reason in the `x-tag-error` header."""
+    catalog_queue: str = "Catalog"
+    """A stream where workers announce the specs of their backends; frontends read it from the start and follow it."""
+    catalog_refresh: float = 2.0
+    """Seconds between checks of which announced backends have a live worker (a consumer on their queue)."""
     max_attempts: int = 3
     """Deliveries of one request before it is answered with an error instead of being tried again."""
     submit_timeout: float = 30.0
@@ -50,11 +54,13 @@ class RabbitSettings:
         if not settings.consumer_timeout:
             worst = max(MIN_CONSUMER_TIMEOUT, 2 * config.request_timeout)
             settings = dataclasses.replace(settings, consumer_timeout=worst)
-        for key in ("request_queue", "response_queue", "dead_letter_queue"):
+        for key in ("request_queue", "response_queue", "dead_letter_queue", "catalog_queue"):
             if not _QUEUE_NAME.match(getattr(settings, key)):
                 raise ConfigError(f"[rabbitmq] {key} must be 1-200 letters, digits or _.:- characters")
         if settings.max_attempts < 1:
             raise ConfigError("[rabbitmq] max_attempts must be at least 1")
+        if settings.catalog_refresh <= 0:
+            raise ConfigError("[rabbitmq] catalog_refresh must be a positive number of seconds")
         return settings
 
     @property

@@ -23,6 +23,11 @@ PRIORITIES = 10
 """Request priorities 0 (lowest) to 9, one quorum queue each (quorum queues have no message priorities before
 RabbitMQ 4): a free worker takes the oldest request of the highest priority that has one."""
 
+CATALOG_QUEUE_ARGS = {"x-queue-type": "stream", "x-max-length-bytes": 16 * 1024 * 1024,
+                      "x-stream-max-segment-size-bytes": 1024 * 1024}
+"""A stream keeps what workers announced for readers that start later; the oldest segments (1 MiB each) go once
+it holds over 16 MiB, thousands of announcements."""
+
 
 def request_queue_arguments(settings: RabbitSettings) -> dict[str, object]:
     return {**REQUEST_QUEUE_ARGS, "x-consumer-timeout": int(settings.consumer_timeout * 1000)}
@@ -57,6 +62,11 @@ def declare_control_exchange(channel: BlockingChannel, settings: RabbitSettings)
     name = settings.control_exchange
     channel.exchange_declare(name, exchange_type="fanout", durable=True)
     return name
+
+
+def declare_catalog_queue(channel: BlockingChannel, settings: RabbitSettings) -> str:
+    channel.queue_declare(settings.catalog_queue, durable=True, arguments=dict(CATALOG_QUEUE_ARGS))
+    return settings.catalog_queue
 
 
 def declare_dead_letter_queue(channel: BlockingChannel, settings: RabbitSettings) -> str:

@@ -113,7 +113,9 @@ function onAudioPromptChange() {
 
 function chosenAudioPrompt() {
   const file = $("audio-prompt-box").hidden ? null : $("audio-prompt").files[0];
-  return file ? { file, role: state.audioPromptRole } : null;
+  // A backend offering several roles lets the request pick one with its audio_role option (e.g. variation).
+  const picked = $("options").querySelector("[data-option=audio_role]");
+  return file ? { file, role: picked ? picked.value : state.audioPromptRole } : null;
 }
 
 function optionField(option) {
@@ -300,7 +302,9 @@ async function showResult(job) {
   $("result-prompt").textContent = job.prompt || NO_PROMPT;
   $("result-seed").textContent = job.seed;
   const seconds = job.audio_seconds ?? job.duration;
-  $("result-meta").textContent = `${job.backend} · ${seconds} s` + (job.model_id ? ` · ${job.model_id}` : "");
+  const sound = job.channels ? ` · ${job.channels === 2 ? "stereo" : job.channels === 1 ? "mono" : `${job.channels} channels`}` +
+    ` ${job.sample_rate / 1000} kHz` : "";
+  $("result-meta").textContent = `${job.backend} · ${seconds} s${sound}` + (job.model_id ? ` · ${job.model_id}` : "");
   const used = job.audio_prompt;
   $("result-audio-prompt").textContent = used ? `Audio prompt: ${used.name} (${audioPromptUse(used.role)})` : "";
   $("result-audio-prompt").hidden = !used;
