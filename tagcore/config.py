@@ -99,8 +99,8 @@ class Config:
                 sections[name] = {key: "<hidden: no installed plugin declares this section>"
                                   for key in self.sections[name]}
                 continue
-            secrets = secret_fields(declared[name])
-            table = {key: Secret("") for key in secrets} | self.section(name)
+            secrets = _secret_defaults(declared[name])
+            table = secrets | self.section(name)
             sections[name] = {key: _shown(value, key in secrets) for key, value in table.items()}
         out["sections"] = sections
         return out
@@ -112,9 +112,9 @@ def _shown(value: Any, secret: bool) -> Any:
     return value
 
 
-def secret_fields(cls: type) -> set[str]:
-    """The fields of a settings dataclass that hold secrets: those whose default is a `Secret`."""
-    return {f.name for f in dataclasses.fields(cls) if isinstance(f.default, Secret)}
+def _secret_defaults(cls: type) -> dict[str, Secret]:
+    """The fields of a settings dataclass that hold secrets (those whose default is a `Secret`), with defaults."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if isinstance(f.default, Secret)}
 
 
 def _merge_env(table: Mapping[str, Any], prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:

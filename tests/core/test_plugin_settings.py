@@ -83,9 +83,12 @@ def test_tag_config_never_shows_a_secret(tmp_path, monkeypatch, caplog, environ)
     assert any(line.startswith("password = <hidden") for line in lines)
 
 
-def test_an_unset_secret_shows_as_empty(tmp_path, monkeypatch):
+def test_an_unset_secret_shows_its_default_hidden(tmp_path, monkeypatch):
     monkeypatch.setenv("TAG_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.delenv("TAG_HTTP_API_KEY", raising=False)
+    monkeypatch.delenv("TAG_BROKER_URL", raising=False)
     result = CliRunner().invoke(cli, ["config"], catch_exceptions=False)
     lines = result.output.splitlines()
     assert lines[lines.index("[http]") + 1:][0] == "api_key = Secret('')"
+    assert lines[lines.index("[broker]") + 1:][0] == "url = Secret('***')"  # the default guest URL
+    assert "guest" not in result.output
