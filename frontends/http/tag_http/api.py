@@ -81,14 +81,13 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
 
 def create_app(config: Config, client: TransportClient, store: JobStore, catalog: Catalog,
                limiter: RateLimiter, *, transport_name: str, max_active_per_client: int,
-               max_pending: int) -> FastAPI:
+               max_pending: int, api_key: str) -> FastAPI:
     """The application; the caller owns the transport client and the store (their life cycle is the server's)."""
     app = FastAPI(
         title="TAG",
         version=_package_version(),
         description="Text-to-audio generation. Submit a job, follow its progress, download the sound as a file.",
     )
-    api_key = config.http_api_key.reveal()
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
     bearer = HTTPBearer(auto_error=False, description="the server's API key as a bearer token")
 

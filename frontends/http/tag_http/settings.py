@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tagcore.audio import MAX_INPUT_BYTES
-from tagcore.config import settings_from_table
+from tagcore.config import Secret, settings_from_table
 from tagcore.errors import ConfigError
 
 
@@ -41,6 +41,8 @@ class HttpSettings:
     backends: tuple[str, ...] = ()
     """Backends offered (empty: every one workers announced, plus those installed here)."""
     default_duration: float = 5.0
+    api_key: Secret = Secret("")
+    """Clients must send it (X-API-Key or a bearer token) when set; empty leaves the API open."""
     forwarded_allow_ips: str = ""
     """Proxies trusted to set X-Forwarded-For (the client address used for rate limits). Empty: no proxy is
     trusted, so no local process can pose as a fresh client; set the proxy's address when behind one."""
