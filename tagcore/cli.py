@@ -448,8 +448,14 @@ def list_plugins() -> None:
 @click.pass_context
 def show_config(ctx: click.Context) -> None:
     """Show the effective configuration (secrets hidden) and where it came from."""
-    for key, value in _config(ctx).redacted().items():
+    shown = _config(ctx).redacted()
+    sections = shown.pop("sections")
+    for key, value in shown.items():
         click.echo(f"{key} = {value}")
+    for name, table in sections.items():
+        click.echo(f"[{name}]")
+        for key, value in table.items():
+            click.echo(f"{key} = {value}")
 
 
 # ------------------------------------------------------------------------------------------------ services

@@ -2,17 +2,19 @@
 
 File: `$TAG_CONFIG`, else `$XDG_CONFIG_HOME/tag/config.toml` (`~/.config/tag/config.toml`). Top-level keys are the
 fields of `Config`; `[backends.NAME]` tables hold worker options of a backend (for example `weights`); any other
-table (`[telegram]`, `[rabbitmq]`, `[http]`, `[clap]`...) belongs to the plugin of that name.
+table (`[telegram]`, `[broker]`, `[rabbitmq]`, `[http]`, `[clap]`...) belongs to the plugin that declares it.
 
-Environment: `TAG_<FIELD>` for a field (`TAG_BROKER_URL`, `TAG_MAX_DURATION`...), `TAG_<BACKEND>_<OPTION>` for
-a backend's worker option (`TAG_MAKE_AN_AUDIO_WEIGHTS=/models/maa`) and `TAG_<SECTION>_<KEY>` for a plugin
-section (`TAG_TELEGRAM_ALLOWED_USERS`). Secrets are wrapped in `Secret` so they never print or log.
+Environment: `TAG_<FIELD>` for a field (`TAG_MAX_DURATION`...), `TAG_<BACKEND>_<OPTION>` for a backend's worker
+option (`TAG_MAKE_AN_AUDIO_WEIGHTS=/models/maa`) and `TAG_<SECTION>_<KEY>` for a plugin section
+(`TAG_TELEGRAM_TOKEN`, `TAG_BROKER_URL`). A plugin declares its secrets by giving a field of its settings dataclass a
+`Secret` default: `coerce_setting` wraps such values, and `redacted` hides them, so they never print or log.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,9 +58,6 @@ class Config:
 
     default_backend: str = "make_an_audio"
     transport: str = "inprocess"
-    broker_url: Secret = field(default_factory=lambda: Secret("amqp://guest:guest@127.0.0.1:5672/%2F"))
-    telegram_token: Secret = field(default_factory=lambda: Secret(""))
-    http_api_key: Secret = field(default_factory=lambda: Secret(""))
     device: str = "auto"
     scorer: str = ""
     max_duration: float = 30.0
@@ -67,7 +66,8 @@ class Config:
     max_batch: int = 8
     request_timeout: float = 600.0
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
-    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    """Plugin tables as given in the file (values unchecked, secrets not yet wrapped): never printed as they are."""
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
     source: str = "defaults"
 
@@ -79,11 +79,42 @@ class Config:
         """A plugin's own table (`config.section("telegram")`), overridden by TAG_<NAME>_<KEY>."""
         return _merge_env(self.sections.get(name, {}), f"TAG_{name.upper()}_", self.environ)
 
-    def redacted(self) -> dict[str, Any]:
-        """The configuration as a dict that is safe to print."""
+    def redacted(self, declared: Mapping[str, type] | None = None) -> dict[str, Any]:
+        """The configuration as a dict that is safe to print.
+
+        `declared` maps section names to the settings dataclasses plugins declared for them (default: those of the
+        loaded plugins). A declared section shows its effective values (file and environment) with its `Secret`
+        fields hidden, set or not; a section no installed plugin declares shows only its keys, since nothing says
+        which of its values are secret.
+        """
+        if declared is None:
+            from .plugins import settings_sections  # plugins import this module
+
+            declared = settings_sections()
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out.pop("environ")
-        return {k: repr(v) if isinstance(v, Secret) else v for k, v in out.items()}
+        sections: dict[str, dict[str, Any]] = {}
+        for name in sorted(set(declared) | set(self.sections)):
+            if name not in declared:
+                sections[name] = {key: "<hidden: no installed plugin declares this section>"
+                                  for key in self.sections[name]}
+                continue
+            secrets = _secret_defaults(declared[name])
+            table = secrets | self.section(name)
+            sections[name] = {key: _shown(value, key in secrets) for key, value in table.items()}
+        out["sections"] = sections
+        return out
+
+
+def _shown(value: Any, secret: bool) -> Any:
+    if isinstance(value, Secret) or secret:
+        return repr(value if isinstance(value, Secret) else Secret(str(value)))
+    return value
+
+
+def _secret_defaults(cls: type) -> dict[str, Secret]:
+    """The fields of a settings dataclass that hold secrets (those whose default is a `Secret`), with defaults."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if isinstance(f.default, Secret)}
 
 
 def _merge_env(table: Mapping[str, Any], prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -95,7 +126,8 @@ def _merge_env(table: Mapping[str, Any], prefix: str, environ: Mapping[str, str]
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name not in ("backends", "sections", "environ", "source")}
-_SECRET_FIELDS = {"broker_url", "telegram_token", "http_api_key"}
+_MOVED = {"broker_url": ("broker", "url"), "telegram_token": ("telegram", "token"), "http_api_key": ("http", "api_key")}
+"""Former top-level keys, now settings of the plugin sections that declare them: file key -> (section, key)."""
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -121,9 +153,16 @@ def parse_flag(owner: str, key: str, value: Any) -> bool:
 def coerce_setting(owner: str, key: str, value: Any, default: Any) -> Any:
     """One raw setting (typed from TOML, a string from the environment) as the type of its `default`.
 
-    Tuples take a list or a comma-separated string. Every plugin's settings go through here, so a bad value is
-    reported the same way everywhere: `<owner> <key>: <value> is not a valid <type>`.
+    Tuples take a list or a comma-separated string; a `Secret` default makes the value a `Secret` (from a string).
+    Every plugin's settings go through here, so a bad value is reported the same way everywhere:
+    `<owner> <key>: <value> is not a valid <type>` (a secret's value is never quoted).
     """
+    if isinstance(default, Secret):
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"{owner} {key} must be a string, not a {type(value).__name__}")
+        return Secret(value)
     if isinstance(default, bool):
         return parse_flag(owner, key, value)
     try:
@@ -161,11 +200,19 @@ def settings_from_table(cls: type[T], table: Mapping[str, Any], owner: str) -> T
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if name in _SECRET_FIELDS:
-        if not isinstance(value, str):
-            raise ConfigError(f"config {name} must be a string")
-        return Secret(value)
     return coerce_setting("config", name, value, getattr(Config(), name))
+
+
+def _move_old_keys(data: Mapping[str, Any], sections: dict[str, dict[str, Any]], config_path: Path) -> None:
+    """Put former top-level keys into their sections, with a one-line deprecation notice each on stderr."""
+    for old, (section, key) in _MOVED.items():
+        if old not in data:
+            continue
+        if key in sections.get(section, {}):
+            raise ConfigError(f"{config_path} sets both {old} and [{section}] {key}; keep only [{section}] {key}")
+        sections.setdefault(section, {})[key] = data[old]
+        print(f"tag: warning: {config_path}: {old} is deprecated, write it as {key} in a [{section}] table",
+              file=sys.stderr)
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -195,8 +242,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             sections[key] = dict(value)
         elif key in _FIELDS:
             values[key] = _coerce(key, value)
-        else:
+        elif key not in _MOVED:
             raise ConfigError(f"unknown config key {key!r} in {config_path}")
+    _move_old_keys(data, sections, config_path)
     for name in _FIELDS:
         env_value = environ.get(f"TAG_{name.upper()}")
         if env_value is not None:

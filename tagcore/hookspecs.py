@@ -41,3 +41,12 @@ def register_scorers(register: Callable[[type], None]) -> None:
 @hookspec
 def register_commands(cli: "click.Group") -> None:
     """Add subcommands to the `tag` command group (for example `tag bench`, `tag models pull`)."""
+
+
+@hookspec
+def register_settings(register: Callable[[str, type], None]) -> None:
+    """Call `register(section, SettingsDataclass)` for each config section the plugin reads (`[telegram]`...).
+
+    The core shows declared sections in `tag config` with every field whose default is a `Secret` hidden; a
+    section nobody declares shows its keys only, so declaring is how a plugin's settings become visible.
+    """

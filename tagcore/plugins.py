@@ -159,3 +159,16 @@ def frontends() -> Registry[Frontend]:
 def scorers() -> Registry[Scorer]:
     return _collect("scorer", get_plugin_manager().hook.register_scorers)
 
+
+def settings_sections() -> dict[str, type]:
+    """Config sections the loaded plugins declared: section name -> settings dataclass."""
+    sections: dict[str, type] = {}
+
+    def register(section: str, cls: type) -> None:
+        if sections.get(section, cls) is not cls:
+            raise PluginError(f"two plugins declare the config section [{section}]: {sections[section]!r} and {cls!r}")
+        sections[section] = cls
+
+    get_plugin_manager().hook.register_settings(register=register)
+    return sections
+

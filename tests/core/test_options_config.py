@@ -1,3 +1,4 @@
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,19 +53,30 @@ def test_key_value_pairs():
 
 def test_config_file_and_environment(tmp_path):
     path = tmp_path / "tag.toml"
-    path.write_text('default_backend = "audiogen"\nmax_duration = 20\ntelegram_token = "123:SECRET"\n'
+    path.write_text('default_backend = "audiogen"\nmax_duration = 20\n'
                     '[backends.make_an_audio]\nweights = "/models/maa"\ndtype = "fp16"\n'
-                    '[telegram]\nallowed_users = "1,2"\n')
+                    '[telegram]\nallowed_users = "1,2"\ntoken = "123:SECRET"\n')
     env = {"TAG_MAX_DURATION": "12.5", "TAG_MAKE_AN_AUDIO_DTYPE": "bf16", "TAG_TELEGRAM_RATE": "3",
            "TAG_BROKER_URL": "amqp://u:pw@host/vh"}
     config = load_config(path, env)
     assert config.default_backend == "audiogen" and config.max_duration == 12.5
     assert config.backend_settings("make_an_audio") == {"weights": "/models/maa", "dtype": "bf16"}
-    assert config.section("telegram") == {"allowed_users": "1,2", "rate": "3"}
-    assert config.telegram_token.reveal() == "123:SECRET"
-    shown = repr(config) + str(config.redacted())
+    assert config.section("telegram") == {"allowed_users": "1,2", "token": "123:SECRET", "rate": "3"}
+    assert config.section("broker") == {"url": "amqp://u:pw@host/vh"}
+    shown = repr(config) + str(config.redacted({"telegram": _Tokens, "broker": _Url}))
     assert "SECRET" not in shown and "pw" not in shown
-    assert isinstance(config.broker_url, Secret) and config.broker_url.reveal().endswith("/vh")
+
+
+@dataclass(frozen=True)
+class _Tokens:
+    token: Secret = Secret("")
+    allowed_users: str = ""
+    rate: int = 1
+
+
+@dataclass(frozen=True)
+class _Url:
+    url: Secret = Secret("amqp://localhost")
 
 
 def test_config_errors(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import tag_testkit.tone
 from tag_http.frontend import HttpFrontend
 from tagcore import plugins
-from tagcore.config import Config, Secret
+from tagcore.config import Config
 from tagcore.inprocess import InProcessTransport
 from tagcore.worker import GeneratorService, served_specs, start_embedded_worker
 
@@ -41,13 +41,13 @@ def running_server(settings: Mapping[str, Any] | None = None, *, api_key: str = 
     until closed."""
     if not plugins.get_plugin_manager().is_registered(tag_testkit.tone):
         plugins.register_plugin(tag_testkit.tone)
-    config = Config(default_backend="tone", http_api_key=Secret(api_key), max_duration=20.0)
+    config = Config(default_backend="tone", max_duration=20.0)
     transport = InProcessTransport(config)
     registry = plugins.backends()
     backends = {name: registry.get(name)() for name in serve}  # each name served by its own registered class
     service = GeneratorService(backends, transport.job_source(served_specs(backends)), config)
     worker, worker_stop = start_embedded_worker(service)
-    frontend = HttpFrontend(config, transport, {"port": 0, "backends": "tone", **(settings or {})})
+    frontend = HttpFrontend(config, transport, {"port": 0, "backends": "tone", "api_key": api_key, **(settings or {})})
     stop = threading.Event()
     thread = threading.Thread(target=frontend.run, args=(stop,), daemon=True)
     thread.start()

@@ -15,7 +15,7 @@ from tag_testkit.fake_telegram import Call, FakeTelegram
 from tag_testkit.tone import StereoToneBackend, ToneBackend, VoiceToneBackend
 from tag_telegram.frontend import TelegramFrontend
 from tagcore import Capabilities, hookimpl, plugins
-from tagcore.config import Config, Secret
+from tagcore.config import Config
 from tagcore.inprocess import InProcessTransport
 from tagcore.transport import Transport
 from tagcore.worker import GeneratorService, served_specs, start_embedded_worker
@@ -106,7 +106,7 @@ def start_bot(fake_telegram: FakeTelegram) -> Iterator[Callable[..., BotHarness]
 
     def start(settings: Mapping[str, Any] | None = None, backends: tuple[str, ...] = ("tone", "probe"),
               transport: Transport | None = None, config: Config | None = None) -> BotHarness:
-        config = config or Config(telegram_token=Secret(fake_telegram.token), default_backend="tone")
+        config = config or Config(sections={"telegram": {"token": fake_telegram.token}}, default_backend="tone")
         if transport is None:
             transport = InProcessTransport(config)
             for name in backends:

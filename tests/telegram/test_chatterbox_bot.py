@@ -7,7 +7,7 @@ import pytest
 from tag_testkit import tiny_chatterbox
 from tagcore import audio as audio_io
 from tagcore.audio_types import Audio
-from tagcore.config import Config, Secret
+from tagcore.config import Config
 from tagcore.inprocess import InProcessTransport
 from tagcore.worker import GeneratorService, served_specs, start_embedded_worker
 
@@ -28,7 +28,7 @@ def test_voice_message_with_caption_is_cloned_by_chatterbox(start_bot, fake_tele
     # package's vocoder cannot render, so the worker's draw is pinned to a seed that speaks for a while.
     monkeypatch.setattr(tagcore.worker, "new_seed", lambda: 7)
 
-    config = Config(telegram_token=Secret(fake_telegram.token), default_backend="chatterbox")
+    config = Config(sections={"telegram": {"token": fake_telegram.token}}, default_backend="chatterbox")
     transport = InProcessTransport(config)
     backend = ChatterboxBackend({"weights": str(folder), "device": "cpu"})
     backends = {"chatterbox": backend}

@@ -12,7 +12,7 @@ from tag_telegram.frontend import TelegramFrontend
 from tag_telegram.settings import load_settings
 from tagcore import Audio, SoundResponse
 from tagcore import audio as audio_io
-from tagcore.config import Config, Secret
+from tagcore.config import Config
 from tagcore.errors import ConfigError
 from tagcore.inprocess import InProcessTransport
 
@@ -86,7 +86,7 @@ def test_wav_files_and_voice_fallback_over_the_upload_limit(start_bot):
 
 @pytest.mark.parametrize("fmt", ["flac", "wav", "voice"])
 def test_stereo_is_kept_in_files_and_downmixed_for_voice_notes(start_bot, fake_telegram, fmt):
-    config = Config(telegram_token=Secret(fake_telegram.token), default_backend="stereo_tone")
+    config = Config(sections={"telegram": {"token": fake_telegram.token}}, default_backend="stereo_tone")
     bot = start_bot({"audio_format": fmt}, backends=("stereo_tone",), config=config)
     bot.ask(51, "a stereo tone")
     method, field = ("sendVoice", "voice") if fmt == "voice" else ("sendAudio", "audio")
@@ -177,7 +177,7 @@ def test_token_never_reaches_the_logs(start_bot, caplog):
 
 def test_unreachable_api_is_a_clear_error_without_the_token(fake_telegram):
     token = "42:VERY-SECRET"
-    config = Config(telegram_token=Secret(token))
+    config = Config(sections={"telegram": {"token": token}})
     frontend = TelegramFrontend(config, InProcessTransport(config), {"api_url": "http://127.0.0.1:9"})
     import threading
     with pytest.raises(ConfigError) as info:
@@ -186,7 +186,7 @@ def test_unreachable_api_is_a_clear_error_without_the_token(fake_telegram):
 
 
 def test_settings_parsing_and_errors():
-    config = Config(telegram_token=Secret("1:abc"), environ={
+    config = Config(sections={"telegram": {"token": "1:abc"}}, environ={
         "TAG_TELEGRAM_ALLOWED_USERS": "5,6", "TAG_TELEGRAM_DURATIONS": "3;6", "TAG_TELEGRAM_OPTIONS": '{"tone": {"delay": 1}}'})
     settings = load_settings(config)
     assert settings.allowed_users == {5, 6} and settings.durations == (3.0, 6.0)

@@ -8,7 +8,7 @@ import pytest
 from tag_testkit.stable_audio_tiny import write_sa3
 from tagcore import Audio
 from tagcore import audio as audio_io
-from tagcore.config import Config, Secret
+from tagcore.config import Config
 from tagcore.inprocess import InProcessTransport
 from tagcore.worker import GeneratorService, served_specs, start_embedded_worker
 
@@ -22,7 +22,7 @@ def sa3_weights(tmp_path_factory):
 def sa3_transport(sa3_weights, fake_telegram):
     from tag_stable_audio.backend import StableAudio3Backend
 
-    config = Config(telegram_token=Secret(fake_telegram.token), default_backend="stable_audio_3")
+    config = Config(sections={"telegram": {"token": fake_telegram.token}}, default_backend="stable_audio_3")
     transport = InProcessTransport(config)
     backend = StableAudio3Backend({"weights": str(sa3_weights), "device": "cpu"})
     backends = {"stable_audio_3": backend}

@@ -95,14 +95,13 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_lengt
 
 def create_app(config: Config, client: TransportClient, store: JobStore, catalog: Catalog,
                limiter: RateLimiter, fair: FairShare, *, transport_name: str, max_active_per_client: int,
-               max_pending: int) -> FastAPI:
+               max_pending: int, api_key: str) -> FastAPI:
     """The application; the caller owns the transport client and the store (their life cycle is the server's)."""
     app = FastAPI(
         title="TAG",
         version=_package_version(),
         description="Text-to-audio generation. Submit a job, follow its progress, download the sound as a file.",
     )
-    api_key = config.http_api_key.reveal()
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
     bearer = HTTPBearer(auto_error=False, description="the server's API key as a bearer token")
 

@@ -52,7 +52,8 @@ class HttpFrontend(Frontend):
         client.add_listener(fair.on_event)
         limiter = RateLimiter(self.http.rate_limit, self.http.rate_burst)
         app = create_app(self.config, client, store, self.catalog, limiter, fair, transport_name=self.transport.name,
-                         max_active_per_client=self.http.max_active_per_client, max_pending=self.http.max_pending)
+                         max_active_per_client=self.http.max_active_per_client, max_pending=self.http.max_pending,
+                         api_key=self.http.api_key.reveal())
         app.router.lifespan_context = self._lifespan(store)
         limits = BodySizeLimit(app, lambda path: self.http.max_upload_bytes if path in UPLOAD_PATHS
                                else self.http.max_json_bytes)

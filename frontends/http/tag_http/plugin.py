@@ -12,6 +12,13 @@ def register_frontends(register) -> None:  # type: ignore[no-untyped-def]
 
 
 @hookimpl
+def register_settings(register) -> None:  # type: ignore[no-untyped-def]
+    from .settings import HttpSettings
+
+    register("http", HttpSettings)
+
+
+@hookimpl
 def register_commands(cli) -> None:  # type: ignore[no-untyped-def]
     from .commands import serve
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tagcore.audio import MAX_INPUT_BYTES
-from tagcore.config import settings_from_table
+from tagcore.config import Secret, settings_from_table
 from tagcore.errors import ConfigError
 from tagcore.fairness import MAX_BOOST
 
@@ -44,6 +44,8 @@ class HttpSettings:
     default_duration: float = 5.0
     priority: int = 2
     """Rank of API requests among other sources' (0-2; tagcore.fairness): above the bot's default 0."""
+    api_key: Secret = Secret("")
+    """Clients must send it (X-API-Key or a bearer token) when set; empty leaves the API open."""
     forwarded_allow_ips: str = ""
     """Proxies trusted to set X-Forwarded-For (the client address used for rate limits). Empty: no proxy is
     trusted, so no local process can pose as a fresh client; set the proxy's address when behind one."""

@@ -43,7 +43,7 @@ class TelegramFrontend(Frontend):
     def __init__(self, config: Config, transport: Transport, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(config, transport, settings)
         self.bot_settings: BotSettings = load_settings(config, self.settings)
-        self.redactor = Redactor(self.bot_settings.token)
+        self.redactor = Redactor(self.bot_settings.token.reveal())
         self.ready = threading.Event()
         """Set once the bot is polling (tests and embedding programs wait on it)."""
 
@@ -58,7 +58,7 @@ class TelegramFrontend(Frontend):
             apihelper.API_URL = base + "/bot{0}/{1}"
             apihelper.FILE_URL = base + "/file/bot{0}/{1}"
         try:
-            bot = telebot.TeleBot(settings.token, threaded=True, num_threads=settings.workers)
+            bot = telebot.TeleBot(settings.token.reveal(), threaded=True, num_threads=settings.workers)
         except ValueError as exc:
             raise ConfigError(f"the Telegram token is malformed ({exc}); copy it again from @BotFather") from None
         catalog = client_catalog(self.transport, self.config)

@@ -12,6 +12,13 @@ def register_frontends(register) -> None:
 
 
 @hookimpl
+def register_settings(register) -> None:  # type: ignore[no-untyped-def]
+    from .settings import BotSettings
+
+    register("telegram", BotSettings)
+
+
+@hookimpl
 def register_commands(cli) -> None:  # type: ignore[no-untyped-def]
     from .commands import bot
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tagcore.config import Config, coerce_setting
+from tagcore.config import Config, Secret, coerce_setting
 from tagcore.fairness import MAX_BOOST
 from tagcore.errors import ConfigError
 
@@ -21,7 +21,8 @@ MB = 1024 * 1024
 class BotSettings:
     """Everything the bot reads from configuration (see README, "Telegram bot", for each key)."""
 
-    token: str
+    token: Secret = Secret("")
+    """The bot's token from @BotFather (`token` in [telegram], TAG_TELEGRAM_TOKEN); required to start."""
     allowed_users: frozenset[int] = frozenset()
     """Telegram user ids allowed to use the bot; empty means everyone."""
     durations: tuple[float, ...] = (5.0, 10.0, 20.0)
@@ -50,13 +51,9 @@ class BotSettings:
     """Rank of the bot's requests among other sources' (0-2; tagcore.fairness): the API's default is 2."""
     """Base URL of a self-hosted Bot API server (https://github.com/tdlib/telegram-bot-api); empty: Telegram's."""
 
-    def __repr__(self) -> str:  # never show the token
-        shown = {k: v for k, v in self.__dict__.items() if k != "token"}
-        return f"BotSettings(token='***', {shown})"
-
 
 _KEYS = {
-    "allowed_users", "durations", "backend", "backends", "rate_limit", "rate_window", "progress_interval",
+    "token", "allowed_users", "durations", "backend", "backends", "rate_limit", "rate_window", "progress_interval",
     "audio_format", "options", "poll_timeout", "workers", "delivery_threads", "max_upload_mb", "max_input_mb",
     "api_url", "priority",
 }
@@ -95,10 +92,10 @@ def load_settings(config: Config, overrides: Mapping[str, Any] | None = None) ->
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
         raise ConfigError(f"unknown telegram setting(s): {', '.join(unknown)} (known: {', '.join(sorted(_KEYS))})")
-    token = config.telegram_token.reveal()
+    token = coerce_setting("telegram", "token", raw.get("token", ""), BotSettings.token)
     if not token:
         raise ConfigError("no Telegram bot token: create a bot with @BotFather and set TAG_TELEGRAM_TOKEN "
-                          "(or telegram_token in the config file)")
+                          "(or token in the [telegram] table of the config file)")
     values: dict[str, Any] = {"token": token, "request_timeout": config.request_timeout}
     if "allowed_users" in raw:
         values["allowed_users"] = frozenset(_number("allowed_users", u, int, 1) for u in _list(raw["allowed_users"]))

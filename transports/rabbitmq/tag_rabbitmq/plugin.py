@@ -12,6 +12,14 @@ def register_transports(register) -> None:
 
 
 @hookimpl
+def register_settings(register) -> None:  # type: ignore[no-untyped-def]
+    from .settings import BrokerSettings, RabbitSettings
+
+    register("broker", BrokerSettings)
+    register("rabbitmq", RabbitSettings)
+
+
+@hookimpl
 def register_commands(cli) -> None:
     from .devbroker import broker_cli
 

@@ -1,7 +1,7 @@
 """The transport's settings: `[rabbitmq]` in the config file or TAG_RABBITMQ_* variables, plus the broker URL.
 
-Credentials, virtual host, TLS (`amqps://`) and connection tuning (`?heartbeat=30`) all come from
-`broker_url` (TAG_BROKER_URL), which is a Secret and never printed; nothing here is hard-coded.
+Credentials, virtual host, TLS (`amqps://`) and connection tuning (`?heartbeat=30`) all come from `url` in the
+`[broker]` table (TAG_BROKER_URL), which is a Secret and never printed; nothing here is hard-coded.
 """
 from __future__ import annotations
 
@@ -11,12 +11,19 @@ from dataclasses import dataclass
 
 import pika
 
-from tagcore.config import Config, settings_from_table
+from tagcore.config import Config, Secret, settings_from_table
 from tagcore.errors import ConfigError
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 MIN_CONSUMER_TIMEOUT = 1800.0
 """RabbitMQ's default consumer timeout (30 minutes): a derived timeout is never shorter."""
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """The `[broker]` table: its own section so that the URL keeps its TAG_BROKER_URL variable."""
+
+    url: Secret = Secret("amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
 @dataclass(frozen=True)
@@ -91,13 +98,13 @@ class RabbitSettings:
 
 def connection_parameters(config: Config) -> pika.URLParameters:
     """pika parameters from the (secret) broker URL; `amqps://` enables TLS with the system's CA store."""
-    url = config.broker_url.reveal()
+    url = settings_from_table(BrokerSettings, config.section("broker"), "[broker]").url.reveal()
     if not url.startswith(("amqp://", "amqps://")):
-        raise ConfigError("broker_url must start with amqp:// or amqps:// (TAG_BROKER_URL)")
+        raise ConfigError("[broker] url must start with amqp:// or amqps:// (TAG_BROKER_URL)")
     try:
         params = pika.URLParameters(url)
     except Exception as exc:  # pika raises assorted types for bad query strings
-        raise ConfigError(f"broker_url is not a valid AMQP URL: {type(exc).__name__}") from None
+        raise ConfigError(f"[broker] url is not a valid AMQP URL: {type(exc).__name__}") from None
     params.connection_attempts = 1
     params.blocked_connection_timeout = params.blocked_connection_timeout or 60
     return params
