@@ -57,12 +57,22 @@ def measure_latency(transport, requests: int) -> list[float]:
     return latencies
 
 
-def start_workers(env: dict[str, str], count: int, max_batch: int) -> list[subprocess.Popen]:
+def start_workers(env: dict[str, str], count: int, max_batch: int, backend: str = "tone",
+                  extra: tuple[str, ...] = (), plugins: str = "rabbitmq") -> list[subprocess.Popen]:
+    """`count` x `tag worker --transport rabbitmq -b BACKEND ... EXTRA` processes (`plugins` and the tests'
+    tone backend loaded)."""
     tag = Path(sys.executable).with_name("tag")
-    child_env = {**os.environ, **env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"}
-    return [subprocess.Popen([str(tag), "worker", "--transport", "rabbitmq", "-b", "tone", "--max-batch",
-                              str(max_batch)], env=child_env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL) for _ in range(count)]
+    child_env = {**os.environ, **env, "TAG_PLUGINS": plugins, "TAG_PLUGIN_MODULES": "tag_testkit.tone",
+                 "PYTHONPATH": str(ROOT / "tests")}
+    return [subprocess.Popen([str(tag), "worker", "--transport", "rabbitmq", "-b", backend, "--max-batch",
+                              str(max_batch), *extra], env=child_env, stdout=subprocess.DEVNULL,
+                             stderr=None if os.environ.get("TAG_BENCH_VERBOSE") else subprocess.DEVNULL)
+            for _ in range(count)]
+
+
+def workers_queue(env: dict[str, str], backend: str = "tone") -> str:
+    """The queue whose consumer count is the number of workers serving `backend`."""
+    return f"{env['TAG_RABBITMQ_REQUEST_QUEUE']}.{backend}.workers"
 
 
 def wait_consumers(url: str, queue: str, count: int, timeout: float = 120) -> None:
@@ -89,31 +99,36 @@ def stop_workers(workers: list[subprocess.Popen]) -> None:
         worker.wait(30)
 
 
+def timed_batch(config, requests: list[SoundRequest], timeout: float) -> float:
+    """Seconds from submitting every request (one new client) until the last answer; any error is fatal."""
+    transport = build_transport(config, "rabbitmq")
+    client = transport.client()
+    done: set[str] = set()
+    finished = threading.Event()
+
+    def on_event(event) -> None:
+        if event.kind == "response":
+            assert event.ok, event.error_message
+            done.add(event.request_id)
+            if len(done) == len(requests):
+                finished.set()
+    client.add_listener(on_event)
+    start = time.perf_counter()
+    for request in requests:
+        client.submit(request)
+    if not finished.wait(timeout):
+        raise RuntimeError("the run did not finish")
+    elapsed = time.perf_counter() - start
+    transport.close()
+    return elapsed
+
+
 def throughput(config, env, url: str, workers: int, jobs: int, delay: float) -> float:
-    queue = env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone"
     procs = start_workers(env, workers, max_batch=1)
     try:
-        wait_consumers(url, queue, workers)
-        transport = build_transport(config, "rabbitmq")
-        client = transport.client()
-        done: set[str] = set()
-        finished = threading.Event()
-
-        def on_event(event) -> None:
-            if event.kind == "response":
-                assert event.ok, event.error_message
-                done.add(event.request_id)
-                if len(done) == jobs:
-                    finished.set()
-        client.add_listener(on_event)
-        start = time.perf_counter()
-        for i in range(jobs):
-            client.submit(SoundRequest(f"job {i}", 1.0, "tone", seed=i, options={"delay": delay}))
-        if not finished.wait(jobs * delay + 60):
-            raise RuntimeError("throughput run did not finish")
-        elapsed = time.perf_counter() - start
-        transport.close()
-        return jobs / elapsed
+        wait_consumers(url, workers_queue(env), workers)
+        requests = [SoundRequest(f"job {i}", 1.0, "tone", seed=i, options={"delay": delay}) for i in range(jobs)]
+        return jobs / timed_batch(config, requests, jobs * delay + 60)
     finally:
         stop_workers(procs)
 
@@ -149,7 +164,7 @@ def main() -> None:
 
         procs = start_workers(env, 1, max_batch=1)
         try:
-            wait_consumers(url, env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone", 1)
+            wait_consumers(url, workers_queue(env), 1)
             rabbit_transport = build_transport(config, "rabbitmq")
             remote = measure_latency(rabbit_transport, args.requests)
             rabbit_transport.close()

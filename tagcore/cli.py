@@ -23,6 +23,7 @@ from . import audio as audio_io
 from . import plugins
 from .backend import Backend
 from .client import ResponseWaiter
+from .fairness import FairShare
 from .config import Config, load_config
 from .errors import USER_ERRORS, InvalidRequest, TagError, is_user_error_code
 from .messages import ProgressEvent, SoundRequest, SoundResponse
@@ -31,11 +32,16 @@ from .output_path import OutputPlan, plan_output, rescue_path
 from .prompts_file import PromptEntry, read_prompts_file
 from .spec import BackendSpec
 from .runtime import build_backend, build_scorer, build_transport, client_catalog, installed_specs
-from .transport import Transport
+from .threads import ThreadShare
+from .transport import Transport, TransportClient
 from .validation import default_duration, validate_request
 from .worker import GeneratorService, served_specs, start_embedded_worker
 
 DEFAULT_DURATION = 10.0
+CLI_PRIORITY = 1
+"""Rank of CLI requests among sources (tagcore.fairness): between the bot (0) and the API (2) by default."""
+CANCEL_CONFIRM_S = 10.0
+"""Seconds `tag generate` waits after Ctrl-C for the workers to confirm the cancel."""
 
 
 class TagGroup(click.Group):
@@ -258,23 +264,34 @@ def _run_requests(transport: Transport, requests: list[SoundRequest], config: Co
         waiter = ResponseWaiter(client)
         wait = timeout or config.request_timeout
         bars = {r.request_id: _progress_bar(r, quiet or as_json) for r in requests}
+        fair = FairShare(CLI_PRIORITY)  # a prompts file yields to other people's single requests
         for request in requests:
+            fair.assign(request, "cli")
             waiter.submit(request, on_progress=bars[request.request_id])
-        for number, request in enumerate(requests):
-            response = waiter.wait(request.request_id, wait)
-            bars[request.request_id].close()
-            if not response.ok or response.audio is None:  # decoding guarantees audio in a successful answer
-                failures += 1
-                mistakes += is_user_error_code(response.error_code)
-                click.echo(f"Error: {request.prompt[:60]!r}: {response.error_message} ({response.error_code})", err=True)
-                continue
-            if response.metadata.get("scorer_error"):
-                click.echo(f"Warning: {response.metadata['scorer_error']}", err=True)
-            path = plan.path_for(response.prompt, response.seed, number if numbered else None)
-            clip = audio_io.normalize(response.audio) if normalize else response.audio
-            written = _write_clip(path, clip, plan.fmt)
-            failures += written != path
-            _report(written, response, as_json)
+        answered: set[str] = set()
+        try:
+            for number, request in enumerate(requests):
+                response = waiter.wait(request.request_id, wait)
+                answered.add(request.request_id)
+                bars[request.request_id].close()
+                if not response.ok or response.audio is None:  # decoding guarantees audio in a successful answer
+                    failures += 1
+                    mistakes += is_user_error_code(response.error_code)
+                    click.echo(f"Error: {request.prompt[:60]!r}: {response.error_message} ({response.error_code})",
+                               err=True)
+                    continue
+                if response.metadata.get("scorer_error"):
+                    click.echo(f"Warning: {response.metadata['scorer_error']}", err=True)
+                path = plan.path_for(response.prompt, response.seed, number if numbered else None)
+                clip = audio_io.normalize(response.audio) if normalize else response.audio
+                written = _write_clip(path, clip, plan.fmt)
+                failures += written != path
+                _report(written, response, as_json)
+        except KeyboardInterrupt:
+            for bar in bars.values():
+                bar.close()
+            _cancel(client, waiter, [r for r in requests if r.request_id not in answered])
+            click.get_current_context().exit(130)
     finally:
         client.close()
     return failures, mistakes
@@ -290,6 +307,19 @@ def _write_clip(path: Path, clip: Any, fmt: str) -> Path:
         click.echo(f"Error: could not write {path} ({exc.strerror or exc}); the clip was saved to {rescue}",
                    err=True)
         return rescue
+
+
+def _cancel(client: TransportClient, waiter: ResponseWaiter, requests: list[SoundRequest]) -> None:
+    """Ctrl-C: cancel what is unanswered and wait briefly for the workers to confirm (a second Ctrl-C quits)."""
+    for request in requests:
+        client.cancel(request.request_id)
+    try:
+        for request in requests:
+            response = waiter.wait(request.request_id, CANCEL_CONFIRM_S)
+            state = "cancelled" if response.error_code == "cancelled" else "finished before the cancel arrived"
+            click.echo(f"{request.prompt[:60]!r}: {state}", err=True)
+    except (KeyboardInterrupt, TagError):
+        click.echo(f"cancel sent for {len(requests)} request(s)", err=True)
 
 
 class _progress_bar:
@@ -443,9 +473,11 @@ def service_options(func):
 @cli.command()
 @service_options
 @click.option("--max-batch", type=click.IntRange(1, 256), help="Most requests generated together (default from config).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="CPU threads of the models (default: the machine's cores / the workers running on it).")
 @click.pass_context
 def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[str, ...],
-           option_pairs: tuple[str, ...], device: str | None, max_batch: int | None) -> None:
+           option_pairs: tuple[str, ...], device: str | None, max_batch: int | None, threads: int | None) -> None:
     """Run a generator worker: take requests from a transport, generate, answer. Stops cleanly on SIGTERM."""
     config = _config(ctx)
     transport = build_transport(config, transport_name)
@@ -458,10 +490,14 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     # Jobs held by a worker that cannot batch them would only wait here while other workers sit idle.
     prefetch = batch if all(b.capabilities.batch for b in backends.values()) else 1
     source = transport.job_source(served_specs(backends), prefetch=prefetch)
-    service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch)
+    share = ThreadShare(threads)
+    service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch,
+                               threads=share)
     logging.getLogger("tagcore.jobs").setLevel(logging.INFO)  # a worker's access log: one line per job
     click.echo(f"worker {service.worker_id} serving {', '.join(backends)} on {transport.name}", err=True)
-    with _stop_on_signals() as stop:
+    with _stop_on_signals() as stop, share:
+        click.echo(f"CPU threads: {share.applied}" + (" (fixed)" if threads else
+                   f" ({share.cores} cores / {share.workers()} worker(s) on this machine)"), err=True)
         failures = _watch(stop, transport.failure)
         try:
             service.run(stop)

@@ -64,6 +64,12 @@ class RequestTimedOut(TagError):
     code = "timed_out"
 
 
+class Cancelled(TagError):
+    """The requester cancelled the request; raised by a progress callback to stop a backend between steps."""
+
+    code = "cancelled"
+
+
 class ConfigError(TagError):
     code = "config_error"
 

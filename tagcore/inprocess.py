@@ -1,6 +1,7 @@
 """The in-process transport: frontends and workers in one process, no broker (the embedded default)."""
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 
 from . import hookspecs
 from .catalog import BackendCatalog
+from .recent import RecentIds
 from .config import Config
 from .errors import TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
@@ -20,6 +22,10 @@ class _InProcessJob(Job):
         self.transport = transport
         self.request = request
 
+    @property
+    def cancelled(self) -> bool:
+        return self.request.request_id in self.transport.cancelled
+
     def progress(self, event: ProgressEvent) -> None:
         self.transport.dispatch(event)
 
@@ -28,7 +34,7 @@ class _InProcessJob(Job):
 
     def release(self) -> None:
         with self.transport.arrived:
-            self.transport.queue_for(self.request.backend).put(self.request)
+            self.transport.enqueue(self.request)
             self.transport.arrived.notify_all()
 
 
@@ -55,7 +61,7 @@ class _InProcessSource(JobSource):
             q = self.queues[(self._turn + offset) % len(self.queues)]
             while len(jobs) < max_jobs:
                 try:
-                    jobs.append(_InProcessJob(self.transport, q.get_nowait()))
+                    jobs.append(_InProcessJob(self.transport, q.get_nowait()[2]))
                 except queue.Empty:
                     break
         self._turn += 1
@@ -72,6 +78,9 @@ class _InProcessClient(TransportClient):
 
     def submit(self, request: SoundRequest) -> None:
         self.transport.submit(self, request)
+
+    def cancel(self, request_id: str) -> None:
+        self.transport.cancelled.add(request_id)
 
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)
@@ -91,16 +100,25 @@ class InProcessTransport(Transport):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self._lock = threading.Lock()
-        self._queues: dict[str, queue.Queue[SoundRequest]] = {}
+        self._queues: dict[str, queue.PriorityQueue[tuple[int, int, SoundRequest]]] = {}
+        self._order = itertools.count()
         self._sources: list[_InProcessSource] = []
         self._owners: dict[str, _InProcessClient] = {}
         self._clients: list[_InProcessClient] = []
         self.arrived = threading.Condition()
+        self.cancelled = RecentIds()
         self._catalog = BackendCatalog()
 
-    def queue_for(self, backend: str) -> queue.Queue[SoundRequest]:
+    def queue_for(self, backend: str) -> "queue.PriorityQueue[tuple[int, int, SoundRequest]]":
+        """The backend's queue: highest priority first, then first come first served."""
         with self._lock:
-            return self._queues.setdefault(backend, queue.Queue())
+            return self._queues.setdefault(backend, queue.PriorityQueue())
+
+    def enqueue(self, request: SoundRequest) -> int:
+        """Queue `request` by priority; the number of requests waiting for its backend."""
+        q = self.queue_for(request.backend)
+        q.put((-request.priority, next(self._order), request))
+        return q.qsize()
 
     def client(self, *, name: str | None = None) -> TransportClient:
         client = _InProcessClient(self)
@@ -147,13 +165,12 @@ class InProcessTransport(Transport):
             for listener in list(client.listeners):
                 listener(client_response)
             return
-        q = self.queue_for(request.backend)
         with self._lock:
             self._owners[request.request_id] = client
         with self.arrived:
-            q.put(request)
+            waiting = self.enqueue(request)
             self.arrived.notify_all()
-        self._deliver(client, ProgressEvent.about(request, "queued", position=q.qsize()))
+        self._deliver(client, ProgressEvent.about(request, "queued", position=waiting))
 
     def dispatch(self, event: ProgressEvent | SoundResponse) -> None:
         with self._lock:

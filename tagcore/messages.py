@@ -71,6 +71,9 @@ class SoundRequest:
     reply_to: str | None = None
     created_at: float = field(default_factory=time.time)
     deadline: float | None = None
+    priority: int = 0
+    """0 (lowest) to 9, set by the frontend (tagcore.fairness). Not part of the wire header: transports carry it
+    as the order they hand requests out in (RabbitMQ: the priority's queue the request is published to)."""
 
     kind = "request"
 

@@ -30,6 +30,11 @@ class Job(abc.ABC):
     redelivered: bool = False
     """True when an earlier worker took this request and died before answering."""
 
+    @property
+    def cancelled(self) -> bool:
+        """True once the requester cancelled this request (checked before and during generation)."""
+        return False
+
     @abc.abstractmethod
     def progress(self, event: ProgressEvent) -> None:
         """Forward a progress event to the requester (best effort, never blocks generation for long)."""
@@ -63,6 +68,11 @@ class TransportClient(abc.ABC):
     def submit(self, request: SoundRequest) -> None:
         """Send a request. Returns once the transport accepted it (it will be answered, possibly with an
         error response); raises TagError if it could not be accepted at all."""
+
+    @abc.abstractmethod
+    def cancel(self, request_id: str) -> None:
+        """Ask the workers to drop the request if it waits, or to stop it between steps if it runs; the answer
+        is then an error response with code `cancelled` (or the result, if it finished first)."""
 
     @abc.abstractmethod
     def add_listener(self, listener: Listener) -> None:

@@ -18,10 +18,11 @@ from typing import Any
 from .audio import fit_duration
 from .backend import Backend, GenerationItem, GenerationResult, new_seed
 from .config import Config
-from .errors import GenerationFailed, InvalidRequest, RequestTimedOut, TagError
+from .errors import Cancelled, GenerationFailed, InvalidRequest, RequestTimedOut, TagError
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .scoring import Scorer, rank
 from .spec import BackendSpec
+from .threads import ThreadShare
 from .transport import Job, JobSource
 from .validation import validate_request
 
@@ -52,6 +53,7 @@ class GeneratorService:
         scorer: Scorer | None = None,
         max_batch: int | None = None,
         worker_id: str | None = None,
+        threads: ThreadShare | None = None,
     ) -> None:
         self.backends = dict(backends)
         self.specs = {spec.name: spec for spec in served_specs(self.backends)}
@@ -62,6 +64,8 @@ class GeneratorService:
         self.max_batch = max(1, max_batch or config.max_batch)
         self.worker_id = worker_id or default_worker_id()
         self.served = 0
+        self.threads = threads
+        """When set, the CPU thread share is re-applied before every batch (other workers may come and go)."""
 
     def run(self, stop: threading.Event, poll: float = 0.5) -> None:
         """Process jobs until `stop` is set; the job in hand is finished first."""
@@ -77,6 +81,9 @@ class GeneratorService:
         groups: dict[tuple, list[tuple[Job, dict[str, Any]]]] = defaultdict(list)
         for job in jobs:
             request = job.request
+            if job.cancelled:  # dropped before it starts
+                self._fail(job, Cancelled("the request was cancelled before it started"))
+                continue
             try:
                 backend = self._backend_for(request)
                 options = validate_request(request, self.specs[backend.name], self.config)
@@ -121,11 +128,13 @@ class GeneratorService:
         started = time.perf_counter()
         try:
             backend.ensure_loaded()
+            if self.threads is not None:
+                self.threads.apply()
             progress(0.0, "generating")
             results = backend.generate_batch(items, requests[0].duration, options=members[0][1], progress=progress)
             if len(results) != len(items):
                 raise GenerationFailed(f"{backend.name} returned {len(results)} results for {len(items)} prompts")
-        except TagError as error:
+        except TagError as error:  # Cancelled included: every job of the batch was cancelled
             for job in jobs:
                 self._fail(job, error, len(jobs), started)
             return
@@ -137,6 +146,9 @@ class GeneratorService:
             return
         elapsed = time.perf_counter() - started
         for job, item, result in zip(jobs, items, results):
+            if job.cancelled:  # cancelled while the rest of its batch went on
+                self._fail(job, Cancelled("the request was cancelled while it was generated"), len(jobs), started)
+                continue
             try:
                 self._deliver(job, backend, item, result, elapsed / len(jobs), len(jobs), started)
             except Exception as exc:
@@ -192,13 +204,16 @@ class GeneratorService:
 
 
 class _ProgressFanout:
-    """Sends throttled progress events to every job of a batch."""
+    """Sends throttled progress events to every job of a batch, and stops the backend (raises Cancelled) once
+    every job of the batch was cancelled: backends call it between steps, so that is where they stop."""
 
     def __init__(self, jobs: Sequence[Job]) -> None:
         self.jobs = jobs
         self.last = 0.0
 
     def __call__(self, fraction: float, stage: str = "generating") -> None:
+        if all(job.cancelled for job in self.jobs):
+            raise Cancelled("the request was cancelled while it was generated")
         now = time.monotonic()
         if now - self.last < PROGRESS_INTERVAL and 0.0 < fraction < 1.0:
             return

@@ -69,6 +69,12 @@ def make_server():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
+def make_server_module():  # type: ignore[no-untyped-def]
+    """`make_server` for module-scoped fixtures."""
+    return running_server
+
+
+@pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
     with running_server({"rate_limit": 600, "rate_burst": 200, "max_active_per_client": 50,
                          "max_upload_bytes": 300_000}) as srv:

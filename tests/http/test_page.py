@@ -94,14 +94,20 @@ def test_page_generates_plays_repeats_and_downloads(server: Any, browser: Any, t
     context.close()
 
 
-def test_page_shows_validation_errors(server: Any, browser: Any) -> None:
+def signed_in(server: Any, browser: Any) -> tuple[Any, Any]:
+    """A fresh browser context on the page with the server's key stored and the backends loaded."""
     context = browser.new_context()
     page = context.new_page()
     page.goto(server.url)
     page.evaluate(f"localStorage.setItem('tag.apiKey', {server.key!r})")
     page.reload()
+    sync_api.expect(page.locator("#backend option")).to_have_count(1)
+    return context, page
+
+
+def test_page_shows_validation_errors(server: Any, browser: Any) -> None:
+    context, page = signed_in(server, browser)
     expect = sync_api.expect
-    expect(page.locator("#backend option")).to_have_count(1)
     page.fill("#prompt", "too long")
     page.eval_on_selector("#duration", "e => { e.removeAttribute('max'); e.value = '50'; }")
     page.click("#generate")
@@ -281,6 +287,20 @@ def test_page_voice_sample_and_backend_without_audio_prompt(make_server: Any, br
         context.close()
 
 
+def test_page_cancel_button_stops_the_job(server: Any, browser: Any) -> None:
+    context, page = signed_in(server, browser)
+    expect = sync_api.expect
+    page.fill("#prompt", "a very long drone")
+    page.fill("#duration", "2")
+    page.click("#options-box summary")
+    page.fill("[data-option=delay]", "100")
+    page.click("#generate")
+    expect(page.locator("#status")).to_contain_text("Generating")
+    page.click("#cancel")
+    expect(page.locator("#error")).to_contain_text("cancelled")
+    expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#generate")).to_be_enabled()  # well before the 100 s the job would have taken
+    context.close()
 def test_page_plays_stereo_and_says_so(make_server: Any, browser: Any, prompt_backends: None) -> None:
     expect = sync_api.expect
     with make_server({"backends": "stereo_tone"}, serve=("stereo_tone",)) as srv:

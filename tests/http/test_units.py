@@ -58,7 +58,7 @@ def test_store_follows_events_and_expires_results() -> None:
     store = JobStore(result_ttl=100)
     first, second = request(), request()
     store.add(first, "c1")
-    record = store.add(second, "c1")
+    record, _ = store.add(second, "c1")
     store.on_event(ProgressEvent(first.request_id, "queued", position=1))
     store.on_event(ProgressEvent(second.request_id, "queued", position=2))
     assert store.position(record) == 2
@@ -84,7 +84,7 @@ def test_store_follows_events_and_expires_results() -> None:
 def test_store_gives_up_on_unanswered_jobs_and_keeps_orphan_answers() -> None:
     store = JobStore(result_ttl=100)
     lost = request()
-    record = store.add(lost, "c1")
+    record, _ = store.add(lost, "c1")
     store.sweep(now=lost.deadline + TIMEOUT_GRACE + 1)
     assert record.state == "failed" and record.error_code == "timed_out"
     orphan = "ab" * 16  # answered after a server restart: whoever still polls this id gets the result

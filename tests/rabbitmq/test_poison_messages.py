@@ -21,7 +21,7 @@ import tag_rabbitmq.jobs
 from tag_rabbitmq.settings import RabbitSettings
 from tag_rabbitmq.topology import declare_request_queue
 from tag_testkit.broker import (ThreadWorker, amqp_channel, broker_config, cli_worker, queue_depth, stop_process,
-                                wait_consumers)
+                                wait_consumers, wait_workers)
 from tagcore import plugins
 from tagcore.cli import cli
 from tagcore.messages import encode
@@ -78,7 +78,7 @@ def test_live_worker_dead_letters_poison_and_keeps_answering(rabbitmq_node, env)
     transport, client, log = make_client(env)
     queue = env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone"
     try:
-        wait_consumers(rabbitmq_node, queue, 1)
+        wait_workers(rabbitmq_node, env, 1)
         for round_ in range(2):  # the same worker survives each poison and answers after it
             publish(rabbitmq_node, queue, POISON)
             request = tone_request(f"after poison {round_}")
@@ -88,7 +88,8 @@ def test_live_worker_dead_letters_poison_and_keeps_answering(rabbitmq_node, env)
         assert [body for body, _ in parked] == POISON * 2
         reasons = [reason for _, reason in parked[:3]]
         assert "nests 100000 levels" in reasons[0] and "Infinity" in reasons[1] and "out of range" in reasons[2]
-        assert queue_depth(rabbitmq_node, queue) == (0, 1)  # nothing requeued, the consumer is still there
+        assert queue_depth(rabbitmq_node, queue)[0] == 0  # nothing requeued
+        assert queue_depth(rabbitmq_node, queue + ".workers")[1] == 1  # and the worker is still there
         assert worker.poll() is None
     finally:
         transport.close()
@@ -120,13 +121,13 @@ def test_fuzzed_bodies_never_stop_a_live_worker(rabbitmq_node, env):
         publish(rabbitmq_node, queue, bodies)
 
     try:
-        wait_consumers(rabbitmq_node, queue, 1)
+        wait_workers(rabbitmq_node, env, 1)
         throw()
         request = tone_request("after the fuzz")
         client.submit(request)
         assert log.wait_responses([request.request_id], 60)[request.request_id].ok
         assert len(dead_letters(rabbitmq_node, env, len(sent), timeout=30)) == len(sent)
-        assert worker.poll() is None and queue_depth(rabbitmq_node, queue)[1] == 1
+        assert worker.poll() is None and queue_depth(rabbitmq_node, queue + ".workers")[1] == 1
     finally:
         transport.close()
         stop_process(worker)
@@ -188,9 +189,11 @@ class Bug(BaseException):
     """Stands for a bug in a consumer callback: not an Exception, so no per-message handler catches it."""
 
 
-def run_with_a_dying_consumer(monkeypatch, node, module, queue: str, body: bytes, args: list[str], environ):
+def run_with_a_dying_consumer(monkeypatch, node, module, queue: str, body: bytes, args: list[str], environ,
+                              consumers_of: str = ""):
     """Run `tag ARGS` in this process with `module.decode` raising Bug, publishing `body` into `queue` once
-    the command consumes it; returns click's result."""
+    the command consumes it (or, with `consumers_of`, consumes that queue: a worker's presence queue); returns
+    click's result."""
     def crash(data):
         raise Bug("simulated bug in the consumer")
 
@@ -199,7 +202,7 @@ def run_with_a_dying_consumer(monkeypatch, node, module, queue: str, body: bytes
         monkeypatch.setenv(key, value)
 
     def poison_when_consuming() -> None:
-        wait_consumers(node, queue, 1)
+        wait_consumers(node, consumers_of or queue, 1)
         publish(node, queue, [body])
 
     threading.Thread(target=poison_when_consuming, daemon=True).start()
@@ -214,7 +217,7 @@ def test_dead_consumer_thread_ends_the_worker_with_exit_code_1(rabbitmq_node, en
     result = run_with_a_dying_consumer(
         monkeypatch, rabbitmq_node, tag_rabbitmq.jobs, queue, encode(tone_request("anything")),
         ["worker", "--transport", "rabbitmq", "-b", "tone"],
-        {**env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"})
+        {**env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"}, consumers_of=queue + ".workers")
     assert result.exit_code == 1, result.output
     assert "broker connection thread died" in result.output and "Bug" in result.output
     assert queue_depth(rabbitmq_node, queue)[0] == 1  # the request went back to the queue, unanswered
@@ -227,7 +230,7 @@ def test_dead_letter_reason_for_a_decoding_bug(rabbitmq_node, env, monkeypatch):
     monkeypatch.setattr(tag_rabbitmq.jobs, "decode", crash)
     worker = ThreadWorker(env, ["tone"])
     try:
-        wait_consumers(rabbitmq_node, env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone", 1)
+        wait_workers(rabbitmq_node, env, 1)
         publish(rabbitmq_node, env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone", [b"x"])
         assert dead_letters(rabbitmq_node, env, 1) == [(b"x", "could not be read: KeyError: 'sample_rate'")]
         assert worker.thread.is_alive() and worker.transport.failure() is None

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from tag_rabbitmq.devbroker import broker_cli
-from tag_testkit.broker import (EventLog, ThreadWorker, amqp_channel, broker_config, cli_worker, queue_depth,
-                                stop_process, wait_consumers)
+from tag_testkit.broker import (ThreadWorker, amqp_channel, broker_client, broker_config, cli_worker, queue_depth,
+                                stop_process, wait_workers)
 from tag_testkit.tone import ToneBackend
 from tagcore import hookimpl, plugins
 from tagcore.messages import SoundRequest, SoundResponse, encode
@@ -21,12 +21,7 @@ from tagcore.runtime import build_transport
 pytestmark = pytest.mark.broker
 
 
-def make_client(env, name=None):
-    transport = build_transport(broker_config(env), "rabbitmq")
-    client = transport.client(name=name)
-    log = EventLog()
-    client.add_listener(log)
-    return transport, client, log
+make_client = broker_client
 
 
 def tone_request(prompt: str, *, delay: float = 0.0, backend: str = "tone", **fields) -> SoundRequest:
@@ -37,7 +32,7 @@ def test_end_to_end_two_cli_workers(rabbitmq_node, env):
     workers = [cli_worker(env), cli_worker(env)]
     transport, client, log = make_client(env)
     try:
-        wait_consumers(rabbitmq_node, env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone", 2)
+        wait_workers(rabbitmq_node, env, 2)
         requests = [tone_request(f"bell {i}", delay=0.4, seed=i) for i in range(8)]
         for request in requests:
             client.submit(request)
@@ -89,7 +84,7 @@ def test_worker_killed_mid_job_is_redelivered_and_answered_once(rabbitmq_node, e
     transport, client, log = make_client(env)
     survivor = None
     try:
-        wait_consumers(rabbitmq_node, env["TAG_RABBITMQ_REQUEST_QUEUE"] + ".tone", 1)
+        wait_workers(rabbitmq_node, env, 1)
         request = tone_request("crash me", delay=4.0)
         client.submit(request)
         log.wait_for(lambda: any(e.stage == "generating" for e in log.progress[request.request_id]), 30)
@@ -116,11 +111,11 @@ def test_request_that_keeps_killing_workers_gets_an_error(rabbitmq_node, env):
         client.submit(request)
         for _ in range(2):  # a worker takes it and dies without answering, twice
             source = worker_transport.job_source([ToneBackend.spec({})])
-            jobs = source.next_jobs(1, 10)
+            jobs = source.next_jobs(1, 40)  # a redelivered request first waits for its holder to reappear
             assert [j.request.request_id for j in jobs] == [request.request_id]
             source.close()
         survivor = ThreadWorker(env, ["tone"])
-        response = log.wait_responses([request.request_id], 20)[request.request_id]
+        response = log.wait_responses([request.request_id], 40)[request.request_id]
         survivor.stop()
         assert not response.ok and response.error_code == "generation_failed"
         assert "tried 2 times" in response.error_message
@@ -167,7 +162,7 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_serving(rabbi
               for i in range(100)]
     connection, channel = amqp_channel(rabbitmq_node)
     try:
-        wait_consumers(rabbitmq_node, queue, 1)
+        wait_workers(rabbitmq_node, env, 1)
         channel.confirm_delivery()
         for body in bodies:
             channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))

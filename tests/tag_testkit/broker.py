@@ -89,9 +89,12 @@ def delete_queues(node: BrokerNode, env: Mapping[str, str], backends: tuple[str,
     response = env["TAG_RABBITMQ_RESPONSE_QUEUE"]
     connection, channel = amqp_channel(node)
     try:
-        for name in (env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"], env["TAG_RABBITMQ_CATALOG_QUEUE"], response,
-                     *(f"{request}.{b}" for b in backends), *names):
+        queues = [f"{request}.{b}{suffix}" for b in backends
+                  for suffix in ("", ".workers", *(f".p{p}" for p in range(1, 10)))]
+        for name in (env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"], env["TAG_RABBITMQ_CATALOG_QUEUE"], response, *queues,
+                     *names):
             channel.queue_delete(name)
+        channel.exchange_delete(f"{request}.control")
     finally:
         connection.close()
 
@@ -119,6 +122,15 @@ class EventLog:
     def wait_responses(self, ids: Sequence[str], timeout: float) -> dict[str, SoundResponse]:
         self.wait_for(lambda: all(self.responses.get(i) for i in ids), timeout)
         return {i: self.responses[i][0] for i in ids}
+
+
+def broker_client(env: Mapping[str, str], name: str | None = None):
+    """(transport, client, EventLog) on the test's queues; close the transport when done."""
+    transport = build_transport(broker_config(env), "rabbitmq")
+    client = transport.client(name=name)
+    log = EventLog()
+    client.add_listener(log)
+    return transport, client, log
 
 
 class ThreadWorker:
@@ -150,6 +162,11 @@ def cli_worker(env: dict[str, str], backend: str = "tone") -> subprocess.Popen:
     child_env = {**os.environ, **env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"}
     return subprocess.Popen([str(tag), "worker", "--transport", "rabbitmq", "-b", backend], env=child_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_workers(node, env: Mapping[str, str], count: int, backend: str = "tone", timeout: float = 60.0) -> None:
+    """Wait until `count` workers serve `backend` (they show as consumers of its presence queue)."""
+    wait_consumers(node, f"{env['TAG_RABBITMQ_REQUEST_QUEUE']}.{backend}.workers", count, timeout)
 
 
 def wait_consumers(node, queue: str, count: int, timeout: float = 60.0) -> None:

@@ -52,3 +52,25 @@ def test_answer_survives_a_bot_restart(start_bot, bot_env):
         transport2.close()
     finally:
         worker.stop()
+
+
+def test_cancel_during_generation_over_rabbitmq(start_bot, bot_env):
+    worker = ThreadWorker(bot_env, ["tone"])
+    try:
+        bot, transport = _bot(start_bot, bot_env, options={"tone": {"delay": 100.0}})
+        bot.ask(3, "endless hum")
+        bot.fake.wait_for(lambda c: c.chat_id == 3 and "Generating" in c.params.get("text", ""), timeout=30)
+        bot.fake.push_text(3, "/cancel")
+        bot.wait_reply(3, "Stopping your sound")
+        stopped = bot.fake.wait_for(lambda c: c.chat_id == 3 and "Cancelled “endless hum”" in c.params.get("text", ""),
+                                    timeout=50)
+        assert stopped and not bot.fake.calls_of("sendVoice", 3)
+        bot.prompt(3, "next one")  # the slot is free again
+        bot.fake.push_text(3, "/cancel")
+        bot.wait_reply(3, "forgotten")
+        bot.fake.push_text(3, "/cancel")
+        bot.wait_reply(3, "nothing to cancel")
+        bot.stop()
+        transport.close()
+    finally:
+        worker.stop()

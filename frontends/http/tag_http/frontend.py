@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tagcore.config import Config
+from tagcore.fairness import FairShare
 from tagcore.frontend import Frontend
 from tagcore.runtime import client_catalog
 from tagcore.transport import Transport
@@ -23,7 +24,7 @@ from .limits import BodySizeLimit, RateLimiter
 from .settings import HttpSettings
 
 log = logging.getLogger(__name__)
-UPLOAD_PATH = "/v1/jobs/upload"
+UPLOAD_PATHS = ("/v1/jobs/upload", "/v1/audio/voices")
 
 
 class HttpFrontend(Frontend):
@@ -47,12 +48,14 @@ class HttpFrontend(Frontend):
         client = self.transport.client(name="http")
         store = self.store = JobStore(self.http.result_ttl, self.http.results_dir)
         client.add_listener(store.on_event)
+        fair = FairShare(self.http.priority)
+        client.add_listener(fair.on_event)
         limiter = RateLimiter(self.http.rate_limit, self.http.rate_burst)
-        app = create_app(self.config, client, store, self.catalog, limiter, transport_name=self.transport.name,
+        app = create_app(self.config, client, store, self.catalog, limiter, fair, transport_name=self.transport.name,
                          max_active_per_client=self.http.max_active_per_client, max_pending=self.http.max_pending,
                          api_key=self.http.api_key.reveal())
         app.router.lifespan_context = self._lifespan(store)
-        limits = BodySizeLimit(app, lambda path: self.http.max_upload_bytes if path == UPLOAD_PATH
+        limits = BodySizeLimit(app, lambda path: self.http.max_upload_bytes if path in UPLOAD_PATHS
                                else self.http.max_json_bytes)
         server = _Server(uvicorn.Config(
             limits, host=self.http.host, port=self.http.port, proxy_headers=bool(self.http.forwarded_allow_ips),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import shutil
 import tempfile
 import threading
@@ -22,9 +21,10 @@ from tagcore import audio as audio_io
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse
 from tagcore.transport import Event
 
+from .idempotency import CLIENT_JOB_ID
+
 log = logging.getLogger(__name__)
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-TERMINAL = ("done", "failed", "expired")
+TERMINAL = ("done", "failed", "cancelled", "expired")
 TIMEOUT_GRACE = 60.0
 """Seconds past a request's deadline before the server stops waiting for its answer."""
 
@@ -43,7 +43,7 @@ class JobRecord:
     deadline: float
     created_at: float = field(default_factory=time.time)
     state: str = "queued"
-    """queued -> running -> done | failed; done or failed -> expired once the TTL passes."""
+    """queued -> running -> done | failed | cancelled; those -> expired once the TTL passes."""
     stage: str = "queued"
     progress: float = 0.0
     reported_position: int | None = None
@@ -62,6 +62,8 @@ class JobRecord:
     error_message: str | None = None
     files: dict[str, Path] = field(default_factory=dict)
     version: int = 0
+    fingerprint: str = ""
+    """Digest of the submitted request (see idempotency.fingerprint): a retry must match it."""
 
 
 class JobStore:
@@ -115,7 +117,7 @@ class JobStore:
         now = time.time() if now is None else now
         with self._lock:
             for record in list(self._jobs.values()):
-                if record.state in ("done", "failed") and record.expires_at is not None and now >= record.expires_at:
+                if record.state in ("done", "failed", "cancelled") and record.expires_at is not None and now >= record.expires_at:
                     self._delete_files(record)
                     record.state = "expired"
                     self._changed(record)
@@ -125,25 +127,43 @@ class JobStore:
                     self._finish_failed(record, "timed_out", "no worker answered in time; try again later", now)
 
     # --- submitting and reading -----------------------------------------------------------------------------
-    def add(self, request: SoundRequest, client: str) -> JobRecord:
-        """Record a request before it is submitted (in-process transports answer during `submit`)."""
+    def add(self, request: SoundRequest, client: str, fingerprint: str = "") -> tuple[JobRecord, bool]:
+        """Record a request before it is submitted (in-process transports answer during `submit`); with an id
+        already known, the existing record and False (a retry: nothing must be submitted again)."""
         with self._lock:
+            existing = self._jobs.get(request.request_id)
+            if existing is not None:
+                return existing, False
             ahead = frozenset(j.id for j in self._jobs.values()
                               if j.state == "queued" and j.backend == request.backend)
             record = JobRecord(id=request.request_id, client=client, prompt=request.prompt,
                                duration=request.duration, backend=request.backend, seed=request.seed,
                                candidates=request.candidates, deadline=request.deadline or time.time(),
-                               ahead=ahead)
+                               ahead=ahead, fingerprint=fingerprint)
             self._jobs[record.id] = record
-            return record
+            return record, True
 
     def discard(self, job_id: str) -> None:
         """Forget a job whose submission failed (the transport refused it)."""
         with self._lock:
             self._jobs.pop(job_id, None)
 
+    def cancel(self, record: JobRecord) -> bool:
+        """Mark an unfinished job cancelled at once (a late answer from a worker is then ignored); False when
+        it had already finished."""
+        with self._lock:
+            if record.state == "cancelled":
+                return True
+            if record.state not in ("queued", "running"):
+                return False
+            now = time.time()
+            record.state, record.stage = "cancelled", "cancelled"
+            record.finished_at, record.expires_at = now, now + self.result_ttl
+            self._changed(record)
+            return True
+
     def get(self, job_id: str) -> JobRecord | None:
-        if not JOB_ID.match(job_id):
+        if not CLIENT_JOB_ID.match(job_id):
             return None
         with self._lock:
             return self._jobs.get(job_id)
@@ -214,7 +234,7 @@ class JobStore:
         with self._lock:
             record = self._jobs.get(response.request_id)
             if record is None:
-                if not JOB_ID.match(response.request_id):
+                if not CLIENT_JOB_ID.match(response.request_id):
                     return
                 # An answer to a job submitted before this server restarted: keep it for whoever still polls.
                 record = JobRecord(id=response.request_id, client="", prompt=response.prompt,

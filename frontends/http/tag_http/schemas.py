@@ -47,8 +47,9 @@ class JobLinks(BaseModel):
 
 class JobStatus(BaseModel):
     id: str = Field(description="opaque job id (32 hex digits)")
-    state: Literal["queued", "running", "done", "failed", "expired"]
-    stage: str = Field(description="finer than state: queued, loading, generating, encoding, done, failed")
+    state: Literal["queued", "running", "done", "failed", "cancelled", "expired"]
+    stage: str = Field(description="finer than state: queued, loading, generating, encoding, done, failed, "
+                                   "cancelled")
     progress: float = Field(ge=0, le=1)
     position: int | None = Field(None, description="place in the backend's queue while queued (1 = next)")
     prompt: str

@@ -12,6 +12,7 @@ from typing import Any
 from tagcore.audio import MAX_INPUT_BYTES
 from tagcore.config import Secret, settings_from_table
 from tagcore.errors import ConfigError
+from tagcore.fairness import MAX_BOOST
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class HttpSettings:
     backends: tuple[str, ...] = ()
     """Backends offered (empty: every one workers announced, plus those installed here)."""
     default_duration: float = 5.0
+    priority: int = 2
+    """Rank of API requests among other sources' (0-2; tagcore.fairness): above the bot's default 0."""
     api_key: Secret = Secret("")
     """Clients must send it (X-API-Key or a bearer token) when set; empty leaves the API open."""
     forwarded_allow_ips: str = ""
@@ -62,5 +65,7 @@ class HttpSettings:
                      "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"http setting {name} must be at least 1")
+        if not 0 <= self.priority <= MAX_BOOST:
+            raise ConfigError(f"http priority must be 0 to {MAX_BOOST}")
         if self.rate_limit < 0 or self.result_ttl <= 0 or self.default_duration <= 0:
             raise ConfigError("http rate_limit must be >= 0, result_ttl and default_duration > 0")

@@ -21,6 +21,7 @@ from tagcore.audio_types import Audio
 from tagcore.catalog import BackendCatalog
 from tagcore.config import Config
 from tagcore.errors import EmptyPrompt, InvalidRequest, TagError, UnreadableAudio
+from tagcore.fairness import FairShare
 from tagcore.messages import SoundRequest
 from tagcore.spec import BackendSpec
 from tagcore.transport import TransportClient
@@ -68,6 +69,8 @@ class Conversation:
         self.sessions = sessions
         self.delivery = delivery
         self.sender = sender
+        self.fair = FairShare(settings.priority)
+        client.add_listener(self.fair.on_event)
         self.catalog = catalog
         catalog.warn_unknown(settings.backends, "[telegram] backends")
 
@@ -174,7 +177,19 @@ class Conversation:
         if not self._admit(message):
             return
         draft = self.sessions.take_draft(message.from_user.id)
-        self.reply(message.chat.id, texts.CANCELLED if draft else texts.NOTHING_TO_CANCEL)
+        if draft:
+            self.reply(message.chat.id, texts.CANCELLED)
+            return
+        running = self.sessions.get(message.from_user.id, message.chat.id).in_flight
+        if running is None:
+            self.reply(message.chat.id, texts.NOTHING_TO_CANCEL)
+            return
+        try:
+            self.client.cancel(running)  # the worker answers "cancelled", which frees the slot
+        except TagError as exc:
+            self.reply(message.chat.id, texts.CANCEL_FAILED.format(error=exc.message))
+            return
+        self.reply(message.chat.id, texts.STOPPING)
 
     # --- prompts -------------------------------------------------------------------------------------
     @guarded
@@ -409,9 +424,11 @@ class Conversation:
             return problem(texts.rate_limited(wait, self.settings.rate_limit, self.settings.rate_window))
         self.delivery.track(RequestContext(request.request_id, chat_id, user_id, prompt, duration, backend, seed,
                                            audio_prompt))
+        self.fair.assign(request, f"telegram:{user_id}")
         try:
             self.client.submit(request)
         except Exception as exc:
+            self.fair.release(request.request_id)
             self.delivery.forget(request.request_id)
             self.sessions.refund(user_id, request.request_id)
             error = exc.message if isinstance(exc, TagError) else type(exc).__name__

@@ -280,7 +280,9 @@ class Delivery:
                 error = response.error_message or response.error_code or "unknown error"
                 prompt = context.prompt if context else response.prompt
                 self._finish(response.request_id, user_id)  # free the slot before the user reads the message
-                self._replace_status(context, texts.FAILED.format(prompt=_short(prompt), error=error), chat_id)
+                text = (texts.STOPPED.format(prompt=_short(prompt)) if response.error_code == "cancelled"
+                        else texts.FAILED.format(prompt=_short(prompt), error=error))
+                self._replace_status(context, text, chat_id)
                 return
             self._send_audio(chat_id, response)
             recipe = Recipe(response.prompt, response.duration, response.backend, response.seed,

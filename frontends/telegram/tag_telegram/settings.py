@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tagcore.config import Config, Secret, coerce_setting
+from tagcore.fairness import MAX_BOOST
 from tagcore.errors import ConfigError
 
 MB = 1024 * 1024
@@ -46,13 +47,15 @@ class BotSettings:
     max_input_bytes: int = 20 * MB
     request_timeout: float = 600.0
     api_url: str = ""
+    priority: int = 0
+    """Rank of the bot's requests among other sources' (0-2; tagcore.fairness): the API's default is 2."""
     """Base URL of a self-hosted Bot API server (https://github.com/tdlib/telegram-bot-api); empty: Telegram's."""
 
 
 _KEYS = {
     "token", "allowed_users", "durations", "backend", "backends", "rate_limit", "rate_window", "progress_interval",
     "audio_format", "options", "poll_timeout", "workers", "delivery_threads", "max_upload_mb", "max_input_mb",
-    "api_url",
+    "api_url", "priority",
 }
 AUDIO_FORMATS = ("voice", "wav", "flac")
 
@@ -106,6 +109,10 @@ def load_settings(config: Config, overrides: Mapping[str, Any] | None = None) ->
             values[key] = str(raw[key]).strip()
     if "backends" in raw:
         values["backends"] = tuple(str(b) for b in _list(raw["backends"]))
+    if "priority" in raw:
+        values["priority"] = _number("priority", raw["priority"], int, 0)
+        if values["priority"] > MAX_BOOST:
+            raise ConfigError(f"telegram.priority: {values['priority']} is above the maximum {MAX_BOOST}")
     for key, kind, minimum in (("rate_limit", int, 0), ("rate_window", float, 1), ("progress_interval", float, 0),
                                ("poll_timeout", int, 0), ("workers", int, 1), ("delivery_threads", int, 1)):
         if key in raw:

@@ -7,7 +7,7 @@ COMMANDS = (
     ("start", "How to use this bot"),
     ("help", "How to use this bot"),
     ("backend", "Choose the sound generator"),
-    ("cancel", "Forget the prompt you are composing"),
+    ("cancel", "Forget the prompt you are composing, or stop the sound being made"),
 )
 CAPTION_LIMIT = 1024
 
@@ -40,7 +40,7 @@ def help_text(backend: str, min_duration: float, max_duration: float, audio_role
     if "voice" in audio_roles:
         lines.append("With a speech generator, send a voice message with the text to say as its caption, "
                      "and I will say it in that voice.")
-    lines.append("/cancel forgets the prompt you are composing.")
+    lines.append("/cancel forgets the prompt you are composing, or stops the sound being made.")
     return "\n".join(lines)
 
 
@@ -75,6 +75,9 @@ UNKNOWN_COMMAND = "I don't know that command. Try /help."
 EXPIRED = "This button has expired. Send your prompt again."
 CANCELLED = "Okay, forgotten. Send a new description whenever you like."
 NOTHING_TO_CANCEL = "There is nothing to cancel."
+STOPPING = "🛑 Stopping your sound…"
+STOPPED = "🛑 Cancelled “{prompt}”. Send a new description whenever you like."
+CANCEL_FAILED = "😕 I could not cancel it right now: {error}"
 UNSUPPORTED = ("I can only work with text descriptions, voice messages and audio files. "
                "Send me a description of a sound, for example: a cat purring.")
 SUBMIT_FAILED = "😕 I could not queue your request right now: {error}. Please try again in a moment."

@@ -63,6 +63,8 @@ class SpeechBackend(Backend):
         self.ensure_loaded()
         results = []
         for index, item in enumerate(items):
+            if progress:  # also where a cancelled request stops (the callback raises)
+                progress(index / len(items), "speaking")
             started = time.perf_counter()
             sentences = split_sentences(item.prompt, self.max_sentence_chars)
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):

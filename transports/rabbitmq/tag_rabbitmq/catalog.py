@@ -26,7 +26,7 @@ from tagcore.spec import BackendSpec
 
 from .iothread import IOThread
 from .settings import RabbitSettings
-from .topology import PERSISTENT, REQUEST_QUEUE_ARGS, declare_catalog_queue
+from .topology import PERSISTENT, declare_catalog_queue
 
 log = logging.getLogger(__name__)
 SPEC_TYPE = "backend-spec"
@@ -107,14 +107,13 @@ class CatalogFollower(IOThread):
         self._connection.call_later(self.settings.catalog_refresh, lambda: self._refresh(generation))
 
     def _check(self, name: str) -> None:
-        """Available = the backend's request queue has a consumer (a live worker); a missing queue has none."""
+        """Available = the backend's presence queue has a consumer (a live worker); a missing queue has none."""
         if self._connection is None:
             return
         try:
             if self._probe is None or not self._probe.is_open:
                 self._probe = self._connection.channel()
-            ok = self._probe.queue_declare(self.settings.request_queue_for(name), durable=True, passive=True,
-                                           arguments=dict(REQUEST_QUEUE_ARGS))
+            ok = self._probe.queue_declare(self.settings.presence_queue_for(name), durable=True, passive=True)
             self.catalog.set_available(name, ok.method.consumer_count > 0)
         except pika.exceptions.ChannelClosedByBroker:  # 404: no worker ever declared it
             self._probe = None

@@ -23,10 +23,10 @@ from tagcore.errors import MessageError, TagError
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse, decode, encode
 from tagcore.transport import Event, Listener, TransportClient
 
-from .iothread import IOThread
+from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
-from .topology import PERSISTENT, dead_letter, declare_dead_letter_queue, declare_request_queue, \
-    declare_response_queue, reason_of
+from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exchange, declare_dead_letter_queue,
+                       declare_request_queue, declare_response_queue, reason_of)
 
 log = logging.getLogger(__name__)
 SEEN_MEMORY = 100_000
@@ -73,6 +73,7 @@ class RabbitClient(TransportClient, IOThread):
         channel.confirm_delivery()
         declare_dead_letter_queue(channel, self.settings)
         declare_response_queue(channel, self.reply_queue, expiry=self._expiry)
+        declare_control_exchange(channel, self.settings)
         channel.basic_qos(prefetch_count=self.settings.client_prefetch)
         self._channel = channel
         self._declared = set()
@@ -112,19 +113,27 @@ class RabbitClient(TransportClient, IOThread):
         if pending is None or pending.confirmed.is_set() or self._channel is None:
             return
         channel = self._channel
-        queue_name = self.settings.request_queue_for(pending.backend)
-        if queue_name not in self._declared:  # requests wait for a worker that has not started yet
-            declare_request_queue(channel, self.settings, pending.backend)
-            self._declared.add(queue_name)
+        request = pending.request
+        priority = min(PRIORITIES - 1, max(0, request.priority))
+        queue_name = self.settings.request_queue_for(pending.backend, priority)
+        presence = self.settings.presence_queue_for(pending.backend)
+        if pending.backend not in self._declared:  # requests wait for a worker that has not started yet
+            for level in range(PRIORITIES):
+                declare_request_queue(channel, self.settings, pending.backend, level)
+            channel.queue_declare(presence, durable=True)
+            self._declared.add(pending.backend)
         channel.basic_publish("", queue_name, pending.body, pika.BasicProperties(
             delivery_mode=PERSISTENT, correlation_id=request_id, reply_to=self.reply_queue, type="request"))
         with self._lock:
             self._pending.pop(request_id, None)
         pending.confirmed.set()
-        ok = channel.queue_declare(queue_name, passive=True).method
-        request = pending.request
-        note = "" if ok.consumer_count else f"no worker is serving {request.backend!r} right now"
-        self._events.put((ProgressEvent.about(request, "queued", position=max(1, ok.message_count), message=note),
+        channel.basic_publish(self.settings.control_exchange, "", b"", pika.BasicProperties(type="wake"))
+        ahead = sum(channel.queue_declare(self.settings.request_queue_for(pending.backend, level),
+                                          passive=True).method.message_count
+                    for level in range(priority, PRIORITIES))
+        workers = channel.queue_declare(presence, passive=True).method.consumer_count
+        note = "" if workers else f"no worker is serving {request.backend!r} right now"
+        self._events.put((ProgressEvent.about(request, "queued", position=max(1, ahead), message=note),
                           None, self.generation))
 
     # -- dispatcher thread: listeners may be slow (uploads), so they never run on the I/O thread ----------------
@@ -184,6 +193,18 @@ class RabbitClient(TransportClient, IOThread):
             cause = f"; last error: {self.last_error}" if self.last_error else ""
             raise TagError(f"the broker did not accept the request within {self.settings.submit_timeout:g} s "
                            f"(is RabbitMQ running and TAG_BROKER_URL right?{cause})", code="broker_unavailable")
+
+    def cancel(self, request_id: str) -> None:
+        """Publish the cancel on the fanout exchange every worker listens to (confirmed by the broker)."""
+        def publish() -> None:
+            if self._channel is None:
+                raise NotConnected("no channel")
+            self._channel.basic_publish(self.settings.control_exchange, "", b"", pika.BasicProperties(
+                correlation_id=request_id, type="cancel"))
+        try:
+            self.call(publish).result(timeout=self.settings.submit_timeout)
+        except Exception as exc:
+            raise TagError(f"the cancel could not reach the workers: {exc}", code="broker_unavailable") from None
 
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)

@@ -106,7 +106,8 @@ class IOThread:
         finally:
             while self._calls:
                 _, future = self._calls.popleft()
-                future.set_exception(NotConnected("the transport is closed"))
+                if future.set_running_or_notify_cancel():  # a caller may have cancelled it meanwhile
+                    future.set_exception(NotConnected("the transport is closed"))
 
     def _serve(self) -> None:
         delay = self.initial_delay

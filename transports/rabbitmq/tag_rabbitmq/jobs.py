@@ -3,8 +3,12 @@
 Guarantees (see the README's RabbitMQ section):
 - a request is acknowledged only after its response was confirmed by the broker, so a worker that dies
   mid-job costs nothing: the broker redelivers the request to another worker;
-- a worker remembers the ids it answered, so a request redelivered to it after a reconnect is not run twice
-  (a copy answered twice by different workers is dropped by the client, which deduplicates by request id);
+- a worker remembers the ids it answered (a day, bounded) and the ids it is generating, so a request
+  redelivered to it after a reconnect or a broker restart is never generated twice: a copy of a running job is
+  acknowledged by that job's answer, a copy of an answered one is dropped (a copy answered twice by different
+  workers is dropped by the client, which deduplicates by request id);
+- a cancel (fanout exchange `<request_queue>.cancel`) reaches every worker: a cancelled request is answered
+  "cancelled" when taken, and a running one stops at its backend's next progress callback;
 - a request delivered more than `max_attempts` times (it keeps killing workers) is answered with an error;
 - an undecodable message is parked in the dead-letter queue with the reason and never reaches the service.
 Deadlines are enforced by the GeneratorService, which answers expired requests with a "timed out" error
@@ -12,19 +16,18 @@ when it takes them; a request nobody takes is timed out by the waiting client it
 """
 from __future__ import annotations
 
-import collections
-import dataclasses
 import logging
-import queue
 import threading
 import time
+from dataclasses import dataclass
 from collections.abc import Sequence
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from tagcore.errors import GenerationFailed, MessageError, TagError
+from tagcore.errors import Cancelled, GenerationFailed, MessageError, TagError
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse, decode, encode
+from tagcore.recent import RecentIds
 from tagcore.spec import BackendSpec
 from tagcore.transport import Job, JobSource
 from tagcore.worker import default_worker_id
@@ -32,11 +35,19 @@ from tagcore.worker import default_worker_id
 from .catalog import announce
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
-from .topology import (PERSISTENT, dead_letter, declare_dead_letter_queue, declare_request_queue,
-                       declare_response_queue, delivery_count, reason_of)
+from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exchange, declare_dead_letter_queue,
+                       declare_request_queue, declare_response_queue, delivery_count, reason_of)
 
 log = logging.getLogger(__name__)
 ANSWERED_MEMORY = 100_000
+RUNNING_REFRESH = 5.0
+"""Seconds between a worker's announcements of the requests it is running."""
+RUNNING_TTL = 3 * RUNNING_REFRESH
+"""A request announced as running elsewhere counts as such for this long after the last announcement."""
+IDLE_POLL = 2.0
+"""Seconds between looks at the queues of an idle worker that heard no wake-up note (notes can be lost)."""
+ANSWERED_TTL = 24 * 3600.0
+"""How long a worker remembers an answered request id (a redelivered copy is dropped within it)."""
 
 
 def queue_names_for(backends: Sequence[BackendSpec]) -> list[str]:
@@ -48,6 +59,16 @@ def queue_names_for(backends: Sequence[BackendSpec]) -> list[str]:
     return names
 
 
+@dataclass
+class _Held:
+    tag: int
+    generation: int
+    request: SoundRequest
+    redelivered: bool
+    attempts: int
+    since: float
+
+
 class RabbitJob(Job):
     def __init__(self, source: "RabbitJobSource", request: SoundRequest, tag: int, generation: int,
                  redelivered: bool) -> None:
@@ -57,6 +78,10 @@ class RabbitJob(Job):
         self.generation = generation
         self.redelivered = redelivered
         self.done = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self.request.request_id in self.source.cancelled
 
     def progress(self, event: ProgressEvent) -> None:
         self.source.publish_progress(self.request, event)
@@ -77,11 +102,20 @@ class RabbitJobSource(JobSource, IOThread):
         self.backends = queue_names_for(self.specs)
         self.prefetch = max(1, prefetch)
         self.worker_id = worker_id or default_worker_id()
-        self._jobs: queue.Queue[RabbitJob] = queue.Queue()
-        self._answered: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._answered_lock = threading.Lock()
+        self._turn = 0
+        self._arrived = threading.Event()
+        self._answered = RecentIds(ANSWERED_MEMORY, ANSWERED_TTL)
+        self._running: dict[str, RabbitJob] = {}
+        """Jobs handed to the service and not answered yet, by request id (touched on the I/O thread only)."""
+        self.elsewhere = RecentIds(ttl=RUNNING_TTL)
+        """Ids other workers announced as running (refreshed every RUNNING_REFRESH s while they run)."""
+        self._connected_at = 0.0
+        self._held: dict[str, _Held] = {}
+        """Deliveries kept unacknowledged and unstarted while another worker may be running the same request."""
         self._channel: BlockingChannel | None = None
         self._progress_channel: BlockingChannel | None = None
+        self.cancelled = RecentIds()
+        """Ids cancelled by their requesters (from the cancel exchange)."""
         self.dead_lettered = 0
         self.start()
 
@@ -91,46 +125,171 @@ class RabbitJobSource(JobSource, IOThread):
         channel.confirm_delivery()
         declare_dead_letter_queue(channel, self.settings)
         declare_response_queue(channel, self.settings.response_queue)
-        channel.basic_qos(prefetch_count=self.prefetch)
         for backend in self.backends:
-            name = declare_request_queue(channel, self.settings, backend)
-            channel.basic_consume(name, self._on_message)
-        announce(channel, self.settings, self.specs, self.worker_id)  # consuming first: announced = available
+            for priority in range(PRIORITIES):
+                declare_request_queue(channel, self.settings, backend, priority)
+            presence = channel.queue_declare(self.settings.presence_queue_for(backend), durable=True).method.queue
+            channel.basic_consume(presence, self._on_presence)
+        announce(channel, self.settings, self.specs, self.worker_id)  # present first: announced = available
         self._progress_channel = connection.channel()
+        exchange = declare_control_exchange(self._progress_channel, self.settings)
+        private = self._progress_channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        self._progress_channel.queue_bind(private, exchange)
+        self._progress_channel.basic_consume(private, self._on_control, auto_ack=True)
         self._channel = channel
+        self._arrived.set()  # look at the queues now: requests may have arrived while we were away
+        self._connected_at = time.monotonic()
+        self._announce_running(connection)
 
     def on_disconnect(self) -> None:
-        # Deliveries of the dead connection are back in the broker's queue; drop our stale copies.
+        # Deliveries of the dead connection are back in the broker's queue (and redelivered on reconnect).
         self._channel = self._progress_channel = None
-        while True:
-            try:
-                self._jobs.get_nowait()
-            except queue.Empty:
-                break
 
-    def _on_message(self, channel: BlockingChannel, method, properties: pika.BasicProperties, body: bytes) -> None:
-        """Handle one delivery; whatever is wrong with it costs that message only, never the consumer."""
+    def _fetch(self, max_jobs: int) -> list[RabbitJob]:
+        """On the I/O thread: take up to `max_jobs` requests, highest priority first and oldest first within one
+        (rotating over the backends), with basic.get: a worker takes work only when it is free, so a request
+        never waits in one busy worker's buffer while another worker is idle or a newer request of a higher
+        priority arrives."""
+        channel = self._channel
+        if channel is None:
+            return []
+        jobs = self._release_held(max_jobs)
+        if self.generation > 1 and time.monotonic() - self._connected_at < self.settings.reconnect_max_delay + 2:
+            # Back after an outage: workers still generating requests the broker has just put back in the queue
+            # need up to one reconnect delay to say so (a restarted broker may not even mark them redelivered).
+            return jobs
+        backends = self.backends[self._turn % len(self.backends):] + self.backends[:self._turn % len(self.backends)]
+        self._turn += 1
+        for priority in reversed(range(PRIORITIES)):
+            for backend in backends:
+                queue_name = self.settings.request_queue_for(backend, priority)
+                while len(jobs) < max_jobs:
+                    method, properties, body = channel.basic_get(queue_name)
+                    if method is None:
+                        break
+                    if not jobs and max_jobs > 1:  # a batch takes this worker's share of what waits, no more
+                        max_jobs = min(max_jobs, self._share(channel, backend, method.message_count + 1))
+                    job = self._accept(channel, method, properties, body)
+                    if job is not None:
+                        jobs.append(job)
+                if len(jobs) >= max_jobs:
+                    return jobs
+        return jobs
+
+    def _share(self, channel: BlockingChannel, backend: str, waiting: int) -> int:
+        """Requests a free worker may take at once: the waiting ones split over the workers of `backend`."""
+        workers = channel.queue_declare(self.settings.presence_queue_for(backend), passive=True).method.consumer_count
+        return max(1, -(-waiting // max(1, workers)))
+
+    def _accept(self, channel: BlockingChannel, method, properties: pika.BasicProperties,
+                body: bytes) -> "RabbitJob | None":
+        """A job to run, or None when the delivery was settled here (malformed, a copy, cancelled, given up):
+        whatever is wrong with a message costs that message only, never the worker."""
         attempts = delivery_count(properties) + 1  # from the broker, before the body is even looked at
         if attempts > self.settings.max_attempts + 1:  # even answering it with an error failed: park it unread
             self._park(channel, method, body, f"delivered {attempts} times and never answered")
-            return
+            return None
         try:
             message = decode(body)
             if not isinstance(message, SoundRequest):
                 raise MessageError(f"a {message.kind} message arrived in a request queue")
         except Exception as error:  # MessageError, or a bug in decoding: either way this message is the problem
             self._park(channel, method, body, reason_of(error))
-            return
+            return None
         if self.was_answered(message.request_id):
             channel.basic_ack(method.delivery_tag)
-            return
+            return None
+        running = self._running.get(message.request_id)
+        if running is not None:  # a copy of what we are generating right now: never run it twice
+            if running.generation == self.generation:
+                channel.basic_ack(method.delivery_tag)  # a second published copy; the running one answers
+            else:  # our delivery died with the old connection: the running job answers and acks this one
+                running.tag, running.generation = method.delivery_tag, self.generation
+            return None
+        held = self._held.get(message.request_id)
+        if held is not None and held.generation == self.generation:  # one more copy of a held request
+            channel.basic_ack(method.delivery_tag)
+            return None
+        redelivered = bool(method.redelivered) or attempts > 1  # a broker restart may clear the flag, not the count
+        if message.request_id in self.elsewhere or redelivered:
+            # Another worker runs it, or may (a redelivery after a broker restart reaches the free worker while
+            # the one still generating it reconnects): keep it unstarted until that one answers or goes quiet.
+            self._held[message.request_id] = _Held(method.delivery_tag, self.generation, message, redelivered,
+                                                    attempts, time.monotonic())
+            return None
+        return self._start(channel, method.delivery_tag, message, redelivered, attempts)
+
+    def _start(self, channel: BlockingChannel, tag: int, message: SoundRequest, redelivered: bool,
+               attempts: int) -> "RabbitJob | None":
+        """Answer a cancelled or given-up request at once; otherwise the job to run, announced as running."""
+        if message.request_id in self.cancelled:  # dropped unstarted, answered at once
+            self._publish_response(channel, SoundResponse.failure(
+                message, Cancelled("the request was cancelled before it started"), worker=self.worker_id))
+            channel.basic_ack(tag)
+            return None
         if attempts > self.settings.max_attempts:
             error = GenerationFailed(f"the request was tried {attempts - 1} times and each attempt ended without "
                                      "an answer (the worker stopped); giving up")
             self._publish_response(channel, SoundResponse.failure(message, error, worker=self.worker_id))
-            channel.basic_ack(method.delivery_tag)
+            channel.basic_ack(tag)
+            return None
+        job = RabbitJob(self, message, tag, self.generation, redelivered)
+        self._running[message.request_id] = job
+        self._announce(message.request_id, "running")
+        return job
+
+    def _release_held(self, max_jobs: int) -> list[RabbitJob]:
+        """Settle held deliveries: ack those answered meanwhile, start those nobody runs any more."""
+        jobs: list[RabbitJob] = []
+        now = time.monotonic()
+        for request_id, held in list(self._held.items()):
+            if held.generation != self.generation:  # its delivery died with an old connection
+                del self._held[request_id]
+            elif self.was_answered(request_id):
+                self._channel.basic_ack(held.tag)
+                del self._held[request_id]
+            elif len(jobs) < max_jobs and (request_id in self.cancelled or (
+                    request_id not in self.elsewhere
+                    and now - held.since >= self.settings.reconnect_max_delay + RUNNING_REFRESH)):
+                del self._held[request_id]
+                job = self._start(self._channel, held.tag, held.request, held.redelivered, held.attempts)
+                if job is not None:
+                    jobs.append(job)
+        return jobs
+
+    def _announce(self, request_id: str, state: str) -> None:
+        """Tell the other workers (control exchange) that this worker runs or answered `request_id`."""
+        if self._progress_channel is not None:
+            self._progress_channel.basic_publish(self.settings.control_exchange, "", b"", pika.BasicProperties(
+                correlation_id=request_id, type=state, app_id=self.worker_id))
+
+    def _announce_running(self, connection: BlockingConnection) -> None:
+        """Every RUNNING_REFRESH s while connected (and at once after a reconnect): what this worker runs."""
+        for request_id in list(self._running):
+            self._announce(request_id, "running")
+        connection.call_later(RUNNING_REFRESH, lambda: self._announce_running(connection)
+                              if self._connection is connection else None)
+
+    def _on_presence(self, channel: BlockingChannel, method, properties, body: bytes) -> None:
+        """Nothing is published to presence queues; anything that is gets dropped."""
+        channel.basic_ack(method.delivery_tag)
+
+    def _on_control(self, channel: BlockingChannel, method, properties: pika.BasicProperties, body: bytes) -> None:
+        request_id = properties.correlation_id
+        if not request_id:
             return
-        self._jobs.put(RabbitJob(self, message, method.delivery_tag, self.generation, bool(method.redelivered)))
+        if properties.type == "cancel":
+            self.cancelled.add(request_id)
+        elif properties.app_id == self.worker_id:
+            return  # our own announcement
+        elif properties.type == "running":
+            self.elsewhere.add(request_id)
+        elif properties.type == "answered":
+            self.elsewhere.discard(request_id)
+            self._remember(request_id)
+            self._arrived.set()  # a held copy can be settled now
+        elif properties.type == "wake":
+            self._arrived.set()
 
     def _park(self, channel: BlockingChannel, method, body: bytes, reason: str) -> None:
         dead_letter(channel, self.settings, body, reason, source=method.routing_key, by=self.worker_id)
@@ -150,42 +309,42 @@ class RabbitJobSource(JobSource, IOThread):
         channel.basic_publish("", self._reply_queue(response.reply_to), body, pika.BasicProperties(
             delivery_mode=PERSISTENT, correlation_id=response.request_id, type="response"))
         self._remember(response.request_id)
+        self._announce(response.request_id, "answered")
 
-    # -- answered ids ----------------------------------------------------------------------------------------
+    # -- answered and running ids ---------------------------------------------------------------------------
     def _remember(self, request_id: str) -> None:
-        with self._answered_lock:
-            self._answered[request_id] = None
-            while len(self._answered) > ANSWERED_MEMORY:
-                self._answered.popitem(last=False)
+        self._answered.add(request_id)
 
     def was_answered(self, request_id: str) -> bool:
-        with self._answered_lock:
-            return request_id in self._answered
+        return request_id in self._answered
 
     # -- JobSource -------------------------------------------------------------------------------------------
     def next_jobs(self, max_jobs: int, timeout: float) -> list[Job]:
+        """Take what waits now; when nothing does, wait for a wake-up note (or poll every IDLE_POLL s)."""
         if self.failure is not None:
             raise TagError(f"the broker connection thread died ({self.failure})", code="transport_failed")
-        jobs: list[Job] = []
         end = time.monotonic() + timeout
-        while not jobs:
+        while True:
+            self._arrived.clear()
+            future = self.call(lambda: self._fetch(min(max_jobs, self.prefetch)))
+            try:
+                jobs = future.result(timeout=max(0.1, end - time.monotonic()))
+            except TimeoutError:  # disconnected: give up the fetch unless it is running right now
+                jobs = [] if future.cancel() else future.result()
+            except NotConnected:
+                jobs = []  # the connection dropped: the broker gives anything taken to a worker again
+            except Exception:
+                raise
+            except BaseException as exc:  # a bug while taking deliveries: the connection is as good as dead
+                self.failure = f"{type(exc).__name__}: {exc}"
+                log.critical("taking requests failed (%s); closing the broker connection", self.failure,
+                             exc_info=True)
+                self.stop()  # what it took goes back to the queue
+                return []
             remaining = end - time.monotonic()
-            if remaining <= 0:
-                return jobs
-            try:
-                job = self._jobs.get(timeout=remaining)
-            except queue.Empty:
-                return jobs
-            if job.generation == self.generation:
-                jobs.append(job)
-        while len(jobs) < max_jobs:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job.generation == self.generation:
-                jobs.append(job)
-        return jobs
+            if jobs or remaining <= 0:
+                return list(jobs)
+            self._arrived.wait(min(remaining, IDLE_POLL))
 
     def respond(self, job: RabbitJob, response: SoundResponse) -> None:
         """Publish with a broker confirm, then ack; retried across reconnects until confirmed."""
@@ -200,6 +359,7 @@ class RabbitJobSource(JobSource, IOThread):
             try:
                 self.call(publish_and_ack).result()
                 job.done = True
+                self.call(lambda: self._running.pop(job.request.request_id, None))
                 return
             except NotConnected:
                 if self.stopped:
@@ -230,6 +390,7 @@ class RabbitJobSource(JobSource, IOThread):
                 self.call(reject).result(timeout=10)
             except Exception:  # closing the connection requeues it anyway
                 pass
+        self.call(lambda: self._running.pop(job.request.request_id, None))
 
     def close(self) -> None:
         """Stop consuming; every unanswered job (in hand or prefetched) is requeued by closing the connection."""

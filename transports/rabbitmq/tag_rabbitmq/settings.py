@@ -5,6 +5,7 @@ Credentials, virtual host, TLS (`amqps://`) and connection tuning (`?heartbeat=3
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ from tagcore.config import Config, Secret, settings_from_table
 from tagcore.errors import ConfigError
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+MIN_CONSUMER_TIMEOUT = 1800.0
+"""RabbitMQ's default consumer timeout (30 minutes): a derived timeout is never shorter."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,19 @@ class RabbitSettings:
     reconnect_max_delay: float = 10.0
     """Upper bound of the exponential reconnect backoff, in seconds."""
     client_prefetch: int = 16
+    consumer_timeout: float = 0.0
+    """Seconds a worker may hold a request unanswered before the broker takes it back (queue argument
+    x-consumer-timeout, honoured by RabbitMQ 3.12+). 0: sized from the worst case, twice `request_timeout`
+    (no answer is useful after that) and never under RabbitMQ's own 30 minutes."""
 
     @classmethod
     def from_config(cls, config: Config) -> "RabbitSettings":
         settings = settings_from_table(cls, config.section("rabbitmq"), "[rabbitmq]")
+        if settings.consumer_timeout < 0:
+            raise ConfigError("[rabbitmq] consumer_timeout must be >= 0 seconds (0: derived from request_timeout)")
+        if not settings.consumer_timeout:
+            worst = max(MIN_CONSUMER_TIMEOUT, 2 * config.request_timeout)
+            settings = dataclasses.replace(settings, consumer_timeout=worst)
         for key in ("request_queue", "response_queue", "dead_letter_queue", "catalog_queue"):
             if not _QUEUE_NAME.match(getattr(settings, key)):
                 raise ConfigError(f"[rabbitmq] {key} must be 1-200 letters, digits or _.:- characters")
@@ -58,8 +70,20 @@ class RabbitSettings:
             raise ConfigError("[rabbitmq] catalog_refresh must be a positive number of seconds")
         return settings
 
-    def request_queue_for(self, backend: str) -> str:
-        return f"{self.request_queue}.{backend}"
+    @property
+    def control_exchange(self) -> str:
+        """The fanout exchange every worker listens to: cancels, and "wake" notes for new requests."""
+        return f"{self.request_queue}.control"
+
+    def request_queue_for(self, backend: str, priority: int = 0) -> str:
+        """Priority 0 waits in `<request_queue>.<backend>`, priority p > 0 in `<request_queue>.<backend>.p<p>`."""
+        base = f"{self.request_queue}.{backend}"
+        return f"{base}.p{priority}" if priority else base
+
+    def presence_queue_for(self, backend: str) -> str:
+        """A queue that never holds messages: each worker of `backend` consumes it, so its consumer count is the
+        number of workers (workers take requests with basic.get, which no consumer count shows)."""
+        return f"{self.request_queue}.{backend}.workers"
 
     def named_response_queue(self, name: str) -> str:
         if not _QUEUE_NAME.match(name):

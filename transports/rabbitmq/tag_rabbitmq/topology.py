@@ -2,18 +2,26 @@
 redeclaration with other arguments)."""
 from __future__ import annotations
 
+import logging
+
 import pika
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from tagcore.errors import MessageError
 
 from .settings import RabbitSettings
 
+log = logging.getLogger(__name__)
+
 REQUEST_QUEUE_ARGS = {"x-queue-type": "quorum"}
 """Quorum queues: replicated when the broker is a cluster, and they count deliveries (x-delivery-count),
 which is how a request that keeps killing workers is recognised."""
 
 PERSISTENT = 2
+PRIORITIES = 10
+"""Request priorities 0 (lowest) to 9, one quorum queue each (quorum queues have no message priorities before
+RabbitMQ 4): a free worker takes the oldest request of the highest priority that has one."""
 
 CATALOG_QUEUE_ARGS = {"x-queue-type": "stream", "x-max-length-bytes": 16 * 1024 * 1024,
                       "x-stream-max-segment-size-bytes": 1024 * 1024}
@@ -21,9 +29,38 @@ CATALOG_QUEUE_ARGS = {"x-queue-type": "stream", "x-max-length-bytes": 16 * 1024 
 it holds over 16 MiB, thousands of announcements."""
 
 
-def declare_request_queue(channel: BlockingChannel, settings: RabbitSettings, backend: str) -> str:
-    name = settings.request_queue_for(backend)
-    channel.queue_declare(name, durable=True, arguments=dict(REQUEST_QUEUE_ARGS))
+def request_queue_arguments(settings: RabbitSettings) -> dict[str, object]:
+    return {**REQUEST_QUEUE_ARGS, "x-consumer-timeout": int(settings.consumer_timeout * 1000)}
+
+
+def declare_request_queue(channel: BlockingChannel, settings: RabbitSettings, backend: str,
+                          priority: int = 0) -> str:
+    """Declare one priority's queue (on a short-lived channel of `channel`'s connection, which the broker may
+    close): a queue that exists with other arguments, e.g. from before consumer timeouts, is used as it is, with
+    a warning."""
+    name = settings.request_queue_for(backend, priority)
+    connection = channel.connection
+    scratch = connection.channel()
+    try:
+        scratch.queue_declare(name, durable=True, arguments=request_queue_arguments(settings))
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 406:
+            raise
+        log.warning("queue %s exists with other arguments (%s); using it as it is: delete it to apply "
+                    "x-consumer-timeout=%d s", name, exc.reply_text, settings.consumer_timeout)
+        scratch = connection.channel()
+        scratch.queue_declare(name, passive=True)
+    finally:
+        if scratch.is_open:
+            scratch.close()
+    return name
+
+
+def declare_control_exchange(channel: BlockingChannel, settings: RabbitSettings) -> str:
+    """The fanout exchange for cancels and wake-up notes: every worker binds a private queue to it, so a cancel
+    reaches the worker running the request and every worker that might take it from the queue later."""
+    name = settings.control_exchange
+    channel.exchange_declare(name, exchange_type="fanout", durable=True)
     return name
 
 

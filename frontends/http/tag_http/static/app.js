@@ -7,9 +7,10 @@ const KEY_STORAGE = "tag.apiKey";
 const HISTORY_STORAGE = "tag.history";
 const HISTORY_SIZE = 5;
 const NO_PROMPT = "(no description)";  // a continued clip needs none
+const FINAL_STATES = ["done", "failed", "cancelled", "expired"];
 const $ = (id) => document.getElementById(id);
 const state = { backends: new Map(), current: null, history: [], blobUrls: new Map(),
-  audioPromptRole: null, audioPrompts: new Map() };
+  audioPromptRole: null, audioPrompts: new Map(), running: null };
 
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -194,6 +195,8 @@ async function generate(request) {
   showProgress({ state: "queued", stage: "submitting", progress: 0, position: null });
   try {
     const job = await (await submit(request)).json();
+    state.running = job;
+    $("cancel").hidden = false;
     const final = await follow(job);
     if (final.state !== "done") throw new ApiError(0, final.error ? final.error.message : `job ${final.state}`);
     // The file itself stays in memory only (again/variation reuse it); the job remembers its name and role.
@@ -205,7 +208,22 @@ async function generate(request) {
     showError(error.message);
     $("progress-box").hidden = true;
   } finally {
+    state.running = null;
+    $("cancel").hidden = true;
     setBusy(false);
+  }
+}
+
+async function cancelRunning() {
+  const job = state.running;
+  if (!job) return;
+  $("cancel").disabled = true;
+  try {
+    await api(job.links.status, { method: "DELETE" });  // the event stream then ends with state "cancelled"
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    $("cancel").disabled = false;
   }
 }
 
@@ -240,7 +258,7 @@ async function follow(job) {
         showProgress(last);
       }
     }
-    if (["done", "failed", "expired"].includes(last.state)) return last;
+    if (FINAL_STATES.includes(last.state)) return last;
   } catch (error) {
     if (error instanceof ApiError) throw error;
   }
@@ -251,7 +269,7 @@ async function poll(job) {
   for (;;) {
     const status = await (await api(job.links.status)).json();
     showProgress(status);
-    if (["done", "failed", "expired"].includes(status.state)) return status;
+    if (FINAL_STATES.includes(status.state)) return status;
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
 }
@@ -379,6 +397,7 @@ function init() {
     event.preventDefault();
     generate(formRequest());
   });
+  $("cancel").addEventListener("click", cancelRunning);
   $("again").addEventListener("click", () => repeat(state.current && state.current.seed));
   $("variation").addEventListener("click", () => repeat(null));
   for (const button of document.querySelectorAll("[data-format]")) {
