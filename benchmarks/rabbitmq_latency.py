@@ -62,8 +62,7 @@ def start_workers(env: dict[str, str], count: int, max_batch: int, backend: str 
     """`count` x `tag worker --transport rabbitmq -b BACKEND ... EXTRA` processes (`plugins` and the tests'
     tone backend loaded)."""
     tag = Path(sys.executable).with_name("tag")
-    child_env = {**os.environ, **env, "TAG_PLUGINS": plugins, "TAG_PLUGIN_MODULES": "tag_testkit.tone",
-                 "PYTHONPATH": str(ROOT / "tests")}
+    child_env = {**os.environ, **env, "TAG_PLUGINS": plugins, "TAG_PLUGIN_MODULES": "tag_testkit.tone"}
     return [subprocess.Popen([str(tag), "worker", "--transport", "rabbitmq", "-b", backend, "--max-batch",
                               str(max_batch), *extra], env=child_env, stdout=subprocess.DEVNULL,
                              stderr=None if os.environ.get("TAG_BENCH_VERBOSE") else subprocess.DEVNULL)
