@@ -86,6 +86,13 @@ def test_spectral_convolutions_are_only_used_where_they_pay():
     model = tiny_bigvgan(kernels=(3, 7, 11))  # 64 channels in, so 32 in the first stage: all below the threshold
     assert voc.use_spectral_convs(model) == 0
     assert not any(isinstance(m, SpectralConv1d) for m in model.modules())
+    with torch.device("meta"):
+        def block(channels, taps):
+            return voc.spectral_block(torch.nn.Conv1d(channels, channels, taps, padding=taps // 2))
+
+        # kernel 3 and 96 channels stay direct; 768 channels would need 111 MB of spectra per conv at n = 32
+        assert [block(768, 3), block(96, 11), block(768, 11), block(768, 7), block(384, 11), block(192, 7)] == \
+            [None, None, 16, 16, 32, 32]
 
 
 def fake_kernel_module(monkeypatch, factory) -> None:

@@ -6,16 +6,16 @@ does that: cut the zero-padded input into overlapping blocks of `n` samples, tak
 by the kernel's, transform back and keep the `n - k + 1` samples that did not wrap around. The channel mixing
 becomes one (out x in) matrix product per spectral row and block, where the direct convolution needs one per
 kernel tap and output sample. With Gauss's three-multiplication complex product (rows DC, Nyquist, and Re, Im,
-Re + Im of the other bins) a block of `n` costs `1.5 n - 1` products for `n - k + 1` outputs: for n = 16 that
-is 23 products per 6 outputs for k = 11 (2.9x fewer than direct) and per 10 outputs for k = 7 (3x fewer).
+Re + Im of the other bins) a block of `n` costs `1.5 n - 1` products for `n - k + 1` outputs: for k = 11 that
+is 23 per 6 outputs at n = 16 (2.9x fewer than direct) and 47 per 22 at n = 32 (5.1x fewer).
 
 All of it is real arithmetic on time-major (channels-last) data: the forward DFT (Gauss sums folded in as extra
 rows) and the inverse DFT (Gauss recombination folded in) are small matrices applied to all blocks at once, and the
 mixing is one grouped 1x1 convolution through oneDNN with its weight layout prepared once at load (re-laying out
 the spectral weights on every call would cost as much as the products). A dilated convolution is an undilated one
 over the `d` interleaved subsequences of its input, so dilation only reshapes. The kernel's transform is computed
-in float64 and replaces the kernel; it takes `(1.5 n - 1) / k` times the kernel's memory (2.1x for k = 11, 3.3x
-for k = 7 at n = 16).
+in float64 and replaces the kernel; it takes `(1.5 n - 1) / k` times the kernel's memory (k = 11: 2.1x at n = 16,
+4.3x at n = 32), which is why the caller picks `n` per layer.
 
 Equality: this is the same linear map as `F.conv1d`, but not bitwise: float32 rounding of the transforms gives
 a relative error of a few 1e-7 per convolution (tests hold it to 2e-6 of the output's scale); over BigVGAN's 72
@@ -34,8 +34,13 @@ def available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
+def spectral_rows(n: int) -> int:
+    """Products per block of `n` (n even): DC and Nyquist, and three (Gauss) for each of the n/2 - 1 other bins."""
+    return 2 + 3 * (n // 2 - 1)
+
+
 def dft_rows(n: int) -> torch.Tensor:
-    """(2 + 3 (n/2 - 1), n) float64: DC, Nyquist, then Re, Im and Re + Im of bins 1 .. n/2 - 1 (Gauss's product)."""
+    """(spectral_rows(n), n) float64: DC, Nyquist, then Re, Im and Re + Im of bins 1 .. n/2 - 1 (Gauss's product)."""
     t = torch.arange(n, dtype=torch.float64)
     k = torch.arange(1, n // 2, dtype=torch.float64)[:, None]
     angle = 2 * math.pi * k * t / n

@@ -16,7 +16,7 @@ snake's alpha and 1 / beta are computed once at load. The result equals bigvgan'
 summation order. On CUDA, bigvgan's fused kernel does the same in one launch when it builds and runs on the
 worker; otherwise bigvgan's own PyTorch modules stay (cuDNN runs them well and they are launch-bound there).
 
-On the CPU the residual blocks' kernel-7 and kernel-11 convolutions with at least 96 channels (most of the
+On the CPU the residual blocks' kernel-7 and kernel-11 convolutions with at least 192 channels (most of the
 vocoder's arithmetic) also run in overlap-save form (`spectral_conv`), equal to the direct convolution within
 float32 rounding (a few 1e-7 relative per convolution; the golden waveform tolerance holds).
 """
@@ -162,9 +162,19 @@ def use_cuda_kernel(vocoder: nn.Module) -> str:
     return ""
 
 
-SPECTRAL_BLOCK = 16  # overlap-save block: 2.9-3x fewer products for kernels 7 and 11, spectra 2.1-3.3x the kernel
-SPECTRAL_MIN_TAPS = 7  # kernel 3 would save 1.6x at 3.7x the memory, for under a tenth of the time
-SPECTRAL_MIN_CHANNELS = 96  # below, the transforms cost about what the products save (measured, 2 threads)
+SPECTRAL_MIN_TAPS = 7  # kernel 3 saves too little (1.6x fewer products at 3.7x the memory; measured no faster)
+SPECTRAL_MIN_CHANNELS = 192  # at 96 channels the transforms cost more than the products save (measured, 2 threads)
+SPECTRAL_BLOCKS = (32, 16)  # longer blocks save more products (k = 11: 2.1 vs 3.8 per output, n = 32 vs 16) ...
+SPECTRAL_MAX_BYTES = 32 << 20  # ... but their spectra grow: the longest block whose spectra fit this, per conv
+
+
+def spectral_block(conv: nn.Conv1d) -> int | None:
+    """The overlap-save block for one residual convolution, or None where the direct convolution is as fast."""
+    if conv.kernel_size[0] < SPECTRAL_MIN_TAPS or conv.in_channels < SPECTRAL_MIN_CHANNELS:
+        return None
+    fits = [block for block in SPECTRAL_BLOCKS
+            if 4 * spectral_conv.spectral_rows(block) * conv.in_channels * conv.out_channels <= SPECTRAL_MAX_BYTES]
+    return fits[0] if fits else SPECTRAL_BLOCKS[-1]
 
 
 def use_spectral_convs(vocoder: nn.Module) -> int:
@@ -175,8 +185,9 @@ def use_spectral_convs(vocoder: nn.Module) -> int:
     for resblock in vocoder.resblocks:
         for convs in (resblock.convs1, resblock.convs2):
             for i, conv in enumerate(convs):
-                if conv.kernel_size[0] >= SPECTRAL_MIN_TAPS and conv.in_channels >= SPECTRAL_MIN_CHANNELS:
-                    convs[i] = spectral_conv.SpectralConv1d(conv, SPECTRAL_BLOCK)
+                block = spectral_block(conv)
+                if block is not None:
+                    convs[i] = spectral_conv.SpectralConv1d(conv, block)
                     swapped += 1
     return swapped
 
