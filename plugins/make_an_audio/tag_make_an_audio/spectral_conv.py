@@ -31,7 +31,8 @@ from torch import nn
 
 def available() -> bool:
     """Whether this torch build has the oneDNN ops the mixing uses (true for the standard x86/ARM CPU wheels)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise") and \
+        hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")
 
 
 def spectral_rows(n: int) -> int:
@@ -123,6 +124,7 @@ class SpectralConv1d(nn.Module):
         oneDNN picks its weight layout for the input's shape, and a weight in another layout is re-laid out on
         every call (as plain `F.conv2d` always does), which costs as much as the products. So the weights are
         re-laid out once whenever the input shape changes (once per clip length) and kept that way; one copy.
+        A weight in any layout gives the same products, so callers racing with other shapes only cost time.
         """
         shape = tuple(spectra.shape)
         if shape != self.packed_for:
