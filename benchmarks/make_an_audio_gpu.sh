@@ -41,6 +41,6 @@ stage speed 240 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" -
        --dtypes fp32 bf16 --repeat 2 --out "$OUT"
 stage vocoder 60 python3 benchmarks/make_an_audio_vocoder.py --weights "$WEIGHTS" --official "$OFFICIAL" \
   --device cuda --frames 625 --batch 8 --rounds 3 --out "$OUT"
-stage compiled 200 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda --dtypes bf16 --compile \
+stage compiled 150 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda --dtypes bf16 --compile \
   --sampling dpmpp:25 ddim:100 --batch 1 --repeat 3 --out "$OUT/compiled"
 grep -h "^|\|Median\|Worker start" "$OUT"/*.md "$OUT"/compiled/*.md 2>/dev/null | cut -c1-400
