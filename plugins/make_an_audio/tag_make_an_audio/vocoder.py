@@ -126,7 +126,8 @@ def use_cuda_kernel(vocoder: nn.Module, build: Callable[[torch.device], Kernel] 
     """Swap in bigvgan's fused CUDA activation when it builds and agrees with the PyTorch path; why not otherwise.
 
     The kernel is compiled for this GPU on first use (snake_kernel.py). Building is not proof: it is run once on
-    a probe input (a length that is no multiple of its 32-sample tiles) and compared with the module it replaces.
+    a probe input (a length that is no multiple of its 32-sample tiles) and compared with the exact polyphase form
+    of the module it replaces.
     """
     found = _torch_activations(vocoder)
     if not found:
@@ -137,21 +138,24 @@ def use_cuda_kernel(vocoder: nn.Module, build: Callable[[torch.device], Kernel] 
     except Exception as exc:  # no nvcc / ninja / compiler, unwritable cache, ...
         return f"bigvgan's CUDA kernel did not build ({type(exc).__name__}: {str(exc)[:200]})"
     twins = [snake_kernel.fused_twin(kernel, module) for _, _, module in found]
-    if any(twin is None for twin in twins):
-        return "the vocoder's activations do not use the kernel's fixed 2x / 12-tap filters"
+    # The reference is the polyphase form: plain fp32 arithmetic. bigvgan's own modules run their filters through
+    # cuDNN, whose default TF32 rounding alone puts them 3e-3 (relative to the peak) off on an H100.
     module, twin = found[0][2], twins[0]
+    reference = PolyphaseSnake.from_bigvgan(module)
+    if reference is None or any(twin is None for twin in twins):
+        return "the vocoder's activations do not use the kernel's fixed 2x / 12-tap filters"
     channels = module.act.alpha.shape[0]
     probe = torch.randn(2, channels, 1000, generator=torch.Generator().manual_seed(0)).to(device)
     try:
         with torch.inference_mode():
-            want, got = module(probe), twin(probe)
+            want, got = reference(probe), twin(probe)
         if probe.is_cuda:
             torch.cuda.synchronize(probe.device)
     except Exception as exc:  # e.g. "no kernel image is available" on an architecture it was not built for
         return f"bigvgan's CUDA kernel does not run here ({type(exc).__name__}: {str(exc)[:200]})"
     error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item()
     if not error <= 1e-3:
-        return f"bigvgan's CUDA kernel disagrees with the PyTorch path (relative error {error:.2g})"
+        return f"bigvgan's CUDA kernel disagrees with the exact activation (relative error {error:.2g})"
     for (parent, name, _), twin in zip(found, twins):
         parent._modules[name] = twin
     return ""
