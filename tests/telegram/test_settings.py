@@ -203,3 +203,18 @@ def test_pinned_setting_parsing():
     assert load_settings(config, {"pinned": ["a.b.c"]}).pinned == {"a.b": frozenset({"c"})}
     with pytest.raises(ConfigError, match="BACKEND.OPTION"):
         load_settings(config, {"pinned": ["preset"]})
+
+
+def test_make_an_audio_preset_is_the_first_setting_offered():
+    """The real backend's spec, as a worker announces it (JSON), gives the speed preset first: the bot names no model."""
+    backend = pytest.importorskip("tag_make_an_audio.backend", reason="the make_an_audio plugin is not installed")
+    from tag_telegram import settings_menu, texts
+
+    spec = BackendSpec.from_json(BackendSpec.from_attributes(backend.MakeAnAudioBackend).to_json())
+    current = settings_of(spec, {}, frozenset(), {"preset": "fast"})
+    assert [(s.option.name, s.value) for s in current][0] == ("preset", "fast")
+    rows = settings_menu.keyboard(spec.name, current).keyboard
+    assert [b.text for b in rows[0]] == ["preset: quality", "✅ preset: fast"]
+    assert "DPM++ 25" in texts.settings_menu(spec.name, current)
+    assert request_options(spec, {"guidance": 2.0}, frozenset(), {"preset": "fast"}) == {"guidance": 2.0,
+                                                                                          "preset": "fast"}
