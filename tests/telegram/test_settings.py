@@ -206,7 +206,8 @@ def test_pinned_setting_parsing():
 
 
 def test_make_an_audio_preset_is_the_first_setting_offered():
-    """The real backend's spec, as a worker announces it (JSON), gives the speed preset first: the bot names no model."""
+    """The real backend's spec, as a worker announces it (JSON), puts the speed preset first: the bot names no
+    model."""
     backend = pytest.importorskip("tag_make_an_audio.backend", reason="the make_an_audio plugin is not installed")
     from tag_telegram import settings_menu, texts
 
