@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--official", type=Path, required=True, help="checkout of the official code")
     parser.add_argument("--mel", type=Path, help="npz with a 'mel' entry (N, 1, 80, frames), e.g. golden case_a.npz")
     parser.add_argument("--frames", type=int, default=128, help="random mel length when --mel is not given")
+    parser.add_argument("--batch", type=int, default=1, help="vocode this many copies of the mel at once")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -52,7 +53,7 @@ def main() -> None:
             mel = torch.from_numpy(data["mel"][:, 0]).float()
     else:
         mel = torch.randn(1, 80, args.frames, generator=torch.Generator().manual_seed(0)) - 3.0
-    mel = mel.to(device)
+    mel = mel.expand(args.batch, -1, -1).contiguous().to(device)
     ours, path = load_vocoder(Layout(args.weights), device)
     theirs = official_vocoder(args.official.resolve(), args.weights.resolve(), device.type)
 
@@ -95,7 +96,7 @@ def main() -> None:
              f"Agreement of the waveforms: max abs {agree['max_abs']:.3g}, relative L2 {agree['rel_l2']:.3g}.",
              f"Machine load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after (other jobs "
              f"share these cores: compare the ratio, not the seconds)."]
-    suffix = f"_{args.threads}_threads" if args.threads else ""
+    suffix = (f"_{args.threads}_threads" if args.threads else "") + (f"_batch{args.batch}" if args.batch > 1 else "")
     for written in write_results(args.out / f"make_an_audio_vocoder_{device.type}{suffix}", FIELDS, rows, intro):
         print(f"wrote {written}")
 

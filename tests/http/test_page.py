@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tag_testkit.tone import StereoToneBackend, ToneBackend, VoiceToneBackend
+from tag_testkit.tone import PresetToneBackend, StereoToneBackend, ToneBackend, VoiceToneBackend
 from tagcore import Audio, Capabilities, hookimpl, plugins
 from tagcore import audio as audio_io
 
@@ -311,5 +311,65 @@ def test_page_plays_stereo_and_says_so(make_server: Any, browser: Any, prompt_ba
         expect(page.locator("#result")).to_be_visible(timeout=20_000)
         expect(page.locator("#result-meta")).to_contain_text("stereo_tone · 2 s · stereo 44.1 kHz")
         assert page.eval_on_selector("#player", "e => e.src").startswith("blob:")  # the stereo WAV (see test_api)
+        assert problems == []
+        context.close()
+
+
+# --- a backend's choices (Make-An-Audio's speed preset) ----------------------------------------------------------
+class _PresetBackend:
+    @hookimpl
+    def register_backends(self, register) -> None:  # type: ignore[no-untyped-def]
+        register(PresetToneBackend)
+
+
+@pytest.fixture()
+def preset_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Register preset_tone for one test; yields the presets it generated with, in order."""
+    seen: list[str] = []
+    monkeypatch.setattr(PresetToneBackend, "presets", seen)
+    plugins.register_plugin(_PresetBackend(), name="http-test-preset")
+    yield seen
+    plugins.unregister_plugin("http-test-preset")
+
+
+def _posted_job(page: Any) -> Any:
+    return page.expect_request(lambda r: r.url.endswith("/v1/jobs") and r.method == "POST")
+
+
+def test_page_offers_the_speed_preset_and_sends_the_pick(make_server: Any, browser: Any,
+                                                         preset_backend: list[str]) -> None:
+    expect = sync_api.expect
+    with make_server({"backends": "tone,preset_tone"}, serve=("tone", "preset_tone")) as srv:
+        context, page, problems = _open_with_key(browser, srv)
+        expect(page.locator("#backend option")).to_have_count(2)
+        page.select_option("#backend", "preset_tone")
+        page.click("#options-box summary")
+        preset = page.locator("select[data-option=preset]")  # drawn from the backend's spec, like every option
+        expect(preset).to_be_visible()
+        assert preset.locator("option").all_text_contents() == ["quality", "fast"]
+        assert preset.input_value() == "quality"
+        assert "fewer steps" in (page.locator("label", has=preset).get_attribute("title") or "")
+
+        page.fill("#prompt", "rain on a tin roof")
+        page.fill("#duration", "2")
+        preset.select_option("fast")
+        with _posted_job(page) as sent:
+            page.click("#generate")
+        assert sent.value.post_data_json["options"] == {"preset": "fast"}
+        expect(page.locator("#result")).to_be_visible(timeout=20_000)
+        assert preset_backend == ["fast"]
+        page.click("#again")  # a repeat keeps the options it was made with
+        expect(page.locator("#history li")).to_have_count(2, timeout=20_000)
+        assert preset_backend == ["fast", "fast"]
+
+        preset.select_option("quality")  # the default is not sent: the backend applies it
+        with _posted_job(page) as sent:
+            page.click("#generate")
+        assert sent.value.post_data_json["options"] == {}
+        expect(page.locator("#history li")).to_have_count(3, timeout=20_000)
+        assert preset_backend == ["fast", "fast", "quality"]
+
+        page.select_option("#backend", "tone")  # a backend without the option does not show it
+        expect(page.locator("[data-option=preset]")).to_have_count(0)
         assert problems == []
         context.close()

@@ -48,7 +48,11 @@ def test_warmup_option_parses_shapes_and_refuses_bad_ones():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-def test_cuda_graph_replay_equals_the_eager_loop(tiny_weights):
+def test_cuda_graph_replay_equals_the_eager_loop(tiny_weights, monkeypatch):
+    # TF32 (on by default for cuDNN convolutions) rounds to 1e-3, and eager and captured runs may pick different
+    # algorithms: over 23 steps of a random UNet that grew to 4e-2 on an H100. Compare true fp32 arithmetic.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     backend = MakeAnAudioBackend({"weights": str(tiny_weights), "device": "cuda", "dtype": "fp32",
                                   "warmup": "1:2"})
     backend.ensure_loaded()
@@ -68,6 +72,7 @@ def test_cuda_graph_replay_equals_the_eager_loop(tiny_weights):
                                      hook=lambda i, n, x, x0: calls.append(i))
         assert capture_s > 0 and torch.equal(torch.rand(2), after_eager)
         torch.testing.assert_close(z, eager, rtol=1e-4, atol=1e-4)
-        assert calls == [i for i in range(9, steps, 10)] + ([steps - 1] if steps % 10 else [])
+        n = model.plan(sampler, steps).steps  # the official DDIM discretisation makes 24 steps of "23"
+        assert calls == [i for i in range(9, n, 10)] + ([n - 1] if n % 10 else [])
         again, capture_again = graphs.sample(noise, c, uc, steps=steps, guidance=2.0, sampler=sampler)
         assert capture_again == 0.0  # captured once per shape; any guidance > 1 shares it

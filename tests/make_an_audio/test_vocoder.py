@@ -5,8 +5,6 @@ import contextlib
 import copy
 import dataclasses
 import io
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -14,7 +12,9 @@ import torch
 from bigvgan.activations import Snake, SnakeBeta
 from bigvgan.alias_free_activation.torch.act import Activation1d
 
+from tag_make_an_audio import snake_kernel
 from tag_make_an_audio import vocoder as voc
+from tag_make_an_audio.snake_kernel import FusedSnake
 from tag_make_an_audio.spectral_conv import SpectralConv1d
 
 
@@ -95,44 +95,80 @@ def test_spectral_convolutions_are_only_used_where_they_pay():
             [None, None, 16, 16, 32, 32]
 
 
-def fake_kernel_module(monkeypatch, factory) -> None:
-    fake = types.ModuleType("bigvgan.alias_free_activation.cuda.activation1d")
-    fake.Activation1d = factory
-    monkeypatch.setitem(sys.modules, "bigvgan.alias_free_activation.cuda.activation1d", fake)
+class PolyphaseKernel:
+    """Stands in for the compiled kernel: the same call, computed by the proven polyphase path."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset, self.calls = offset, 0
+
+    def forward(self, x, up_filter, down_filter, log_alpha, log_beta):
+        self.calls += 1
+        snake = voc.PolyphaseSnake(up_filter, down_filter, log_alpha.exp(), 1.0 / (log_beta.exp() + voc.SNAKE_EPS))
+        return snake(x) + self.offset
 
 
-def test_cuda_kernel_that_does_not_build_leaves_the_pytorch_path(monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "bigvgan.alias_free_activation.cuda.activation1d", None)  # import fails
+def test_cuda_kernel_that_does_not_build_leaves_the_pytorch_path(caplog):
+    def no_compiler(device):
+        raise RuntimeError("nvcc not found")
+
+    model = tiny_bigvgan()
+    assert "did not build (RuntimeError: nvcc not found)" in voc.use_cuda_kernel(model, build=no_compiler)
+    assert any(isinstance(m, Activation1d) for m in model.modules())
+
+
+def test_accelerate_on_cuda_falls_back_and_says_why(monkeypatch, caplog):
+    def no_compiler(device):
+        raise RuntimeError("nvcc not found")
+
+    monkeypatch.setattr(voc.snake_kernel, "build", no_compiler)
     model = tiny_bigvgan()
     assert voc.accelerate(model, torch.device("cuda")) == voc.PATH_TORCH
-    assert any(isinstance(m, Activation1d) for m in model.modules())
     assert "did not build" in caplog.text
 
 
-def test_cuda_kernel_that_disagrees_is_not_used(monkeypatch):
-    class Wrong(Activation1d):
-        def __init__(self, act, fused=True):
-            super().__init__(act)
-
-        def forward(self, x):
-            return super().forward(x) + 1.0
-
-    fake_kernel_module(monkeypatch, Wrong)
+def test_cuda_kernel_that_disagrees_is_not_used():
     model = tiny_bigvgan()
-    assert "disagrees" in voc.use_cuda_kernel(model)
-    assert not any(isinstance(m, Wrong) for m in model.modules())
+    assert "disagrees" in voc.use_cuda_kernel(model, build=lambda device: PolyphaseKernel(offset=1.0))
+    assert not any(isinstance(m, FusedSnake) for m in model.modules())
 
 
-def test_cuda_kernel_that_agrees_replaces_every_activation(monkeypatch):
-    class Same(Activation1d):
-        def __init__(self, act, fused=True):
-            super().__init__(act)
-
-    fake_kernel_module(monkeypatch, Same)
-    model = tiny_bigvgan()
+def test_cuda_kernel_that_agrees_replaces_every_activation_and_keeps_the_output():
+    model, kernel = tiny_bigvgan(), PolyphaseKernel()
     count = sum(isinstance(m, Activation1d) for m in model.modules())
+    mel = torch.randn(2, model.h.num_mels, 12, generator=torch.Generator().manual_seed(3)) - 3
+    with torch.inference_mode():
+        want = model(mel)
+    assert voc.use_cuda_kernel(model, build=lambda device: kernel) == ""
+    assert sum(isinstance(m, FusedSnake) for m in model.modules()) == count
+    assert not any(isinstance(m, Activation1d) for m in model.modules())
+    with torch.inference_mode():
+        torch.testing.assert_close(model(mel), want, rtol=1e-4, atol=1e-5)
+    assert kernel.calls > count  # the probe, then every activation of the forward pass
+
+
+@pytest.mark.parametrize("kind,logscale", [(SnakeBeta, True), (SnakeBeta, False), (Snake, True), (Snake, False)])
+def test_fused_snake_equals_bigvgan_activation_for_every_parameter_scale(kind, logscale):
+    """The kernel exponentiates alpha and beta: linear-scale parameters must reach it as logarithms."""
+    module = activation(kind, 5, logscale, seed=7)
+    x = 3 * torch.randn(2, 5, 45, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        torch.testing.assert_close(FusedSnake(PolyphaseKernel(), module)(x), module(x), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_sources_ship_with_bigvgan():
+    assert all(path.is_file() for path in snake_kernel.sources())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused kernel needs a CUDA device and nvcc")
+def test_fused_kernel_builds_and_matches_the_pytorch_path_on_this_gpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the PyTorch path in true fp32
+    model = tiny_bigvgan().cuda()
+    mel = (torch.randn(2, model.h.num_mels, 37, generator=torch.Generator().manual_seed(3)) - 3).cuda()
+    with torch.inference_mode():
+        want = model(mel)
     assert voc.use_cuda_kernel(model) == ""
-    assert sum(isinstance(m, Same) for m in model.modules()) == count
+    with torch.inference_mode():
+        torch.testing.assert_close(model(mel), want, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.slow

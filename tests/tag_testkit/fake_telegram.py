@@ -375,6 +375,10 @@ class FakeTelegram:
                 return self._error(400, "Bad Request: message is not modified: specified new message content "
                                         "and reply markup are exactly the same")
             message["text"] = call.params.get("text", "")
+            if "reply_markup" in call.params:  # as on Telegram: an edit without a keyboard removes the old one
+                message["reply_markup"] = json.loads(call.params["reply_markup"])
+            else:
+                message.pop("reply_markup", None)
             return dict(message)
 
     def _api_deleteMessage(self, call: Call) -> Any:

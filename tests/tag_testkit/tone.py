@@ -147,6 +147,28 @@ class StereoToneBackend(ToneBackend):
                                  for c in result.candidates]
         return results
 
+class PresetToneBackend(ToneBackend):
+    """The tone with a speed `preset` choice like Make-An-Audio's (quality, the default, or fast), so frontends can
+    be tested offering it. Records the preset of every batch it generates. Not registered by this module."""
+
+    name = "preset_tone"
+    aliases = ()
+    options = ToneBackend.options + (
+        Option("preset", "choice", "quality", "quality: more steps (slow); fast: fewer steps",
+               choices=("quality", "fast")),
+    )
+    presets: list[str] = []
+
+    def generate_batch(self, items: Sequence[GenerationItem], duration: float, *, options: Mapping[str, Any],
+                       progress=None) -> list[GenerationResult]:
+        with self.lock:
+            PresetToneBackend.presets.append(options["preset"])
+        results = super().generate_batch(items, duration, options=options, progress=progress)
+        for result in results:
+            result.metadata["preset"] = options["preset"]
+        return results
+
+
 @hookimpl
 def register_backends(register) -> None:
     register(ToneBackend)

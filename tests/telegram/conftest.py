@@ -12,7 +12,7 @@ from telebot import apihelper
 
 import tag_testkit.tone as tone_module
 from tag_testkit.fake_telegram import Call, FakeTelegram
-from tag_testkit.tone import StereoToneBackend, ToneBackend, VoiceToneBackend
+from tag_testkit.tone import PresetToneBackend, StereoToneBackend, ToneBackend, VoiceToneBackend
 from tag_telegram.frontend import TelegramFrontend
 from tagcore import Capabilities, hookimpl, plugins
 from tagcore.config import Config
@@ -35,6 +35,7 @@ class _ProbePlugin:
         register(ProbeTone)
         register(VoiceToneBackend)
         register(StereoToneBackend)
+        register(PresetToneBackend)
 
 
 def _register_test_backends() -> None:

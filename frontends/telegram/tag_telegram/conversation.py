@@ -1,4 +1,5 @@
-"""The conversation: commands, prompts, the duration keyboard, backend choice, audio continuation, buttons.
+"""The conversation: commands, prompts, the duration keyboard, backend and settings choice, audio continuation,
+buttons.
 
 Handlers run on telebot's worker threads. Each one checks the allow-list, answers bad input with a short helpful
 reply (validated against the backend's spec, before anything is queued) and never lets an exception escape: a
@@ -27,7 +28,8 @@ from tagcore.spec import BackendSpec
 from tagcore.transport import TransportClient
 from tagcore.validation import longest_duration, validate_request
 
-from . import texts
+from . import settings_menu, texts
+from .chat_options import Setting, choice_options, request_options, settings_of, stale_picks
 from .delivery import Delivery, RequestContext, reply_context
 from .sender import ChatBlocked, Sender
 from .sessions import Draft, Sessions
@@ -98,6 +100,7 @@ class Conversation:
         bot = self.bot
         bot.message_handler(commands=["start", "help"])(self.on_help)
         bot.message_handler(commands=["backend"])(self.on_backend)
+        bot.message_handler(commands=["settings"])(self.on_settings)
         bot.message_handler(commands=["cancel"])(self.on_cancel)
         bot.message_handler(content_types=["text"])(self.on_text)
         bot.message_handler(content_types=["voice", "audio", "document"])(self.on_file)
@@ -121,6 +124,24 @@ class Conversation:
     def backend_of(self, user_id: int, chat_id: int) -> str:
         chosen = self.sessions.get(user_id, chat_id).backend
         return chosen if chosen in self.specs else self.default_backend
+
+    def settings_for(self, user_id: int, chat_id: int, backend: str) -> list[Setting]:
+        """The choice options of `backend` with this user's values (see chat_options)."""
+        return settings_of(self.specs[backend], self.settings.options.get(backend, {}),
+                           self.settings.pinned.get(backend, frozenset()),
+                           self.sessions.picks(user_id, chat_id, backend))
+
+    def options_for(self, user_id: int, chat_id: int, backend: str) -> dict[str, Any]:
+        """The options a request of this user carries. Picks the backend no longer takes are forgotten, and the
+        user is told so (once), rather than failing every request."""
+        pinned = self.settings.pinned.get(backend, frozenset())
+        picks = self.sessions.picks(user_id, chat_id, backend)
+        stale = stale_picks(self.specs[backend], pinned, picks)
+        if stale:
+            self.sessions.forget_picks(user_id, backend, stale)
+            self.reply(chat_id, texts.stale_settings(backend, stale))
+            picks = {name: value for name, value in picks.items() if name not in stale}
+        return request_options(self.specs[backend], self.settings.options.get(backend, {}), pinned, picks)
 
     def duration_range(self, backend: str, audio_prompt: Audio | None = None) -> tuple[float, float]:
         spec = self.specs[backend]
@@ -173,6 +194,24 @@ class Conversation:
         self.reply(message.chat.id, texts.CHOOSE_BACKEND.format(current=current), markup)
 
     @guarded
+    def on_settings(self, message: types.Message) -> None:
+        if not self._admit(message):
+            return
+        user_id, chat_id = message.from_user.id, message.chat.id
+        backend = self.backend_of(user_id, chat_id)
+        if not backend:
+            self.reply(chat_id, texts.NO_BACKENDS)
+            return
+        self.reply(chat_id, *self._settings_view(user_id, chat_id, backend))
+
+    def _settings_view(self, user_id: int, chat_id: int, backend: str,
+                       heading: str = "") -> tuple[str, types.InlineKeyboardMarkup | None]:
+        """The /settings message of `backend` for this user: its text and value buttons."""
+        current = self.settings_for(user_id, chat_id, backend)
+        text = texts.settings_menu(backend, current)
+        return (f"{heading}\n{text}" if heading else text), settings_menu.keyboard(backend, current)
+
+    @guarded
     def on_cancel(self, message: types.Message) -> None:
         if not self._admit(message):
             return
@@ -211,20 +250,21 @@ class Conversation:
         if not text:
             self.reply(chat_id, texts.EMPTY)
             return
-        error = self._check_prompt(text, backend)
+        error = self._check_prompt(text, backend, self.options_for(user_id, chat_id, backend))
         if error:
             self.reply(chat_id, error)
             return
         self._ask_duration(chat_id, user_id, Draft(text), backend)
 
-    def _check_prompt(self, prompt: str, backend: str, audio_prompt: Audio | None = None) -> str | None:
+    def _check_prompt(self, prompt: str, backend: str, options: dict[str, Any],
+                      audio_prompt: Audio | None = None) -> str | None:
         """Validate the prompt alone (with a duration the backend accepts) so problems show before the keyboard."""
         low, high = self.duration_range(backend, audio_prompt)
         if low > high:
             return (f"That audio is {audio_prompt.duration:.1f} s long; {backend} can continue clips shorter than "
                     f"{high:g} s. Send a shorter one.") if audio_prompt is not None else texts.NO_BACKENDS
         trial = SoundRequest(prompt=prompt, duration=high, backend=backend, audio_prompt=audio_prompt,
-                             options=self.settings.options.get(backend, {}))
+                             options=options)
         try:
             validate_request(trial, self.specs[backend], self.config)
         except InvalidRequest as exc:
@@ -244,6 +284,9 @@ class Conversation:
         markup.row(*(types.InlineKeyboardButton(texts.seconds(d), callback_data=f"dur:{draft.nonce}:{d:g}")
                      for d in presets))
         markup.row(types.InlineKeyboardButton("✏️ Custom", callback_data=f"dur:{draft.nonce}:custom"))
+        settings_button = settings_menu.open_button(self.settings_for(user_id, chat_id, backend))
+        if settings_button is not None:
+            markup.row(settings_button)
         self.sessions.set_draft(user_id, chat_id, draft)
         self.reply(chat_id, texts.ask_duration(draft.prompt), markup)
 
@@ -312,7 +355,7 @@ class Conversation:
             self.reply(chat_id, texts.UNREADABLE if unreadable else texts.sentence(exc.message))
             return
         prompt = (message.caption or "").strip()
-        error = self._check_prompt(prompt, backend, clip)
+        error = self._check_prompt(prompt, backend, self.options_for(user_id, chat_id, backend), clip)
         if error:
             self.reply(chat_id, error)
             return
@@ -354,7 +397,27 @@ class Conversation:
             if rest not in self.specs:
                 return texts.UNKNOWN_BACKEND
             self.sessions.set_backend(user_id, chat_id, rest)
-            self._settle(call, texts.BACKEND_SET.format(backend=rest))
+            chosen = texts.BACKEND_SET.format(backend=rest)
+            if choice_options(self.specs[rest]):  # show what can be set for it right away
+                self._settle(call, *self._settings_view(user_id, chat_id, rest, chosen))
+            else:
+                self._settle(call, chosen)
+            return None
+        if kind == settings_menu.OPEN:
+            backend = self.backend_of(user_id, chat_id)
+            if not backend:
+                return texts.NO_BACKENDS
+            self.reply(chat_id, *self._settings_view(user_id, chat_id, backend))
+            return None
+        if kind == settings_menu.PICK:
+            picked = settings_menu.parse_pick(rest, self.specs)
+            if picked is None:
+                return texts.EXPIRED
+            backend, option, value = picked
+            if option.name in self.settings.pinned.get(backend, frozenset()):
+                return texts.PINNED_SETTING.format(option=option.name)
+            self.sessions.pick(user_id, chat_id, backend, option.name, value)
+            self._settle(call, *self._settings_view(user_id, chat_id, backend))
             return None
         if kind in ("again", "var"):
             recipe = self.sessions.recipe(rest)
@@ -362,7 +425,7 @@ class Conversation:
                 return texts.EXPIRED
             seed = recipe.seed if kind == "again" else None
             return self.submit(user_id, chat_id, recipe.prompt, recipe.duration, recipe.backend, seed=seed,
-                               audio_prompt=recipe.audio_prompt, quiet=True)
+                               audio_prompt=recipe.audio_prompt, options=recipe.options, quiet=True)
         return texts.EXPIRED
 
     def _pick_duration(self, call: types.CallbackQuery, user_id: int, chat_id: int, nonce: str,
@@ -387,19 +450,22 @@ class Conversation:
         return self.submit(user_id, chat_id, draft.prompt, duration, backend, audio_prompt=draft.audio_prompt,
                            quiet=True)
 
-    def _settle(self, call: types.CallbackQuery, text: str) -> None:
-        """Replace a keyboard message's text (which removes its buttons, so it cannot be pressed twice)."""
+    def _settle(self, call: types.CallbackQuery, text: str, markup: types.InlineKeyboardMarkup | None = None) -> None:
+        """Replace a keyboard message's text and buttons (without `markup` the buttons go, so they cannot be
+        pressed twice)."""
         try:
             self.sender.call(call.message.chat.id, "editMessageText", self.bot.edit_message_text, text,
-                             call.message.chat.id, call.message.message_id)
+                             call.message.chat.id, call.message.message_id, reply_markup=markup)
         except ApiException as exc:
             log.debug("could not settle keyboard message: %s", getattr(exc, "description", exc))
 
     # --- submission ------------------------------------------------------------------------------------
     def submit(self, user_id: int, chat_id: int, prompt: str, duration: float, backend: str, *,
-               seed: int | None = None, audio_prompt: Audio | None = None, quiet: bool = False) -> str | None:
-        """Validate, claim the user's slot and budget, and submit. Problems are replied in the chat, or
-        returned (when `quiet`, for a button press) to be shown as an alert."""
+               seed: int | None = None, audio_prompt: Audio | None = None, options: dict[str, Any] | None = None,
+               quiet: bool = False) -> str | None:
+        """Validate, claim the user's slot and budget, and submit. `options`: those of a clip being repeated
+        (default: the user's current ones). Problems are replied in the chat, or returned (when `quiet`, for a
+        button press) to be shown as an alert."""
         def problem(text: str) -> str | None:
             if quiet:
                 return text
@@ -409,8 +475,10 @@ class Conversation:
         spec = self.specs.get(backend)
         if spec is None:
             return problem(texts.UNKNOWN_BACKEND)
+        if options is None:
+            options = self.options_for(user_id, chat_id, backend)
         request = SoundRequest(prompt=prompt, duration=duration, backend=backend, seed=seed,
-                               options=dict(self.settings.options.get(backend, {})), audio_prompt=audio_prompt,
+                               options=dict(options), audio_prompt=audio_prompt,
                                context=reply_context(chat_id, user_id), client="telegram",
                                deadline=time.time() + self.settings.request_timeout)
         try:
@@ -423,7 +491,7 @@ class Conversation:
         if verdict == "rate":
             return problem(texts.rate_limited(wait, self.settings.rate_limit, self.settings.rate_window))
         self.delivery.track(RequestContext(request.request_id, chat_id, user_id, prompt, duration, backend, seed,
-                                           audio_prompt))
+                                           audio_prompt, request.options))
         self.fair.assign(request, f"telegram:{user_id}")
         try:
             self.client.submit(request)

@@ -66,6 +66,7 @@ class RequestContext:
     backend: str
     seed: int | None
     audio_prompt: Audio | None = None
+    options: dict[str, Any] | None = None
     submitted_at: float = 0.0
     status_message_id: int | None = None
     status_text: str = ""
@@ -286,7 +287,7 @@ class Delivery:
                 return
             self._send_audio(chat_id, response)
             recipe = Recipe(response.prompt, response.duration, response.backend, response.seed,
-                            context.audio_prompt if context else None)
+                            context.audio_prompt if context else None, context.options if context else None)
             self.sessions.remember(response.request_id, recipe)
             self._finish(response.request_id, user_id)  # the user may ask again while we tidy up
             if context is not None and context.status_message_id is not None:

@@ -1,4 +1,5 @@
-"""Per-user conversation state: what a user is composing, what they have in flight, their backend and budget.
+"""Per-user conversation state: what a user is composing, what they have in flight, their backend, their
+/settings picks and budget.
 
 All of it is in memory and guarded by one lock: Telegram handlers run on several worker threads and responses
 arrive on delivery threads, and the "one request in flight per user" rule must hold across all of them. Losing
@@ -11,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from tagcore.audio_types import Audio
 
@@ -34,6 +36,8 @@ class Recipe:
     backend: str
     seed: int | None
     audio_prompt: Audio | None = None
+    options: dict[str, Any] | None = None
+    """The request options it was made with (None: unknown, the bot restarted; the chat's current ones apply)."""
 
 
 @dataclass
@@ -41,6 +45,8 @@ class UserState:
     user_id: int
     chat_id: int
     backend: str | None = None
+    picks: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Backend -> option -> value the user chose in /settings."""
     draft: Draft | None = None
     in_flight: str | None = None
     recent: deque[float] = field(default_factory=deque)
@@ -84,6 +90,23 @@ class Sessions:
         state = self.get(user_id, chat_id)
         with self._lock:
             state.backend = backend
+
+    def pick(self, user_id: int, chat_id: int, backend: str, option: str, value: str) -> None:
+        state = self.get(user_id, chat_id)
+        with self._lock:
+            state.picks.setdefault(backend, {})[option] = value
+
+    def picks(self, user_id: int, chat_id: int, backend: str) -> dict[str, str]:
+        """A copy of the user's picks for `backend`."""
+        state = self.get(user_id, chat_id)
+        with self._lock:
+            return dict(state.picks.get(backend, {}))
+
+    def forget_picks(self, user_id: int, backend: str, options: list[str]) -> None:
+        with self._lock:
+            state = self._users.get(user_id)
+            for option in options if state is not None else ():
+                state.picks.get(backend, {}).pop(option, None)
 
     # --- in flight and budget -----------------------------------------------------------------------------
     def begin(self, user_id: int, chat_id: int, request_id: str) -> tuple[str | None, float]:

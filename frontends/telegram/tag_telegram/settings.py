@@ -39,7 +39,9 @@ class BotSettings:
     audio_format: str = "voice"
     """"voice" (OGG/Opus voice note, plays inline), "wav" or "flac" (sent as an audio file)."""
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Request options per backend applied to every request (users cannot set options)."""
+    """Request options per backend applied to every request; a chat user's /settings pick overrides them."""
+    pinned: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Backend -> request options users may not change in /settings (from "backend.option" entries)."""
     poll_timeout: int = 20
     workers: int = 4
     delivery_threads: int = 4
@@ -55,7 +57,7 @@ class BotSettings:
 _KEYS = {
     "token", "allowed_users", "durations", "backend", "backends", "rate_limit", "rate_window", "progress_interval",
     "audio_format", "options", "poll_timeout", "workers", "delivery_threads", "max_upload_mb", "max_input_mb",
-    "api_url", "priority",
+    "api_url", "priority", "pinned",
 }
 AUDIO_FORMATS = ("voice", "wav", "flac")
 
@@ -84,6 +86,17 @@ def _options(value: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
         raise ConfigError("telegram.options must map backend names to option tables, like [telegram.options.tone]")
     return {str(k): dict(v) for k, v in value.items()}
+
+
+def _pinned(value: Any) -> dict[str, frozenset[str]]:
+    """`["make_an_audio.preset", ...]` -> {"make_an_audio": {"preset"}} (option names hold no dot; backends may)."""
+    pinned: dict[str, set[str]] = {}
+    for entry in _list(value):
+        backend, _, option = str(entry).strip().rpartition(".")
+        if not backend or not option:
+            raise ConfigError(f"telegram.pinned: {entry!r} must look like BACKEND.OPTION, e.g. make_an_audio.preset")
+        pinned.setdefault(backend, set()).add(option)
+    return {backend: frozenset(options) for backend, options in pinned.items()}
 
 
 def load_settings(config: Config, overrides: Mapping[str, Any] | None = None) -> BotSettings:
@@ -127,4 +140,6 @@ def load_settings(config: Config, overrides: Mapping[str, Any] | None = None) ->
         values["audio_format"] = fmt
     if "options" in raw:
         values["options"] = _options(raw["options"])
+    if "pinned" in raw:
+        values["pinned"] = _pinned(raw["pinned"])
     return BotSettings(**values)

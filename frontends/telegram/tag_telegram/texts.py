@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from tagcore.messages import ProgressEvent
 
+from .chat_options import DEFAULT, OPERATOR, PINNED, YOURS, Setting
+
 COMMANDS = (
     ("start", "How to use this bot"),
     ("help", "How to use this bot"),
     ("backend", "Choose the sound generator"),
+    ("settings", "Choose the generator's settings, such as speed or quality"),
     ("cancel", "Forget the prompt you are composing, or stop the sound being made"),
 )
 CAPTION_LIMIT = 1024
@@ -32,7 +35,7 @@ def help_text(backend: str, min_duration: float, max_duration: float, audio_role
         "Send me a description, for example: rain on a tin roof, distant thunder.",
         f"Then pick a duration ({seconds(min_duration)} to {seconds(max_duration)}) and wait for the audio.",
         "",
-        f"Current generator: {backend} (change it with /backend).",
+        f"Current generator: {backend} (change it with /backend; its settings, such as speed, with /settings).",
     ]
     if "continuation" in audio_roles:
         lines.append("You can also send a voice message or an audio file, and I will continue it "
@@ -128,3 +131,48 @@ def caption(prompt: str, duration: float, backend: str, seed: int | None) -> str
     room = CAPTION_LIMIT - len(details) - 4
     shown = prompt if len(prompt) <= room else prompt[:room - 1] + "…"
     return f"🔊 {shown}\n{details}" if shown else f"🔊 (continuation)\n{details}"
+
+
+# --- /settings ---------------------------------------------------------------------------------------------------
+def _clip(text: str, limit: int) -> str:
+    """`text`, cut to at most `limit` characters with an ellipsis."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+SOURCES = {YOURS: "your choice", OPERATOR: "this bot's default", DEFAULT: "default",
+           PINNED: "fixed by the bot's operator"}
+SETTINGS_HELP_CHARS = 200
+NO_SETTINGS = "{backend} has no settings to choose. Change the generator with /backend."
+PINNED_SETTING = "The bot's operator has fixed {option}: it cannot be changed here."
+
+
+def settings_menu(backend: str, settings: list[Setting]) -> str:
+    """The menu's text: every choice option with its current value, where that comes from, and its help."""
+    if not settings:
+        return NO_SETTINGS.format(backend=backend)
+    lines = [f"⚙️ Settings of {backend} for your next sounds:"]
+    for setting in settings:
+        option = setting.option
+        line = f"• {option.name}: {setting.value} ({SOURCES[setting.source]})"
+        if not setting.valid:
+            line += f" ⚠️ not one of {', '.join(option.choices)}" + (": tap one below" if setting.changeable
+                                                                       else ": ask the bot's operator")
+        lines.append(line)
+        if option.help:
+            lines.append("   " + _clip(option.help, SETTINGS_HELP_CHARS))
+    if any(s.changeable for s in settings):
+        lines.append("Tap a value to use it from your next sound on.")
+    return "\n".join(lines)
+
+
+def choice_label(option: str, choice: str, current: bool) -> str:
+    return ("✅ " if current else "") + f"{option}: {choice}"
+
+
+def settings_button(values: list[tuple[str, object]]) -> str:
+    return "⚙️ " + _clip(", ".join(f"{name}: {value}" for name, value in values), 40)
+
+
+def stale_settings(backend: str, names: list[str]) -> str:
+    return (f"ℹ️ {backend} no longer offers your choice of {', '.join(names)}; "
+            "I use the default instead (see /settings).")

@@ -13,8 +13,8 @@ every call. Written in polyphase form the same function needs no convolution at 
 
 Each filter is a handful of scaled, shifted adds over whole tensors (memory-bound, vectorised), and the
 snake's alpha and 1 / beta are computed once at load. The result equals bigvgan's `Activation1d` up to float
-summation order. On CUDA, bigvgan's fused kernel does the same in one launch when it builds and runs on the
-worker; otherwise bigvgan's own PyTorch modules stay (cuDNN runs them well and they are launch-bound there).
+summation order. On CUDA, bigvgan's fused kernel (built for the worker's GPU by snake_kernel.py) does the same in one
+launch when it builds and runs there; otherwise bigvgan's own PyTorch modules stay (cuDNN runs them well and they are launch-bound there).
 
 On the CPU the residual blocks' kernel-7 and kernel-11 convolutions with at least 192 channels (most of the
 vocoder's arithmetic) also run in overlap-save form (`spectral_conv`), equal to the direct convolution within
@@ -22,15 +22,15 @@ float32 rounding (a few 1e-7 relative per convolution; the golden waveform toler
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import spectral_conv
+from . import snake_kernel, spectral_conv
+from .snake_kernel import Kernel
 
 log = logging.getLogger(__name__)
 
@@ -126,38 +126,41 @@ def use_polyphase(vocoder: nn.Module) -> int:
     return swapped
 
 
-def use_cuda_kernel(vocoder: nn.Module) -> str:
+def use_cuda_kernel(vocoder: nn.Module, build: Callable[[torch.device], Kernel] | None = None) -> str:
     """Swap in bigvgan's fused CUDA activation when it builds and agrees with the PyTorch path; why not otherwise.
 
-    The kernel is compiled on first use (nvcc + ninja, tens of seconds) and is built for sm_70/sm_80 only, so
-    building is not enough: it is run once on a probe input and compared with the module it replaces.
+    The kernel is compiled for this GPU on first use (snake_kernel.py). Building is not proof: it is run once on
+    a probe input (a length that is no multiple of its 32-sample tiles) and compared with the exact polyphase form
+    of the module it replaces.
     """
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            from bigvgan.alias_free_activation.cuda.activation1d import Activation1d as FusedActivation1d
-    except Exception as exc:  # no nvcc / ninja / compiler, read-only site-packages, ...
-        return f"bigvgan's CUDA kernel did not build ({type(exc).__name__}: {str(exc)[:200]})"
     found = _torch_activations(vocoder)
-    fused = []
-    for parent, name, module in found:
-        twin = FusedActivation1d(module.act, fused=True)
-        twin.upsample, twin.downsample = module.upsample, module.downsample
-        fused.append(twin)
-    if found:
-        module, twin = found[0][2], fused[0]
-        channels = module.act.alpha.shape[0]
-        probe = torch.randn(1, channels, 64, generator=torch.Generator().manual_seed(0)).to(module.act.alpha.device)
-        try:
-            with torch.inference_mode():
-                want, got = module(probe), twin(probe)
-            if probe.is_cuda:
-                torch.cuda.synchronize(probe.device)
-        except Exception as exc:  # e.g. "no kernel image is available" on an architecture it was not built for
-            return f"bigvgan's CUDA kernel does not run here ({type(exc).__name__}: {str(exc)[:200]})"
-        error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item()
-        if not error <= 1e-3:
-            return f"bigvgan's CUDA kernel disagrees with the PyTorch path (relative error {error:.2g})"
-    for (parent, name, _), twin in zip(found, fused):
+    if not found:
+        return "the vocoder has no bigvgan PyTorch activations to replace"
+    device = found[0][2].act.alpha.device
+    try:
+        kernel = (build or snake_kernel.build)(device)
+    except Exception as exc:  # no nvcc / ninja / compiler, unwritable cache, ...
+        return f"bigvgan's CUDA kernel did not build ({type(exc).__name__}: {str(exc)[:200]})"
+    twins = [snake_kernel.fused_twin(kernel, module) for _, _, module in found]
+    # The reference is the polyphase form: plain fp32 arithmetic. bigvgan's own modules run their filters through
+    # cuDNN, whose default TF32 rounding alone puts them 3e-3 (relative to the peak) off on an H100.
+    module, twin = found[0][2], twins[0]
+    reference = PolyphaseSnake.from_bigvgan(module)
+    if reference is None or any(twin is None for twin in twins):
+        return "the vocoder's activations do not use the kernel's fixed 2x / 12-tap filters"
+    channels = module.act.alpha.shape[0]
+    probe = torch.randn(2, channels, 1000, generator=torch.Generator().manual_seed(0)).to(device)
+    try:
+        with torch.inference_mode():
+            want, got = reference(probe), twin(probe)
+        if probe.is_cuda:
+            torch.cuda.synchronize(probe.device)
+    except Exception as exc:  # e.g. "no kernel image is available" on an architecture it was not built for
+        return f"bigvgan's CUDA kernel does not run here ({type(exc).__name__}: {str(exc)[:200]})"
+    error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item()
+    if not error <= 1e-3:
+        return f"bigvgan's CUDA kernel disagrees with the exact activation (relative error {error:.2g})"
+    for (parent, name, _), twin in zip(found, twins):
         parent._modules[name] = twin
     return ""
 

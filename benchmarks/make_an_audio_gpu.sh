@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Make-An-Audio on a lent GPU: every measurement of the GPU speed work in one run, each stage under its own
+# time limit so that a failing or slow stage leaves the others their time. Writes at most 8 files to OUT.
+#
+# Prepare (project root, here):  uv run python ../shared/tools/device_bundle.py && cp -r ../shared/make_an_audio .device/
+# Run (device machine, carry .device):  source .device/env.sh && bash benchmarks/make_an_audio_gpu.sh "$OUT"
+#
+# Stages: the fused BigVGAN kernel builds in the background while full-size stand-in weights are derived; the
+# CUDA tests (graph replay = eager loop, fused kernel = PyTorch path) run on the GPU; the speed benchmark times
+# both presets at batch 1 and 8 in fp32 and bf16 next to the official code; the vocoder is timed against the
+# official one at batch 8; last, a second process (cached kernel) times bf16 with the UNet under torch.compile.
+set -u
+OUT=${1:?usage: make_an_audio_gpu.sh OUT_DIR}
+LOG=$OUT/log.txt
+WEIGHTS=/tmp/maa_derived
+OFFICIAL=.device/make_an_audio/official
+mkdir -p "$OUT/compiled"
+
+stage() {  # stage NAME SECONDS COMMAND...: run with a time limit, log its output and how it ended
+  local name=$1 limit=$2 started=$SECONDS rc
+  shift 2
+  echo "== $name: start $(date +%T), limit ${limit}s" | tee -a "$LOG"
+  timeout "$limit" "$@" >>"$LOG" 2>&1
+  rc=$?
+  echo "== $name: rc $rc after $((SECONDS - started)) s" | tee -a "$LOG"
+  return $rc
+}
+
+{ nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+  nvcc --version | tail -2; } >>"$LOG" 2>&1
+
+stage kernel_build 240 python3 -c "import time, torch; from tag_make_an_audio.snake_kernel import build
+t = time.perf_counter(); build(torch.device('cuda')); print(f'fused snake kernel built in {time.perf_counter() - t:.1f} s')" &
+stage weights 120 python3 .device/make_an_audio/golden/derive_weights.py "$WEIGHTS"
+stage graph_tests 120 python3 -m pytest -q -p no:cacheprovider -k cuda_graph tests/make_an_audio/test_presets.py
+wait
+stage kernel_tests 120 python3 -m pytest -q -p no:cacheprovider -k "cuda or fused" tests/make_an_audio/test_vocoder.py
+stage speed 240 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda --dtypes fp32 bf16 \
+  --repeat 2 --official "$OFFICIAL" --out "$OUT" \
+  || stage speed_without_official 200 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda \
+       --dtypes fp32 bf16 --repeat 2 --out "$OUT"
+stage vocoder 60 python3 benchmarks/make_an_audio_vocoder.py --weights "$WEIGHTS" --official "$OFFICIAL" \
+  --device cuda --frames 625 --batch 8 --rounds 3 --out "$OUT"
+stage compiled 150 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda --dtypes bf16 --compile \
+  --sampling dpmpp:25 ddim:100 --batch 1 --repeat 3 --out "$OUT/compiled"
+grep -h "^|\|Median\|Worker start" "$OUT"/*.md "$OUT"/compiled/*.md 2>/dev/null | cut -c1-400
