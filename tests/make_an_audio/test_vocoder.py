@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 
 import numpy as np
@@ -14,6 +15,7 @@ from bigvgan.alias_free_activation.torch.act import Activation1d
 from tag_make_an_audio import snake_kernel
 from tag_make_an_audio import vocoder as voc
 from tag_make_an_audio.snake_kernel import FusedSnake
+from tag_make_an_audio.spectral_conv import SpectralConv1d
 
 
 def activation(kind: type, channels: int, logscale: bool, seed: int) -> Activation1d:
@@ -36,14 +38,15 @@ def test_polyphase_equals_bigvgan_activation(kind, logscale, shape):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def tiny_bigvgan() -> torch.nn.Module:
+def tiny_bigvgan(kernels: tuple[int, ...] = (3,)) -> torch.nn.Module:
     from bigvgan import BigVGAN
     from bigvgan.env import AttrDict
 
     from tag_testkit.make_an_audio_tiny import TINY, vocoder_args
 
     torch.manual_seed(0)
-    model = BigVGAN(AttrDict(vocoder_args(TINY)), use_cuda_kernel=False).eval()
+    args = vocoder_args(dataclasses.replace(TINY, vocoder_kernels=kernels))
+    model = BigVGAN(AttrDict(args), use_cuda_kernel=False).eval()
     for module in model.modules():  # give the snakes non-trivial parameters
         if isinstance(module, (Snake, SnakeBeta)):
             with torch.no_grad():
@@ -62,6 +65,34 @@ def test_whole_vocoder_with_polyphase_activations_is_unchanged():
     mel = torch.randn(2, original.h.num_mels, 12, generator=torch.Generator().manual_seed(3)) - 3
     with torch.inference_mode():
         torch.testing.assert_close(fast(mel), original(mel), rtol=1e-4, atol=1e-5)
+
+
+def test_whole_vocoder_with_spectral_convolutions_matches_bigvgan(monkeypatch):
+    """Every kernel-7/11 residual convolution (channels 32 down to 1 here) in spectral form, plus polyphase snakes."""
+    monkeypatch.setattr(voc, "SPECTRAL_MIN_CHANNELS", 1)
+    original = tiny_bigvgan(kernels=(3, 7, 11))
+    fast = copy.deepcopy(original)
+    assert voc.accelerate(fast, torch.device("cpu")) == voc.PATH_POLYPHASE
+    spectral = [m for m in fast.modules() if isinstance(m, SpectralConv1d)]
+    assert len(spectral) == 6 * 2 * 3 * 2  # 6 stages x kernels 7 and 11 x 3 dilations x (convs1, convs2)
+    for frames in (12, 5, 12):  # a new length re-lays out the mixing weights; going back must too
+        mel = torch.randn(2, original.h.num_mels, frames, generator=torch.Generator().manual_seed(frames)) - 3
+        with torch.inference_mode():
+            want = original(mel)
+            torch.testing.assert_close(fast(mel), want, rtol=0, atol=2e-5 * want.abs().max().item())
+
+
+def test_spectral_convolutions_are_only_used_where_they_pay():
+    model = tiny_bigvgan(kernels=(3, 7, 11))  # 64 channels in, so 32 in the first stage: all below the threshold
+    assert voc.use_spectral_convs(model) == 0
+    assert not any(isinstance(m, SpectralConv1d) for m in model.modules())
+    with torch.device("meta"):
+        def block(channels, taps):
+            return voc.spectral_block(torch.nn.Conv1d(channels, channels, taps, padding=taps // 2))
+
+        # kernel 3 and 96 channels stay direct; 768 channels would need 111 MB of spectra per conv at n = 32
+        assert [block(768, 3), block(96, 11), block(768, 11), block(768, 7), block(384, 11), block(192, 7)] == \
+            [None, None, 16, 16, 32, 32]
 
 
 class PolyphaseKernel:
