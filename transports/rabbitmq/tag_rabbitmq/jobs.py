@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Sequence
 
 import pika
@@ -354,7 +354,7 @@ class RabbitJobSource(JobSource, IOThread):
         try:
             body = encode(response)
         except MessageError as error:  # e.g. audio over the wire limit: the requester still hears back
-            body = encode(dataclasses.replace(response, ok=False, audio=None, model_id="", seed=None, timings={},
+            body = encode(replace(response, ok=False, audio=None, model_id="", seed=None, timings={},
                                               metadata={}, error_code=error.code, error_message=error.message))
         channel.basic_publish("", self._reply_queue(response.reply_to), body, pika.BasicProperties(
             delivery_mode=PERSISTENT, correlation_id=response.request_id, type="response"))
