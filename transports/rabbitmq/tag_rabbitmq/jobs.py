@@ -120,6 +120,9 @@ class RabbitJobSource(JobSource, IOThread):
         self.elsewhere = RecentIds(ttl=RUNNING_TTL)
         """Ids other workers announced as running (refreshed every RUNNING_REFRESH s while they run)."""
         self._connected_at = 0.0
+        self._setups = 0
+        """Connections whose setup completed: a connection that failed in setup (two workers starting at once
+        can collide creating the catalog stream) served nothing, so the next one is no return from an outage."""
         self._held: dict[str, _Held] = {}
         """Deliveries kept unacknowledged and unstarted while another worker may be running the same request."""
         self._channel: BlockingChannel | None = None
@@ -150,6 +153,7 @@ class RabbitJobSource(JobSource, IOThread):
         self._swept = float("-inf")  # look into every queue now: requests may have arrived while we were away
         self._arrived.set()
         self._connected_at = time.monotonic()
+        self._setups += 1
         self._announce_running(connection)
 
     def on_disconnect(self) -> None:
@@ -167,7 +171,7 @@ class RabbitJobSource(JobSource, IOThread):
         if channel is None:
             return []
         jobs = self._release_held(max_jobs)
-        if self.generation > 1 and time.monotonic() - self._connected_at < self.settings.reconnect_max_delay + 2:
+        if self._setups > 1 and time.monotonic() - self._connected_at < self.settings.reconnect_max_delay + 2:
             # Back after an outage: workers still generating requests the broker has just put back in the queue
             # need up to one reconnect delay to say so (a restarted broker may not even mark them redelivered).
             return jobs
@@ -355,7 +359,7 @@ class RabbitJobSource(JobSource, IOThread):
             body = encode(response)
         except MessageError as error:  # e.g. audio over the wire limit: the requester still hears back
             body = encode(replace(response, ok=False, audio=None, model_id="", seed=None, timings={},
-                                              metadata={}, error_code=error.code, error_message=error.message))
+                                  metadata={}, error_code=error.code, error_message=error.message))
         channel.basic_publish("", self._reply_queue(response.reply_to), body, pika.BasicProperties(
             delivery_mode=PERSISTENT, correlation_id=response.request_id, type="response"))
         self._remember(response.request_id)
