@@ -7,7 +7,8 @@ import time
 import pika
 import pytest
 
-from tag_testkit.broker import ThreadWorker, amqp_channel, broker_client
+import tag_rabbitmq.jobs
+from tag_testkit.broker import ThreadWorker, amqp_channel, broker_client, broker_env, delete_queues
 from tag_testkit.tone import ToneBackend
 from tagcore.messages import SoundRequest, encode
 
@@ -96,3 +97,30 @@ def test_broker_restart_with_two_workers_causes_no_duplicate_generation(rabbitmq
         transport.close()
         for worker in workers:
             worker.stop()
+
+
+def test_a_worker_whose_first_connection_failed_in_setup_serves_at_once(rabbitmq_node, monkeypatch):
+    """Two workers starting together can collide creating the catalog stream, and one loses its first connection
+    in setup. It served nothing, so it is no worker back from an outage, which takes nothing for
+    reconnect_max_delay + 2 s (a minute here)."""
+    env = broker_env(rabbitmq_node, reconnect_max_delay=60)
+    real_announce = tag_rabbitmq.jobs.announce
+    calls = []
+
+    def announce_failing_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise pika.exceptions.ChannelClosedByBroker(541, "INTERNAL_ERROR (simulated)")
+        return real_announce(*args, **kwargs)
+    monkeypatch.setattr(tag_rabbitmq.jobs, "announce", announce_failing_once)
+    worker = ThreadWorker(env, ["tone"])
+    transport, client, log = make_client(env)
+    try:
+        assert worker.source.generation == 2  # the second connection is the one serving
+        request = SoundRequest("right after a failed first connection", 1.0, "tone")
+        client.submit(request)
+        assert log.wait_responses([request.request_id], 30)[request.request_id].ok
+    finally:
+        transport.close()
+        worker.stop()
+        delete_queues(rabbitmq_node, env)

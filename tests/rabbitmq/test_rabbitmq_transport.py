@@ -14,6 +14,7 @@ from tag_rabbitmq.devbroker import broker_cli
 from tag_testkit.broker import (ThreadWorker, amqp_channel, broker_client, broker_config, cli_worker, queue_depth,
                                 stop_process, wait_workers)
 from tag_testkit.tone import ToneBackend
+import tagcore.messages
 from tagcore import hookimpl, plugins
 from tagcore.messages import SoundRequest, SoundResponse, encode
 from tagcore.runtime import build_transport
@@ -216,6 +217,21 @@ def test_request_past_its_deadline_is_answered_timed_out(rabbitmq_node, env):
         responses = log.wait_responses([busy.request_id, hurried.request_id], 20)
         assert responses[busy.request_id].ok
         assert responses[hurried.request_id].error_code == "timed_out"
+    finally:
+        transport.close()
+        worker.stop()
+
+
+def test_an_answer_over_the_wire_limit_reaches_the_requester_as_an_error(rabbitmq_node, env, monkeypatch):
+    monkeypatch.setattr(tagcore.messages, "MAX_AUDIO_BYTES", 1000)  # a 1 s clip at 16 kHz is 64000 bytes
+    worker = ThreadWorker(env, ["tone"])
+    transport, client, log = make_client(env)
+    try:
+        request = tone_request("too long for the wire")
+        client.submit(request)
+        response = log.wait_responses([request.request_id], 20)[request.request_id]
+        assert not response.ok and response.audio is None
+        assert response.error_code == "malformed_message" and "64000 bytes" in response.error_message
     finally:
         transport.close()
         worker.stop()
