@@ -109,7 +109,7 @@ def main() -> None:
     model = next(iter(backends.values())).model
     device = model.device
     sizes = ", ".join(f"{part} {sum(p.numel() for p in getattr(model, part).parameters()) / 1e6:.1f}M"
-                      for part in ("text_encoder", "unet", "vae", "vocoder"))
+                      for part in ("text_encoder", "unet", "vae"))
 
     official = None
     if args.official:
@@ -169,7 +169,8 @@ def main() -> None:
                      for name, (seconds, captured, count) in starts.items())
     stem = args.out / f"make_an_audio_speed_{device.type}"
     intro = [f"# Make-An-Audio speed ({device_name(device)})", "",
-             f"Parameters: {sizes} (official: UNet 160M, VAE 69M, BigVGAN 112M); weights from "
+             f"Parameters: {sizes} (official: UNet 160M, VAE 69M; BigVGAN 112M, not counted here: on the CPU its large "
+             f"convolutions are held as spectra, not parameters); weights from "
              f"`{'random' if args.random else folder.name}`. Worker start (load + graph warm-up): {warm}. "
              f"s_per_clip = median batch time over {args.repeat} calls / batch, after one untimed call; stage "
              f"columns are for the whole batch (last call); {peak_memory_note(device)}",
