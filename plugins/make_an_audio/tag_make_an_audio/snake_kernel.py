@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -76,10 +76,3 @@ class FusedSnake(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.kernel.forward(x.contiguous(), self.up_filter, self.down_filter, self.log_alpha, self.log_beta)
 
-
-def fused_twin(kernel: Any, module: nn.Module) -> FusedSnake | None:
-    """The fused twin of a bigvgan torch `Activation1d`, or None when the kernel's fixed filters do not fit it."""
-    up, down = module.upsample, module.downsample
-    if (up.ratio, down.ratio, up.filter.numel(), down.lowpass.filter.numel()) != (2, 2, 12, 12):
-        return None
-    return FusedSnake(kernel, module)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import snake_kernel, spectral_conv
-from .snake_kernel import Kernel
+from .snake_kernel import FusedSnake, Kernel
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,9 @@ class PolyphaseSnake(nn.Module):
     @classmethod
     def from_bigvgan(cls, module: nn.Module) -> PolyphaseSnake | None:
         """The polyphase twin of a bigvgan torch `Activation1d`, or None when its filters are not 2x / 12 taps."""
+        if not has_fixed_filters(module):
+            return None
         act, up, down = module.act, module.upsample, module.downsample
-        if (up.ratio, down.ratio, up.filter.numel(), down.lowpass.filter.numel()) != (2, 2, TAPS, TAPS):
-            return None
-        if down.lowpass.padding_mode != "replicate" or not down.lowpass.padding:
-            return None
         alpha = act.alpha.detach()
         beta = act.beta.detach() if hasattr(act, "beta") else alpha  # Snake divides by alpha itself
         if act.alpha_logscale:
@@ -97,6 +95,13 @@ class PolyphaseSnake(nn.Module):
         for j, tap in enumerate(self.down_odd):
             out.add_(z[:, :, 1, j:j + length], alpha=tap)
         return out
+
+
+def has_fixed_filters(module: nn.Module) -> bool:
+    """Whether a bigvgan `Activation1d` has the filters both fast paths assume: 2x, 12 taps, replicate padding."""
+    up, down = module.upsample, module.downsample
+    return ((up.ratio, down.ratio, up.filter.numel(), down.lowpass.filter.numel()) == (2, 2, TAPS, TAPS)
+            and down.lowpass.padding_mode == "replicate" and bool(down.lowpass.padding))
 
 
 def _fir(source: torch.Tensor, taps: list[float], start: int, out: torch.Tensor) -> None:
@@ -141,13 +146,13 @@ def use_cuda_kernel(vocoder: nn.Module, build: Callable[[torch.device], Kernel] 
         kernel = (build or snake_kernel.build)(device)
     except Exception as exc:  # no nvcc / ninja / compiler, unwritable cache, ...
         return f"bigvgan's CUDA kernel did not build ({type(exc).__name__}: {str(exc)[:200]})"
-    twins = [snake_kernel.fused_twin(kernel, module) for _, _, module in found]
+    if not all(has_fixed_filters(module) for _, _, module in found):
+        return "the vocoder's activations do not use the kernel's fixed 2x / 12-tap filters"
+    twins = [FusedSnake(kernel, module) for _, _, module in found]
     # The reference is the polyphase form: plain fp32 arithmetic. bigvgan's own modules run their filters through
     # cuDNN, whose default TF32 rounding alone puts them 3e-3 (relative to the peak) off on an H100.
     module, twin = found[0][2], twins[0]
     reference = PolyphaseSnake.from_bigvgan(module)
-    if reference is None or any(twin is None for twin in twins):
-        return "the vocoder's activations do not use the kernel's fixed 2x / 12-tap filters"
     channels = module.act.alpha.shape[0]
     probe = torch.randn(2, channels, 1000, generator=torch.Generator().manual_seed(0)).to(device)
     try:
