@@ -19,6 +19,30 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cpu_activation_path() -> str:
+    """The activation path a CPU vocoder must take here: compiled where this machine can build the kernel."""
+    from tag_make_an_audio import snake_cpu
+    from tag_make_an_audio import vocoder as voc
+
+    try:
+        snake_cpu.build()
+    except snake_cpu.BuildError:
+        return voc.PATH_POLYPHASE
+    return voc.PATH_CPU_KERNEL
+
+
+@pytest.fixture
+def pytorch_polyphase(monkeypatch) -> None:
+    """CPU vocoders get the PyTorch polyphase activations, as on a machine without a C compiler."""
+    from tag_make_an_audio import snake_cpu
+
+    def no_compiler() -> snake_cpu.SnakeLibrary:
+        raise snake_cpu.BuildError("no C compiler (test)")
+
+    monkeypatch.setattr(snake_cpu, "build", no_compiler)
+
+
+@pytest.fixture(scope="session")
 def tiny_backend(tiny_weights):
     from tag_make_an_audio.backend import MakeAnAudioBackend
 

@@ -23,12 +23,12 @@ def test_presets_pick_sampler_and_steps_and_explicit_values_win():
         resolved(preset="turbo")
 
 
-def test_result_metadata_names_the_preset_and_what_ran(tiny_backend):
+def test_result_metadata_names_the_preset_and_what_ran(tiny_backend, cpu_activation_path):
     options = tiny_backend.resolve_request_options({"preset": "fast", "steps": 2})
     result = tiny_backend.generate_batch([GenerationItem("rain", seed=1)], 1.0, options=options)[0]
     assert {k: result.metadata[k] for k in ("preset", "sampler", "steps", "cuda_graphs")} == {
         "preset": "fast", "sampler": "dpmpp", "steps": 2, "cuda_graphs": False}
-    assert result.metadata["vocoder_activations"] == "polyphase"
+    assert result.metadata["vocoder_activations"] == cpu_activation_path
 
 
 def test_preset_is_a_request_option_the_frontends_list():

@@ -1,10 +1,7 @@
 """BigVGAN's activations: the polyphase form equals bigvgan's modules; the CUDA-kernel choice falls back cleanly."""
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
-import io
 
 import numpy as np
 import pytest
@@ -16,21 +13,13 @@ from tag_make_an_audio import snake_kernel
 from tag_make_an_audio import vocoder as voc
 from tag_make_an_audio.snake_kernel import FusedSnake
 from tag_make_an_audio.spectral_conv import SpectralConv1d
-
-
-def activation(kind: type, channels: int, logscale: bool, seed: int) -> Activation1d:
-    module = Activation1d(kind(channels, alpha_logscale=logscale))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.act.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.3 + (0.0 if logscale else 1.0))
-    return module.eval()
+from tag_testkit.bigvgan_tiny import snake_activation, tiny_bigvgan
 
 
 @pytest.mark.parametrize("kind,logscale", [(SnakeBeta, True), (SnakeBeta, False), (Snake, True), (Snake, False)])
 @pytest.mark.parametrize("shape", [(1, 6, 1), (2, 3, 2), (3, 5, 17), (1, 8, 300)])
 def test_polyphase_equals_bigvgan_activation(kind, logscale, shape):
-    module = activation(kind, shape[1], logscale, seed=sum(shape))
+    module = snake_activation(kind, shape[1], logscale, seed=sum(shape))
     x = 3 * torch.randn(shape, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         want, got = module(x), voc.PolyphaseSnake.from_bigvgan(module)(x)
@@ -38,26 +27,7 @@ def test_polyphase_equals_bigvgan_activation(kind, logscale, shape):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def tiny_bigvgan(kernels: tuple[int, ...] = (3,)) -> torch.nn.Module:
-    from bigvgan import BigVGAN
-    from bigvgan.env import AttrDict
-
-    from tag_testkit.make_an_audio_tiny import TINY, vocoder_args
-
-    torch.manual_seed(0)
-    args = vocoder_args(dataclasses.replace(TINY, vocoder_kernels=kernels))
-    model = BigVGAN(AttrDict(args), use_cuda_kernel=False).eval()
-    for module in model.modules():  # give the snakes non-trivial parameters
-        if isinstance(module, (Snake, SnakeBeta)):
-            with torch.no_grad():
-                for p in module.parameters():
-                    p.normal_(0.0, 0.3)
-    with contextlib.redirect_stdout(io.StringIO()):
-        model.remove_weight_norm()  # as loading does (weight norm also blocks deepcopy)
-    return model
-
-
-def test_whole_vocoder_with_polyphase_activations_is_unchanged():
+def test_whole_vocoder_with_polyphase_activations_is_unchanged(pytorch_polyphase):
     original = tiny_bigvgan()
     fast = copy.deepcopy(original)
     assert voc.accelerate(fast, torch.device("cpu")) == voc.PATH_POLYPHASE
@@ -67,7 +37,7 @@ def test_whole_vocoder_with_polyphase_activations_is_unchanged():
         torch.testing.assert_close(fast(mel), original(mel), rtol=1e-4, atol=1e-5)
 
 
-def test_whole_vocoder_with_spectral_convolutions_matches_bigvgan(monkeypatch):
+def test_whole_vocoder_with_spectral_convolutions_matches_bigvgan(monkeypatch, pytorch_polyphase):
     """Every kernel-7/11 residual convolution (channels 32 down to 1 here) in spectral form, plus polyphase snakes."""
     monkeypatch.setattr(voc, "SPECTRAL_MIN_CHANNELS", 1)
     original = tiny_bigvgan(kernels=(3, 7, 11))
@@ -149,7 +119,7 @@ def test_cuda_kernel_that_agrees_replaces_every_activation_and_keeps_the_output(
 @pytest.mark.parametrize("kind,logscale", [(SnakeBeta, True), (SnakeBeta, False), (Snake, True), (Snake, False)])
 def test_fused_snake_equals_bigvgan_activation_for_every_parameter_scale(kind, logscale):
     """The kernel exponentiates alpha and beta: linear-scale parameters must reach it as logarithms."""
-    module = activation(kind, 5, logscale, seed=7)
+    module = snake_activation(kind, 5, logscale, seed=7)
     x = 3 * torch.randn(2, 5, 45, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         torch.testing.assert_close(FusedSnake(PolyphaseKernel(), module)(x), module(x), rtol=1e-5, atol=1e-5)
@@ -172,7 +142,7 @@ def test_fused_kernel_builds_and_matches_the_pytorch_path_on_this_gpu(monkeypatc
 
 
 @pytest.mark.slow
-def test_full_size_vocoder_reproduces_the_official_output(golden_weights, golden_dir):
+def test_full_size_vocoder_reproduces_the_official_output(golden_weights, golden_dir, cpu_activation_path):
     """Golden case A: the official BigVGAN's pre-tanh output for the official mel, within the golden tolerance."""
     from tag_make_an_audio.checkpoint import Layout
     from tag_make_an_audio.model import load_vocoder
@@ -180,7 +150,7 @@ def test_full_size_vocoder_reproduces_the_official_output(golden_weights, golden
     with np.load(golden_dir / "case_a.npz", allow_pickle=False) as case:
         mel, want = torch.from_numpy(case["mel"][:, 0]).float(), torch.from_numpy(case["wav_pre_tanh"]).float()
     vocoder, path = load_vocoder(Layout(golden_weights), torch.device("cpu"))
-    assert path == voc.PATH_POLYPHASE
+    assert path == cpu_activation_path
     pre = []
     hook = vocoder.conv_post.register_forward_hook(lambda module, args, out: pre.append(out))
     with torch.inference_mode():

@@ -13,7 +13,8 @@ every call. Written in polyphase form the same function needs no convolution at 
 
 Each filter is a handful of scaled, shifted adds over whole tensors (memory-bound, vectorised), and the
 snake's alpha and 1 / beta are computed once at load. The result equals bigvgan's `Activation1d` up to float
-summation order. On CUDA, bigvgan's fused kernel (built for the worker's GPU by snake_kernel.py) does the same in one
+summation order. Where the machine has a C compiler, the same arithmetic runs as one pass per row (`snake_cpu`),
+which keeps each row in the cache instead of making about 30 passes over memory. On CUDA, bigvgan's fused kernel (built for the worker's GPU by snake_kernel.py) does the same in one
 launch when it builds and runs there; otherwise bigvgan's own PyTorch modules stay (cuDNN runs them well and they are launch-bound there).
 
 On the CPU the residual blocks' kernel-7 and kernel-11 convolutions with at least 192 channels (most of the
@@ -29,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import snake_kernel, spectral_conv
+from . import snake_cpu, snake_kernel, spectral_conv
+from .snake_cpu import SnakeLibrary
 from .snake_kernel import FusedSnake, Kernel
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,8 @@ log = logging.getLogger(__name__)
 TAPS = 12  # BigVGAN's anti-aliasing filters: ratio 2, kernel 12, replicate padding (also all the CUDA kernel does)
 SNAKE_EPS = 1e-9  # bigvgan's `no_div_by_zero`
 
-PATH_POLYPHASE = "polyphase"  # this module (CPU)
+PATH_POLYPHASE = "polyphase"  # this module's PyTorch form (CPU)
+PATH_CPU_KERNEL = "polyphase-c"  # the same arithmetic compiled, one pass per row (snake_cpu.c)
 PATH_CUDA_KERNEL = "bigvgan-cuda-kernel"  # bigvgan's fused anti-alias activation kernel
 PATH_TORCH = "bigvgan-torch"  # bigvgan's own PyTorch modules, unchanged
 
@@ -97,6 +100,24 @@ class PolyphaseSnake(nn.Module):
         return out
 
 
+class FusedCpuSnake(nn.Module):
+    """A `PolyphaseSnake` computed by the compiled kernel (float32 on the CPU; the PyTorch form otherwise).
+
+    Inference only, like the PyTorch polyphase form (whose in-place filters autograd cannot follow either)."""
+
+    def __init__(self, library: SnakeLibrary, polyphase: PolyphaseSnake) -> None:
+        super().__init__()
+        self.library = library
+        self.polyphase = polyphase
+        taps = polyphase.up_even + polyphase.up_odd + polyphase.down_even + polyphase.down_odd
+        self.taps = nn.Buffer(torch.tensor(taps, dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            return self.polyphase(x)
+        return self.library.forward(x.contiguous(), self.taps, self.polyphase.alpha, self.polyphase.inv_beta)
+
+
 def has_fixed_filters(module: nn.Module) -> bool:
     """Whether a bigvgan `Activation1d` has the filters both fast paths assume: 2x, 12 taps, replicate padding."""
     up, down = module.upsample, module.downsample
@@ -120,15 +141,31 @@ def _torch_activations(vocoder: nn.Module) -> list[tuple[nn.Module, str, nn.Modu
             if isinstance(child, Activation1d)]
 
 
-def use_polyphase(vocoder: nn.Module) -> int:
-    """Swap bigvgan's anti-aliased activations for `PolyphaseSnake` in place; returns how many were swapped."""
+def use_polyphase(vocoder: nn.Module, library: SnakeLibrary | None = None) -> int:
+    """Swap bigvgan's anti-aliased activations for `PolyphaseSnake` in place (run by `library` when given);
+    returns how many were swapped."""
     swapped = 0
     for parent, name, module in _torch_activations(vocoder):
         twin = PolyphaseSnake.from_bigvgan(module)
         if twin is not None:
-            parent._modules[name] = twin.to(module.upsample.filter.device)
+            twin = twin.to(module.upsample.filter.device)
+            parent._modules[name] = twin if library is None else FusedCpuSnake(library, twin)
             swapped += 1
     return swapped
+
+
+def cpu_kernel(vocoder: nn.Module, build: Callable[[], SnakeLibrary] | None = None) -> tuple[SnakeLibrary | None, str]:
+    """The compiled snake when it builds and agrees with the PyTorch polyphase form on this vocoder; else why not."""
+    found = [module for _, _, module in _torch_activations(vocoder) if has_fixed_filters(module)]
+    if not found:
+        return None, "the vocoder has no 2x / 12-tap bigvgan activations"
+    try:
+        library = (build or snake_cpu.build)()
+    except (snake_cpu.BuildError, OSError) as exc:  # OSError: the built library does not load
+        return None, f"the fused CPU snake did not build ({exc})"
+    reference = PolyphaseSnake.from_bigvgan(found[0])
+    why_not = _disagreement(reference, FusedCpuSnake(library, reference), torch.device("cpu"), "the fused CPU snake")
+    return (None, why_not) if why_not else (library, "")
 
 
 def use_cuda_kernel(vocoder: nn.Module, build: Callable[[torch.device], Kernel] | None = None) -> str:
@@ -151,22 +188,28 @@ def use_cuda_kernel(vocoder: nn.Module, build: Callable[[torch.device], Kernel] 
     twins = [FusedSnake(kernel, module) for _, _, module in found]
     # The reference is the polyphase form: plain fp32 arithmetic. bigvgan's own modules run their filters through
     # cuDNN, whose default TF32 rounding alone puts them 3e-3 (relative to the peak) off on an H100.
-    module, twin = found[0][2], twins[0]
-    reference = PolyphaseSnake.from_bigvgan(module)
-    channels = module.act.alpha.shape[0]
-    probe = torch.randn(2, channels, 1000, generator=torch.Generator().manual_seed(0)).to(device)
+    why_not = _disagreement(PolyphaseSnake.from_bigvgan(found[0][2]), twins[0], device, "bigvgan's CUDA kernel")
+    if why_not:
+        return why_not
+    for (parent, name, _), twin in zip(found, twins):
+        parent._modules[name] = twin
+    return ""
+
+
+def _disagreement(reference: PolyphaseSnake, twin: nn.Module, device: torch.device, what: str) -> str:
+    """Why `what`, a compiled activation, cannot replace `reference` ("" when it may): it fails to run on a probe input
+    (a length that is no multiple of a kernel's tiles or vector width), or its output differs beyond rounding."""
+    probe = torch.randn(2, reference.alpha.shape[0], 1000, generator=torch.Generator().manual_seed(0)).to(device)
     try:
         with torch.inference_mode():
-            want, got = reference(probe), twin(probe)
+            want, got = reference.to(device)(probe), twin(probe)
         if probe.is_cuda:
             torch.cuda.synchronize(probe.device)
     except Exception as exc:  # e.g. "no kernel image is available" on an architecture it was not built for
-        return f"bigvgan's CUDA kernel does not run here ({type(exc).__name__}: {str(exc)[:200]})"
+        return f"{what} does not run here ({type(exc).__name__}: {str(exc)[:200]})"
     error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item()
     if not error <= 1e-3:
-        return f"bigvgan's CUDA kernel disagrees with the exact activation (relative error {error:.2g})"
-    for (parent, name, _), twin in zip(found, twins):
-        parent._modules[name] = twin
+        return f"{what} disagrees with the exact activation (relative error {error:.2g})"
     return ""
 
 
@@ -209,4 +252,9 @@ def accelerate(vocoder: nn.Module, device: torch.device) -> str:
         log.warning("BigVGAN: %s; using bigvgan's PyTorch activations", why_not)
         return PATH_TORCH
     use_spectral_convs(vocoder)
-    return PATH_POLYPHASE if use_polyphase(vocoder) else PATH_TORCH
+    library, why_not = cpu_kernel(vocoder)
+    if why_not:
+        log.warning("BigVGAN: %s; using the PyTorch polyphase activations", why_not)
+    if not use_polyphase(vocoder, library):
+        return PATH_TORCH
+    return PATH_POLYPHASE if library is None else PATH_CPU_KERNEL
