@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import shlex
 
 import pytest
 import torch
@@ -93,6 +94,19 @@ def test_compiler_errors_are_reported(monkeypatch, tmp_path):
     with pytest.raises(snake_cpu.BuildError, match="false -O3 exited with status 1"):
         snake_cpu.build()
     assert not list((tmp_path / "tag" / "kernels").glob("*.so"))  # no half-written library left to load
+
+
+def test_compiler_without_native_tuning_still_builds_a_correct_kernel(library, monkeypatch, tmp_path):
+    fussy = tmp_path / "cc"
+    fussy.write_text(f'#!/bin/sh\ncase "$*" in *-march=native*) exit 1;; esac\nexec {shlex.join(snake_cpu.compiler())} "$@"\n')
+    fussy.chmod(0o755)
+    monkeypatch.setenv("CC", str(fussy))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    plain = snake_cpu.build()
+    module = snake_activation(SnakeBeta, 3, True, seed=11)
+    x = 3 * torch.randn(2, 3, 600, generator=torch.Generator().manual_seed(12))
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(plain, module)(x), module(x), rtol=1e-5, atol=1e-5)
 
 
 def test_a_library_that_disagrees_is_not_used(library):

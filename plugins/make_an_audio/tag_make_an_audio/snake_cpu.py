@@ -133,7 +133,7 @@ def _compile(command: list[str], target: Path) -> None:
     except OSError as exc:
         raise BuildError(f"cannot write {target.parent} ({exc})") from None
     try:
-        done = subprocess.run([*command, "-shared", "-fPIC", "-o", partial, str(SOURCE)], capture_output=True,
+        done = subprocess.run([*command, "-shared", "-fPIC", "-o", partial, str(SOURCE), "-lm"], capture_output=True,
                               text=True, timeout=COMPILE_TIMEOUT_S)
         if done.returncode:
             said = (done.stderr or done.stdout).strip()[:300]
