@@ -426,13 +426,15 @@ def list_backends(ctx: click.Context, as_json: bool, transport_name: str | None)
         else:
             state = "present" if w["present"] else "MISSING"
             click.echo(f"  weights: {state} at {w['location']}" + (f" ({w['detail']})" if w["detail"] else ""))
-        for o in row["options"]:
+        settings = [f"{o['name']}={o['default']!s}" for o in row["options"]]
+        width = max(map(len, settings), default=0)
+        for o, setting in zip(row["options"], settings):
             extra = f" [{'|'.join(o['choices'])}]" if o["choices"] else ""
             bounds = ""
             if o["minimum"] is not None or o["maximum"] is not None:
                 bounds = f" ({o['minimum'] if o['minimum'] is not None else ''}..{o['maximum'] if o['maximum'] is not None else ''})"
             scope = " (worker)" if o["scope"] == "worker" else ""
-            click.echo(f"    -O {o['name']}={o['default']!s:<10} {o['type']}{extra}{bounds}{scope}: {o['help']}")
+            click.echo(f"    -O {setting:<{width}}  {o['type']}{extra}{bounds}{scope}: {o['help']}")
 
 
 @cli.command("plugins")

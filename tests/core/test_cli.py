@@ -1,5 +1,6 @@
 """The `tag` command line: the whole flow CLI -> in-process transport -> worker -> backend -> file."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,10 @@ def test_backends_lists_options_defaults_and_weights(run, tmp_path):
     assert result.exit_code == 0
     assert "tone (aliases: sine)" in result.output and "-O amplitude=0.5" in result.output
     assert "weights: present at built in" in result.output
+    tone = re.split(r"\n(?=\S)", result.output.split("tone (aliases: sine)")[1])[0]  # up to the next backend
+    option_lines = [line for line in tone.splitlines() if line.startswith("    -O ")]
+    type_columns = {re.match(r" +-O \S+ +", line).end() for line in option_lines}  # names and defaults padded alike
+    assert len(option_lines) > 2 and len(type_columns) == 1
     (tmp_path / "w").mkdir()
     os.environ["TAG_TONE_WEIGHTS"] = str(tmp_path / "w")
     try:
