@@ -8,7 +8,8 @@
 # Stages: the fused BigVGAN kernel builds in the background while full-size stand-in weights are derived; the
 # CUDA tests (graph replay = eager loop, fused kernel = PyTorch path) run on the GPU; the speed benchmark times
 # both presets at batch 1 and 8 in fp32 and bf16 next to the official code; the vocoder is timed against the
-# official one at batch 8; last, a second process (cached kernel) times bf16 with the UNet under torch.compile.
+# official one at batch 8; last, a second process (cached kernel) times bf16 with the UNet under torch.compile,
+# and a third starts that worker again to see what torch's compile caches save of its warm-up.
 set -u
 OUT=${1:?usage: make_an_audio_gpu.sh OUT_DIR}
 LOG=$OUT/log.txt
@@ -43,4 +44,9 @@ stage vocoder 60 python3 benchmarks/make_an_audio_vocoder.py --weights "$WEIGHTS
   --device cuda --frames 625 --batch 8 --rounds 3 --out "$OUT"
 stage compiled 150 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda --dtypes bf16 --compile \
   --sampling dpmpp:25 ddim:100 --batch 1 --repeat 3 --out "$OUT/compiled"
+# the same worker started again: how much of the compile warm-up torch's on-disk caches save (its table to the log)
+stage compiled_restart 120 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda --dtypes bf16 \
+  --compile --sampling dpmpp:25 ddim:100 --batch 1 --repeat 1 --out /tmp/compiled_restart \
+  && grep -h "Worker start" /tmp/compiled_restart/*.md | sed 's/^/restart with warm caches: /' >>"$LOG"
 grep -h "^|\|Median\|Worker start" "$OUT"/*.md "$OUT"/compiled/*.md 2>/dev/null | cut -c1-400
+grep -h "restart with warm caches" "$LOG" | cut -c1-400
