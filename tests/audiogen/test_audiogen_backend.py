@@ -8,11 +8,11 @@ import torch
 from tagcore import Audio, GenerationItem
 from tagcore.errors import InvalidRequest, WeightsMissing
 from tag_audiogen.backend import AudioGenBackend, MusicGenBackend
+from tag_testkit.backends import loaded_on_cpu
 
 @pytest.fixture(scope="module")
 def backend(tiny_audiogen):
-    b = AudioGenBackend({"weights": str(tiny_audiogen), "device": "cpu"})
-    b.ensure_loaded()
+    b = loaded_on_cpu(AudioGenBackend, tiny_audiogen)
     return b
 
 

@@ -11,12 +11,12 @@ import pytest
 from tagcore import GenerationItem
 from tagcore.errors import WeightsMissing
 from tag_audiogen.backend import AudioGenBackend
+from tag_testkit.backends import loaded_on_cpu
 
 
 @pytest.fixture
 def t5_backend(tiny_audiogen_t5, t5_cached):
-    b = AudioGenBackend({"weights": str(tiny_audiogen_t5), "device": "cpu"})
-    b.ensure_loaded()
+    b = loaded_on_cpu(AudioGenBackend, tiny_audiogen_t5)
     return b
 
 

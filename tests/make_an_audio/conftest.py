@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tag_testkit.backends import loaded_on_cpu
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO.parent / "shared" / "make_an_audio" / "golden"
@@ -46,8 +47,7 @@ def pytorch_polyphase(monkeypatch) -> None:
 def tiny_backend(tiny_weights):
     from tag_make_an_audio.backend import MakeAnAudioBackend
 
-    backend = MakeAnAudioBackend({"weights": str(tiny_weights), "device": "cpu"})
-    backend.ensure_loaded()
+    backend = loaded_on_cpu(MakeAnAudioBackend, tiny_weights)
     return backend
 
 

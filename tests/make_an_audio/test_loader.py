@@ -11,6 +11,7 @@ from tag_testkit import malicious
 from tagcore.config import Config
 from tagcore.errors import WeightsMissing
 from tagcore.runtime import build_backend
+from tag_testkit.backends import loaded_on_cpu
 
 
 class NotATensor:
@@ -26,8 +27,7 @@ def folder(tiny_weights, tmp_path) -> Path:
 def load(folder: Path):
     from tag_make_an_audio.backend import MakeAnAudioBackend
 
-    backend = MakeAnAudioBackend({"weights": str(folder), "device": "cpu"})
-    backend.ensure_loaded()
+    backend = loaded_on_cpu(MakeAnAudioBackend, folder)
     return backend
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from tag_testkit import tiny_speech
+from tag_testkit.backends import loaded_on_cpu
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +29,7 @@ def speecht5(speech_models):
 def mms(speech_models):
     from tag_speech.mms import MmsTtsBackend
 
-    backend = MmsTtsBackend({"weights": str(speech_models["mms"]), "device": "cpu"})
-    backend.ensure_loaded()
+    backend = loaded_on_cpu(MmsTtsBackend, speech_models["mms"])
     return backend
 
 
@@ -42,6 +42,5 @@ def bark_folder(tmp_path_factory) -> Path:
 def bark(bark_folder):
     from tag_speech.bark import BarkBackend
 
-    backend = BarkBackend({"weights": str(bark_folder), "device": "cpu"})
-    backend.ensure_loaded()
+    backend = loaded_on_cpu(BarkBackend, bark_folder)
     return backend

@@ -9,6 +9,7 @@ from tagcore import Audio, GenerationItem
 from tagcore.audio import read
 from tagcore.errors import InvalidRequest, WeightsMissing
 from tag_testkit import tiny_chatterbox
+from tag_testkit.backends import loaded_on_cpu
 
 pytestmark = pytest.mark.slow
 SEED = 7
@@ -32,8 +33,7 @@ def sample_path(tmp_path_factory) -> Path:
 def backend(folder):
     from tag_speech.chatterbox import ChatterboxBackend
 
-    backend = ChatterboxBackend({"weights": str(folder), "device": "cpu"})
-    backend.ensure_loaded()
+    backend = loaded_on_cpu(ChatterboxBackend, folder)
     return backend
 
 

@@ -7,6 +7,7 @@ from tag_speech.mms import MmsTtsBackend, hub_id_for
 from tag_speech.speecht5 import SpeechT5Backend
 from tag_speech.weights import MODEL_WEIGHTS, WeightsSource
 from tagcore.errors import InvalidRequest, WeightsMissing
+from tag_testkit.backends import loaded_on_cpu
 
 
 def test_existing_folder_is_local_and_hub_shaped_names_are_hub_ids(tmp_path):
@@ -120,8 +121,7 @@ def test_malicious_bark_voice_preset_never_runs(tmp_path, bark_folder):
     folder = tmp_path / "bark"
     shutil.copytree(bark_folder, folder)
     marker = tmp_path / "pwned"
-    backend = BarkBackend({"weights": str(folder), "device": "cpu"})
-    backend.ensure_loaded()
+    backend = loaded_on_cpu(BarkBackend, folder)
     preset = backend.presets[0]
     target = folder / str(backend.processor.speaker_embeddings[preset]["semantic_prompt"])
     malicious.numpy_file(target, marker)

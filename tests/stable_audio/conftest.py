@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tag_testkit.backends import loaded_on_cpu
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +25,7 @@ def sao_folder(tmp_path_factory) -> Path:
 def sa3(sa3_folder):
     from tag_stable_audio.backend import StableAudio3Backend
 
-    backend = StableAudio3Backend({"weights": str(sa3_folder), "device": "cpu"})
-    backend.ensure_loaded()
+    backend = loaded_on_cpu(StableAudio3Backend, sa3_folder)
     return backend
 
 
@@ -33,8 +33,7 @@ def sa3(sa3_folder):
 def sao(sao_folder):
     from tag_stable_audio.backend import StableAudioOpenBackend
 
-    backend = StableAudioOpenBackend({"weights": str(sao_folder), "device": "cpu"})
-    backend.ensure_loaded()
+    backend = loaded_on_cpu(StableAudioOpenBackend, sao_folder)
     return backend
 
 
