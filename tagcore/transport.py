@@ -78,6 +78,11 @@ class TransportClient(abc.ABC):
     def add_listener(self, listener: Listener) -> None:
         """Call `listener` (from a transport thread) for every progress event and response for this client."""
 
+    def outage(self) -> str | None:
+        """Why requests cannot reach the workers now (say, the broker is unreachable and the client keeps
+        reconnecting), else None. Requests submitted meanwhile wait; health checks report it."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Disconnect; pending requests stay queued for a client that reconnects under the same name."""

@@ -45,6 +45,7 @@ def test_health_needs_no_key(server: Any) -> None:
     with server.client(key=None) as c:
         body = c.get("/v1/health").json()
     assert body["status"] == "ok" and body["transport"] == "inprocess" and body["auth_required"] is True
+    assert body["problems"] == [] and body["backends_served"] >= 1
 
 
 def test_backends_lists_request_options_only(client: httpx.Client) -> None:
@@ -296,7 +297,10 @@ def test_backend_without_a_worker_fails_the_job_not_the_server(make_server: Any)
         assert job.status_code == 202
         status = wait_done(c, job.json())
         assert status["state"] == "failed" and status["error"]["code"] == "no_worker"
-        assert c.get("/v1/health").json()["status"] == "ok"
+        health = c.get("/v1/health")
+        assert health.status_code == 200  # the server itself is fine: a liveness probe must not restart it
+        assert health.json()["status"] == "degraded" and health.json()["backends_served"] == 0
+        assert health.json()["problems"] == ["no live worker serves any offered backend (jobs wait in their queues)"]
 
 
 def test_forwarded_for_is_ignored_unless_a_proxy_is_trusted(make_server: Any) -> None:

@@ -133,7 +133,12 @@ def test_broker_restart_mid_run_loses_nothing(rabbitmq_node, env):
         for request in before:
             client.submit(request)
         log.wait_responses([before[0].request_id], 20)
+        assert client.outage() is None
         rabbitmq_node.stop()
+        deadline = time.monotonic() + 20
+        while client.outage() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "the broker cannot be reached" in (client.outage() or "")  # what /v1/health reports
         during = [tone_request(f"during {i}") for i in range(2)]
         submitters = [threading.Thread(target=client.submit, args=(r,)) for r in during]
         for thread in submitters:
@@ -147,6 +152,7 @@ def test_broker_restart_mid_run_loses_nothing(rabbitmq_node, env):
         assert all(r.ok for r in responses.values())
         time.sleep(1.0)
         assert all(len(log.responses[i]) == 1 for i in ids)
+        assert client.outage() is None
     finally:
         transport.close()
         worker.stop()

@@ -240,8 +240,15 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
     # --- routes -------------------------------------------------------------------------------------------
     @app.get("/v1/health", response_model=Health, tags=["server"])
     def health() -> Health:
-        """Liveness and a few counters; needs no API key."""
-        return Health(status="ok", version=app.version, transport=transport_name, jobs=store.count(),
+        """Whether jobs can be served now, and a few counters; needs no API key. Always 200 while this server
+        runs (a liveness probe must not restart it for a broker outage or a missing worker): read `status`."""
+        served = sum(entry.available for entry in catalog.entries())
+        problems = [problem for problem in (
+            client.outage(),
+            None if served else "no live worker serves any offered backend (jobs wait in their queues)",
+        ) if problem]
+        return Health(status="degraded" if problems else "ok", problems=problems, version=app.version,
+                      transport=transport_name, backends_served=served, jobs=store.count(),
                       unfinished=store.unfinished(), auth_required=bool(api_key))
 
     @app.get("/v1/backends", response_model=BackendList, dependencies=protected, tags=["backends"],

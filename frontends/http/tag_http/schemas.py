@@ -111,9 +111,12 @@ class BackendList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(
+        description="degraded while jobs cannot be served now (see problems); they are still accepted and wait")
+    problems: list[str] = Field(description="why the status is degraded, one line each (empty when ok)")
     version: str
     transport: str
+    backends_served: int = Field(description="offered backends a live worker serves now")
     jobs: int = Field(description="jobs the server remembers (unfinished, finished and expired)")
     unfinished: int
     auth_required: bool

@@ -216,6 +216,13 @@ class RabbitClient(TransportClient, IOThread):
                     self._consume()
             self.call(consume)
 
+    def outage(self) -> str | None:
+        if self.failure is not None:
+            return f"the broker connection thread died ({self.failure})"
+        if not self.connected.is_set():
+            return f"the broker cannot be reached ({self.last_error or 'connecting'}); reconnecting"
+        return None
+
     def close(self) -> None:
         self.stop()
         self._events.put(None)
