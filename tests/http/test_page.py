@@ -301,6 +301,15 @@ def test_page_cancel_button_stops_the_job(server: Any, browser: Any) -> None:
     expect(page.locator("#cancel")).to_be_hidden()
     expect(page.locator("#generate")).to_be_enabled()  # well before the 100 s the job would have taken
     context.close()
+def test_page_says_when_no_worker_serves(make_server: Any, browser: Any) -> None:
+    with make_server(serve=()) as srv:
+        context, page, problems = _open_with_key(browser, srv)
+        sync_api.expect(page.locator("#error")).to_have_text(
+            "This server cannot serve jobs now: no live worker serves any offered backend.")
+        assert problems == []
+        context.close()
+
+
 def test_page_plays_stereo_and_says_so(make_server: Any, browser: Any, prompt_backends: None) -> None:
     expect = sync_api.expect
     with make_server({"backends": "stereo_tone"}, serve=("stereo_tone",)) as srv:

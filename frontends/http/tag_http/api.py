@@ -245,7 +245,7 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
         served = sum(entry.available for entry in catalog.entries())
         problems = [problem for problem in (
             client.outage(),
-            None if served else "no live worker serves any offered backend (jobs wait in their queues)",
+            None if served else "no live worker serves any offered backend",
         ) if problem]
         return Health(status="degraded" if problems else "ok", problems=problems, version=app.version,
                       transport=transport_name, backends_served=served, jobs=store.count(),

@@ -112,7 +112,7 @@ class BackendList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(
-        description="degraded while jobs cannot be served now (see problems); they are still accepted and wait")
+        description="degraded while jobs cannot be served now (see problems)")
     problems: list[str] = Field(description="why the status is degraded, one line each (empty when ok)")
     version: str
     transport: str

@@ -52,6 +52,7 @@ async function loadBackends() {
     select.append(new Option(backend.name, backend.name, false, backend.name === list.default));
   }
   if (!list.backends.length) showError("This server offers no backends.");
+  else if (health.status === "degraded") showError(`This server cannot serve jobs now: ${health.problems.join("; ")}.`);
   onBackendChange();
 }
 
