@@ -98,7 +98,8 @@ def test_compiler_errors_are_reported(monkeypatch, tmp_path):
 
 def test_compiler_without_native_tuning_still_builds_a_correct_kernel(library, monkeypatch, tmp_path):
     fussy = tmp_path / "cc"
-    fussy.write_text(f'#!/bin/sh\ncase "$*" in *-march=native*) exit 1;; esac\nexec {shlex.join(snake_cpu.compiler())} "$@"\n')
+    real = shlex.join(snake_cpu.compiler())
+    fussy.write_text(f'#!/bin/sh\ncase "$*" in *-march=native*) exit 1;; esac\nexec {real} "$@"\n')
     fussy.chmod(0o755)
     monkeypatch.setenv("CC", str(fussy))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

@@ -108,6 +108,8 @@ class MakeAnAudioBackend(Backend):
         dtype = resolve_dtype(self.settings["dtype"], device)
         with quiet_model_loading():  # diffusers imports xformers
             self.model = maa.load(folder, device, dtype)
+        log.info("make_an_audio: loaded on %s in %s; BigVGAN activations: %s", device, str(dtype).replace("torch.", ""),
+                 self.model.vocoder_activations)
         if self.settings["compile"]:
             self.model.unet = torch.compile(self.model.unet)
         if device.type == "cuda" and self.settings["cuda_graphs"]:

@@ -1,4 +1,4 @@
-"""The fused CPU snake (snake_cpu.c): built with the machine's C compiler, called through ctypes on torch's threads' worth of rows.
+"""The fused CPU snake (snake_cpu.c): built with the machine's C compiler, run through ctypes on torch's thread count.
 
 Why C and not a torch extension: the kernel needs no torch headers, so it compiles in well under a second with any
 C compiler (`$CC`, else cc / gcc / clang) instead of the tens of seconds a C++ extension takes, and loads with
@@ -73,7 +73,8 @@ class SnakeLibrary:
         self._rows.restype = ctypes.c_int
 
     def forward(self, x: torch.Tensor, taps: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
-        """x: contiguous float32 (batch, channels, length); taps: the 24 polyphase taps; alpha, inv_beta: (channels,)."""
+        """x: contiguous float32 (batch, channels, length); taps: the 24 polyphase taps; alpha, inv_beta: one per
+        channel."""
         batch, channels, length = x.shape
         out = torch.empty_like(x)
         rows = batch * channels
@@ -137,7 +138,8 @@ def _compile(command: list[str], target: Path) -> None:
                               text=True, timeout=COMPILE_TIMEOUT_S)
         if done.returncode:
             said = (done.stderr or done.stdout).strip()[:300]
-            raise BuildError(f"{shlex.join(command)} exited with status {done.returncode}" + (f": {said}" if said else ""))
+            raise BuildError(f"{shlex.join(command)} exited with status {done.returncode}"
+                             + (f": {said}" if said else ""))
         os.replace(partial, target)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BuildError(f"{shlex.join(command)} did not run ({type(exc).__name__}: {exc})") from None

@@ -14,8 +14,9 @@ every call. Written in polyphase form the same function needs no convolution at 
 Each filter is a handful of scaled, shifted adds over whole tensors (memory-bound, vectorised), and the
 snake's alpha and 1 / beta are computed once at load. The result equals bigvgan's `Activation1d` up to float
 summation order. Where the machine has a C compiler, the same arithmetic runs as one pass per row (`snake_cpu`),
-which keeps each row in the cache instead of making about 30 passes over memory. On CUDA, bigvgan's fused kernel (built for the worker's GPU by snake_kernel.py) does the same in one
-launch when it builds and runs there; otherwise bigvgan's own PyTorch modules stay (cuDNN runs them well and they are launch-bound there).
+which keeps each row in the cache instead of making about 30 passes over memory. On CUDA, bigvgan's fused kernel
+(built for the worker's GPU by snake_kernel.py) does the same in one launch when it builds and runs there;
+otherwise bigvgan's own PyTorch modules stay (cuDNN runs them well and they are launch-bound there).
 
 On the CPU the residual blocks' kernel-7 and kernel-11 convolutions with at least 192 channels (most of the
 vocoder's arithmetic) also run in overlap-save form (`spectral_conv`), equal to the direct convolution within
