@@ -154,6 +154,19 @@ class RabbitJobSource(JobSource, IOThread):
         (rotating over the backends), with basic.get: a worker takes work only when it is free, so a request
         never waits in one busy worker's buffer while another worker is idle or a newer request of a higher
         priority arrives."""
+        known = set(self._running)
+        try:
+            return self._take(max_jobs)
+        except BaseException:
+            # The connection dropped after requests were taken and marked running but before they reached the
+            # service (the broker stopped right after a basic.get answered). Their deliveries go back to the
+            # queue with the connection; a copy taken after the reconnect must be run, not taken for a copy of
+            # a job running here, which would wait forever for an answer nobody generates.
+            for request_id in set(self._running) - known:
+                del self._running[request_id]
+            raise
+
+    def _take(self, max_jobs: int) -> list[RabbitJob]:
         channel = self._channel
         if channel is None:
             return []
