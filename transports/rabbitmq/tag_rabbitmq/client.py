@@ -26,7 +26,7 @@ from tagcore.transport import Event, Listener, TransportClient
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
 from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exchange, declare_dead_letter_queue,
-                       declare_request_queue, declare_response_queue, reason_of)
+                       declare_request_queue, declare_response_queue, reason_of, wake_note)
 
 log = logging.getLogger(__name__)
 SEEN_MEMORY = 100_000
@@ -127,7 +127,7 @@ class RabbitClient(TransportClient, IOThread):
         with self._lock:
             self._pending.pop(request_id, None)
         pending.confirmed.set()
-        channel.basic_publish(self.settings.control_exchange, "", b"", pika.BasicProperties(type="wake"))
+        channel.basic_publish(self.settings.control_exchange, "", b"", wake_note(queue_name))
         ahead = sum(channel.queue_declare(self.settings.request_queue_for(pending.backend, level),
                                           passive=True).method.message_count
                     for level in range(priority, PRIORITIES))

@@ -36,7 +36,7 @@ from .catalog import announce
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
 from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exchange, declare_dead_letter_queue,
-                       declare_request_queue, declare_response_queue, delivery_count, reason_of)
+                       declare_request_queue, declare_response_queue, delivery_count, reason_of, woken_queue)
 
 log = logging.getLogger(__name__)
 ANSWERED_MEMORY = 100_000
@@ -45,7 +45,10 @@ RUNNING_REFRESH = 5.0
 RUNNING_TTL = 3 * RUNNING_REFRESH
 """A request announced as running elsewhere counts as such for this long after the last announcement."""
 IDLE_POLL = 2.0
-"""Seconds between looks at the queues of an idle worker that heard no wake-up note (notes can be lost)."""
+"""Seconds between looks into every queue (a sweep): notes can be lost, and a request the broker requeues (its
+worker died) comes without one. An idle worker that hears no note sweeps this often."""
+WORKER_COUNT_TTL = IDLE_POLL
+"""Seconds a backend's worker count (which splits a batch's fair share) is reused before the broker is asked again."""
 ANSWERED_TTL = 24 * 3600.0
 """How long a worker remembers an answered request id (a redelivered copy is dropped within it)."""
 
@@ -100,9 +103,16 @@ class RabbitJobSource(JobSource, IOThread):
         self.settings = settings
         self.specs = list(backends)
         self.backends = queue_names_for(self.specs)
+        self._request_queues = {settings.request_queue_for(b, p) for b in self.backends for p in range(PRIORITIES)}
         self.prefetch = max(1, prefetch)
         self.worker_id = worker_id or default_worker_id()
         self._turn = 0
+        self._maybe: set[str] = set()
+        """Request queues that may hold work: named by wake-up notes, and not seen empty since (I/O thread)."""
+        self._swept = float("-inf")
+        """When every queue was last looked into with passive declares (monotonic s)."""
+        self._workers: dict[str, tuple[float, int]] = {}
+        """Per backend: when its worker count was asked and the count (for batches' fair shares)."""
         self._arrived = threading.Event()
         self._answered = RecentIds(ANSWERED_MEMORY, ANSWERED_TTL)
         self._running: dict[str, RabbitJob] = {}
@@ -140,7 +150,7 @@ class RabbitJobSource(JobSource, IOThread):
         self._progress_channel.queue_bind(private, exchange)
         self._progress_channel.basic_consume(private, self._on_control, auto_ack=True)
         self._channel = channel
-        self._arrived.set()  # look at the queues now: requests may have arrived while we were away
+        self._look_everywhere()  # requests may have arrived, or been put back, while we were away
         self._connected_at = time.monotonic()
         self._setups += 1
         self._announce_running(connection)
@@ -153,7 +163,22 @@ class RabbitJobSource(JobSource, IOThread):
         """On the I/O thread: take up to `max_jobs` requests, highest priority first and oldest first within one
         (rotating over the backends), with basic.get: a worker takes work only when it is free, so a request
         never waits in one busy worker's buffer while another worker is idle or a newer request of a higher
-        priority arrives."""
+        priority arrives. Only queues that may hold work are asked: on a quorum queue an empty basic.get costs a
+        Raft round (about 0.7 ms, 7x a passive declare), and polling ten empty queues per wake-up was most of
+        the transport's added latency."""
+        known = set(self._running)
+        try:
+            return self._take(max_jobs)
+        except BaseException:
+            # The connection dropped after requests were taken and marked running but before they reached the
+            # service (the broker stopped right after a basic.get answered). Their deliveries go back to the
+            # queue with the connection; a copy taken after the reconnect must be run, not taken for a copy of
+            # a job running here, which would wait forever for an answer nobody generates.
+            for request_id in set(self._running) - known:
+                del self._running[request_id]
+            raise
+
+    def _take(self, max_jobs: int) -> list[RabbitJob]:
         channel = self._channel
         if channel is None:
             return []
@@ -162,27 +187,59 @@ class RabbitJobSource(JobSource, IOThread):
             # Back after an outage: workers still generating requests the broker has just put back in the queue
             # need up to one reconnect delay to say so (a restarted broker may not even mark them redelivered).
             return jobs
-        backends = self.backends[self._turn % len(self.backends):] + self.backends[:self._turn % len(self.backends)]
-        self._turn += 1
-        for priority in reversed(range(PRIORITIES)):
-            for backend in backends:
-                queue_name = self.settings.request_queue_for(backend, priority)
-                while len(jobs) < max_jobs:
-                    method, properties, body = channel.basic_get(queue_name)
-                    if method is None:
-                        break
-                    if not jobs and max_jobs > 1:  # a batch takes this worker's share of what waits, no more
-                        max_jobs = min(max_jobs, self._share(channel, backend, method.message_count + 1))
-                    job = self._accept(channel, method, properties, body)
-                    if job is not None:
-                        jobs.append(job)
-                if len(jobs) >= max_jobs:
-                    return jobs
+        queues = self._queues_with_work(channel)
+        while queues and len(jobs) < max_jobs:
+            queue_name, backend = queues[0]
+            method, properties, body = channel.basic_get(queue_name)
+            if method is None or method.message_count == 0:
+                queues.pop(0)  # empty now: its next request comes with a wake-up note
+            if method is None:
+                continue
+            if not jobs and max_jobs > 1:  # a batch takes this worker's share of what waits, no more
+                max_jobs = min(max_jobs, self._share(channel, backend, method.message_count + 1))
+            job = self._accept(channel, method, properties, body)
+            if job is not None:
+                jobs.append(job)
+        self._maybe.update(name for name, _ in queues)  # not seen empty: look again next time
         return jobs
 
+    def _queues_with_work(self, channel: BlockingChannel) -> list[tuple[str, str]]:
+        """(queue, backend) that may hold requests, in the order to take them (highest priority first, backends
+        taking turns within one): the queues named by wake-up notes since the last fetch, and every IDLE_POLL s
+        the queues a sweep of passive declares finds non-empty. Taking the marks here, not clearing them after,
+        keeps a note heard during the fetch for the next one."""
+        marked, self._maybe = self._maybe, set()
+        now = time.monotonic()
+        sweep = now - self._swept >= IDLE_POLL
+        if sweep:
+            self._swept = now
+        turn = self._turn % len(self.backends)
+        self._turn += 1
+        backends = self.backends[turn:] + self.backends[:turn]
+        found: list[tuple[str, str]] = []
+        for priority in reversed(range(PRIORITIES)):
+            for backend in backends:
+                name = self.settings.request_queue_for(backend, priority)
+                if name in marked or (sweep and channel.queue_declare(name, passive=True).method.message_count):
+                    found.append((name, backend))
+        return found
+
+    def _look_everywhere(self) -> None:
+        """Mark every queue as possibly holding work (each stays marked until a basic.get finds it empty), and
+        wake the worker: after a reconnect notes published while away are lost, a passive declare may count a
+        restarted quorum queue as empty before it has a leader, and a requeued request comes without a note."""
+        self._maybe.update(self._request_queues)
+        self._arrived.set()
+
     def _share(self, channel: BlockingChannel, backend: str, waiting: int) -> int:
-        """Requests a free worker may take at once: the waiting ones split over the workers of `backend`."""
-        workers = channel.queue_declare(self.settings.presence_queue_for(backend), passive=True).method.consumer_count
+        """Requests a free worker may take at once: the waiting ones split over the workers of `backend`
+        (counted at most WORKER_COUNT_TTL s ago: a worker that just started or stopped shifts one batch)."""
+        now = time.monotonic()
+        asked, workers = self._workers.get(backend, (float("-inf"), 1))
+        if now - asked >= WORKER_COUNT_TTL:
+            presence = self.settings.presence_queue_for(backend)
+            workers = channel.queue_declare(presence, passive=True).method.consumer_count
+            self._workers[backend] = (now, workers)
         return max(1, -(-waiting // max(1, workers)))
 
     def _accept(self, channel: BlockingChannel, method, properties: pika.BasicProperties,
@@ -279,6 +336,9 @@ class RabbitJobSource(JobSource, IOThread):
         channel.basic_ack(method.delivery_tag)
 
     def _on_control(self, channel: BlockingChannel, method, properties: pika.BasicProperties, body: bytes) -> None:
+        if properties.type == "wake":  # the one note without a request id
+            self._on_wake(properties)
+            return
         request_id = properties.correlation_id
         if not request_id:
             return
@@ -292,7 +352,14 @@ class RabbitJobSource(JobSource, IOThread):
             self.elsewhere.discard(request_id)
             self._remember(request_id)
             self._arrived.set()  # a held copy can be settled now
-        elif properties.type == "wake":
+
+    def _on_wake(self, properties: pika.BasicProperties) -> None:
+        """A client published a request: mark its queue, and wake the worker if it serves that queue."""
+        queue = woken_queue(properties)
+        if queue is None:  # a note that names no queue (an older client): look into every queue
+            self._look_everywhere()
+        elif queue in self._request_queues:  # a queue of a backend this worker serves
+            self._maybe.add(queue)
             self._arrived.set()
 
     def _park(self, channel: BlockingChannel, method, body: bytes, reason: str) -> None:
@@ -389,6 +456,7 @@ class RabbitJobSource(JobSource, IOThread):
         def reject() -> None:
             if self._channel is not None and job.generation == self.generation:
                 self._channel.basic_reject(job.tag, requeue=True)
+                self._look_everywhere()  # requeued without a wake-up note
         if not job.done:
             try:
                 self.call(reject).result(timeout=10)

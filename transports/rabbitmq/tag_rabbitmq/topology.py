@@ -64,6 +64,22 @@ def declare_control_exchange(channel: BlockingChannel, settings: RabbitSettings)
     return name
 
 
+WAKE_QUEUE_HEADER = "x-tag-queue"
+"""Header of a wake-up note naming the request queue that just received a request."""
+
+
+def wake_note(queue: str) -> pika.BasicProperties:
+    """A wake-up note for the control exchange: idle workers serving `queue` look into it (and no other)."""
+    return pika.BasicProperties(type="wake", headers={WAKE_QUEUE_HEADER: queue})
+
+
+def woken_queue(properties: pika.BasicProperties) -> str | None:
+    """The request queue a wake-up note names; None for a note without one (from an older client), after
+    which a worker looks into all its queues."""
+    queue = (properties.headers or {}).get(WAKE_QUEUE_HEADER)
+    return queue if isinstance(queue, str) else None
+
+
 def declare_catalog_queue(channel: BlockingChannel, settings: RabbitSettings) -> str:
     channel.queue_declare(settings.catalog_queue, durable=True, arguments=dict(CATALOG_QUEUE_ARGS))
     return settings.catalog_queue
