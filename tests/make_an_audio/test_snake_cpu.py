@@ -88,6 +88,16 @@ def test_missing_compiler_leaves_the_pytorch_polyphase_form(monkeypatch, caplog,
     assert not any(isinstance(m, voc.FusedCpuSnake) for m in model.modules())
 
 
+def test_a_library_that_will_not_load_leaves_the_pytorch_form(monkeypatch, caplog):
+    """E.g. a cache folder on a noexec mount: the build exists but the loader cannot map it."""
+    def unloadable() -> snake_cpu.SnakeLibrary:
+        raise OSError("failed to map segment from shared object")
+
+    monkeypatch.setattr(snake_cpu, "build", unloadable)
+    assert voc.accelerate(tiny_bigvgan(), torch.device("cpu")) == voc.PATH_POLYPHASE
+    assert "failed to map segment" in caplog.text
+
+
 def test_compiler_errors_are_reported(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", "false")  # runs, and fails with every flag set
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
