@@ -29,10 +29,18 @@ class ProbeTone(ToneBackend):
     capabilities = Capabilities(seed=True, batch=False, audio_prompt=False)
 
 
+class LongNamedTone(ToneBackend):
+    """A backend whose name does not fit in a button's 64 bytes of callback data."""
+
+    name = "tone_with_a_name_far_too_long_for_the_callback_data_of_a_telegram_button"
+    aliases = ()
+
+
 class _ProbePlugin:
     @hookimpl
     def register_backends(self, register) -> None:
         register(ProbeTone)
+        register(LongNamedTone)
         register(VoiceToneBackend)
         register(StereoToneBackend)
         register(PresetToneBackend)

@@ -194,3 +194,15 @@ def test_the_menu_marks_a_backend_no_worker_serves(start_bot):
     bot.fake.push_text(12, "/backend")
     menu = bot.wait_reply(12, "Choose the sound generator")
     assert set(bot.buttons(menu)) == {"✅ tone", "probe (no worker right now: requests wait)"}
+
+
+def test_a_backend_whose_name_does_not_fit_a_button_can_be_chosen(start_bot):
+    long_name = "tone_with_a_name_far_too_long_for_the_callback_data_of_a_telegram_button"
+    bot = start_bot(backends=("tone", long_name))
+    bot.fake.push_text(13, "/backend")
+    menu = bot.wait_reply(13, "Choose the sound generator")
+    assert len(bot.buttons(menu)[long_name].encode()) == 64  # cut to Telegram's limit
+    bot.press(13, menu, long_name)
+    bot.fake.wait_method("editMessageText", 13, text=f"Generator set to {long_name}")
+    bot.ask(13, "a long-named beep")
+    assert long_name in bot.audio_for(13)[0].params["caption"]

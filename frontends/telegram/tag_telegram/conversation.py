@@ -190,7 +190,7 @@ class Conversation:
         for name in self.offered:
             label = ("✅ " if name == current else "") + name + ("" if self.catalog.is_available(name)
                                                                  else texts.NO_WORKER_LABEL)
-            markup.row(types.InlineKeyboardButton(label, callback_data=f"be:{name}"[:64]))
+            markup.row(types.InlineKeyboardButton(label, callback_data=settings_menu.button_data(f"be:{name}")))
         self.reply(message.chat.id, texts.CHOOSE_BACKEND.format(current=current), markup)
 
     @guarded
@@ -394,12 +394,14 @@ class Conversation:
             nonce, _, value = rest.partition(":")
             return self._pick_duration(call, user_id, chat_id, nonce, value)
         if kind == "be":
-            if rest not in self.specs:
+            backend = next((name for name in self.offered if settings_menu.button_data(f"be:{name}") == call.data
+                            and name in self.specs), None)  # compared as sent: a long name's data is cut
+            if backend is None:
                 return texts.UNKNOWN_BACKEND
-            self.sessions.set_backend(user_id, chat_id, rest)
-            chosen = texts.BACKEND_SET.format(backend=rest)
-            if choice_options(self.specs[rest]):  # show what can be set for it right away
-                self._settle(call, *self._settings_view(user_id, chat_id, rest, chosen))
+            self.sessions.set_backend(user_id, chat_id, backend)
+            chosen = texts.BACKEND_SET.format(backend=backend)
+            if choice_options(self.specs[backend]):  # show what can be set for it right away
+                self._settle(call, *self._settings_view(user_id, chat_id, backend, chosen))
             else:
                 self._settle(call, chosen)
             return None

@@ -22,8 +22,17 @@ OPEN = "cfg"
 BUTTONS_PER_ROW = 3
 
 
+CALLBACK_BYTES = 64
+"""Telegram's limit on a button's callback data."""
+
+
+def button_data(text: str) -> str:
+    """`text` cut to what a button may carry (a long backend name is cut; handlers find it by comparing cuts)."""
+    return text.encode()[:CALLBACK_BYTES].decode(errors="ignore")
+
+
 def _pick_data(backend: str, option: int, choice: int) -> str:
-    return f"{PICK}:{option}:{choice}:{backend}"[:64]
+    return button_data(f"{PICK}:{option}:{choice}:{backend}")
 
 
 def keyboard(backend: str, settings: list[Setting]) -> types.InlineKeyboardMarkup | None:
