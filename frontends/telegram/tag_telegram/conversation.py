@@ -394,8 +394,8 @@ class Conversation:
             nonce, _, value = rest.partition(":")
             return self._pick_duration(call, user_id, chat_id, nonce, value)
         if kind == "be":
-            backend = next((name for name in self.offered if settings_menu.button_data(f"be:{name}") == call.data
-                            and name in self.specs), None)  # compared as sent: a long name's data is cut
+            backend = settings_menu.named_by(call.data or "", [name for name in self.offered if name in self.specs],
+                                             lambda name: settings_menu.button_data(f"be:{name}"))
             if backend is None:
                 return texts.UNKNOWN_BACKEND
             self.sessions.set_backend(user_id, chat_id, backend)

@@ -5,7 +5,7 @@ press on an old menu can never change the settings of a generator the user has s
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from telebot import types
 
@@ -29,6 +29,11 @@ CALLBACK_BYTES = 64
 def button_data(text: str) -> str:
     """`text` cut to what a button may carry (a long backend name is cut; handlers find it by comparing cuts)."""
     return text.encode()[:CALLBACK_BYTES].decode(errors="ignore")
+
+
+def named_by(sent: str, names: Iterable[str], data_of: Callable[[str], str]) -> str | None:
+    """The name whose button carried `sent`: compared as cut, so a name too long for the data is found too."""
+    return next((name for name in names if data_of(name) == sent), None)
 
 
 def _pick_data(backend: str, option: int, choice: int) -> str:
@@ -67,7 +72,7 @@ def parse_pick(rest: str, specs: Mapping[str, BackendSpec]) -> tuple[str, Option
     if not (option_index.isdigit() and choice_index.isdigit()):
         return None
     sent = f"{PICK}:{option_index}:{choice_index}:{backend_part}"
-    backend = next((name for name in specs if _pick_data(name, int(option_index), int(choice_index)) == sent), None)
+    backend = named_by(sent, specs, lambda name: _pick_data(name, int(option_index), int(choice_index)))
     if backend is None:
         return None
     options = choice_options(specs[backend])
