@@ -89,7 +89,7 @@ class SnakeLibrary:
         pending = [_pool().submit(run, bounds[i], bounds[i + 1]) for i in range(1, parts)]
         failures = run(bounds[0], bounds[1]) + sum(future.result() for future in pending)
         if failures:
-            raise MemoryError(f"the fused snake could not allocate {3 * length + 20} floats of scratch")
+            raise MemoryError("the fused snake could not allocate its scratch tile")
         return out
 
 
@@ -110,10 +110,10 @@ def _pool() -> ThreadPoolExecutor:
 def build() -> SnakeLibrary:
     """Compile (or load the cached build of) the kernel for this machine; BuildError when that cannot be done."""
     command = compiler()
-    source = SOURCE.read_bytes()
+    source, cpu = SOURCE.read_bytes(), cpu_signature().encode()
     errors = []
     for flags in FLAG_SETS:
-        key = hashlib.sha256(b"\0".join([source, " ".join(command + flags).encode(), cpu_signature().encode()]))
+        key = hashlib.sha256(b"\0".join([source, " ".join(command + flags).encode(), cpu]))
         target = cache_dir() / f"snake_cpu_{key.hexdigest()[:20]}.so"
         if not target.exists():
             try:
