@@ -23,8 +23,8 @@ def library() -> snake_cpu.SnakeLibrary:
         pytest.skip(f"the fused CPU snake needs a C compiler: {exc}")
 
 
-def fused(library: snake_cpu.SnakeLibrary, module) -> voc.FusedCpuSnake:
-    return voc.FusedCpuSnake(library, voc.PolyphaseSnake.from_bigvgan(module))
+def fused(library: snake_cpu.SnakeLibrary, module) -> voc.KernelSnake:
+    return voc.KernelSnake(library.forward, voc.PolyphaseSnake.from_bigvgan(module), "cpu")
 
 
 # 512 is the kernel's tile: lengths around one and two tiles, and a last tile shorter than the 5-sample overlap
@@ -72,7 +72,7 @@ def test_accelerate_picks_the_compiled_snake_and_keeps_the_output(library):
     original = tiny_bigvgan()
     fast = copy.deepcopy(original)
     assert voc.accelerate(fast, torch.device("cpu")) == voc.PATH_CPU_KERNEL
-    assert sum(isinstance(m, voc.FusedCpuSnake) for m in fast.modules()) == \
+    assert sum(isinstance(m, voc.KernelSnake) for m in fast.modules()) == \
         sum(isinstance(m, Activation1d) for m in original.modules())
     mel = torch.randn(2, original.h.num_mels, 12, generator=torch.Generator().manual_seed(3)) - 3
     with torch.inference_mode():
@@ -85,7 +85,7 @@ def test_missing_compiler_leaves_the_pytorch_polyphase_form(monkeypatch, caplog,
     model = tiny_bigvgan()
     assert voc.accelerate(model, torch.device("cpu")) == voc.PATH_POLYPHASE
     assert "the fused CPU snake did not build" in caplog.text and "no-such-cc" in caplog.text
-    assert not any(isinstance(m, voc.FusedCpuSnake) for m in model.modules())
+    assert not any(isinstance(m, voc.KernelSnake) for m in model.modules())
 
 
 def test_a_library_that_will_not_load_leaves_the_pytorch_form(monkeypatch, caplog):

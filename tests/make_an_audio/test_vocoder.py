@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 import numpy as np
 import pytest
@@ -90,6 +91,7 @@ def test_accelerate_on_cuda_falls_back_and_says_why(monkeypatch, caplog):
     def no_compiler(device):
         raise RuntimeError("nvcc not found")
 
+    monkeypatch.setitem(sys.modules, "tag_make_an_audio.snake_triton", None)  # no Triton either
     monkeypatch.setattr(voc.snake_kernel, "build", no_compiler)
     model = tiny_bigvgan()
     assert voc.accelerate(model, torch.device("cuda")) == voc.PATH_TORCH

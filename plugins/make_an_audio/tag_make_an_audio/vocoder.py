@@ -14,9 +14,10 @@ every call. Written in polyphase form the same function needs no convolution at 
 Each filter is a handful of scaled, shifted adds over whole tensors (memory-bound, vectorised), and the
 snake's alpha and 1 / beta are computed once at load. The result equals bigvgan's `Activation1d` up to float
 summation order. Where the machine has a C compiler, the same arithmetic runs as one pass per row (`snake_cpu`),
-which keeps each row in the cache instead of making about 30 passes over memory. On CUDA, bigvgan's fused kernel
-(built for the worker's GPU by snake_kernel.py) does the same in one launch when it builds and runs there;
-otherwise bigvgan's own PyTorch modules stay (cuDNN runs them well and they are launch-bound there).
+which keeps each row in the cache instead of making about 30 passes over memory. On CUDA it runs as one Triton
+kernel (`snake_triton`; bigvgan's own modules spent 80% of the vocoder's H100 time in these activations); where
+Triton is missing or its kernel disagrees, bigvgan's fused CUDA kernel (built for the worker's GPU by
+snake_kernel.py) is tried, and bigvgan's PyTorch modules stay when neither passes.
 
 On the CPU the residual blocks' kernel-7 and kernel-11 convolutions with at least 192 channels (most of the
 vocoder's arithmetic) also run in overlap-save form (`spectral_conv`), equal to the direct convolution within
@@ -42,6 +43,7 @@ SNAKE_EPS = 1e-9  # bigvgan's `no_div_by_zero`
 
 PATH_POLYPHASE = "polyphase"  # this module's PyTorch form (CPU)
 PATH_CPU_KERNEL = "polyphase-c"  # the same arithmetic compiled, one pass per row (snake_cpu.c)
+PATH_TRITON = "polyphase-triton"  # the same arithmetic as one Triton kernel (snake_triton.py), CUDA
 PATH_CUDA_KERNEL = "bigvgan-cuda-kernel"  # bigvgan's fused anti-alias activation kernel
 PATH_TORCH = "bigvgan-torch"  # bigvgan's own PyTorch modules, unchanged
 
@@ -101,22 +103,25 @@ class PolyphaseSnake(nn.Module):
         return out
 
 
-class FusedCpuSnake(nn.Module):
-    """A `PolyphaseSnake` computed by the compiled kernel (float32 on the CPU; the PyTorch form otherwise).
+class KernelSnake(nn.Module):
+    """A `PolyphaseSnake` computed by a compiled kernel for float32 inputs on one device type (the PyTorch form
+    otherwise): the C kernel on the CPU, the Triton kernel on CUDA. Both take (x, taps, alpha, inv_beta).
 
     Inference only, like the PyTorch polyphase form (whose in-place filters autograd cannot follow either)."""
 
-    def __init__(self, library: SnakeLibrary, polyphase: PolyphaseSnake) -> None:
+    def __init__(self, run: Callable[..., torch.Tensor], polyphase: PolyphaseSnake, device_type: str) -> None:
         super().__init__()
-        self.library = library
+        self.run = run
         self.polyphase = polyphase
+        self.device_type = device_type
         taps = polyphase.up_even + polyphase.up_odd + polyphase.down_even + polyphase.down_odd
-        self.taps = nn.Buffer(torch.tensor(taps, dtype=torch.float32), persistent=False)
+        self.taps = nn.Buffer(torch.tensor(taps, dtype=torch.float32, device=polyphase.alpha.device),
+                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 or x.device.type != "cpu":
+        if x.dtype != torch.float32 or x.device.type != self.device_type:
             return self.polyphase(x)
-        return self.library.forward(x.contiguous(), self.taps, self.polyphase.alpha, self.polyphase.inv_beta)
+        return self.run(x.contiguous(), self.taps, self.polyphase.alpha, self.polyphase.inv_beta)
 
 
 def has_fixed_filters(module: nn.Module) -> bool:
@@ -150,7 +155,7 @@ def use_polyphase(vocoder: nn.Module, library: SnakeLibrary | None = None) -> in
         twin = PolyphaseSnake.from_bigvgan(module)
         if twin is not None:
             twin = twin.to(module.upsample.filter.device)
-            parent._modules[name] = twin if library is None else FusedCpuSnake(library, twin)
+            parent._modules[name] = twin if library is None else KernelSnake(library.forward, twin, "cpu")
             swapped += 1
     return swapped
 
@@ -165,8 +170,32 @@ def cpu_kernel(vocoder: nn.Module, build: Callable[[], SnakeLibrary] | None = No
     except (snake_cpu.BuildError, OSError) as exc:  # OSError: the built library does not load
         return None, f"the fused CPU snake did not build ({exc})"
     reference = PolyphaseSnake.from_bigvgan(found[0])
-    why_not = _disagreement(reference, FusedCpuSnake(library, reference), torch.device("cpu"), "the fused CPU snake")
+    why_not = _disagreement(reference, KernelSnake(library.forward, reference, "cpu"), torch.device("cpu"),
+                            "the fused CPU snake")
     return (None, why_not) if why_not else (library, "")
+
+
+def use_triton_kernel(vocoder: nn.Module, run: Callable[..., torch.Tensor] | None = None) -> str:
+    """Swap in the Triton snake (snake_triton.py) when Triton is there and the kernel agrees with the PyTorch
+    polyphase form on a probe input on the vocoder's device; why not otherwise ("" when swapped)."""
+    found = _torch_activations(vocoder)
+    if not found:
+        return "the vocoder has no bigvgan PyTorch activations to replace"
+    if not all(has_fixed_filters(module) for _, _, module in found):
+        return "the vocoder's activations do not use the kernel's fixed 2x / 12-tap filters"
+    if run is None:
+        try:
+            from .snake_triton import snake as run
+        except ImportError as exc:
+            return f"Triton is not installed ({exc})"
+    device = found[0][2].act.alpha.device
+    twins = [KernelSnake(run, PolyphaseSnake.from_bigvgan(module).to(device), device.type) for _, _, module in found]
+    why_not = _disagreement(twins[0].polyphase, twins[0], device, "the Triton snake")
+    if why_not:
+        return why_not
+    for (parent, name, _), twin in zip(found, twins):
+        parent._modules[name] = twin
+    return ""
 
 
 def use_cuda_kernel(vocoder: nn.Module, build: Callable[[torch.device], Kernel] | None = None) -> str:
@@ -247,6 +276,10 @@ def use_spectral_convs(vocoder: nn.Module) -> int:
 def accelerate(vocoder: nn.Module, device: torch.device) -> str:
     """Pick the fastest activation path for `device` (and on the CPU the spectral convolutions); returns its name."""
     if device.type == "cuda":
+        why_not = use_triton_kernel(vocoder)
+        if not why_not:
+            return PATH_TRITON
+        log.warning("BigVGAN: %s; trying bigvgan's CUDA kernel", why_not)
         why_not = use_cuda_kernel(vocoder)
         if not why_not:
             return PATH_CUDA_KERNEL
