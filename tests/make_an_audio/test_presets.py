@@ -1,6 +1,7 @@
 """Presets (quality / fast), the warmup option, and the CUDA-graph sampler (runs where CUDA is present)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,3 +77,35 @@ def test_cuda_graph_replay_equals_the_eager_loop(tiny_weights, monkeypatch):
         assert calls == [i for i in range(9, n, 10)] + ([n - 1] if n % 10 else [])
         again, capture_again = graphs.sample(noise, c, uc, steps=steps, guidance=2.0, sampler=sampler)
         assert capture_again == 0.0  # captured once per shape; any guidance > 1 shares it
+
+
+def test_stage_whose_capture_fails_runs_eagerly_and_is_not_captured_again(caplog):
+    """Here the capture fails for want of a GPU; on a GPU, an operation that cannot be captured does the same."""
+    from tag_make_an_audio.graphs import StageGraphs
+
+    calls = []
+    stage = StageGraphs("the doubler", lambda x: calls.append(x.shape) or 2 * x, torch.device("cpu"))
+    x = torch.arange(6.0).reshape(3, 2)
+    torch.testing.assert_close(stage(x), 2 * x)
+    torch.testing.assert_close(stage(x + 1), 2 * (x + 1))
+    assert "the doubler runs eagerly for (4, 2)" in caplog.text  # 3 rows share the 4-row bucket's graph
+    assert caplog.text.count("runs eagerly") == 1
+    assert calls == [(3, 2), (3, 2)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_graph_replayed_requests_equal_eager_ones_with_every_stage_graphed(tiny_weights, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    settings = {"weights": str(tiny_weights), "device": "cuda", "dtype": "fp32"}
+    graphed = MakeAnAudioBackend({**settings, "warmup": "1:3"})
+    eager = MakeAnAudioBackend({**settings, "cuda_graphs": False})
+    items = [GenerationItem(prompt=p, seed=s) for p, s in (("rain", 1), ("a dog barks", 2), ("rain", 3))]
+    options = {"preset": "fast", "steps": 5, "guidance": 3.0, "sampler": "auto"}
+    want = eager.generate_batch(items, 1.0, options=options)
+    got = graphed.generate_batch(items, 1.0, options=options)
+    stages = graphed.graphs
+    assert all(len(s.entries) >= 1 and None not in s.entries.values() for s in (stages.text, stages.vae, stages.vocoder))
+    assert got[0].metadata["vocoder_activations"] == "polyphase-triton"
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.candidates[0].samples, b.candidates[0].samples, rtol=1e-4, atol=1e-4)

@@ -119,13 +119,15 @@ class MakeAnAudioBackend(Backend):
             self.warm_up()
 
     def warm_up(self) -> float:
-        """Capture the graphs of the `warmup` shapes for both presets (guided); returns the seconds spent."""
+        """Capture the graphs of the `warmup` shapes for both presets (guided) and of the stages around the loop;
+        returns the seconds spent."""
         from .model import latent_width
 
         spent = 0.0
         for seconds, batch in self.warmup_shapes:
             for sampler, steps in PRESETS.values():
                 spent += self.graphs.capture(self.graphs.key(batch, latent_width(seconds), sampler, steps, 3.0))
+            spent += self.graphs.capture_stages(batch, latent_width(seconds))
         if self.warmup_shapes:
             log.info("make_an_audio: CUDA graphs for %s captured in %.1f s", self.settings["warmup"], spent)
         return spent
@@ -158,7 +160,10 @@ class MakeAnAudioBackend(Backend):
         clock = _Clock(model.device)
         prompts = [item.prompt for item in items]
         unique = list(dict.fromkeys(prompts))
-        encoded = model.encode_text(unique + [""])
+        if self.graphs is not None:  # a copy: the graph's output is overwritten by its next replay
+            encoded = self.graphs.text(model.tokenize(unique + [""]).to(model.device)).clone()
+        else:
+            encoded = model.encode_text(unique + [""])
         rows = torch.tensor([unique.index(item.prompt) for item in items for _ in range(item.candidates)],
                             device=model.device)
         c = encoded[rows]
@@ -178,10 +183,10 @@ class MakeAnAudioBackend(Backend):
             z = model.sample(noise, c, uc, steps=steps, guidance=options["guidance"], sampler=sampler, hook=on_step)
         timings["diffusion_s"] = clock.lap()
         report(DIFFUSION_SHARE, "decoding")
-        mel = model.decode(z)
+        mel = (model.decode if self.graphs is None else self.graphs.vae)(z)
         timings["vae_s"] = clock.lap()
         report(0.95, "vocoding")
-        wav = model.vocode(mel).cpu().numpy()
+        wav = (model.vocode if self.graphs is None else self.graphs.vocoder)(mel).cpu().numpy()
         timings["vocoder_s"] = clock.lap()
         report(1.0, "done")
 
