@@ -24,6 +24,19 @@ import triton.language as tl
 BLOCK = 512  # outputs per program
 
 
+@triton.jit
+def _shifted(source, m, shift: tl.constexpr, length):  # noqa: ANN001, ANN202
+    """x[clamp(m + shift, 0, L - 1)]: the input at offset `shift`, replicate-padded."""
+    return tl.load(source + tl.minimum(tl.maximum(m + shift, 0), length - 1))
+
+
+@triton.jit
+def _six(taps):  # noqa: ANN001, ANN202
+    """Six filter taps, loaded once."""
+    return (tl.load(taps), tl.load(taps + 1), tl.load(taps + 2), tl.load(taps + 3), tl.load(taps + 4),
+            tl.load(taps + 5))
+
+
 def _snake_kernel(x, out, taps, alpha, inv_beta, channels, length, BLOCK: tl.constexpr):  # noqa: ANN001, N803
     """Outputs [tile * BLOCK, +BLOCK) of row `program_id(0)` (channel = row % channels)."""
     row = tl.program_id(0).to(tl.int64)
@@ -32,28 +45,33 @@ def _snake_kernel(x, out, taps, alpha, inv_beta, channels, length, BLOCK: tl.con
     channel = row % channels
     a = tl.load(alpha + channel)
     b = tl.load(inv_beta + channel)
+    up_even, up_odd, down_even, down_odd = _six(taps), _six(taps + 6), _six(taps + 12), _six(taps + 18)
     # the lowpass's padding values: even[2] = sum up_even[i] xp[2 + i], odd[L + 2] = sum up_odd[i] xp[L + 2 + i]
     # (xp[k] = x[clamp(k - 5, 0, L - 1)], the input replicate-padded by 5)
     first = 0.0
     last = 0.0
     for i in tl.static_range(6):
-        first += tl.load(taps + i) * tl.load(source + tl.minimum(tl.maximum(i - 3, 0), length - 1))
-        last += tl.load(taps + 6 + i) * tl.load(source + tl.minimum(tl.maximum(length - 3 + i, 0), length - 1))
+        first += up_even[i] * tl.load(source + tl.minimum(tl.maximum(i - 3, 0), length - 1))
+        last += up_odd[i] * tl.load(source + tl.minimum(tl.maximum(length - 3 + i, 0), length - 1))
+    # xp[m + s] for s = 0 .. 10: the 11 input samples that the 6 phase positions m .. m + 5 need, loaded once
+    xs = (_shifted(source, m, -5, length), _shifted(source, m, -4, length), _shifted(source, m, -3, length),
+          _shifted(source, m, -2, length), _shifted(source, m, -1, length), _shifted(source, m, 0, length),
+          _shifted(source, m, 1, length), _shifted(source, m, 2, length), _shifted(source, m, 3, length),
+          _shifted(source, m, 4, length), _shifted(source, m, 5, length))
     acc = tl.full([BLOCK], 0.0, tl.float32)
     for j in tl.static_range(6):
         p = m + j
         even = tl.full([BLOCK], 0.0, tl.float32)
         odd = tl.full([BLOCK], 0.0, tl.float32)
-        for i in tl.static_range(6):  # xp[p + i]: the same 11 input samples for every j, read from the cache
-            xp = tl.load(source + tl.minimum(tl.maximum(p + (i - 5), 0), length - 1))
-            even += tl.load(taps + i) * xp
-            odd += tl.load(taps + 6 + i) * xp
+        for i in tl.static_range(6):
+            even += up_even[i] * xs[j + i]
+            odd += up_odd[i] * xs[j + i]
         even = tl.where(p < 2, first, tl.where(p >= length + 2, last, even))
         odd = tl.where(p < 3, first, tl.where(p > length + 2, last, odd))
         s_even = tl.sin(a * even)
         s_odd = tl.sin(a * odd)
-        acc += tl.load(taps + 12 + j) * (even + b * s_even * s_even)
-        acc += tl.load(taps + 18 + j) * (odd + b * s_odd * s_odd)
+        acc += down_even[j] * (even + b * s_even * s_even)
+        acc += down_odd[j] * (odd + b * s_odd * s_odd)
     tl.store(out + row * length + m, acc, mask=m < length)
 
 
