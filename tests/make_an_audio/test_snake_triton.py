@@ -25,8 +25,12 @@ snake_triton = pytest.importorskip("tag_make_an_audio.snake_triton")
 
 @pytest.fixture
 def interpreted(monkeypatch):
-    """The kernel under Triton's CPU interpreter (the variable must be set while it is jitted and launched)."""
+    """The kernel under Triton's CPU interpreter (the variable must be set while it is jitted and launched; the
+    helpers it calls were jitted for the GPU at import, so they are jitted again too)."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
+    for name, value in list(vars(snake_triton).items()):
+        if isinstance(value, triton.runtime.JITFunction):
+            monkeypatch.setattr(snake_triton, name, triton.jit(value.fn))
     return functools.partial(snake_triton.snake, jitted=triton.jit(snake_triton._snake_kernel))
 
 
