@@ -5,10 +5,10 @@
 # Prepare (project root, here):  uv run python ../shared/tools/device_bundle.py && cp -r ../shared/make_an_audio .device/
 # Run (device machine, carry .device):  source .device/env.sh && bash benchmarks/make_an_audio_gpu.sh "$OUT"
 #
-# Stages (each under its own limit, about 370 s in all): full-size stand-in weights are derived; the CUDA tests run
+# Stages (each under its own limit, about 430 s in all): full-size stand-in weights are derived; the CUDA tests run
 # on the GPU (graph replay = eager loop and stages, Triton snake = PyTorch path); the speed benchmark times both
 # presets at batch 1 and 8 in fp32 and bf16 next to the official code; the vocoder is timed against the official
-# one at batch 8; last, a second process times bf16 with the UNet under torch.compile at batch 1. RESTART=1 adds a
+# one at batch 8; last, a second process times bf16 with the UNet under torch.compile at batch 1 and 8. RESTART=1 adds a
 # third that starts that worker again, to see what torch's compile caches save of its warm-up.
 set -u
 OUT=${1:?usage: make_an_audio_gpu.sh OUT_DIR}
@@ -35,12 +35,12 @@ stage cuda_tests 60 python3 -m pytest -q -p no:cacheprovider -rs -k "cuda or tri
   --deselect tests/make_an_audio/test_vocoder.py::test_fused_kernel_builds_and_matches_the_pytorch_path_on_this_gpu \
   tests/make_an_audio/test_presets.py tests/make_an_audio/test_snake_triton.py tests/make_an_audio/test_vocoder.py
 grep -E "passed|failed|Error" "$LOG" | tail -3
-stage speed 150 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda --dtypes fp32 bf16 \
+stage speed 180 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda --dtypes fp32 bf16 \
   --repeat 2 --official "$OFFICIAL" --out "$OUT"
 stage vocoder 30 python3 benchmarks/make_an_audio_vocoder.py --weights "$WEIGHTS" --official "$OFFICIAL" \
   --device cuda --frames 625 --batch 8 --rounds 3 --out "$OUT"
-stage compiled 90 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda --dtypes bf16 --compile \
-  --sampling dpmpp:25 ddim:100 --batch 1 --repeat 3 --out "$OUT/compiled"
+stage compiled 120 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda --dtypes bf16 --compile \
+  --sampling dpmpp:25 ddim:100 --batch 1 8 --repeat 2 --out "$OUT/compiled"
 if [ "${RESTART:-0}" = 1 ]; then  # the same worker started again (its table to the log)
   stage compiled_restart 100 python3 benchmarks/make_an_audio_speed.py --weights "$WEIGHTS" --device cuda --dtypes bf16 \
     --compile --sampling dpmpp:25 ddim:100 --batch 1 --repeat 1 --out /tmp/compiled_restart \

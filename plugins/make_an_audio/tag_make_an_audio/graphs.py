@@ -111,6 +111,7 @@ class StageGraphs:
         graph.replay()
         return static_out[:n]
 
+    @torch.inference_mode()
     def capture(self, x: torch.Tensor, rows: int) -> float:
         """Capture the graph for `x`'s shape at `rows` rows (unless held); returns the seconds spent."""
         key = (rows, *x.shape[1:], x.dtype)
