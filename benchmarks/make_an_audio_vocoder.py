@@ -83,6 +83,12 @@ def main() -> None:
                          tag_s=round(seconds["tag"], 4), ratio=round(seconds["tag"] / seconds["official"], 3)))
         print(rows[-1], flush=True)
     agree = agreement(run_tag(), run_official())
+    exact = None
+    if device.type == "cuda":  # cuDNN's default TF32 rounds both sides' convolutions (and bigvgan's filters)
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        exact = agreement(run_tag(), run_official())
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     ratio = statistics.median(row["ratio"] for row in rows)
     audio_s = mel.shape[-1] * 256 / 16000
     command = "uv run python benchmarks/make_an_audio_vocoder.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -93,7 +99,9 @@ def main() -> None:
              f"TAG's activation path: `{path}`.",
              f"**Median TAG / official time: {ratio:.3f}** (median seconds: official "
              f"{statistics.median(r['official_s'] for r in rows):.3f}, TAG {statistics.median(r['tag_s'] for r in rows):.3f}).",
-             f"Agreement of the waveforms: max abs {agree['max_abs']:.3g}, relative L2 {agree['rel_l2']:.3g}.",
+             f"Agreement of the waveforms: max abs {agree['max_abs']:.3g}, relative L2 {agree['rel_l2']:.3g}"
+             + (f" (with TF32 off on both sides: max abs {exact['max_abs']:.3g}, relative L2 {exact['rel_l2']:.3g})."
+                if exact else "."),
              f"Machine load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after (other jobs "
              f"share these cores: compare the ratio, not the seconds)."]
     suffix = (f"_{args.threads}_threads" if args.threads else "") + (f"_batch{args.batch}" if args.batch > 1 else "")

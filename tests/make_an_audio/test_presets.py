@@ -94,18 +94,29 @@ def test_stage_whose_capture_fails_runs_eagerly_and_is_not_captured_again(caplog
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-def test_graph_replayed_requests_equal_eager_ones_with_every_stage_graphed(tiny_weights, monkeypatch):
+def test_graph_replayed_stages_equal_eager_ones_at_a_padded_batch(tiny_weights, monkeypatch):
+    """Text encoder, VAE and vocoder replayed from their graphs (3 rows in the 4-row bucket) = the eager stages on
+    the same inputs. (Sampling is compared on the latents above: through a random tiny VAE and vocoder, rounding
+    differences of the latents grow, so whole clips are not the place to compare.)"""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    settings = {"weights": str(tiny_weights), "device": "cuda", "dtype": "fp32"}
-    graphed = MakeAnAudioBackend({**settings, "warmup": "1:3"})
-    eager = MakeAnAudioBackend({**settings, "cuda_graphs": False})
-    items = [GenerationItem(prompt=p, seed=s) for p, s in (("rain", 1), ("a dog barks", 2), ("rain", 3))]
-    options = {"preset": "fast", "steps": 5, "guidance": 3.0, "sampler": "auto"}
-    want = eager.generate_batch(items, 1.0, options=options)
-    got = graphed.generate_batch(items, 1.0, options=options)
-    stages = graphed.graphs
-    assert all(len(s.entries) >= 1 and None not in s.entries.values() for s in (stages.text, stages.vae, stages.vocoder))
-    assert got[0].metadata["vocoder_activations"] == "polyphase-triton"
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a.candidates[0].samples, b.candidates[0].samples, rtol=1e-4, atol=1e-4)
+    backend = MakeAnAudioBackend({"weights": str(tiny_weights), "device": "cuda", "dtype": "fp32", "warmup": "1:3"})
+    backend.ensure_loaded()
+    model, graphs = backend.model, backend.graphs
+    captured = {name: dict(stage.entries) for name, stage in
+                (("text", graphs.text), ("vae", graphs.vae), ("vocoder", graphs.vocoder))}
+    assert all(entries and None not in entries.values() for entries in captured.values()), captured
+    ids = model.tokenize(["rain", "a dog barks", ""]).to(model.device)
+    z = torch.randn(model.latent_shape(3, 8), generator=torch.Generator().manual_seed(0)).to(model.device)
+    with torch.inference_mode():
+        text, mel = model.text_encoder(ids), model.decode(z)
+        wav = model.vocode(mel)
+    torch.testing.assert_close(graphs.text(ids), text, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(graphs.vae(z), mel, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(graphs.vocoder(mel), wav, rtol=1e-5, atol=1e-5)
+    assert {name: dict(stage.entries) for name, stage in
+            (("text", graphs.text), ("vae", graphs.vae), ("vocoder", graphs.vocoder))} == captured  # nothing new
+    result = backend.generate_batch([GenerationItem(prompt="rain", seed=1)] * 3, 1.0,
+                                    options={"preset": "fast", "steps": 5, "guidance": 3.0, "sampler": "auto"})
+    assert result[0].metadata["vocoder_activations"] == "polyphase-triton"
+    assert all(np.isfinite(r.candidates[0].samples).all() and r.candidates[0].samples.std() > 0 for r in result)
