@@ -44,6 +44,34 @@ def pytorch_polyphase(monkeypatch) -> None:
 
 
 @pytest.fixture(scope="session")
+def library():
+    """The C snake built for this machine (snake_cpu.c)."""
+    from tag_make_an_audio import snake_cpu
+
+    try:
+        return snake_cpu.build()
+    except snake_cpu.BuildError as exc:
+        pytest.skip(f"the fused CPU snake needs a C compiler: {exc}")
+
+
+@pytest.fixture
+def triton_interpreted(monkeypatch):
+    """The Triton snake run by Triton's CPU interpreter: the same kernel source, grid and masks as on a GPU.
+
+    TRITON_INTERPRET must be set while a kernel is jitted and launched; the helpers the kernel calls were jitted
+    for the GPU when snake_triton was imported, so they are jitted again too."""
+    import functools
+
+    triton = pytest.importorskip("triton", reason="Triton comes with torch's Linux wheels; this torch has none")
+    snake_triton = pytest.importorskip("tag_make_an_audio.snake_triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    for name, value in list(vars(snake_triton).items()):
+        if isinstance(value, triton.runtime.JITFunction):
+            monkeypatch.setattr(snake_triton, name, triton.jit(value.fn))
+    return functools.partial(snake_triton.snake, jitted=triton.jit(snake_triton._snake_kernel))
+
+
+@pytest.fixture(scope="session")
 def tiny_backend(tiny_weights):
     from tag_make_an_audio.backend import MakeAnAudioBackend
 

@@ -1,4 +1,5 @@
-"""The compiled CPU snake (snake_cpu.c) computes what the PyTorch polyphase form does, at every tile boundary."""
+"""The compiled CPU snake (snake_cpu.c): how it is built, cached and taken up, and what happens when it cannot be.
+(Its arithmetic against the PyTorch form: test_snake_kernels.py.)"""
 from __future__ import annotations
 
 import copy
@@ -6,7 +7,7 @@ import shlex
 
 import pytest
 import torch
-from bigvgan.activations import Snake, SnakeBeta
+from bigvgan.activations import SnakeBeta
 from bigvgan.alias_free_activation.torch.act import Activation1d
 
 from tag_make_an_audio import snake_cpu
@@ -15,57 +16,8 @@ from tag_make_an_audio import vocoder as voc
 from tag_testkit.bigvgan_tiny import snake_activation, tiny_bigvgan
 
 
-@pytest.fixture(scope="module")
-def library() -> snake_cpu.SnakeLibrary:
-    try:
-        return snake_cpu.build()
-    except snake_cpu.BuildError as exc:
-        pytest.skip(f"the fused CPU snake needs a C compiler: {exc}")
-
-
 def fused(library: snake_cpu.SnakeLibrary, module) -> voc.KernelSnake:
     return voc.KernelSnake(library.forward, voc.PolyphaseSnake.from_bigvgan(module), "cpu")
-
-
-# 512 is the kernel's tile: lengths around one and two tiles, and a last tile shorter than the 5-sample overlap
-@pytest.mark.parametrize("length", [1, 2, 6, 17, 300, 508, 511, 512, 513, 1021, 1024, 1025, 1300])
-@pytest.mark.parametrize("threads", [1, 3])
-def test_fused_cpu_snake_equals_polyphase_form(library, length, threads, monkeypatch):
-    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    module = snake_activation(SnakeBeta, 5, True, seed=length)
-    x = 3 * torch.randn(2, 5, length, generator=torch.Generator().manual_seed(length))
-    with torch.inference_mode():
-        want = voc.PolyphaseSnake.from_bigvgan(module)(x)
-        got = fused(library, module)(x)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("kind,logscale", [(SnakeBeta, True), (SnakeBeta, False), (Snake, True), (Snake, False)])
-def test_fused_cpu_snake_equals_bigvgan_activation(library, kind, logscale):
-    module = snake_activation(kind, 7, logscale, seed=3)
-    x = 3 * torch.randn(3, 7, 700, generator=torch.Generator().manual_seed(4))
-    with torch.inference_mode():
-        torch.testing.assert_close(fused(library, module)(x), module(x), rtol=1e-5, atol=1e-5)
-
-
-def test_sine_holds_for_large_arguments(library):
-    """Its own sine reduces arguments by multiples of pi: thousands of periods out it still matches torch's."""
-    module = snake_activation(Snake, 4, False, seed=5)
-    x = 2000 * torch.randn(1, 4, 600, generator=torch.Generator().manual_seed(6))
-    with torch.inference_mode():
-        want = voc.PolyphaseSnake.from_bigvgan(module)(x)
-        got = fused(library, module)(x)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
-
-
-def test_strided_and_double_inputs(library):
-    """A strided input is made contiguous for the kernel; a float64 one takes the PyTorch form."""
-    module = snake_activation(SnakeBeta, 4, True, seed=8)
-    twin = fused(library, module)
-    x = torch.randn(4, 2, 90, generator=torch.Generator().manual_seed(9)).transpose(0, 1)  # (2, 4, 90), strided
-    with torch.inference_mode():
-        torch.testing.assert_close(twin(x), module(x), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(twin(x.double()), module(x).double(), rtol=1e-5, atol=1e-5)
 
 
 def test_accelerate_picks_the_compiled_snake_and_keeps_the_output(library):

@@ -131,14 +131,16 @@ def test_kernel_sources_ship_with_bigvgan():
     assert all(path.is_file() for path in snake_kernel.sources())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused kernel needs a CUDA device and nvcc")
-def test_fused_kernel_builds_and_matches_the_pytorch_path_on_this_gpu(monkeypatch):
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need a CUDA device")
+@pytest.mark.parametrize("use", [voc.use_triton_kernel, voc.use_cuda_kernel], ids=["triton", "bigvgan-nvcc"])
+def test_gpu_kernel_is_used_and_matches_the_pytorch_path_on_this_gpu(use, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the PyTorch path in true fp32
     model = tiny_bigvgan().cuda()
-    mel = (torch.randn(2, model.h.num_mels, 37, generator=torch.Generator().manual_seed(3)) - 3).cuda()
+    mel = (torch.randn(2, model.h.num_mels, 700, generator=torch.Generator().manual_seed(3)) - 3).cuda()
     with torch.inference_mode():
         want = model(mel)
-    assert voc.use_cuda_kernel(model) == ""
+    assert use(model) == ""
+    assert not any(isinstance(m, Activation1d) for m in model.modules())
     with torch.inference_mode():
         torch.testing.assert_close(model(mel), want, rtol=1e-3, atol=1e-3)
 
