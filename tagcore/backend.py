@@ -170,6 +170,12 @@ class Backend(abc.ABC):
     def load(self) -> None:
         """Load the model onto the configured device; raise WeightsMissing naming the missing file."""
 
+    def warm_up(self, shapes: Sequence[tuple[float, int]]) -> float:
+        """Prepare now what the first requests of these (seconds, batch size) shapes would otherwise pay for
+        (captured CUDA graphs, compiled kernels), so that a worker answers its first requests at full speed;
+        returns the seconds spent. Called after loading (`tag worker --warmup`). The default has nothing to do."""
+        return 0.0
+
     def unload(self) -> None:
         """Release the model's memory. The default forgets the loaded flag; subclasses drop their modules."""
         self.loaded = False

@@ -469,7 +469,22 @@ def service_options(func):
     func = click.option("-O", "--option", "option_pairs", multiple=True, metavar="KEY=VALUE",
                         help="Worker option of the served backends (weights, dtype...).")(func)
     func = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where models run.")(func)
+    func = click.option("--warmup", is_flag=True,
+                        help="Before taking requests, prepare each backend for clips of its default length at batch 1 "
+                             "and the largest batch (CUDA graphs, compiled kernels) instead of on first use.")(func)
     return func
+
+
+def warm_up_backends(backends: Mapping[str, Backend], config: Config, max_batch: int) -> list[str]:
+    """`--warmup`: prepare every loaded backend for requests of its default length at batch 1 and at the
+    worker's largest batch (`Backend.warm_up`); returns one line per backend saying what it spent."""
+    lines = []
+    for name, backend in backends.items():
+        seconds = default_duration(backend.spec(backend.settings), config, DEFAULT_DURATION)
+        sizes = sorted({1, max_batch if backend.capabilities.batch else 1})
+        spent = backend.warm_up([(seconds, size) for size in sizes])
+        lines.append(f"warm-up: {name}, {seconds:g} s clips at batch {' and '.join(map(str, sizes))}: {spent:.1f} s")
+    return lines
 
 
 @cli.command()
@@ -479,7 +494,8 @@ def service_options(func):
               help="CPU threads of the models (default: the machine's cores / the workers running on it).")
 @click.pass_context
 def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[str, ...],
-           option_pairs: tuple[str, ...], device: str | None, max_batch: int | None, threads: int | None) -> None:
+           option_pairs: tuple[str, ...], device: str | None, warmup: bool, max_batch: int | None,
+           threads: int | None) -> None:
     """Run a generator worker: take requests from a transport, generate, answer. Stops cleanly on SIGTERM."""
     config = _config(ctx)
     transport = build_transport(config, transport_name)
@@ -489,6 +505,9 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     names = list(backend_names) or [config.default_backend]
     backends = _load_backends(config, names, option_pairs, device)
     batch = max_batch or config.max_batch
+    if warmup:
+        for line in warm_up_backends(backends, config, batch):
+            click.echo(line, err=True)
     # Jobs held by a worker that cannot batch them would only wait here while other workers sit idle.
     prefetch = batch if all(b.capabilities.batch for b in backends.values()) else 1
     source = transport.job_source(served_specs(backends), prefetch=prefetch)
@@ -512,7 +531,8 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
 
 
 def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transport_name: str | None,
-                 backend_names: tuple[str, ...], option_pairs: tuple[str, ...], device: str | None) -> None:
+                 backend_names: tuple[str, ...], option_pairs: tuple[str, ...], device: str | None,
+                 warmup: bool = False) -> None:
     """Run the registered frontend `name` until SIGINT/SIGTERM; for a command a frontend plugin registers.
 
     With the in-process transport the `-b` backends are loaded here and served by an embedded worker."""
@@ -525,11 +545,14 @@ def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transp
     if transport.embedded:
         names = [plugins.backends().get(n).name for n in backend_names or [config.default_backend]]
         settings.setdefault("backends", names)  # offer users only what this process serves
-    elif option_pairs or backend_names:
-        raise InvalidRequest("-b/-O choose embedded workers; with a broker, start workers with `tag worker`")
+    elif option_pairs or backend_names or warmup:
+        raise InvalidRequest("-b/-O/--warmup choose embedded workers; with a broker, start workers with `tag worker`")
     frontend = frontend_cls(config, transport, settings)  # checks the frontend's settings before any model loads
     if transport.embedded:
         backends = _load_backends(config, names, option_pairs, device)
+        if warmup:
+            for line in warm_up_backends(backends, config, config.max_batch):
+                click.echo(line, err=True)
         worker_thread, stop_worker = _start_embedded(config, transport, backends)
         checks.append(lambda: None if worker_thread.is_alive() or stop_worker.is_set()
                       else "the embedded worker stopped")

@@ -284,3 +284,26 @@ def test_frontends_check_their_settings_before_models_load(run, monkeypatch, com
     result = CliRunner().invoke(cli, [command, "-b", "make_an_audio", "-O", "weights=/nonexistent/maa"])
     assert result.exit_code == 2, result.output
     assert message in result.output and "weights" not in result.output
+
+
+def test_warmup_prepares_each_backend_for_its_default_length_at_batch_one_and_the_largest_batch():
+    from tagcore.cli import warm_up_backends
+    from tagcore.config import Config
+
+    asked = []
+
+    class Preparing(ToneBackend):
+        def warm_up(self, shapes):
+            asked.append((self.name, list(shapes)))
+            return 1.5
+
+    class OneAtATime(Preparing):
+        name = "single"
+        capabilities = ToneBackend.capabilities.__class__(seed=True, batch=False)
+
+    backends = {"tone": Preparing(), "single": OneAtATime(), "plain": ToneBackend()}
+    lines = warm_up_backends(backends, Config(max_duration=8.0), 4)
+    assert asked == [("tone", [(8.0, 1), (8.0, 4)]), ("single", [(8.0, 1)])]  # default 10 s, kept within the limit
+    assert lines == ["warm-up: tone, 8 s clips at batch 1 and 4: 1.5 s", "warm-up: single, 8 s clips at batch 1: 1.5 s",
+                     "warm-up: plain, 8 s clips at batch 1 and 4: 0.0 s"]  # nothing to prepare by default
+

@@ -120,3 +120,9 @@ def test_graph_replayed_stages_equal_eager_ones_at_a_padded_batch(tiny_weights, 
                                     options={"preset": "fast", "steps": 5, "guidance": 3.0, "sampler": "auto"})
     assert result[0].metadata["vocoder_activations"] == "polyphase-triton"
     assert all(np.isfinite(r.candidates[0].samples).all() and r.candidates[0].samples.std() > 0 for r in result)
+
+
+def test_warm_up_has_nothing_to_capture_without_cuda_graphs(tiny_backend):
+    """`tag worker --warmup` on a CPU worker: the call returns at once (the graphs are a CUDA matter)."""
+    assert tiny_backend.graphs is None
+    assert tiny_backend.warm_up([(10.0, 1), (10.0, 8)]) == 0.0

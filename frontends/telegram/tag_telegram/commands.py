@@ -10,6 +10,6 @@ from tagcore.cli import run_frontend, service_options
 @service_options
 @click.pass_context
 def bot(ctx: click.Context, transport_name: str | None, backend_names: tuple[str, ...],
-        option_pairs: tuple[str, ...], device: str | None) -> None:
+        option_pairs: tuple[str, ...], device: str | None, warmup: bool) -> None:
     """Run the Telegram bot (token from TAG_TELEGRAM_TOKEN or the config file)."""
-    run_frontend(ctx, "telegram", {}, transport_name, backend_names, option_pairs, device)
+    run_frontend(ctx, "telegram", {}, transport_name, backend_names, option_pairs, device, warmup)

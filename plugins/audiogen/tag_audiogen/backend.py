@@ -151,22 +151,27 @@ class AudiocraftBackend(Backend):
         self.model = model
         self.device = device
         self.window = float(model.max_duration)
-        self._warm_up(str(self.settings["warmup"]))
-
-    def _warm_up(self, batches: str) -> None:
-        """Capture the CUDA graphs of the listed batch sizes now (a full-window request each), so that their
-        caches are allocated and their first real request pays no capture."""
+        batches = str(self.settings["warmup"])
         try:
             sizes = [int(b) for b in batches.replace(" ", "").split(",") if b]
         except ValueError:
             raise InvalidRequest(f"warmup: {batches!r} is not a comma-separated list of batch sizes") from None
-        if self.graphs is None or not sizes:
-            return
+        self.warm_up([(self.window, size) for size in sizes])
+
+    def warm_up(self, shapes: Sequence[tuple[float, int]]) -> float:
+        """Capture the CUDA graphs of these batch sizes now (a full-window request each, which covers every
+        shorter length), so that their caches are allocated and their first real request pays no capture;
+        returns the seconds spent (none without graphs)."""
+        if self.graphs is None:
+            return 0.0
         options = self.resolve_request_options({})
-        for size in sizes:
+        spent = 0.0
+        for size in sorted({batch for _, batch in shapes}):
             started = time.perf_counter()
             self.generate_batch([GenerationItem("warm up", 0)] * size, self.window, options=options)
+            spent += time.perf_counter() - started
             log.info("audiogen: graphs for batch %d captured in %.1f s", size, time.perf_counter() - started)
+        return spent
 
     def unload(self) -> None:
         self.model = None

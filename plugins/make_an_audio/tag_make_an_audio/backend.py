@@ -116,20 +116,23 @@ class MakeAnAudioBackend(Backend):
             from .graphs import GraphSampler
 
             self.graphs = GraphSampler(self.model)
-            self.warm_up()
+            self.warm_up(self.warmup_shapes)
 
-    def warm_up(self) -> float:
-        """Capture the graphs of the `warmup` shapes for both presets (guided) and of the stages around the loop;
-        returns the seconds spent."""
+    def warm_up(self, shapes: Sequence[tuple[float, int]]) -> float:
+        """Capture the CUDA graphs of these (seconds, batch) shapes for both presets (guided) and of the stages
+        around the loop; returns the seconds spent (none without graphs: on the CPU, or with cuda_graphs off)."""
         from .model import latent_width
 
+        if self.graphs is None:
+            return 0.0
         spent = 0.0
-        for seconds, batch in self.warmup_shapes:
+        for seconds, batch in shapes:
             for sampler, steps in PRESETS.values():
                 spent += self.graphs.capture(self.graphs.key(batch, latent_width(seconds), sampler, steps, 3.0))
             spent += self.graphs.capture_stages(batch, latent_width(seconds))
-        if self.warmup_shapes:
-            log.info("make_an_audio: CUDA graphs for %s captured in %.1f s", self.settings["warmup"], spent)
+        if shapes:
+            log.info("make_an_audio: CUDA graphs for %s captured in %.1f s",
+                     ", ".join(f"{seconds:g} s x {batch}" for seconds, batch in shapes), spent)
         return spent
 
     def unload(self) -> None:

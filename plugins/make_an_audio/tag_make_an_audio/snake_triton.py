@@ -2,8 +2,8 @@
 
 Why: on an H100 bigvgan's PyTorch activations are 80% of the vocoder's time (cuDNN runs the 2x upsampler as a
 grouped transposed convolution at a small fraction of the card's speed, and replicate padding, snake and the
-lowpass each make another pass over memory): 0.33 s of 0.41 s for eight 10 s clips. Here each program reads the
-11 input samples around each output (from the cache after the first), forms the two upsampled phases (6 taps each) at the 6 positions the
+lowpass each make another pass over memory): 0.33 s of 0.41 s for eight 10 s clips. Here each program loads the 11
+input samples around each of its outputs once, forms the two upsampled phases (6 taps each) at the 6 positions the
 lowpass needs, applies the snake and sums the lowpass, writing each output once. Triton compiles it for the
 worker's own GPU in about a second (no nvcc, no build cache to keep), and `TRITON_INTERPRET=1` runs the same
 kernel on the CPU, which is how the tests check it against the PyTorch form.
