@@ -86,13 +86,20 @@ class _Entry:
 class StageGraphs:
     """One pipeline stage (a function of one batch-first tensor) replayed from a CUDA graph per input shape.
 
-    Inputs are padded to the batch bucket (with copies of their first row) so that few shapes are captured. The
-    returned tensor is the graph's static output, valid until the stage's next call: callers use it at once.
-    A shape whose capture fails (an operation that cannot be captured) runs eagerly from then on, with a warning.
+    Inputs are padded to the batch bucket (with copies of their first row) so that few shapes are captured, and
+    copied into a static buffer outside the pool. A shape whose capture fails (an operation that cannot be
+    captured) runs eagerly from then on, with a warning.
+
+    Every graph draws its memory from `pool`, shared with the sampling loop's graphs, so the memory held grows
+    with the largest shape, not with the number of shapes captured. The price: the returned tensor (the graph's
+    output, in the pool) is valid only until the next replay of any graph of the pool, which may reuse its
+    memory. Callers use it at once: copy it, move it to the host, or hand it to the next stage, which copies it
+    into its own input buffer before replaying.
     """
 
-    def __init__(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> None:
-        self.name, self.fn, self.device = name, fn, device
+    def __init__(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
+                 pool: tuple[int, int]) -> None:
+        self.name, self.fn, self.device, self.pool = name, fn, device, pool
         self.entries: dict[tuple, tuple[torch.Tensor, torch.cuda.CUDAGraph, torch.Tensor] | None] = {}
 
     @torch.inference_mode()
@@ -126,7 +133,7 @@ class StageGraphs:
                 self.fn(static_in)
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, pool=self.pool):
                 static_out = self.fn(static_in)
             self.entries[key] = (static_in, graph, static_out)
         except Exception as exc:  # an operation that cannot be captured: this shape stays eager
@@ -144,10 +151,10 @@ class GraphSampler:
             raise ValueError("CUDA graphs need a CUDA device")
         self.model, self.chunk = model, chunk
         self.entries: dict[GraphKey, _Entry] = {}
-        self.pool = torch.cuda.graph_pool_handle()  # chunks never overlap: they share one scratch pool
-        self.text = StageGraphs("the text encoder", model.text_encoder, model.device)
-        self.vae = StageGraphs("the VAE decoder", model.decode, model.device)
-        self.vocoder = StageGraphs("the vocoder", model.vocode, model.device)
+        self.pool = torch.cuda.graph_pool_handle()  # no two graphs run at once: they share one scratch pool
+        self.text = StageGraphs("the text encoder", model.text_encoder, model.device, self.pool)
+        self.vae = StageGraphs("the VAE decoder", model.decode, model.device, self.pool)
+        self.vocoder = StageGraphs("the vocoder", model.vocode, model.device, self.pool)
 
     def capture_stages(self, batch: int, width: int) -> float:
         """Capture the text encoder (one prompt and "", and `batch` prompts and ""), VAE and vocoder graphs for
