@@ -84,7 +84,7 @@ def test_stage_whose_capture_fails_runs_eagerly_and_is_not_captured_again(caplog
     from tag_make_an_audio.graphs import StageGraphs
 
     calls = []
-    stage = StageGraphs("the doubler", lambda x: calls.append(x.shape) or 2 * x, torch.device("cpu"))
+    stage = StageGraphs("the doubler", lambda x: calls.append(x.shape) or 2 * x, torch.device("cpu"), (0, 0))
     x = torch.arange(6.0).reshape(3, 2)
     torch.testing.assert_close(stage(x), 2 * x)
     torch.testing.assert_close(stage(x + 1), 2 * (x + 1))
