@@ -1,6 +1,8 @@
 """The make_an_audio backend on a tiny model in the official layout: seeds, batching, candidates, options."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +136,20 @@ def test_generator_advances_once_per_step_like_the_official_sampler(tiny_backend
     for _ in range(4):
         torch.randn(noise.shape)
     assert torch.equal(after, torch.rand(3))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")),
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_unet_computes_the_same_clip(tiny_backend, tiny_weights):
+    """`compile` (channels-last UNet under torch.compile; about a minute of compilation here) changes no result."""
+    from tag_make_an_audio.backend import MakeAnAudioBackend
+
+    compiled = MakeAnAudioBackend({"weights": str(tiny_weights), "device": "cpu", "dtype": "fp32", "compile": True})
+    compiled.ensure_loaded()
+    assert compiled.model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    options = {"preset": "fast", "steps": 3, "guidance": 3.0, "sampler": "auto"}
+    items = [GenerationItem(prompt="rain", seed=1)]
+    got = compiled.generate_batch(items, 1.0, options=options)[0].candidates[0].samples
+    want = tiny_backend.generate_batch(items, 1.0, options=options)[0].candidates[0].samples
+    assert np.linalg.norm(got - want) <= 1e-4 * np.linalg.norm(want)
