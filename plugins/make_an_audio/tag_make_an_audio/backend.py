@@ -111,9 +111,9 @@ class MakeAnAudioBackend(Backend):
         log.info("make_an_audio: loaded on %s in %s; BigVGAN activations: %s", device, str(dtype).replace("torch.", ""),
                  self.model.vocoder_activations)
         if self.settings["compile"]:
-            # Compiled channels-last, the UNet took 5.7 ms a call at batch 8 on an H100 (make_an_audio_gpu_probe_h100.md)
-            # where the compiled NCHW UNet took 7.1 ms a step in the speed benchmark (another run: to be compared in
-            # one). Eager, channels-last is slower (layout copies around every attention block), so only here.
+            # Compiled channels-last, the UNet took 5.7 ms a call at batch 8 on an H100 (gpu probe results), where the
+            # compiled NCHW UNet took 7.1 ms a step in the speed benchmark (another run: to be compared in one).
+            # Eager, channels-last is slower (layout copies around every attention block), so only here.
             self.model.unet.to(memory_format=torch.channels_last)
             self.model.unet = torch.compile(self.model.unet)
         if device.type == "cuda" and self.settings["cuda_graphs"]:
