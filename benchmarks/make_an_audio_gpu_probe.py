@@ -1,6 +1,8 @@
 """Where a guided Make-An-Audio step spends its GPU time, and which layout / library settings shorten it.
 
     python3 benchmarks/make_an_audio_gpu_probe.py --weights DIR --out OUT [--compile]
+    python3 benchmarks/make_an_audio_gpu_probe.py --weights DIR --out OUT --compile nchw channels_last \
+        --batches 8 --compile-only      # the two layouts compiled in one run, nothing else
 
 A diagnosis, not a product benchmark (make_an_audio_speed.py is that): the full-size UNet in bf16 is run as the
 sampling loop runs it (CFG as one batch-2N call, 10 s latent, replayed from a CUDA graph of 10 calls) under
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 
 LINES: list[str] = []
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def say(line: str = "") -> None:
@@ -88,43 +91,13 @@ def _top_kernels(fn: Callable[[], object], calls: int, rows: int) -> None:
         say(f"| {ms:.3f} | {ms / total:.0%} | {e.count // calls} | {e.key[:110]} |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--compile", action="store_true", help="also time the best setting under torch.compile")
-    args = parser.parse_args()
-
+def eager_sections(model, args, inputs, call, agreement, width, gen) -> None:  # noqa: ANN001
+    """The UNet call under eager settings (timed eagerly and from a graph), its kernels, and the other stages."""
     from tag_make_an_audio import model as maa
     from tag_make_an_audio.checkpoint import Layout
 
-    device = torch.device("cuda")
-    started = time.perf_counter()
-    model = maa.load(args.weights, device, torch.bfloat16)
-    say(f"# Make-An-Audio GPU probe ({torch.cuda.get_device_name()}, torch {torch.__version__})")
-    say(f"loaded in {time.perf_counter() - started:.1f} s; vocoder activations: {model.vocoder_activations}")
-    width = maa.latent_width(10.0)
     unet = model.unet
-    gen = torch.Generator(device).manual_seed(0)
-    inputs = {}
-    for batch in (1, 8):
-        rows = 2 * batch
-        inputs[batch] = (torch.randn(rows, 4, 10, width, device=device, generator=gen).to(torch.bfloat16),
-                         torch.full((rows,), 500, device=device, dtype=torch.long),
-                         torch.randn(rows, maa.MAX_TOKENS, model.context_dim, device=device, generator=gen)
-                         .to(torch.bfloat16))
-
-    def call(batch: int, memory_format: torch.memory_format) -> Callable[[], object]:
-        x, t, context = inputs[batch]
-        x = x.contiguous(memory_format=memory_format)
-        return lambda: unet(x, t, encoder_hidden_states=context, return_dict=False)[0]
-
-    reference = {b: call(b, torch.contiguous_format)().float() for b in inputs}
-
-    def agreement(batch: int, fn: Callable[[], object]) -> float:
-        out = fn().float()
-        return ((out - reference[batch]).norm() / reference[batch].norm()).item()
-
+    device = model.device
     say()
     say("## UNet call, bf16, CFG rows (batch 1 -> 2 rows, batch 8 -> 16 rows), 10 s latent")
     say("| setting | batch | eager ms | graph ms | rel L2 vs NCHW |")
@@ -163,8 +136,8 @@ def main() -> None:
         say()
     unet.to(memory_format=torch.contiguous_format)
     torch.backends.cudnn.benchmark = False
-    say("### kernels of one UNet call, NCHW as loaded, batch 8")
-    top_kernels(call(8, torch.contiguous_format))
+    say(f"### kernels of one UNet call, NCHW as loaded, batch {max(inputs)}")
+    top_kernels(call(max(inputs), torch.contiguous_format))
     say()
 
     say("## Other stages, eager vs graph-replayed (ms per call)")
@@ -199,21 +172,67 @@ def main() -> None:
     top_kernels(lambda: model.vocoder(mel), calls=2)
     say()
 
-    if args.compile:
-        say("## torch.compile (inductor, default mode) of the UNet, channels_last + bench")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--compile", nargs="*", choices=LAYOUTS, metavar="LAYOUT",
+                        help="also time the UNet under torch.compile in these layouts (nchw, channels_last; "
+                             "none named: channels_last), each compiled afresh")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="clips per UNet call (CFG doubles)")
+    parser.add_argument("--compile-only", action="store_true", help="skip the eager settings, profiles and stages")
+    args = parser.parse_args()
+
+    from tag_make_an_audio import model as maa
+
+    device = torch.device("cuda")
+    started = time.perf_counter()
+    model = maa.load(args.weights, device, torch.bfloat16)
+    say(f"# Make-An-Audio GPU probe ({torch.cuda.get_device_name()}, torch {torch.__version__})")
+    say(f"loaded in {time.perf_counter() - started:.1f} s; vocoder activations: {model.vocoder_activations}")
+    width = maa.latent_width(10.0)
+    unet = model.unet
+    gen = torch.Generator(device).manual_seed(0)
+    inputs = {}
+    for batch in args.batches:
+        rows = 2 * batch
+        inputs[batch] = (torch.randn(rows, 4, 10, width, device=device, generator=gen).to(torch.bfloat16),
+                         torch.full((rows,), 500, device=device, dtype=torch.long),
+                         torch.randn(rows, maa.MAX_TOKENS, model.context_dim, device=device, generator=gen)
+                         .to(torch.bfloat16))
+
+    def call(batch: int, memory_format: torch.memory_format) -> Callable[[], object]:
+        x, t, context = inputs[batch]
+        x = x.contiguous(memory_format=memory_format)
+        return lambda: unet(x, t, encoder_hidden_states=context, return_dict=False)[0]
+
+    reference = {b: call(b, torch.contiguous_format)().float() for b in inputs}
+
+    def agreement(batch: int, fn: Callable[[], object]) -> float:
+        out = fn().float()
+        return ((out - reference[batch]).norm() / reference[batch].norm()).item()
+
+    if not args.compile_only:
+        eager_sections(model, args, inputs, call, agreement, width, gen)
+
+    for layout in [] if args.compile is None else args.compile or ["channels_last"]:
+        say(f"## torch.compile (inductor, default mode) of the UNet, {layout}, cudnn.benchmark")
+        torch._dynamo.reset()  # each layout compiles afresh
         torch.backends.cudnn.benchmark = True
-        unet.to(memory_format=torch.channels_last)
+        memory_format = LAYOUTS[layout]
+        unet.to(memory_format=memory_format)
         compiled = torch.compile(unet)
         for batch in inputs:
             x, t, context = inputs[batch]
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=memory_format)
             fn = lambda: compiled(x, t, encoder_hidden_states=context, return_dict=False)[0]  # noqa: E731
             begun = time.perf_counter()
             fn()
             torch.cuda.synchronize()
             took = time.perf_counter() - begun
             eager, graph = replay_ms(fn)
-            say(f"compiled batch {batch}: compile {took:.1f} s, eager {eager:.3f} ms, graph {graph:.3f} ms, "
+            say(f"compiled {layout} batch {batch}: compile {took:.1f} s, eager {eager:.3f} ms, graph {graph:.3f} ms, "
                 f"rel L2 vs NCHW {agreement(batch, fn):.1e}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "probe.md").write_text("\n".join(LINES) + "\n")
