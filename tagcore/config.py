@@ -138,6 +138,13 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
     return base / "tag" / "config.toml"
 
 
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where TAG keeps what it builds for this machine (compiled kernels, torch's compile caches):
+    `$XDG_CACHE_HOME/tag`, by default ~/.cache/tag. Out of /tmp, so it outlives restarts and a service's private /tmp."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tag"
+
+
 def parse_flag(owner: str, key: str, value: Any) -> bool:
     """A yes/no setting from TOML (a bool) or the environment (1/0, true/false, yes/no, on/off)."""
     if isinstance(value, bool):

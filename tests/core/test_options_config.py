@@ -129,3 +129,10 @@ def test_weights_values_name_a_folder_or_a_hub_id(tmp_path, monkeypatch):
     for typo in ("./models/maa", "/models/maa", "models/maa/v1"):  # paths that do not exist stay paths
         assert weights_location(typo, "x/y") == (str(Path(typo)), True)
     assert weights_location("~/m", "x/y")[0].startswith(str(Path.home()))
+
+
+def test_cache_dir_follows_xdg_and_defaults_to_the_home_cache(tmp_path):
+    from tagcore.config import cache_dir
+
+    assert cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "tag"
+    assert cache_dir({}) == Path.home() / ".cache" / "tag"

@@ -141,10 +141,13 @@ def test_generator_advances_once_per_step_like_the_official_sampler(tiny_backend
 @pytest.mark.slow
 @pytest.mark.skipif(not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")),
                     reason="torch.compile on the CPU needs a C++ compiler")
-def test_compiled_unet_computes_the_same_clip(tiny_backend, tiny_weights):
-    """`compile` (channels-last UNet under torch.compile; about a minute of compilation here) changes no result."""
+def test_compiled_unet_computes_the_same_clip(tiny_backend, tiny_weights, tmp_path, monkeypatch):
+    """`compile` (channels-last UNet under torch.compile; about a minute of compilation here) changes no result,
+    and torch's compile caches go under TAG's cache folder (out of /tmp) for restarted workers to reuse."""
     from tag_make_an_audio.backend import MakeAnAudioBackend
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # restored after the test, as it was
     compiled = MakeAnAudioBackend({"weights": str(tiny_weights), "device": "cpu", "dtype": "fp32", "compile": True})
     compiled.ensure_loaded()
     assert compiled.model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
@@ -153,3 +156,4 @@ def test_compiled_unet_computes_the_same_clip(tiny_backend, tiny_weights):
     got = compiled.generate_batch(items, 1.0, options=options)[0].candidates[0].samples
     want = tiny_backend.generate_batch(items, 1.0, options=options)[0].candidates[0].samples
     assert np.linalg.norm(got - want) <= 1e-4 * np.linalg.norm(want)
+    assert any((tmp_path / "tag" / "torchinductor").rglob("*.py"))  # the generated kernels, cached there

@@ -14,6 +14,7 @@ from typing import Any
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.backend import ProgressCallback
+from tagcore.config import cache_dir
 from tagcore.devices import free_memory, quiet_model_loading, resolve_device, resolve_dtype
 from tagcore.errors import InvalidRequest
 from tagcore.options import device_option, dtype_option, weights_option
@@ -111,6 +112,9 @@ class MakeAnAudioBackend(Backend):
         log.info("make_an_audio: loaded on %s in %s; BigVGAN activations: %s", device, str(dtype).replace("torch.", ""),
                  self.model.vocoder_activations)
         if self.settings["compile"]:
+            # torch keeps its compile caches in /tmp by default, which a service with a private /tmp (systemd's
+            # PrivateTmp) loses at every restart: keep them under TAG's cache, so a restarted worker compiles less.
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torchinductor"))
             # Compiled channels-last, the UNet took 5.7 ms a call at batch 8 on an H100 (gpu probe results), where the
             # compiled NCHW UNet took 7.1 ms a step in the speed benchmark (another run: to be compared in one).
             # Eager, channels-last is slower (layout copies around every attention block), so only here.

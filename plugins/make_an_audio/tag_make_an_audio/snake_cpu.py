@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from tagcore import config
+
 SOURCE = Path(__file__).with_name("snake_cpu.c")
 FLAG_SETS = (["-O3", "-march=native"], ["-O3"])  # the second for compilers / CPUs without -march=native
 COMPILE_TIMEOUT_S = 120
@@ -36,7 +38,7 @@ class BuildError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tag" / "kernels"
+    return config.cache_dir() / "kernels"
 
 
 def compiler() -> list[str]:
