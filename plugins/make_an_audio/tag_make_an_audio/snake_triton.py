@@ -14,6 +14,7 @@ padding repeats the first even sample (even[2]) below those ranges and the last 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -88,5 +89,7 @@ def snake(x: torch.Tensor, taps: torch.Tensor, alpha: torch.Tensor, inv_beta: to
     out = torch.empty_like(x)
     if out.numel():
         grid = (batch * channels, -(-length // BLOCK))
-        (jitted or kernel())[grid](x, out, taps, alpha, inv_beta, channels, length, BLOCK=BLOCK)
+        # Triton launches on the current device: make it x's (a model on cuda:1 while cuda:0 is current)
+        with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+            (jitted or kernel())[grid](x, out, taps, alpha, inv_beta, channels, length, BLOCK=BLOCK)
     return out
