@@ -156,11 +156,11 @@ class ThreadWorker:
         self.transport.close()
 
 
-def cli_worker(env: dict[str, str], backend: str = "tone") -> subprocess.Popen:
-    """`tag worker --transport rabbitmq -b BACKEND` as a separate process (so it can be killed with -9)."""
+def cli_worker(env: dict[str, str], backend: str = "tone", *extra: str) -> subprocess.Popen:
+    """`tag worker --transport rabbitmq -b BACKEND [EXTRA...]` as a separate process (so it can be killed with -9)."""
     tag = Path(sys.executable).with_name("tag")
     child_env = {**os.environ, **env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"}
-    return subprocess.Popen([str(tag), "worker", "--transport", "rabbitmq", "-b", backend], env=child_env,
+    return subprocess.Popen([str(tag), "worker", "--transport", "rabbitmq", "-b", backend, *extra], env=child_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
