@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tag_make_an_audio.backend import MakeAnAudioBackend, parse_warmup, sampling
+from tag_make_an_audio.graphs import StageGraphs
 from tagcore import GenerationItem
 from tagcore.errors import InvalidRequest
 
@@ -81,8 +82,6 @@ def test_cuda_graph_replay_equals_the_eager_loop(tiny_weights, monkeypatch):
 
 def test_stage_whose_capture_fails_runs_eagerly_and_is_not_captured_again(caplog):
     """Here the capture fails for want of a GPU; on a GPU, an operation that cannot be captured does the same."""
-    from tag_make_an_audio.graphs import StageGraphs
-
     calls = []
     stage = StageGraphs("the doubler", lambda x: calls.append(x.shape) or 2 * x, torch.device("cpu"), (0, 0))
     x = torch.arange(6.0).reshape(3, 2)
@@ -126,3 +125,39 @@ def test_warm_up_has_nothing_to_capture_without_cuda_graphs(tiny_backend):
     """`tag worker --warmup` on a CPU worker: the call returns at once (the graphs are a CUDA matter)."""
     assert tiny_backend.graphs is None
     assert tiny_backend.warm_up([(10.0, 1), (10.0, 8)]) == 0.0
+
+
+class _Replayed(StageGraphs):
+    """StageGraphs whose "graph" recomputes the stage on the static input at replay: the bucketing, padding and
+    static-buffer logic run here as on a GPU, without one."""
+
+    def _record(self, static_in):
+        out = self.fn(static_in)
+        stage = self
+
+        class Replay:
+            def replay(self):
+                out.copy_(stage.fn(static_in))
+
+        return Replay(), out
+
+
+def test_stage_graphs_pad_to_the_bucket_and_capture_each_bucket_once():
+    seen = []
+
+    def stage_fn(x):
+        seen.append(x.clone())
+        return x.sum(dim=1, keepdim=True) * torch.arange(1.0, x.shape[0] + 1)[:, None]  # depends on the row
+
+    stage = _Replayed("the summer", stage_fn, torch.device("cpu"), (0, 0))
+    gen = torch.Generator().manual_seed(0)
+    x3, x4, x2 = (torch.randn(n, 5, generator=gen) for n in (3, 4, 2))
+    want = stage_fn(x3)
+    torch.testing.assert_close(stage(x3), want)  # rows 1..3 of the 4-row bucket
+    assert seen[-1].shape[0] == 4 and torch.equal(seen[-1][3], x3[0])  # the pad row repeats the first
+    want = stage_fn(x4)
+    torch.testing.assert_close(stage(x4), want)  # the same bucket: no new capture
+    want = stage_fn(x2)
+    torch.testing.assert_close(stage(x2), want)  # bucket 2: captured now
+    assert sorted(key[0] for key in stage.entries) == [2, 4]
+    assert stage(x3.double()).dtype == torch.float64 and len(stage.entries) == 3  # another dtype, another graph

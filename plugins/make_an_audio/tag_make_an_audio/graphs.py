@@ -127,20 +127,26 @@ class StageGraphs:
         started = time.perf_counter()
         static_in = x[:1].expand(rows, *x.shape[1:]).clone()
         try:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):  # warm-up off the capture: kernel choices, compilation, handles
-                self.fn(static_in)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                static_out = self.fn(static_in)
+            graph, static_out = self._record(static_in)
             self.entries[key] = (static_in, graph, static_out)
         except Exception as exc:  # an operation that cannot be captured: this shape stays eager
             log.warning("make_an_audio: %s runs eagerly for %s (its CUDA graph capture failed: %s: %s)",
                         self.name, tuple(key[:-1]), type(exc).__name__, str(exc)[:200])
             self.entries[key] = None
         return time.perf_counter() - started
+
+    def _record(self, static_in: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """The graph of `fn` on `static_in` and its output; run once off the capture first (kernel choices,
+        compilation, library handles)."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self.fn(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            static_out = self.fn(static_in)
+        return graph, static_out
 
 
 class GraphSampler:
