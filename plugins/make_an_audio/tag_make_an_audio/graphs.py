@@ -102,14 +102,16 @@ class StageGraphs:
         self.name, self.fn, self.device, self.pool = name, fn, device, pool
         self.entries: dict[tuple, tuple[torch.Tensor, torch.cuda.CUDAGraph, torch.Tensor] | None] = {}
 
+    @staticmethod
+    def _key(x: torch.Tensor, rows: int) -> tuple:
+        return (rows, *x.shape[1:], x.dtype)
+
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         rows = batch_bucket(n)
-        key = (rows, *x.shape[1:], x.dtype)
-        if key not in self.entries:
-            self.capture(x, rows)
-        entry = self.entries[key]
+        self.capture(x, rows)
+        entry = self.entries[self._key(x, rows)]
         if entry is None:
             return self.fn(x)
         static_in, graph, static_out = entry
@@ -121,7 +123,7 @@ class StageGraphs:
     @torch.inference_mode()
     def capture(self, x: torch.Tensor, rows: int) -> float:
         """Capture the graph for `x`'s shape at `rows` rows (unless held); returns the seconds spent."""
-        key = (rows, *x.shape[1:], x.dtype)
+        key = self._key(x, rows)
         if key in self.entries:
             return 0.0
         started = time.perf_counter()

@@ -178,11 +178,9 @@ def cpu_kernel(vocoder: nn.Module, build: Callable[[], SnakeLibrary] | None = No
 def use_triton_kernel(vocoder: nn.Module, run: Callable[..., torch.Tensor] | None = None) -> str:
     """Swap in the Triton snake (snake_triton.py) when Triton is there and the kernel agrees with the PyTorch
     polyphase form on a probe input on the vocoder's device; why not otherwise ("" when swapped)."""
-    found = _torch_activations(vocoder)
-    if not found:
-        return "the vocoder has no bigvgan PyTorch activations to replace"
-    if not all(has_fixed_filters(module) for _, _, module in found):
-        return "the vocoder's activations do not use the kernel's fixed 2x / 12-tap filters"
+    found, why_not = _replaceable(vocoder)
+    if why_not:
+        return why_not
     if run is None:
         try:
             from .snake_triton import snake as run
@@ -190,12 +188,7 @@ def use_triton_kernel(vocoder: nn.Module, run: Callable[..., torch.Tensor] | Non
             return f"Triton is not installed ({exc})"
     device = found[0][2].act.alpha.device
     twins = [KernelSnake(run, PolyphaseSnake.from_bigvgan(module).to(device), device.type) for _, _, module in found]
-    why_not = _disagreement(twins[0].polyphase, twins[0], device, "the Triton snake")
-    if why_not:
-        return why_not
-    for (parent, name, _), twin in zip(found, twins):
-        parent._modules[name] = twin
-    return ""
+    return _swap_if_agreeing(found, twins, device, "the Triton snake")
 
 
 def use_cuda_kernel(vocoder: nn.Module, build: Callable[[torch.device], Kernel] | None = None) -> str:
@@ -205,20 +198,34 @@ def use_cuda_kernel(vocoder: nn.Module, build: Callable[[torch.device], Kernel] 
     a probe input (a length that is no multiple of its 32-sample tiles) and compared with the exact polyphase form
     of the module it replaces.
     """
-    found = _torch_activations(vocoder)
-    if not found:
-        return "the vocoder has no bigvgan PyTorch activations to replace"
+    found, why_not = _replaceable(vocoder)
+    if why_not:
+        return why_not
     device = found[0][2].act.alpha.device
     try:
         kernel = (build or snake_kernel.build)(device)
     except Exception as exc:  # no nvcc / ninja / compiler, unwritable cache, ...
         return f"bigvgan's CUDA kernel did not build ({type(exc).__name__}: {str(exc)[:200]})"
+    return _swap_if_agreeing(found, [FusedSnake(kernel, module) for _, _, module in found], device,
+                             "bigvgan's CUDA kernel")
+
+
+def _replaceable(vocoder: nn.Module) -> tuple[list[tuple[nn.Module, str, nn.Module]], str]:
+    """The vocoder's bigvgan activations, when a fused kernel can replace every one of them; else why not."""
+    found = _torch_activations(vocoder)
+    if not found:
+        return found, "the vocoder has no bigvgan PyTorch activations to replace"
     if not all(has_fixed_filters(module) for _, _, module in found):
-        return "the vocoder's activations do not use the kernel's fixed 2x / 12-tap filters"
-    twins = [FusedSnake(kernel, module) for _, _, module in found]
-    # The reference is the polyphase form: plain fp32 arithmetic. bigvgan's own modules run their filters through
-    # cuDNN, whose default TF32 rounding alone puts them 3e-3 (relative to the peak) off on an H100.
-    why_not = _disagreement(PolyphaseSnake.from_bigvgan(found[0][2]), twins[0], device, "bigvgan's CUDA kernel")
+        return found, "the vocoder's activations do not use the kernel's fixed 2x / 12-tap filters"
+    return found, ""
+
+
+def _swap_if_agreeing(found: list[tuple[nn.Module, str, nn.Module]], twins: list[nn.Module], device: torch.device,
+                      what: str) -> str:
+    """Put each twin in its activation's place when the first agrees with the exact polyphase form of the module
+    it replaces (plain fp32 arithmetic: bigvgan's own modules run their filters through cuDNN, whose default TF32
+    rounding alone puts them 3e-3, relative to the peak, off on an H100); else why not, and nothing is swapped."""
+    why_not = _disagreement(PolyphaseSnake.from_bigvgan(found[0][2]), twins[0], device, what)
     if why_not:
         return why_not
     for (parent, name, _), twin in zip(found, twins):
