@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per row (median reported)")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile-scope", default="unet", help="with --compile: unet or blocks (compiled.py)")
     parser.add_argument("--official", type=Path, help="checkout of the official code: time it side by side")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
     args = parser.parse_args()
@@ -99,7 +100,8 @@ def main() -> None:
     backends, starts = {}, {}
     for dtype in args.dtypes:
         backend = MakeAnAudioBackend({"weights": str(folder), "device": args.device, "dtype": dtype,
-                                      "compile": args.compile, "warmup": warmup})
+                                      "compile": args.compile, "compile_scope": args.compile_scope,
+                                      "warmup": warmup})
         started = time.perf_counter()
         backend.ensure_loaded()
         name = str(backend.model.dtype).replace("torch.", "")

@@ -138,22 +138,50 @@ def test_generator_advances_once_per_step_like_the_official_sampler(tiny_backend
     assert torch.equal(after, torch.rand(3))
 
 
+def test_block_scope_compiles_each_repeated_block_and_nothing_else(tiny_weights, monkeypatch):
+    """compile_scope=blocks wraps every ResNet block and spatial transformer (and only those) in torch.compile, and
+    raises torch's recompile limit past what the distinct block shapes need, so no block silently stays eager."""
+    from tag_make_an_audio import model as maa
+    from tag_make_an_audio.compiled import BLOCK_TYPES, RECOMPILE_LIMIT, compile_unet
+
+    def compiled_kinds(unet: torch.nn.Module) -> set[str]:
+        return {type(m).__name__ for m in unet.modules() if getattr(m, "_compiled_call_impl", None) is not None}
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    unet = maa.load(tiny_weights, torch.device("cpu"), torch.float32).unet
+    assert not compiled_kinds(unet)
+    assert compile_unet(unet, "blocks") is unet
+    assert compiled_kinds(unet) == set(BLOCK_TYPES)
+    assert torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="not one of unet, blocks"):
+        compile_unet(unet, "everything")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")),
                     reason="torch.compile on the CPU needs a C++ compiler")
-def test_compiled_unet_computes_the_same_clip(tiny_backend, tiny_weights, tmp_path, monkeypatch):
-    """`compile` (channels-last UNet under torch.compile; about a minute of compilation here) changes no result,
-    and torch's compile caches go under TAG's cache folder (out of /tmp) for restarted workers to reuse."""
+@pytest.mark.parametrize("scope", ["unet", "blocks"])
+def test_compiled_unet_computes_the_same_clip(scope, tiny_backend, tiny_weights, tmp_path, monkeypatch):
+    """`compile` (channels-last UNet under torch.compile; about a minute of compilation here per scope) changes no
+    result at two clip shapes, with no part left eager by torch's recompile limit, and torch's compile caches go
+    under TAG's cache folder (out of /tmp) for restarted workers to reuse."""
     from tag_make_an_audio.backend import MakeAnAudioBackend
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # restored after the test, as it was
-    compiled = MakeAnAudioBackend({"weights": str(tiny_weights), "device": "cpu", "dtype": "fp32", "compile": True})
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", torch._dynamo.config.recompile_limit)
+    compiled = MakeAnAudioBackend({"weights": str(tiny_weights), "device": "cpu", "dtype": "fp32", "compile": True,
+                                   "compile_scope": scope})
     compiled.ensure_loaded()
     assert compiled.model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     options = {"preset": "fast", "steps": 3, "guidance": 3.0, "sampler": "auto"}
-    items = [GenerationItem(prompt="rain", seed=1)]
-    got = compiled.generate_batch(items, 1.0, options=options)[0].candidates[0].samples
-    want = tiny_backend.generate_batch(items, 1.0, options=options)[0].candidates[0].samples
-    assert np.linalg.norm(got - want) <= 1e-4 * np.linalg.norm(want)
+    for duration, items in ((1.0, [GenerationItem(prompt="rain", seed=1)]),
+                            (2.0, [GenerationItem(prompt="rain", seed=1), GenerationItem(prompt="dog", seed=2)])):
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+            got = compiled.generate_batch(items, duration, options=options)
+        want = tiny_backend.generate_batch(items, duration, options=options)
+        for mine, theirs in zip(got, want):
+            a, b = mine.candidates[0].samples, theirs.candidates[0].samples
+            assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(b)
     assert any((tmp_path / "tag" / "torchinductor").rglob("*.py"))  # the generated kernels, cached there

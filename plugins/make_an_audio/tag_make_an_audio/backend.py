@@ -14,12 +14,12 @@ from typing import Any
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.backend import ProgressCallback
-from tagcore.config import cache_dir
 from tagcore.devices import free_memory, quiet_model_loading, resolve_device, resolve_dtype
 from tagcore.errors import InvalidRequest
 from tagcore.options import device_option, dtype_option, weights_option
 
 from . import checkpoint as ckpt
+from .compiled import SCOPES
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,9 @@ class MakeAnAudioBackend(Backend):
         dtype_option(),
         Option("compile", "bool", False, "torch.compile the UNet (slow first request, faster after)",
                scope="worker"),
+        Option("compile_scope", "choice", "unet", "with compile: unet (one graph) or blocks (each ResNet and "
+               "transformer block: a shorter warm-up, and new clip lengths mostly reuse the kernels)",
+               choices=SCOPES, scope="worker"),
         Option("cuda_graphs", "bool", True, "on CUDA, replay the sampling loop as CUDA graphs (captured once per "
                "batch size, length, sampler and steps)", scope="worker"),
         Option("warmup", "str", "", "capture the CUDA graphs of both presets at start for these clips: "
@@ -98,8 +101,6 @@ class MakeAnAudioBackend(Backend):
         return f"{self.name}:{self.checkpoint_name.rsplit('.', 1)[0]}"
 
     def load(self) -> None:
-        import torch
-
         from . import model as maa
 
         folder = ckpt.weights_folder(self.settings, os.environ)
@@ -112,14 +113,9 @@ class MakeAnAudioBackend(Backend):
         log.info("make_an_audio: loaded on %s in %s; BigVGAN activations: %s", device, str(dtype).replace("torch.", ""),
                  self.model.vocoder_activations)
         if self.settings["compile"]:
-            # torch keeps its compile caches in /tmp by default, which a service with a private /tmp (systemd's
-            # PrivateTmp) loses at every restart: keep them under TAG's cache, so a restarted worker compiles less.
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torchinductor"))
-            # Compiled channels-last, the UNet took 5.7 ms a call at batch 8 on an H100 (gpu probe results), where the
-            # compiled NCHW UNet took 7.1 ms a step in the speed benchmark (another run: to be compared in one).
-            # Eager, channels-last is slower (layout copies around every attention block), so only here.
-            self.model.unet.to(memory_format=torch.channels_last)
-            self.model.unet = torch.compile(self.model.unet)
+            from .compiled import compile_unet
+
+            self.model.unet = compile_unet(self.model.unet, self.settings["compile_scope"])
         if device.type == "cuda" and self.settings["cuda_graphs"]:
             from .graphs import GraphSampler
 
