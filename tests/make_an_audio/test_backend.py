@@ -138,7 +138,7 @@ def test_generator_advances_once_per_step_like_the_official_sampler(tiny_backend
     assert torch.equal(after, torch.rand(3))
 
 
-def test_block_scope_compiles_each_repeated_block_and_nothing_else(tiny_weights, monkeypatch):
+def test_block_scope_compiles_each_repeated_block_and_nothing_else(tiny_weights):
     """compile_scope=blocks wraps every ResNet block and spatial transformer (and only those) in torch.compile, and
     raises torch's recompile limit past what the distinct block shapes need, so no block silently stays eager."""
     from tag_make_an_audio import model as maa
@@ -147,12 +147,12 @@ def test_block_scope_compiles_each_repeated_block_and_nothing_else(tiny_weights,
     def compiled_kinds(unet: torch.nn.Module) -> set[str]:
         return {type(m).__name__ for m in unet.modules() if getattr(m, "_compiled_call_impl", None) is not None}
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
     unet = maa.load(tiny_weights, torch.device("cpu"), torch.float32).unet
     assert not compiled_kinds(unet)
-    assert compile_unet(unet, "blocks") is unet
+    with torch._dynamo.config.patch(recompile_limit=8):  # torch's default; restored after the block
+        assert compile_unet(unet, "blocks") is unet
+        assert torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT
     assert compiled_kinds(unet) == set(BLOCK_TYPES)
-    assert torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT
     assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="not one of unet, blocks"):
         compile_unet(unet, "everything")
@@ -170,18 +170,18 @@ def test_compiled_unet_computes_the_same_clip(scope, tiny_backend, tiny_weights,
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # restored after the test, as it was
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", torch._dynamo.config.recompile_limit)
-    compiled = MakeAnAudioBackend({"weights": str(tiny_weights), "device": "cpu", "dtype": "fp32", "compile": True,
-                                   "compile_scope": scope})
-    compiled.ensure_loaded()
-    assert compiled.model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    options = {"preset": "fast", "steps": 3, "guidance": 3.0, "sampler": "auto"}
-    for duration, items in ((1.0, [GenerationItem(prompt="rain", seed=1)]),
-                            (2.0, [GenerationItem(prompt="rain", seed=1), GenerationItem(prompt="dog", seed=2)])):
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
-            got = compiled.generate_batch(items, duration, options=options)
-        want = tiny_backend.generate_batch(items, duration, options=options)
-        for mine, theirs in zip(got, want):
-            a, b = mine.candidates[0].samples, theirs.candidates[0].samples
-            assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(b)
+    with torch._dynamo.config.patch(recompile_limit=torch._dynamo.config.recompile_limit):  # restored after
+        compiled = MakeAnAudioBackend({"weights": str(tiny_weights), "device": "cpu", "dtype": "fp32",
+                                       "compile": True, "compile_scope": scope})
+        compiled.ensure_loaded()
+        assert compiled.model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        options = {"preset": "fast", "steps": 3, "guidance": 3.0, "sampler": "auto"}
+        for duration, items in ((1.0, [GenerationItem(prompt="rain", seed=1)]),
+                                (2.0, [GenerationItem(prompt="rain", seed=1), GenerationItem(prompt="dog", seed=2)])):
+            with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                got = compiled.generate_batch(items, duration, options=options)
+            want = tiny_backend.generate_batch(items, duration, options=options)
+            for mine, theirs in zip(got, want):
+                a, b = mine.candidates[0].samples, theirs.candidates[0].samples
+                assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(b)
     assert any((tmp_path / "tag" / "torchinductor").rglob("*.py"))  # the generated kernels, cached there

@@ -9,8 +9,9 @@ blocks have 9 distinct weight shapes, so torch traces and lowers 9 small graphs 
 sizes that differ between blocks of the same kind (height, width) become dynamic during the first compile, so
 later clip lengths and batch sizes mostly reuse the kernels. What stays eager is the glue between blocks
 (timestep embedding, input / output convolutions, up- and downsampling, skip concatenations). On the CPU (full
-size, fp32, 2 cores, benchmarks/make_an_audio_compile.py) the first compile took 0.76x the whole-UNet time and
-three shapes 0.5x; its speed on the GPU is for benchmarks/make_an_audio_gpu.sh (STAGES=scopes) to show.
+size, fp32, 2 cores; benchmarks/results/make_an_audio_compile_cpu.md) the warm-up for 10 s x 1, 10 s x 8 and 5 s x 1
+took 75 s against 137 s for the whole UNet (the 5 s clip: 3 s against 49 s), and 31 s against 34 s after a restart.
+Its call time on the GPU, which decides between the two, is for benchmarks/make_an_audio_gpu.sh (STAGES=scopes).
 
 Both keep torch's compile caches out of /tmp (see `compile_unet`) and run the UNet channels-last: compiled, that
 layout measured 5.7 ms a call at batch 8 where NCHW took 7.1 (different runs); eager it is slower, so only here.
@@ -28,8 +29,8 @@ if TYPE_CHECKING:  # torch is imported when a worker compiles, not when the back
 SCOPES = ("unet", "blocks")
 BLOCK_TYPES = ("ResnetBlock2D", "Transformer2DModel")  # diffusers' classes of the repeated blocks
 # Every block of a kind shares one code object, hence one dynamo cache: 7 ResNet weight shapes, each compiled once
-# static and once with a dynamic batch, are 14 entries, past torch's default limit of 8 (beyond it a block would
-# silently run eagerly). 64 leaves room for the further batch buckets and lengths a worker meets.
+# static and again once the batch turns dynamic, make up to 14 entries, past torch's default limit of 8 (beyond it a
+# block would silently run eagerly). 64 leaves room for the further batch buckets and lengths a worker meets.
 RECOMPILE_LIMIT = 64
 
 
