@@ -10,7 +10,7 @@ sizes that differ between blocks of the same kind (height, width) become dynamic
 later clip lengths and batch sizes mostly reuse the kernels. What stays eager is the glue between blocks
 (timestep embedding, input / output convolutions, up- and downsampling, skip concatenations). On the CPU (full
 size, fp32, 2 cores; benchmarks/results/make_an_audio_compile_cpu.md) the warm-up for 10 s x 1, 10 s x 8 and 5 s x 1
-took 75 s against 137 s for the whole UNet (the 5 s clip: 3 s against 49 s), and 31 s against 34 s after a restart.
+took 82 s against 147 s for the whole UNet (the 5 s clip: 3 s against 54 s), and 30 s against 36 s after a restart.
 Its call time on the GPU, which decides between the two, is for benchmarks/make_an_audio_gpu.sh (STAGES=scopes).
 
 Both keep torch's compile caches out of /tmp (see `compile_unet`) and run the UNet channels-last: compiled, that
