@@ -130,8 +130,6 @@ def main() -> None:
         measure(args)
         return
 
-    import torch
-
     rows, totals = [], {}
     with tempfile.TemporaryDirectory(prefix="tag-compile-bench-") as caches:
         for scope in args.scopes:
@@ -141,14 +139,22 @@ def main() -> None:
                     rows.append({field: row.get(field, "") for field in FIELDS})
                     print(rows[-1], flush=True)
                     totals[scope, start] = totals.get((scope, start), 0.0) + float(row.get("first_call_s") or 0)
+                write(args, rows, totals)  # after every process: a run cut short still leaves its rows
+
+
+def write(args: argparse.Namespace, rows: list[dict], totals: dict[tuple[str, str], float]) -> None:
+    """The results so far, with each scope's warm-up (the sum of its first calls) as a ratio to the first scope's."""
+    import torch
+
     base = args.scopes[0]
     summary = "; ".join(
         f"{scope} {start} {seconds:.1f} s" + (f" ({seconds / totals[base, start]:.2f}x {base})"
                                               if scope != base and totals.get((base, start)) else "")
         for (scope, start), seconds in totals.items())
     shapes = " ".join(f"{seconds:g}:{batch}" for seconds, batch in args.shapes)
-    stem = args.out / f"make_an_audio_compile_{torch.device(args.device).type}"
-    intro = [f"# Make-An-Audio UNet compile scopes ({device_name(torch.device(args.device))}, torch {torch.__version__})",
+    device = torch.device(args.device)
+    stem = args.out / f"make_an_audio_compile_{device.type}"
+    intro = [f"# Make-An-Audio UNet compile scopes ({device_name(device)}, torch {torch.__version__})",
              "",
              f"Guided UNet call (2 x batch rows), {args.dtype}, weights `{args.weights.name}`, shapes {shapes} "
              f"(seconds:batch) in that order in one process. Warm-up, the sum of first calls: {summary}. "
@@ -156,7 +162,6 @@ def main() -> None:
              f"benchmarks/make_an_audio_compile.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}`."]
     for path in write_results(stem, FIELDS, rows, intro):
         print(f"wrote {path}")
-
 
 if __name__ == "__main__":
     main()
