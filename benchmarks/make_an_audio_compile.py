@@ -52,9 +52,10 @@ def measure(args: argparse.Namespace) -> None:
 
     from tag_make_an_audio import model as maa
     from tag_make_an_audio.compiled import compile_unet
+    from tagcore.devices import resolve_dtype
 
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dtype = resolve_dtype(args.dtype, device)
     model = maa.load(args.weights, device, dtype)
     gen = torch.Generator(device).manual_seed(0)
     inputs = []

@@ -169,8 +169,9 @@ class AudiocraftBackend(Backend):
         for size in sorted({batch for _, batch in shapes}):
             started = time.perf_counter()
             self.generate_batch([GenerationItem("warm up", 0)] * size, self.window, options=options)
-            spent += time.perf_counter() - started
-            log.info("audiogen: graphs for batch %d captured in %.1f s", size, time.perf_counter() - started)
+            took = time.perf_counter() - started
+            spent += took
+            log.info("audiogen: graphs for batch %d captured in %.1f s", size, took)
         return spent
 
     def unload(self) -> None:
