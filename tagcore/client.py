@@ -1,4 +1,4 @@
-"""Submitting a request and waiting for its own answer, on any transport."""
+"""Waiting for the answer to one's own requests, on any transport (the Requester's waiting room)."""
 from __future__ import annotations
 
 import threading
@@ -11,11 +11,15 @@ from .transport import Event, TransportClient
 
 
 class ResponseWaiter:
-    """Collects events per request id from a client's listener so callers can block on one request."""
+    """Collects the answers to requests sent through it, so callers can block on one request.
+
+    Only answers to requests submitted here are kept: a client that shares its transport client with listeners of
+    its own (the HTTP job store, the bot's delivery) must not pile up answers that nobody will wait for."""
 
     def __init__(self, client: TransportClient) -> None:
         self.client = client
         self._cond = threading.Condition()
+        self._expected: set[str] = set()
         self._responses: dict[str, SoundResponse] = {}
         self._progress: dict[str, list[Callable[[ProgressEvent], None]]] = {}
         client.add_listener(self._on_event)
@@ -23,8 +27,9 @@ class ResponseWaiter:
     def _on_event(self, event: Event) -> None:
         if isinstance(event, SoundResponse):
             with self._cond:
-                self._responses[event.request_id] = event
-                self._cond.notify_all()
+                if event.request_id in self._expected:
+                    self._responses[event.request_id] = event
+                    self._cond.notify_all()
             return
         for callback in self._progress.get(event.request_id, []):
             callback(event)
@@ -34,10 +39,24 @@ class ResponseWaiter:
         """Send `request`; its progress events go to `on_progress` until `wait` returns its response."""
         if on_progress is not None:
             self._progress[request.request_id] = [on_progress]
-        self.client.submit(request)
+        with self._cond:
+            self._expected.add(request.request_id)
+        try:
+            self.client.submit(request)
+        except BaseException:
+            self.forget(request.request_id)
+            raise
+
+    def forget(self, request_id: str) -> None:
+        """Stop expecting an answer to `request_id` (it was never sent, or nobody will wait for it)."""
+        with self._cond:
+            self._expected.discard(request_id)
+            self._responses.pop(request_id, None)
+        self._progress.pop(request_id, None)
 
     def wait(self, request_id: str, timeout: float) -> SoundResponse:
-        """Block until the response to `request_id` arrives; raise RequestTimedOut after `timeout` s."""
+        """Block until the response to `request_id` arrives; raise RequestTimedOut after `timeout` s (the request
+        stays expected, so a later wait, e.g. for a cancel's confirmation, can still see its answer)."""
         end = time.monotonic() + timeout
         try:
             with self._cond:
@@ -47,6 +66,7 @@ class ResponseWaiter:
                         raise RequestTimedOut(f"no answer within {timeout:g} s (is a worker running for this "
                                               "backend?)")
                     self._cond.wait(remaining)
+                self._expected.discard(request_id)
                 return self._responses.pop(request_id)
         finally:
             self._progress.pop(request_id, None)

@@ -64,6 +64,12 @@ class RequestTimedOut(TagError):
     code = "timed_out"
 
 
+class SubmitFailed(TagError):
+    """The transport refused a request (broker down, queue full): nothing was queued, so nothing will answer."""
+
+    code = "transport_unavailable"
+
+
 class Cancelled(TagError):
     """The requester cancelled the request; raised by a progress callback to stop a backend between steps."""
 

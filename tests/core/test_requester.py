@@ -1,0 +1,150 @@
+"""The Requester: the one client-side path from a prompt to a validated, ranked, submitted request and its answer."""
+import time
+
+import pytest
+
+from tag_testkit.tone import ToneBackend, VoiceToneBackend
+from tagcore.catalog import BackendCatalog
+from tagcore.config import Config
+from tagcore.errors import InvalidRequest, RequestTimedOut, SubmitFailed, TagError, UnknownBackend
+from tagcore.fairness import FAIR_SPAN
+from tagcore.inprocess import InProcessTransport
+from tagcore.messages import SoundRequest, SoundResponse
+from tagcore.requester import DEFAULT_DURATION, Requester
+from tagcore.transport import Event, TransportClient
+from tagcore.worker import GeneratorService, start_embedded_worker
+
+
+class RecordingClient(TransportClient):
+    """A transport client that keeps what is sent (or refuses it) and lets the test play the worker's answers."""
+
+    def __init__(self, refuse: Exception | None = None) -> None:
+        self.sent: list[SoundRequest] = []
+        self.cancelled: list[str] = []
+        self.refuse = refuse
+        self.listeners: list = []
+
+    def add_listener(self, listener) -> None:
+        self.listeners.append(listener)
+
+    def submit(self, request: SoundRequest) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.sent.append(request)
+
+    def cancel(self, request_id: str) -> None:
+        self.cancelled.append(request_id)
+
+    def close(self) -> None:
+        pass
+
+    def answer(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+
+def catalog_of(*classes) -> BackendCatalog:
+    catalog = BackendCatalog()
+    catalog.add_installed([cls.spec({}) for cls in classes])
+    return catalog
+
+
+def requester(client=None, **kwargs) -> Requester:
+    config = kwargs.pop("config", Config(default_backend="tone", max_duration=30.0, request_timeout=100.0))
+    return Requester(client or RecordingClient(), catalog_of(ToneBackend, VoiceToneBackend), config,
+                     source="test", **kwargs)
+
+
+def test_a_request_gets_the_backends_own_name_the_default_duration_and_the_deadline():
+    before = time.time()
+    request = requester().request("a bell", backend="sine")  # an alias
+    assert request.backend == "tone" and request.duration == DEFAULT_DURATION and request.client == "test"
+    assert before + 100.0 <= request.deadline <= time.time() + 100.0
+    speech = requester(default_duration=4.0, timeout=7.0).request("hello", backend="voice_tone")
+    assert speech.duration == 30.0  # speech: the longest allowed, only a bound
+    assert speech.deadline == pytest.approx(time.time() + 7.0, abs=1.0)
+
+
+def test_no_backend_means_the_configured_default_and_unknown_names_are_refused():
+    assert requester().request("a bell").backend == "tone"
+    with pytest.raises(UnknownBackend, match="unknown backend 'nope'"):
+        requester().request("a bell", backend="nope")
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"duration": 99.0}, "out of range"),
+    ({"candidates": 999}, "candidates must be between"),
+    ({"seed": -1}, "the seed must be between"),
+])
+def test_invalid_requests_are_refused_before_anything_is_sent(fields, message):
+    client = RecordingClient()
+    with pytest.raises(InvalidRequest, match=message):
+        requester(client).request("a bell", **fields)
+    assert client.sent == []
+
+
+def test_a_users_second_request_ranks_below_everyones_first_until_an_answer_frees_it():
+    client = RecordingClient()
+    req = requester(client, priority=1)
+    first, second = req.request("a"), req.request("b")
+    other = req.request("c")
+    req.submit(first, "ann")
+    req.submit(second, "ann")
+    req.submit(other, "bob")
+    assert (first.priority, second.priority, other.priority) == (1 + FAIR_SPAN, FAIR_SPAN, 1 + FAIR_SPAN)
+    client.answer(SoundResponse(request_id=first.request_id, ok=False, error_code="x", error_message="x"))
+    third = req.request("d")
+    req.submit(third, "ann")
+    assert third.priority == FAIR_SPAN  # one of ann's is still unfinished
+
+
+@pytest.mark.parametrize("refusal, message", [(TagError("the broker is down"), "the broker is down"),
+                                              (ConnectionError("boom"), "ConnectionError")])
+def test_a_refused_submit_is_undone_and_said(refusal, message):
+    client = RecordingClient(refuse=refusal)
+    req = requester(client)
+    undone = []
+    request = req.request("a")
+    with pytest.raises(SubmitFailed, match=message) as caught:
+        req.submit(request, "ann", undo=lambda: undone.append(request.request_id))
+    assert caught.value.code == "transport_unavailable" and undone == [request.request_id]
+    client.refuse = None
+    again = req.request("b")
+    req.submit(again, "ann")
+    assert again.priority == FAIR_SPAN  # the refused one no longer counts against ann
+
+
+def test_only_awaited_answers_are_kept():
+    client = RecordingClient()
+    req = requester(client)
+    followed, awaited = req.request("a"), req.request("b")
+    req.submit(followed, "ann")
+    req.submit(awaited, "ann", awaited=True)
+    for request in (followed, awaited):
+        client.answer(SoundResponse(request_id=request.request_id, ok=False, error_code="x", error_message="x"))
+    assert req.wait(awaited.request_id, 1.0).request_id == awaited.request_id
+    with pytest.raises(RequestTimedOut):
+        req.wait(followed.request_id, 0.05)
+
+
+def test_cancel_reaches_the_transport():
+    client = RecordingClient()
+    requester(client).cancel("abc")
+    assert client.cancelled == ["abc"]
+
+
+def test_generate_is_one_call_from_prompt_to_answer_over_a_real_worker():
+    config = Config(default_backend="tone", max_duration=30.0)
+    transport = InProcessTransport(config)
+    backend = ToneBackend()
+    service = GeneratorService({"tone": backend}, transport.job_source([ToneBackend.spec({})]), config)
+    thread, stop = start_embedded_worker(service)
+    try:
+        req = Requester(transport.client(), catalog_of(ToneBackend), config, source="test")
+        stages = []
+        answer = req.generate("a bell", duration=1.0, seed=3, on_progress=lambda e: stages.append(e.stage))
+        assert answer.ok and answer.seed == 3 and answer.audio.frames == 16000 and stages
+    finally:
+        stop.set()
+        thread.join(5)
+        transport.close()
