@@ -22,8 +22,7 @@ from tqdm import tqdm
 from . import audio as audio_io
 from . import plugins
 from .backend import Backend
-from .client import ResponseWaiter
-from .fairness import FairShare
+from .catalog import BackendCatalog
 from .config import Config, load_config
 from .errors import USER_ERRORS, InvalidRequest, TagError, is_user_error_code
 from .messages import ProgressEvent, SoundRequest, SoundResponse
@@ -31,13 +30,13 @@ from .options import parse_key_values
 from .output_path import OutputPlan, plan_output, rescue_path
 from .prompts_file import PromptEntry, read_prompts_file
 from .spec import BackendSpec
+from .requester import DEFAULT_DURATION, Requester
 from .runtime import build_backend, build_scorer, build_transport, client_catalog, installed_specs
 from .threads import ThreadShare
-from .transport import Transport, TransportClient
-from .validation import default_duration, validate_request
+from .transport import Transport
+from .validation import default_duration
 from .worker import GeneratorService, served_specs, start_embedded_worker
 
-DEFAULT_DURATION = 10.0
 CLI_PRIORITY = 1
 """Rank of CLI requests among sources (tagcore.fairness): between the bot (0) and the API (2) by default."""
 CANCEL_CONFIRM_S = 10.0
@@ -77,23 +76,23 @@ def _config(ctx: click.Context) -> Config:
     return obj["config"]
 
 
-def _split_options(spec: BackendSpec, raw: Mapping[str, str], device: str | None) -> tuple[dict, dict]:
+def _split_options(spec: BackendSpec, raw: Mapping[str, str], device: str | None
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split parsed `-O KEY=VALUE` pairs into (worker settings, request options) by each option's declared scope,
-    and check both."""
-    scopes = {o.name: o.scope for o in spec.options} | {a: o.scope for o in spec.options for a in o.aliases}
-    worker = {k: v for k, v in raw.items() if scopes.get(k) == "worker"}
-    request = {k: v for k, v in raw.items() if scopes.get(k) != "worker"}
+    and check both. Each comes back as given, resolved: under the option's own name (not an alias), parsed to its
+    type; options not given are left out, so the configuration's worker settings still apply to them."""
+    canonical = {o.name: o.name for o in spec.options} | {a: o.name for o in spec.options for a in o.aliases}
+    scopes = {o.name: o.scope for o in spec.options}
+    worker = {k: v for k, v in raw.items() if scopes.get(canonical.get(k, "")) == "worker"}
+    request = {k: v for k, v in raw.items() if scopes.get(canonical.get(k, "")) != "worker"}
     if device and device != "auto":
         if "device" not in scopes:
             raise InvalidRequest(f"{spec.name} has no device choice (it does not run a model on a device)")
         worker["device"] = device
-    spec.resolve_worker_options(worker)
-    spec.resolve_request_options(request)
-    return worker, request
-
-
-def _first_set(*values: float | None) -> float:
-    return next(v for v in values if v is not None)
+    worker_values = spec.resolve_worker_options(worker)
+    request_values = spec.resolve_request_options(request)
+    return ({canonical[k]: worker_values[canonical[k]] for k in worker},
+            {canonical[k]: request_values[canonical[k]] for k in request})
 
 
 @contextmanager
@@ -157,9 +156,11 @@ def _load_backends(config: Config, names: Sequence[str], pairs: Sequence[str], d
     return loaded
 
 
-def _start_embedded(config: Config, transport: Transport, backends: dict[str, Backend]):
-    source = transport.job_source(served_specs(backends), prefetch=config.max_batch)
-    service = GeneratorService(backends, source, config, scorer=build_scorer(config))
+def _start_embedded(config: Config, transport: Transport, backends: dict[str, Backend],
+                    specs: Sequence[BackendSpec]) -> tuple[threading.Thread, threading.Event]:
+    """A worker thread serving `backends`, whose `specs` the caller computed once (they may read weight files)."""
+    source = transport.job_source(specs, prefetch=config.max_batch)
+    service = GeneratorService(backends, source, config, scorer=build_scorer(config), specs=specs)
     return start_embedded_worker(service)
 
 
@@ -211,41 +212,31 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
     transport = build_transport(config, transport_name)
     stop = None
     try:
-        name = backend_name or config.default_backend
-        backend = None
-        if transport.embedded:  # the model runs here: its class says what it can do with these worker options
-            backend_cls = plugins.backends().get(name)
-            worker_settings, request_options = _split_options(BackendSpec.from_attributes(backend_cls), raw_options,
-                                                              device)
-            backend = build_backend(backend_cls.name, config, worker_settings)
-            spec = BackendSpec.from_backend(backend_cls, backend.settings)
-        else:  # a worker pool answers: its announced spec says what it can do
-            spec = client_catalog(transport, config).resolve(name)
-            worker_settings, request_options = _split_options(spec, raw_options, device)
-            if worker_settings:
-                raise InvalidRequest(f"option(s) {', '.join(worker_settings)} are set where the worker runs, "
-                                     "not by a client")
-        requests = [
-            SoundRequest(prompt=e.prompt, duration=_first_set(duration, e.duration,
-                                                              default_duration(spec, config, DEFAULT_DURATION)),
-                         backend=spec.name, seed=seed,
-                         options=request_options, candidates=candidates, negative_prompt=negative_prompt,
-                         audio_prompt=conditioning, client="cli")
-            for e in entries
-        ]
-        for number, request in enumerate(requests, 1):
-            try:
-                validate_request(request, spec, config)
-            except InvalidRequest as error:
-                where = f"line {number} of {prompts_file}: " if prompts_file else ""
-                raise InvalidRequest(f"{where}{error.message}") from None
-        if backend is not None:
-            if not quiet:
-                click.echo(f"loading {spec.name}...", err=True)
-            backend.ensure_loaded()
-            _, stop = _start_embedded(config, transport, {spec.name: backend})
-        failures, mistakes = _run_requests(transport, requests, config, timeout, quiet, as_json, normalize, plan,
-                                           numbered=prompts_file is not None)
+        backend, spec, request_options = _choose_backend(config, transport, backend_name, raw_options, device)
+        catalog = BackendCatalog()  # the one spec this command asks for, resolved above
+        catalog.add_installed([spec])
+        requester = Requester(transport.client(), catalog, config, source="cli", priority=CLI_PRIORITY,
+                              timeout=timeout)
+        try:
+            requests = []
+            for number, entry in enumerate(entries, 1):
+                try:
+                    requests.append(requester.request(
+                        entry.prompt, backend=spec, duration=duration if duration is not None else entry.duration,
+                        seed=seed, options=request_options, candidates=candidates,
+                        negative_prompt=negative_prompt, audio_prompt=conditioning))
+                except InvalidRequest as error:
+                    where = f"line {number} of {prompts_file}: " if prompts_file else ""
+                    raise InvalidRequest(f"{where}{error.message}") from None
+            if backend is not None:
+                if not quiet:
+                    click.echo(f"loading {spec.name}...", err=True)
+                backend.ensure_loaded()
+                _, stop = _start_embedded(config, transport, {spec.name: backend}, [spec])
+            failures, mistakes = _run_requests(requester, requests, quiet, as_json, normalize, plan,
+                                               numbered=prompts_file is not None)
+        finally:
+            requester.client.close()
     finally:
         if stop is not None:
             stop.set()
@@ -254,46 +245,59 @@ def generate(ctx: click.Context, prompt: str | None, duration: float | None, bac
         ctx.exit(2 if mistakes == failures else 1)
 
 
-def _run_requests(transport: Transport, requests: list[SoundRequest], config: Config, timeout: float | None,
-                  quiet: bool, as_json: bool, normalize: bool, plan: OutputPlan, *,
-                  numbered: bool) -> tuple[int, int]:
-    """Submit every request, write each answer as it comes; return (failures, failures that were mistakes)."""
-    client = transport.client()
+def _choose_backend(config: Config, transport: Transport, name: str | None, raw_options: Mapping[str, str],
+                    device: str | None) -> tuple[Backend | None, BackendSpec, dict[str, Any]]:
+    """The backend `tag generate` asks for: (the instance to run here or None, its spec, the request options)."""
+    name = name or config.default_backend
+    if transport.embedded:  # the model runs here: its class says what it can do with these worker options
+        backend_cls = plugins.backends().get(name)
+        worker_settings, request_options = _split_options(BackendSpec.from_attributes(backend_cls), raw_options,
+                                                          device)
+        backend = build_backend(backend_cls.name, config, worker_settings)
+        return backend, BackendSpec.from_backend(backend_cls, backend.settings), request_options
+    # a worker pool answers: its announced spec says what it can do
+    spec = client_catalog(transport, config).resolve(name)
+    worker_settings, request_options = _split_options(spec, raw_options, device)
+    if worker_settings:
+        raise InvalidRequest(f"option(s) {', '.join(worker_settings)} are set where the worker runs, not by a client")
+    return None, spec, request_options
+
+
+def _run_requests(requester: Requester, requests: list[SoundRequest], quiet: bool, as_json: bool, normalize: bool,
+                  plan: OutputPlan, *, numbered: bool) -> tuple[int, int]:
+    """Submit every request, write each answer as it comes; return (failures, failures that were mistakes).
+
+    Answers are awaited one after the other, each within the per-answer timeout, so the last of a prompts file
+    may come that many timeouts after submission: that is its deadline."""
     failures = mistakes = 0
+    bars = {r.request_id: _progress_bar(r, quiet or as_json) for r in requests}
+    for request in requests:  # a prompts file yields to other people's single requests (tagcore.fairness)
+        requester.submit(request, "cli", on_progress=bars[request.request_id],
+                         timeout=requester.timeout * len(requests))
+    answered: set[str] = set()
     try:
-        waiter = ResponseWaiter(client)
-        wait = timeout or config.request_timeout
-        bars = {r.request_id: _progress_bar(r, quiet or as_json) for r in requests}
-        fair = FairShare(CLI_PRIORITY)  # a prompts file yields to other people's single requests
-        for request in requests:
-            fair.assign(request, "cli")
-            waiter.submit(request, on_progress=bars[request.request_id])
-        answered: set[str] = set()
-        try:
-            for number, request in enumerate(requests):
-                response = waiter.wait(request.request_id, wait)
-                answered.add(request.request_id)
-                bars[request.request_id].close()
-                if not response.ok or response.audio is None:  # decoding guarantees audio in a successful answer
-                    failures += 1
-                    mistakes += is_user_error_code(response.error_code)
-                    click.echo(f"Error: {request.prompt[:60]!r}: {response.error_message} ({response.error_code})",
-                               err=True)
-                    continue
-                if response.metadata.get("scorer_error"):
-                    click.echo(f"Warning: {response.metadata['scorer_error']}", err=True)
-                path = plan.path_for(response.prompt, response.seed, number if numbered else None)
-                clip = audio_io.normalize(response.audio) if normalize else response.audio
-                written = _write_clip(path, clip, plan.fmt)
-                failures += written != path
-                _report(written, response, as_json)
-        except KeyboardInterrupt:
-            for bar in bars.values():
-                bar.close()
-            _cancel(client, waiter, [r for r in requests if r.request_id not in answered])
-            click.get_current_context().exit(130)
-    finally:
-        client.close()
+        for number, request in enumerate(requests):
+            response = requester.wait(request.request_id)
+            answered.add(request.request_id)
+            bars[request.request_id].close()
+            if not response.ok or response.audio is None:  # decoding guarantees audio in a successful answer
+                failures += 1
+                mistakes += is_user_error_code(response.error_code)
+                click.echo(f"Error: {request.prompt[:60]!r}: {response.error_message} ({response.error_code})",
+                           err=True)
+                continue
+            if response.metadata.get("scorer_error"):
+                click.echo(f"Warning: {response.metadata['scorer_error']}", err=True)
+            path = plan.path_for(response.prompt, response.seed, number if numbered else None)
+            clip = audio_io.normalize(response.audio) if normalize else response.audio
+            written = _write_clip(path, clip, plan.fmt)
+            failures += written != path
+            _report(written, response, as_json)
+    except KeyboardInterrupt:
+        for bar in bars.values():
+            bar.close()
+        _cancel(requester, [r for r in requests if r.request_id not in answered])
+        click.get_current_context().exit(130)
     return failures, mistakes
 
 
@@ -309,13 +313,13 @@ def _write_clip(path: Path, clip: Any, fmt: str) -> Path:
         return rescue
 
 
-def _cancel(client: TransportClient, waiter: ResponseWaiter, requests: list[SoundRequest]) -> None:
+def _cancel(requester: Requester, requests: list[SoundRequest]) -> None:
     """Ctrl-C: cancel what is unanswered and wait briefly for the workers to confirm (a second Ctrl-C quits)."""
     for request in requests:
-        client.cancel(request.request_id)
+        requester.cancel(request.request_id)
     try:
         for request in requests:
-            response = waiter.wait(request.request_id, CANCEL_CONFIRM_S)
+            response = requester.wait(request.request_id, CANCEL_CONFIRM_S)
             state = "cancelled" if response.error_code == "cancelled" else "finished before the cancel arrived"
             click.echo(f"{request.prompt[:60]!r}: {state}", err=True)
     except (KeyboardInterrupt, TagError):
@@ -475,12 +479,14 @@ def service_options(func):
     return func
 
 
-def warm_up_backends(backends: Mapping[str, Backend], config: Config, max_batch: int) -> list[str]:
+def warm_up_backends(backends: Mapping[str, Backend], config: Config, max_batch: int,
+                     specs: Sequence[BackendSpec] | None = None) -> list[str]:
     """`--warmup`: prepare every loaded backend for requests of its default length at batch 1 and at the
-    worker's largest batch (`Backend.warm_up`); returns one line per backend saying what it spent."""
+    worker's largest batch (`Backend.warm_up`); returns one line per backend saying what it spent. `specs` are
+    the served ones when the caller has them (default: computed here), in the order of `backends`."""
     lines = []
-    for name, backend in backends.items():
-        seconds = default_duration(backend.spec(backend.settings), config, DEFAULT_DURATION)
+    for (name, backend), spec in zip(backends.items(), specs if specs is not None else served_specs(backends)):
+        seconds = default_duration(spec, config, DEFAULT_DURATION)
         sizes = sorted({1, max_batch if backend.capabilities.batch else 1})
         spent = backend.warm_up([(seconds, size) for size in sizes])
         lines.append(f"warm-up: {name}, {seconds:g} s clips at batch {' and '.join(map(str, sizes))}: {spent:.1f} s")
@@ -505,15 +511,16 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     names = list(backend_names) or [config.default_backend]
     backends = _load_backends(config, names, option_pairs, device)
     batch = max_batch or config.max_batch
+    specs = served_specs(backends)  # once per start: a spec may read the weights' own config
     if warmup:
-        for line in warm_up_backends(backends, config, batch):
+        for line in warm_up_backends(backends, config, batch, specs):
             click.echo(line, err=True)
     # Jobs held by a worker that cannot batch them would only wait here while other workers sit idle.
     prefetch = batch if all(b.capabilities.batch for b in backends.values()) else 1
-    source = transport.job_source(served_specs(backends), prefetch=prefetch)
+    source = transport.job_source(specs, prefetch=prefetch)
     share = ThreadShare(threads)
     service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch,
-                               threads=share)
+                               threads=share, specs=specs)
     logging.getLogger("tagcore.jobs").setLevel(logging.INFO)  # a worker's access log: one line per job
     click.echo(f"worker {service.worker_id} serving {', '.join(backends)} on {transport.name}", err=True)
     with _stop_on_signals() as stop, share:
@@ -550,10 +557,11 @@ def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transp
     frontend = frontend_cls(config, transport, settings)  # checks the frontend's settings before any model loads
     if transport.embedded:
         backends = _load_backends(config, names, option_pairs, device)
+        specs = served_specs(backends)
         if warmup:
-            for line in warm_up_backends(backends, config, config.max_batch):
+            for line in warm_up_backends(backends, config, config.max_batch, specs):
                 click.echo(line, err=True)
-        worker_thread, stop_worker = _start_embedded(config, transport, backends)
+        worker_thread, stop_worker = _start_embedded(config, transport, backends, specs)
         checks.append(lambda: None if worker_thread.is_alive() or stop_worker.is_set()
                       else "the embedded worker stopped")
     with _stop_on_signals() as stop:

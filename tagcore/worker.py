@@ -54,9 +54,11 @@ class GeneratorService:
         max_batch: int | None = None,
         worker_id: str | None = None,
         threads: ThreadShare | None = None,
+        specs: Sequence[BackendSpec] | None = None,
     ) -> None:
         self.backends = dict(backends)
-        self.specs = {spec.name: spec for spec in served_specs(self.backends)}
+        self.specs = {spec.name: spec for spec in (specs if specs is not None else served_specs(self.backends))}
+        """What the worker announced (`specs`, when the caller computed them already: they may read weight files)."""
         self.aliases = {alias: spec.name for spec in self.specs.values() for alias in spec.aliases}
         self.source = source
         self.config = config
