@@ -88,12 +88,21 @@ USER_ERRORS: tuple[type[TagError], ...] = (InvalidRequest, ConfigError, PluginEr
 """Mistakes the person asking can fix: the CLI exits 2 for them, 1 for failures."""
 
 
-def is_user_error_code(code: str | None) -> bool:
-    """Whether an error code (e.g. from a remote worker's response) names a USER_ERRORS mistake."""
-    pending: list[type[TagError]] = list(USER_ERRORS)
+def _code_of(code: str | None, roots: tuple[type[TagError], ...]) -> bool:
+    pending: list[type[TagError]] = list(roots)
     while pending:
         cls = pending.pop()
         if cls.code == code:
             return True
         pending.extend(cls.__subclasses__())
     return False
+
+
+def is_user_error_code(code: str | None) -> bool:
+    """Whether an error code (e.g. from a remote worker's response) names a USER_ERRORS mistake."""
+    return _code_of(code, USER_ERRORS)
+
+
+def is_invalid_request_code(code: str | None) -> bool:
+    """Whether an error code names an InvalidRequest: the request itself was wrong (not the server's setup)."""
+    return _code_of(code, (InvalidRequest,))

@@ -12,8 +12,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from tagcore.config import Config
-from tagcore.fairness import FairShare
 from tagcore.frontend import Frontend
+from tagcore.requester import Requester
 from tagcore.runtime import client_catalog
 from tagcore.transport import Transport
 
@@ -48,10 +48,10 @@ class HttpFrontend(Frontend):
         client = self.transport.client(name="http")
         store = self.store = JobStore(self.http.result_ttl, self.http.results_dir)
         client.add_listener(store.on_event)
-        fair = FairShare(self.http.priority)
-        client.add_listener(fair.on_event)
+        requester = Requester(client, self.catalog.backends, self.config, source="http", priority=self.http.priority,
+                              default_duration=self.http.default_duration)
         limiter = RateLimiter(self.http.rate_limit, self.http.rate_burst)
-        app = create_app(self.config, client, store, self.catalog, limiter, fair, transport_name=self.transport.name,
+        app = create_app(self.config, requester, store, self.catalog, limiter, transport_name=self.transport.name,
                          max_active_per_client=self.http.max_active_per_client, max_pending=self.http.max_pending,
                          api_key=self.http.api_key.reveal())
         app.router.lifespan_context = self._lifespan(store)

@@ -1,0 +1,103 @@
+"""Turning an API body into a queued job, and a job record into its public status.
+
+Every job-record access goes through the JobStore's methods; every request leaves through the Requester, which
+validates, ranks and submits it (and undoes the store's record when the transport refuses it).
+"""
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from tagcore.audio_types import Audio
+from tagcore.errors import SubmitFailed, TagError
+from tagcore.spec import BackendSpec
+
+from .errors import ApiError
+from .idempotency import fingerprint
+from .jobs import JobRecord
+from .schemas import GenerateRequest, JobLinks, JobStatus
+from .services import Services
+
+MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg"}
+
+
+def enqueue(state: Services, body: GenerateRequest, audio_prompt: Audio | None, who: str,
+            resolved: BackendSpec | None = None, job_id: str | None = None) -> tuple[JobRecord, bool]:
+    """Check the limits, validate and submit a request: its record and True, or for a `job_id` that is
+    already known (a retry) that job's record and False."""
+    store = state.store
+    digest = fingerprint(body, audio_prompt)
+    if job_id is not None and (known := replayed(state, job_id, digest)) is not None:
+        return known, False
+    if store.unfinished() >= state.max_pending:
+        raise ApiError(503, "busy", "the server has too many unfinished jobs; try again in a minute",
+                       {"Retry-After": "30"})
+    if store.unfinished(who) >= state.max_active_per_client:
+        raise ApiError(429, "too_many_jobs", f"you already have {state.max_active_per_client} unfinished jobs; "
+                                             "wait for one to finish", {"Retry-After": "5"})
+    sound = state.requester.request(
+        body.prompt, backend=resolved or state.catalog.resolve(body.backend), duration=body.duration or None,
+        seed=body.seed, options=body.options, candidates=body.candidates, negative_prompt=body.negative_prompt,
+        audio_prompt=audio_prompt, request_id=job_id)
+    record, created = store.add(sound, who, digest)
+    if not created:  # the same id submitted concurrently: the first one won
+        return replayed(state, job_id or record.id, digest) or record, False
+    try:
+        state.requester.submit(sound, who, undo=lambda: store.discard(record.id))
+    except SubmitFailed as exc:
+        raise ApiError(503, "transport_unavailable", f"the job could not be queued: {exc.message}") from None
+    return record, True
+
+
+def replayed(state: Services, job_id: str, digest: str) -> JobRecord | None:
+    """The job a retry refers to (None when the id is new); 409 when the retry's request differs."""
+    record = state.store.get(job_id)
+    if record is not None and record.fingerprint != digest:
+        raise ApiError(409, "idempotency_conflict", "this job id (or Idempotency-Key) was already used for a "
+                                                    "different request; choose a new one")
+    return record
+
+
+def cancel(state: Services, record: JobRecord) -> None:
+    """Mark the job cancelled here and tell the workers (ApiError when it had finished or they can't hear)."""
+    if not state.store.cancel(record):
+        raise ApiError(409, "already_finished", f"the job is already {record.state}")
+    try:
+        state.requester.cancel(record.id)
+    except TagError as exc:
+        raise ApiError(503, "transport_unavailable", f"the job is cancelled here but the workers could not be "
+                                                     f"told: {exc.message}") from None
+
+
+def status_of(state: Services, request: Request, record: JobRecord) -> JobStatus:
+    """The job's public status, with links under the server's root path."""
+    snap, position = state.store.snapshot(record)
+    base = request.scope.get("root_path", "") + request.app.url_path_for("job_status", job_id=snap.id)
+    error = {"code": snap.error_code, "message": snap.error_message or ""} if snap.state == "failed" else None
+    if snap.state == "cancelled":
+        error = {"code": "cancelled", "message": "the job was cancelled"}
+    if snap.state == "expired":
+        error = {"code": "expired", "message": "the result expired and its files were deleted"}
+    return JobStatus(
+        id=snap.id, state=snap.state, stage=snap.stage, progress=snap.progress, position=position,
+        prompt=snap.prompt, duration=snap.duration, audio_seconds=snap.audio_seconds,
+        channels=snap.channels, sample_rate=snap.sample_rate,
+        backend=snap.backend, seed=snap.seed,
+        candidates=snap.candidates, model_id=snap.model_id, created_at=snap.created_at,
+        started_at=snap.started_at, finished_at=snap.finished_at, expires_at=snap.expires_at,
+        timings=snap.timings, metadata=snap.metadata, error=error,
+        links=JobLinks(status=base, events=f"{base}/events",
+                       audio={fmt: f"{base}/audio?format={fmt}" for fmt in MEDIA_TYPES}),
+    )
+
+
+def submit(state: Services, request: Request, body: GenerateRequest, audio_prompt: Audio | None, who: str,
+           job_id: str | None = None, created_status: int = 202) -> JSONResponse:
+    """Enqueue and answer with the job: `created_status` for a new job, 200 for a retry of a known one."""
+    record, created = enqueue(state, body, audio_prompt, who, job_id=job_id)
+    status = status_of(state, request, record)
+    headers = {"Location": status.links.status}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(status.model_dump(mode="json"), status_code=created_status if created else 200,
+                        headers=headers)
