@@ -84,10 +84,13 @@ class Requester:
 
     # --- sending ------------------------------------------------------------------------------------------
     def submit(self, request: SoundRequest, user: str, *, undo: Callable[[], None] | None = None,
-               on_progress: Callable[[ProgressEvent], None] | None = None, awaited: bool = False) -> None:
-        """Rank `request` among `user`'s unfinished ones and send it. When the transport refuses it, the rank is
-        given back, `undo` reverts the caller's own bookkeeping, and SubmitFailed says why. `awaited` (or
+               on_progress: Callable[[ProgressEvent], None] | None = None, awaited: bool = False,
+               timeout: float | None = None) -> None:
+        """Rank `request` among `user`'s unfinished ones and send it, its deadline counted from now (a request
+        built before a model loaded does not lose that time). When the transport refuses it, the rank is given
+        back, `undo` reverts the caller's own bookkeeping, and SubmitFailed says why. `awaited` (or
         `on_progress`) keeps its answer for `wait`."""
+        request.deadline = self.deadline(timeout)
         self.fair.assign(request, user)
         try:
             if awaited or on_progress is not None:
@@ -112,5 +115,5 @@ class Requester:
                  **fields: Any) -> SoundResponse:
         """Build, submit and wait: the answer to one request (`fields` as for `request`)."""
         request = self.request(prompt, **fields)
-        self.submit(request, user or self.source, on_progress=on_progress, awaited=True)
+        self.submit(request, user or self.source, on_progress=on_progress, awaited=True, timeout=fields.get("timeout"))
         return self.wait(request.request_id, fields.get("timeout"))
