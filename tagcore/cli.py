@@ -174,12 +174,14 @@ def _start_embedded(config: Config, transport: Transport, backends: dict[str, Ba
 @click.option("-o", "--output", type=click.Path(),
               help="Output file, or folder (existing, or ending in /) to name the clip in (default: named after the "
                    "prompt, here).")
-@click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Seed for a reproducible clip (default: random, reported).")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1),
+              help="Seed for a reproducible clip (default: random, reported).")
 @click.option("-n", "--candidates", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Generate N candidates and keep the best (by the configured scorer, else the first).")
 @click.option("-O", "--option", "option_pairs", multiple=True, metavar="KEY=VALUE",
               help="Backend option, repeatable (see `tag backends`).")
-@click.option("--format", "fmt", type=click.Choice(sorted(audio_io.FORMATS)), help="Output format (default from -o, else wav).")
+@click.option("--format", "fmt", type=click.Choice(sorted(audio_io.FORMATS)),
+              help="Output format (default from -o, else wav).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")
 @click.option("--normalize", is_flag=True, help="Scale the clip to peak at -1 dBFS (no gain change otherwise).")
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -436,7 +438,9 @@ def list_backends(ctx: click.Context, as_json: bool, transport_name: str | None)
             extra = f" [{'|'.join(o['choices'])}]" if o["choices"] else ""
             bounds = ""
             if o["minimum"] is not None or o["maximum"] is not None:
-                bounds = f" ({o['minimum'] if o['minimum'] is not None else ''}..{o['maximum'] if o['maximum'] is not None else ''})"
+                low = o["minimum"] if o["minimum"] is not None else ""
+                high = o["maximum"] if o["maximum"] is not None else ""
+                bounds = f" ({low}..{high})"
             scope = " (worker)" if o["scope"] == "worker" else ""
             click.echo(f"    -O {setting:<{width}}  {o['type']}{extra}{bounds}{scope}: {o['help']}")
 
@@ -495,7 +499,8 @@ def warm_up_backends(backends: Mapping[str, Backend], config: Config, max_batch:
 
 @cli.command()
 @service_options
-@click.option("--max-batch", type=click.IntRange(1, 256), help="Most requests generated together (default from config).")
+@click.option("--max-batch", type=click.IntRange(1, 256),
+              help="Most requests generated together (default from config).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads of the models (default: the machine's cores / the workers running on it).")
 @click.pass_context

@@ -5,6 +5,8 @@ validates, ranks and submits it (and undoes the store's record when the transpor
 """
 from __future__ import annotations
 
+from typing import Literal, cast
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
@@ -15,9 +17,10 @@ from tagcore.spec import BackendSpec
 from .errors import ApiError
 from .idempotency import fingerprint
 from .jobs import JobRecord
-from .schemas import GenerateRequest, JobLinks, JobStatus
+from .schemas import ErrorDetail, GenerateRequest, JobLinks, JobStatus
 from .services import Services
 
+JobState = Literal["queued", "running", "done", "failed", "cancelled", "expired"]
 MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg"}
 
 
@@ -73,13 +76,15 @@ def status_of(state: Services, request: Request, record: JobRecord) -> JobStatus
     """The job's public status, with links under the server's root path."""
     snap, position = state.store.snapshot(record)
     base = request.scope.get("root_path", "") + request.app.url_path_for("job_status", job_id=snap.id)
-    error = {"code": snap.error_code, "message": snap.error_message or ""} if snap.state == "failed" else None
+    error = None
+    if snap.state == "failed":
+        error = ErrorDetail(code=snap.error_code or "failed", message=snap.error_message or "")
     if snap.state == "cancelled":
-        error = {"code": "cancelled", "message": "the job was cancelled"}
+        error = ErrorDetail(code="cancelled", message="the job was cancelled")
     if snap.state == "expired":
-        error = {"code": "expired", "message": "the result expired and its files were deleted"}
+        error = ErrorDetail(code="expired", message="the result expired and its files were deleted")
     return JobStatus(
-        id=snap.id, state=snap.state, stage=snap.stage, progress=snap.progress, position=position,
+        id=snap.id, state=cast(JobState, snap.state), stage=snap.stage, progress=snap.progress, position=position,
         prompt=snap.prompt, duration=snap.duration, audio_seconds=snap.audio_seconds,
         channels=snap.channels, sample_rate=snap.sample_rate,
         backend=snap.backend, seed=snap.seed,

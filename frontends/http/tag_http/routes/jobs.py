@@ -75,7 +75,7 @@ def create_job_with_audio(
     except json.JSONDecodeError:
         raise ApiError(422, "invalid_request", "options must be a JSON object such as {\"steps\": 50}") from None
     except ValidationError as exc:
-        raise ApiError(422, "invalid_request", validation_message(list(exc.errors()))) from None
+        raise ApiError(422, "invalid_request", validation_message([dict(error) for error in exc.errors()])) from None
     clip = None
     if audio_prompt is not None and (audio_prompt.filename or audio_prompt.size):
         clip = audio_io.decode(audio_prompt.file.read(audio_io.MAX_INPUT_BYTES + 1))

@@ -28,7 +28,7 @@ def speech_backend(state: Services, model: str) -> BackendSpec:
         specs = {entry.spec.name: entry.spec for entry in catalog.entries()}
         speaking = [spec for spec in specs.values() if spec.variable_length]
         default = specs.get(catalog.default or "")
-        chosen = default if default is not None and default.variable_length else (speaking or [None])[0]
+        chosen = default if default is not None and default.variable_length else next(iter(speaking), None)
         if chosen is None:
             raise ApiError(400, "unknown_backend", "this server offers no speech backend")
         return chosen
@@ -56,7 +56,7 @@ async def speech(request: Request, body: SpeechRequest, who: Caller, state: Shar
     sample = state.voices.get(body.voice)
     options = speech_options(spec, body, sample)
     check_format(body.response_format)
-    generate = GenerateRequest(prompt=body.input, backend=spec.name, options=options)
+    generate = GenerateRequest.model_validate({"prompt": body.input, "backend": spec.name, "options": options})
     record, _ = await asyncio.to_thread(enqueue, state, generate, sample, who, spec)
     store = state.store
     while record.state not in TERMINAL:
