@@ -135,25 +135,27 @@ def _raise_failures(failures: list[str]) -> None:
         raise TagError(f"stopped because {failures[0]}", code="transport_failed")
 
 
-def _load_backends(config: Config, names: Sequence[str], pairs: Sequence[str], device: str | None,
-                   quiet: bool = False) -> dict[str, Backend]:
-    """Build and load the named backends; `-O` pairs go to every backend that declares the option."""
+def _build_backends(config: Config, names: Sequence[str], pairs: Sequence[str],
+                    device: str | None) -> dict[str, Backend]:
+    """Build (not load) the named backends; `-O` pairs go to every backend that declares the option."""
     raw = parse_key_values(pairs)
-    loaded: dict[str, Backend] = {}
+    built: dict[str, Backend] = {}
     for name in names:
         cls = plugins.backends().get(name)
         declared = {o.name for o in cls.options} | {a for o in cls.options for a in o.aliases}
         mine = {k: v for k, v in raw.items() if k in declared}
         worker, _ = _split_options(BackendSpec.from_attributes(cls), mine, device if "device" in declared else None)
-        backend = build_backend(cls.name, config, worker)
-        if not quiet:
-            click.echo(f"loading {cls.name}...", err=True)
-        backend.ensure_loaded()
-        loaded[cls.name] = backend
+        built[cls.name] = build_backend(cls.name, config, worker)
     unused = set(raw) - {k for n in names for o in plugins.backends().get(n).options for k in (o.name, *o.aliases)}
     if unused:
         raise InvalidRequest(f"no chosen backend has option(s) {', '.join(sorted(unused))}")
-    return loaded
+    return built
+
+
+def _load(backends: Mapping[str, Backend]) -> None:
+    for name, backend in backends.items():
+        click.echo(f"loading {name}...", err=True)
+        backend.ensure_loaded()
 
 
 def _start_embedded(config: Config, transport: Transport, backends: dict[str, Backend],
@@ -514,7 +516,8 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
         raise InvalidRequest(f"transport {transport.name!r} only reaches this process; run a worker with a broker "
                              "(--transport rabbitmq), or use `tag bot`/`tag serve`, which embed one")
     names = list(backend_names) or [config.default_backend]
-    backends = _load_backends(config, names, option_pairs, device)
+    backends = _build_backends(config, names, option_pairs, device)
+    _load(backends)
     batch = max_batch or config.max_batch
     specs = served_specs(backends)  # once per start: a spec may read the weights' own config
     if warmup:
@@ -559,10 +562,15 @@ def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transp
         settings.setdefault("backends", names)  # offer users only what this process serves
     elif option_pairs or backend_names or warmup:
         raise InvalidRequest("-b/-O/--warmup choose embedded workers; with a broker, start workers with `tag worker`")
+    backends: dict[str, Backend] = {}
+    specs: list[BackendSpec] = []
+    if transport.embedded:  # their specs, once: the frontend's catalog starts with them, the worker announces them
+        backends = _build_backends(config, names, option_pairs, device)
+        specs = served_specs(backends)
+        transport.catalog().add_installed(specs)
     frontend = frontend_cls(config, transport, settings)  # checks the frontend's settings before any model loads
     if transport.embedded:
-        backends = _load_backends(config, names, option_pairs, device)
-        specs = served_specs(backends)
+        _load(backends)
         if warmup:
             for line in warm_up_backends(backends, config, config.max_batch, specs):
                 click.echo(line, err=True)

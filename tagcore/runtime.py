@@ -1,7 +1,7 @@
 """Building the pieces a command needs (backend instances, transport, scorer) from configuration."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from . import plugins
@@ -30,10 +30,13 @@ def build_backend(name: str, config: Config, overrides: Mapping[str, Any] | None
     return cls(settings)
 
 
-def installed_specs(config: Config) -> list[BackendSpec]:
-    """Specs of the backends installed in this process, with the worker options the configuration gives them."""
+def installed_specs(config: Config, skip: Collection[str] = ()) -> list[BackendSpec]:
+    """Specs of the backends installed in this process, with the worker options the configuration gives them;
+    those named in `skip` (already known) are not computed again (a spec may read the weights' config)."""
     specs = []
     for cls in plugins.backends():
+        if cls.name in skip:
+            continue
         try:
             settings = cls.resolve_worker_options(config.backend_settings(cls.name))
         except TagError:  # a bad [backends.X] table is reported where that worker starts
@@ -45,7 +48,7 @@ def installed_specs(config: Config) -> list[BackendSpec]:
 def client_catalog(transport: Transport, config: Config) -> BackendCatalog:
     """What a client of `transport` can ask for: announced specs, and installed backends until one is announced."""
     catalog = transport.catalog()
-    catalog.add_installed(installed_specs(config))
+    catalog.add_installed(installed_specs(config, skip=catalog.names()))
     return catalog
 
 

@@ -148,3 +148,26 @@ def test_generate_is_one_call_from_prompt_to_answer_over_a_real_worker():
         stop.set()
         thread.join(5)
         transport.close()
+
+
+def test_tag_generate_computes_the_backends_spec_once(tmp_path, monkeypatch):
+    """A spec may read the weights' config from disk: one embedded start computes it once, for the request's
+    checks, the worker's announcement and its own checks alike."""
+    from click.testing import CliRunner
+
+    from tagcore.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TAG_CONFIG", str(tmp_path / "absent.toml"))
+    calls = []
+    original = ToneBackend.spec.__func__
+
+    def counted(cls, settings):
+        calls.append(cls.name)
+        return original(cls, settings)
+
+    monkeypatch.setattr(ToneBackend, "spec", classmethod(counted))
+    result = CliRunner().invoke(cli, ["generate", "a bell", "-b", "tone", "-d", "1", "-q", "-o", "bell.wav"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert calls == ["tone"]
