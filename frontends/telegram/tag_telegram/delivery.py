@@ -35,7 +35,7 @@ SWEEP_EVERY = 5.0
 TIMEOUT_GRACE = 30.0
 
 
-def reply_context(chat_id: int, user_id: int) -> Context:
+def reply_context(user_id: int, chat_id: int) -> Context:
     """The bot's part of a request (opaque to the core and the workers): where the answer goes, whose slot it is."""
     return {"chat_id": chat_id, "user_id": user_id}
 

@@ -20,6 +20,7 @@ from tagcore.runtime import client_catalog
 from tagcore.config import Config
 from tagcore.errors import ConfigError
 from tagcore.frontend import Frontend
+from tagcore.requester import Requester
 from tagcore.transport import Transport
 
 from . import texts
@@ -73,7 +74,9 @@ class TelegramFrontend(Frontend):
         delivery = Delivery(bot, sender, sessions, settings)
         client = self.transport.client(name="telegram")
         client.add_listener(delivery.on_event)
-        self.conversation = Conversation(bot, self.config, settings, client, catalog, sessions, delivery, sender)
+        requester = Requester(client, catalog, self.config, source="telegram", priority=settings.priority,
+                              timeout=settings.request_timeout)
+        self.conversation = Conversation(bot, self.config, settings, requester, sessions, delivery, sender)
         self.conversation.register()
         self.delivery = delivery
         delivery.start()
