@@ -37,7 +37,7 @@ TIMEOUT_GRACE = 30.0
 
 def reply_context(user_id: int, chat_id: int) -> Context:
     """The bot's part of a request (opaque to the core and the workers): where the answer goes, whose slot it is."""
-    return {"chat_id": chat_id, "user_id": user_id}
+    return {"user_id": user_id, "chat_id": chat_id}
 
 
 def _number_in(event: Event, key: str) -> int | None:
@@ -59,8 +59,8 @@ class RequestContext:
     """What the bot knows about a request it submitted (lost on restart; responses carry the essentials)."""
 
     request_id: str
-    chat_id: int
     user_id: int
+    chat_id: int
     prompt: str
     duration: float
     backend: str
