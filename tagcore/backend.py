@@ -76,10 +76,13 @@ class Backend(abc.ABC):
     description: ClassVar[str] = ""
     sample_rate: ClassVar[int]
     channels: ClassVar[int] = 1
-    native_max_duration: ClassVar[float]
+    native_max_duration: float
     """Length of the window the model was trained on (seconds)."""
-    max_duration: ClassVar[float]
-    """Longest clip this backend can produce (windowed extension may exceed the native window)."""
+    max_duration: float
+    """Longest clip this backend can produce (windowed extension may exceed the native window).
+
+    Both limits are declared on the class (what a client without the weights announces) and are not ClassVars:
+    a backend whose limits come from its checkpoint sets its own on the instance, as its `spec(settings)` says."""
     min_duration: ClassVar[float] = 1.0
     variable_length: ClassVar[bool] = False
     """True for backends whose output length follows the content (speech): the requested duration is then an

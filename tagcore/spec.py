@@ -14,10 +14,13 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from .errors import MessageError
 from .options import Option, OptionType, resolve_options
+
+if TYPE_CHECKING:  # only to annotate the builders below: at run time this module needs no backend code
+    from .backend import Backend
 
 SPEC_VERSION = 1
 AUDIO_ROLE_OPTION = "audio_role"
@@ -66,25 +69,6 @@ class Capabilities:
         return self.audio_prompt and self.audio_prompt_role == "continuation"
 
 
-class DeclaresSpec(Protocol):
-    """What a spec is built from: a backend class's declarations (`tagcore.Backend` is one), named here so that
-    this module knows no backend code."""
-
-    name: str
-    aliases: tuple[str, ...]
-    description: str
-    sample_rate: int
-    channels: int
-    min_duration: float
-    native_max_duration: float
-    max_duration: float
-    variable_length: bool
-    capabilities: Capabilities
-    options: tuple[Option, ...]
-
-    def spec(self, settings: Mapping[str, Any]) -> BackendSpec: ...
-
-
 @dataclass(frozen=True)
 class BackendSpec:
     """The description of one backend a worker serves: limits, capabilities and typed options."""
@@ -106,12 +90,12 @@ class BackendSpec:
 
     # --- building ---------------------------------------------------------------------------------------
     @classmethod
-    def from_backend(cls, backend: DeclaresSpec, settings: Mapping[str, Any] | None = None) -> BackendSpec:
+    def from_backend(cls, backend: type[Backend], settings: Mapping[str, Any] | None = None) -> BackendSpec:
         """The spec of `backend` loaded with worker `settings` (the backend may refine its class attributes)."""
         return backend.spec(settings or {})
 
     @classmethod
-    def from_attributes(cls, backend: DeclaresSpec) -> BackendSpec:
+    def from_attributes(cls, backend: type[Backend]) -> BackendSpec:
         """The spec a backend class declares through its class attributes."""
         return cls(
             name=backend.name, aliases=tuple(backend.aliases), description=backend.description,
