@@ -5,7 +5,7 @@ JobSource, TransportClient, BackendCatalog), frontends (Frontend), scorers (Scor
 errors whose codes frontends branch on.
 """
 from .audio_types import Audio
-from .backend import Backend, Capabilities, GenerationItem, GenerationResult, ProgressCallback, WeightsStatus
+from .backend import Backend, GenerationItem, GenerationResult, ProgressCallback, WeightsStatus
 from .catalog import BackendCatalog, CatalogEntry
 from .config import Config, Secret, settings_from_table
 from .errors import (ConfigError, EmptyPrompt, GenerationFailed, InvalidRequest, MessageError, PluginError,
@@ -15,7 +15,7 @@ from .hookspecs import hookimpl
 from .messages import Context, ProgressEvent, SoundRequest, SoundResponse
 from .options import Option
 from .scoring import Scorer
-from .spec import BackendSpec
+from .spec import BackendSpec, Capabilities
 from .transport import Event, Job, JobSource, Listener, Transport, TransportClient
 
 __all__ = [

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from .audio_types import Audio
 from .options import Option, resolve_options
-from .spec import AUDIO_ROLE_OPTION, BackendSpec
+from .spec import AUDIO_ROLE_OPTION, BackendSpec, Capabilities
 
 ProgressCallback = Callable[[float, str], None]
 """Called with (fraction done in [0, 1], short stage name) while a batch is generated."""
@@ -25,45 +25,6 @@ MAX_SEED = 2**31 - 1
 def new_seed() -> int:
     """A fresh random seed, so that every result can report the seed that reproduces it."""
     return secrets.randbelow(MAX_SEED + 1)
-
-
-AUDIO_PROMPT_ROLES = ("continuation", "voice", "variation")
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """Features a backend supports; frontends hide controls and workers reject requests accordingly."""
-
-    seed: bool = True
-    batch: bool = False
-    audio_prompt: bool = False
-    audio_prompt_role: str = "continuation"
-    """What an audio prompt is for by default: "continuation" (the clip goes on from it, so it must be shorter than
-    the requested duration), "voice" (a speaker sample whose voice the output takes, any length up to
-    `max_audio_prompt`) or "variation" (the output is a new take on the clip, following the text)."""
-    max_audio_prompt: float = 60.0
-    """Longest audio prompt accepted, in seconds."""
-    negative_prompt: bool = False
-    candidates: bool = False
-
-    def __post_init__(self) -> None:
-        if self.audio_prompt_role not in AUDIO_PROMPT_ROLES:
-            raise ValueError(f"audio_prompt_role must be one of {AUDIO_PROMPT_ROLES}, not {self.audio_prompt_role!r}")
-
-    def features(self, roles: Sequence[str] = ()) -> list[str]:
-        """Human-readable names of what is supported, e.g. for `tag backends`; `roles` are every audio prompt role
-        the backend offers (see `BackendSpec.audio_prompt_roles`), default: just `audio_prompt_role`."""
-        names = {"seed": "seed", "batch": "batch", "negative_prompt": "negative prompt", "candidates": "candidates"}
-        found = [label for key, label in names.items() if getattr(self, key)]
-        if self.audio_prompt:
-            offered = " or ".join(roles or (self.audio_prompt_role,))
-            found.append(f"audio prompt ({offered}, up to {self.max_audio_prompt:g} s)")
-        return found
-
-    @property
-    def continues_audio(self) -> bool:
-        """True when an audio prompt is continued, i.e. it occupies the start of the requested duration."""
-        return self.audio_prompt and self.audio_prompt_role == "continuation"
 
 
 @dataclass(frozen=True)
@@ -115,10 +76,13 @@ class Backend(abc.ABC):
     description: ClassVar[str] = ""
     sample_rate: ClassVar[int]
     channels: ClassVar[int] = 1
-    native_max_duration: ClassVar[float]
+    native_max_duration: float
     """Length of the window the model was trained on (seconds)."""
-    max_duration: ClassVar[float]
-    """Longest clip this backend can produce (windowed extension may exceed the native window)."""
+    max_duration: float
+    """Longest clip this backend can produce (windowed extension may exceed the native window).
+
+    Both limits are declared on the class (what a client without the weights announces) and are not ClassVars:
+    a backend whose limits come from its checkpoint sets its own on the instance, as its `spec(settings)` says."""
     min_duration: ClassVar[float] = 1.0
     variable_length: ClassVar[bool] = False
     """True for backends whose output length follows the content (speech): the requested duration is then an

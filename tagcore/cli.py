@@ -460,7 +460,7 @@ def list_plugins() -> None:
 @click.pass_context
 def show_config(ctx: click.Context) -> None:
     """Show the effective configuration (secrets hidden) and where it came from."""
-    shown = _config(ctx).redacted()
+    shown = _config(ctx).redacted(plugins.settings_sections())
     sections = shown.pop("sections")
     for key, value in shown.items():
         click.echo(f"{key} = {value}")

@@ -79,18 +79,14 @@ class Config:
         """A plugin's own table (`config.section("telegram")`), overridden by TAG_<NAME>_<KEY>."""
         return _merge_env(self.sections.get(name, {}), f"TAG_{name.upper()}_", self.environ)
 
-    def redacted(self, declared: Mapping[str, type] | None = None) -> dict[str, Any]:
+    def redacted(self, declared: Mapping[str, type]) -> dict[str, Any]:
         """The configuration as a dict that is safe to print.
 
-        `declared` maps section names to the settings dataclasses plugins declared for them (default: those of the
-        loaded plugins). A declared section shows its effective values (file and environment) with its `Secret`
-        fields hidden, set or not; a section no installed plugin declares shows only its keys, since nothing says
-        which of its values are secret.
+        `declared` maps section names to the settings dataclasses plugins declared for them (the caller knows the
+        loaded plugins: `tagcore.plugins.settings_sections()`). A declared section shows its effective values (file
+        and environment) with its `Secret` fields hidden, set or not; a section no installed plugin declares shows
+        only its keys, since nothing says which of its values are secret.
         """
-        if declared is None:
-            from .plugins import settings_sections  # plugins import this module
-
-            declared = settings_sections()
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out.pop("environ")
         sections: dict[str, dict[str, Any]] = {}

@@ -12,15 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, get_args
 
 from .errors import MessageError
 from .options import Option, OptionType, resolve_options
 
-if TYPE_CHECKING:
-    from .backend import Backend, Capabilities
+if TYPE_CHECKING:  # only to annotate the builders below: at run time this module needs no backend code
+    from .backend import Backend
 
 SPEC_VERSION = 1
 AUDIO_ROLE_OPTION = "audio_role"
@@ -28,6 +28,45 @@ AUDIO_ROLE_OPTION = "audio_role"
 roles, defaulting to its `audio_prompt_role`), so every client picks the role the same way."""
 MAX_SPEC_BYTES = 256 * 1024
 _OPTION_TYPES = get_args(OptionType)
+
+
+AUDIO_PROMPT_ROLES = ("continuation", "voice", "variation")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Features a backend supports; frontends hide controls and workers reject requests accordingly."""
+
+    seed: bool = True
+    batch: bool = False
+    audio_prompt: bool = False
+    audio_prompt_role: str = "continuation"
+    """What an audio prompt is for by default: "continuation" (the clip goes on from it, so it must be shorter than
+    the requested duration), "voice" (a speaker sample whose voice the output takes, any length up to
+    `max_audio_prompt`) or "variation" (the output is a new take on the clip, following the text)."""
+    max_audio_prompt: float = 60.0
+    """Longest audio prompt accepted, in seconds."""
+    negative_prompt: bool = False
+    candidates: bool = False
+
+    def __post_init__(self) -> None:
+        if self.audio_prompt_role not in AUDIO_PROMPT_ROLES:
+            raise ValueError(f"audio_prompt_role must be one of {AUDIO_PROMPT_ROLES}, not {self.audio_prompt_role!r}")
+
+    def features(self, roles: Sequence[str] = ()) -> list[str]:
+        """Human-readable names of what is supported, e.g. for `tag backends`; `roles` are every audio prompt role
+        the backend offers (see `BackendSpec.audio_prompt_roles`), default: just `audio_prompt_role`."""
+        names = {"seed": "seed", "batch": "batch", "negative_prompt": "negative prompt", "candidates": "candidates"}
+        found = [label for key, label in names.items() if getattr(self, key)]
+        if self.audio_prompt:
+            offered = " or ".join(roles or (self.audio_prompt_role,))
+            found.append(f"audio prompt ({offered}, up to {self.max_audio_prompt:g} s)")
+        return found
+
+    @property
+    def continues_audio(self) -> bool:
+        """True when an audio prompt is continued, i.e. it occupies the start of the requested duration."""
+        return self.audio_prompt and self.audio_prompt_role == "continuation"
 
 
 @dataclass(frozen=True)
@@ -112,8 +151,6 @@ class BackendSpec:
     @classmethod
     def from_dict(cls, data: Any) -> BackendSpec:
         """Parse and check a spec's JSON object; raise MessageError saying what is wrong."""
-        from .backend import Capabilities
-
         if not isinstance(data, dict):
             raise MessageError("a backend spec must be a JSON object")
         if data.get("v") != SPEC_VERSION:

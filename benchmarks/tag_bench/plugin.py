@@ -1,9 +1,11 @@
 """Adds `tag bench` to the `tag` command group."""
+import click
+
 from tagcore import hookimpl
 
 from .cli import bench
 
 
 @hookimpl
-def register_commands(cli) -> None:
+def register_commands(cli: click.Group) -> None:
     cli.add_command(bench)

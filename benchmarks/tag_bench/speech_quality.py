@@ -10,15 +10,20 @@ compare rows only under the same encoder). Each score is measured only when its 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tagcore.audio import resample
+from tagcore.backend import Backend
 from tagcore.audio_types import Audio
 from tagcore.errors import ConfigError, InvalidRequest
 
 from .wer import word_error_rate
+
+if TYPE_CHECKING:
+    from tagcore.weights import Required, WeightsSource
 
 WHISPER_RATE = 16000
 WHISPER_WINDOW_SECONDS = 30.0
@@ -30,7 +35,7 @@ SUGGESTED_ASR = "openai/whisper-small"
 """Named in download hints only: the bench never picks an ASR model by itself."""
 
 
-def is_speech_backend(backend_class: type) -> bool:
+def is_speech_backend(backend_class: type[Backend]) -> bool:
     """Whether the backend speaks its prompt (a tag-speech backend): only then is a WER meaningful."""
     try:
         from tag_speech.base import SpeechBackend
@@ -39,15 +44,15 @@ def is_speech_backend(backend_class: type) -> bool:
     return issubclass(backend_class, SpeechBackend)
 
 
-def clones_voices(backend_class: type) -> bool:
-    return getattr(backend_class.capabilities, "audio_prompt_role", None) == "voice"
+def clones_voices(backend_class: type[Backend]) -> bool:
+    return backend_class.capabilities.audio_prompt_role == "voice"
 
 
 class SpeechQuality:
     """Measures nothing: the scores of a bench run without an ASR model or a speaker encoder."""
 
-    asr_model = None
-    speaker_encoder = None
+    asr_model: str | None = None
+    speaker_encoder: str | None = None
 
     def describe(self) -> dict[str, str]:
         """One line per score for results.md and meta.json: which model measured it, or why it is n/a."""
@@ -57,7 +62,7 @@ class SpeechQuality:
                             "n/a: no --speaker-encoder (a *ForXVector folder) given"),
         }
 
-    def measure(self, backend_class: type, prompts: Sequence[str], clips: Sequence[Audio],
+    def measure(self, backend_class: type[Backend], prompts: Sequence[str], clips: Sequence[Audio],
                 sample: Audio | None) -> tuple[float | None, float | None]:
         """(WER, mean speaker cosine) of a cell; None for what is not measured or does not apply."""
         return None, None
@@ -78,8 +83,8 @@ class ModelSpeechQuality(SpeechQuality):
         from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 
         source = _weights_source("ASR model", where, SUGGESTED_ASR, ASR_FILES)
-        processor = source.load(AutoProcessor.from_pretrained, SUGGESTED_ASR)
-        model = source.load(AutoModelForSpeechSeq2Seq.from_pretrained, SUGGESTED_ASR)
+        processor = _speech_weights().load(source, AutoProcessor.from_pretrained, SUGGESTED_ASR)
+        model = _speech_weights().load(source, AutoModelForSpeechSeq2Seq.from_pretrained, SUGGESTED_ASR)
         return processor, model.to(self.device).eval()
 
     def _load_encoder(self, where: str) -> Any:
@@ -90,7 +95,7 @@ class ModelSpeechQuality(SpeechQuality):
         source = _weights_source("speaker encoder", where, DEFAULT_SPEAKER_ENCODER, SPEAKER_ENCODER_FILES)
         return SpeakerEncoder(source, self.device)
 
-    def measure(self, backend_class: type, prompts: Sequence[str], clips: Sequence[Audio],
+    def measure(self, backend_class: type[Backend], prompts: Sequence[str], clips: Sequence[Audio],
                 sample: Audio | None) -> tuple[float | None, float | None]:
         wer = None
         if self._asr is not None and is_speech_backend(backend_class):
@@ -104,6 +109,7 @@ class ModelSpeechQuality(SpeechQuality):
         """English transcript of `clip`, 30 s window by window."""
         import torch
 
+        assert self._asr is not None, "transcribe needs an ASR model"
         processor, model = self._asr
         samples = resample(clip.mono(), WHISPER_RATE).samples[0]
         window = int(WHISPER_WINDOW_SECONDS * WHISPER_RATE)
@@ -123,25 +129,31 @@ class ModelSpeechQuality(SpeechQuality):
     def similarity(self, sample: Audio, clips: Sequence[Audio]) -> float | None:
         """Mean cosine between the sample's and each clip's speaker embedding, over the clips that hold at least
         CLIP_MIN_SOUND_SECONDS of sound (silent or near-empty clips are left out); None when none does."""
-        reference, _ = self._encoder.embed(sample)
+        encoder = self._encoder
+        assert encoder is not None, "similarity needs a speaker encoder"
+        reference, _ = encoder.embed(sample)
         scores = []
         for clip in clips:
             try:
-                embedding, _ = self._encoder.embed(clip, min_seconds=CLIP_MIN_SOUND_SECONDS)
+                embedding, _ = encoder.embed(clip, min_seconds=CLIP_MIN_SOUND_SECONDS)
             except InvalidRequest:
                 continue
             scores.append(float(np.dot(reference, embedding)))
         return float(np.mean(scores)) if scores else None
 
 
-def _weights_source(role: str, where: str, suggested: str, required: tuple) -> Any:
+def _weights_source(role: str, where: str, suggested: str, required: tuple[Required, ...]) -> WeightsSource:
     """A folder (or hub id) checked file by file like the speech backends' weights, so a gap is named."""
+    return _speech_weights().locate(role, where, suggested, required)
+
+
+def _speech_weights() -> ModuleType:
+    """tag-speech's weights module (how speech models are fetched and checked), or a ConfigError saying so."""
     try:
-        from tag_speech.weights import WeightsSource
+        from tag_speech import weights
     except ImportError:
         raise ConfigError("speech scores need the tag-speech plugin: pip install tag-speech") from None
-
-    return WeightsSource.locate(role, where, suggested, required)
+    return weights
 
 
 def build_speech_quality(asr_model: str | None, speaker_encoder: str | None) -> SpeechQuality:

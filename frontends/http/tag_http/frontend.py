@@ -4,8 +4,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import uvicorn
@@ -80,7 +81,7 @@ class HttpFrontend(Frontend):
             store.close()
 
     @staticmethod
-    def _lifespan(store: JobStore):  # type: ignore[no-untyped-def]
+    def _lifespan(store: JobStore) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
             store.start(asyncio.get_running_loop())
@@ -96,7 +97,7 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.frontend = frontend
 
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.servers and self.servers[0].sockets:
             self.frontend.port = self.servers[0].sockets[0].getsockname()[1]

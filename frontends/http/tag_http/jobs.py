@@ -291,11 +291,16 @@ class JobStore:
         for waiter in self._waiters.get(job_id, ()):
             waiter.set()
 
+    def _set_every_waiter(self) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.set()
+
     def _wake_all(self) -> None:
         if self._loop is None or self._loop.is_closed():
             return
         try:
-            self._loop.call_soon_threadsafe(lambda: [w.set() for ws in self._waiters.values() for w in ws])
+            self._loop.call_soon_threadsafe(self._set_every_waiter)
         except RuntimeError:
             pass
 

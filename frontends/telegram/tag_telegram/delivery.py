@@ -257,6 +257,7 @@ class Delivery:
     def _replace_status(self, context: RequestContext | None, text: str, chat_id: int | None = None) -> None:
         """Turn the status message into a final text (or send the text when there is none)."""
         chat_id = context.chat_id if context else chat_id
+        assert chat_id is not None, "a final text needs the request's context or its chat"
         if context is not None and context.status_message_id is not None:
             try:
                 self.sender.call(chat_id, "editMessageText", self.bot.edit_message_text, text, chat_id,

@@ -56,8 +56,9 @@ class TelegramFrontend(Frontend):
                 logger.addFilter(self.redactor)
         if settings.api_url:
             base = settings.api_url.rstrip("/")
-            apihelper.API_URL = base + "/bot{0}/{1}"
-            apihelper.FILE_URL = base + "/file/bot{0}/{1}"
+            # pyTelegramBotAPI declares these module settings as None (its default), though they hold a template.
+            apihelper.API_URL = base + "/bot{0}/{1}"  # type: ignore[assignment]
+            apihelper.FILE_URL = base + "/file/bot{0}/{1}"  # type: ignore[assignment]
         try:
             bot = telebot.TeleBot(settings.token.reveal(), threaded=True, num_threads=settings.workers)
         except ValueError as exc:

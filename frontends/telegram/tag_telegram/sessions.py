@@ -105,7 +105,9 @@ class Sessions:
     def forget_picks(self, user_id: int, backend: str, options: list[str]) -> None:
         with self._lock:
             state = self._users.get(user_id)
-            for option in options if state is not None else ():
+            if state is None:
+                return
+            for option in options:
                 state.picks.get(backend, {}).pop(option, None)
 
     # --- in flight and budget -----------------------------------------------------------------------------

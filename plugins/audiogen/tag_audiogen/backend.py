@@ -27,12 +27,13 @@ from tagcore.backend import ProgressCallback
 from tagcore.devices import quiet_model_loading, resolve_device, resolve_dtype
 from tagcore.errors import InvalidRequest, WeightsMissing
 from tagcore.options import device_option, dtype_option, weights_option
+from tagcore.weights import WeightsSource
 
-from .loading import (WeightsSource, cached_hub_files, check_checkpoint_files, check_folder, check_text_encoders,
+from .loading import (cached_hub_files, check_checkpoint_files, check_text_encoders,
                       checkpoint_loading, explain_load_error, missing_message, resolve_source,
                       uncached_text_encoders_message)
 from .cuda_graphs import GraphRunner
-from .decode_loop import EagerSteps, generate_tokens, window_length
+from .decode_loop import EagerSteps, Steps, generate_tokens, window_length
 from .decoder import StaticLM, unsupported_features
 from .sampling import SamplingParams, row_generators
 
@@ -88,16 +89,16 @@ class AudiocraftBackend(Backend):
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
         source = cls._source(settings)
-        if source.kind == "hub":
-            cached = cached_hub_files(source.location)
+        if not source.local:
+            cached = cached_hub_files(source.where)
             present = len(cached) == 2
             detail = "in the hub cache" if present else "not cached: downloaded from the hub on first load"
-            return WeightsStatus(present, f"hub:{source.location}", detail)
-        missing = check_folder(source, cls.default_hub_id)
+            return WeightsStatus(present, f"hub:{source.where}", detail)
+        missing = source.missing()
         if missing:
-            return WeightsStatus(False, source.location, missing_message(source, missing, cls.default_hub_id))
-        detail = uncached_text_encoders_message(Path(source.location))
-        return WeightsStatus(not detail, source.location, detail)
+            return WeightsStatus(False, source.where, missing_message(source, missing, cls.default_hub_id))
+        detail = uncached_text_encoders_message(Path(source.where))
+        return WeightsStatus(not detail, source.where, detail)
 
     @property
     def model_id(self) -> str:
@@ -112,8 +113,8 @@ class AudiocraftBackend(Backend):
 
         source = self._source(self.settings)
         trust = bool(self.settings["trust_checkpoint"])
-        if source.kind == "folder":
-            missing = check_folder(source, self.default_hub_id)
+        if source.local:
+            missing = source.missing()
             if missing:
                 raise WeightsMissing(missing_message(source, missing, self.default_hub_id))
             check_checkpoint_files(source, trust, self.default_hub_id)
@@ -123,7 +124,7 @@ class AudiocraftBackend(Backend):
             raise InvalidRequest("audiocraft models run in fp32 on the CPU; use dtype=fp32 (or auto)")
         try:
             with checkpoint_loading(trust), quiet_model_loading():
-                model = getattr(models, self.audiocraft_class).get_pretrained(source.location, device=str(device))
+                model = getattr(models, self.audiocraft_class).get_pretrained(source.where, device=str(device))
         except Exception as exc:
             explained = explain_load_error(exc, source, self.default_hub_id, trust)
             if explained is None:
@@ -249,11 +250,12 @@ class AudiocraftBackend(Backend):
         model = self.model
         attributes = [ConditioningAttributes(text={"description": item.prompt.strip() or None}) for item in members]
         prompt_tokens = None
+        prompts = [item.audio_prompt for item in members if item.audio_prompt is not None]
         with torch.no_grad():
-            if members[0].audio_prompt is not None:
+            if prompts:  # the worker groups clips by whether they have an audio prompt: here all of them do
                 # Encoded one by one: a batched encode may round differently and change the prompt's tokens.
-                prompt_tokens = torch.cat([model.compression_model.encode(self._prompt_tensor(i.audio_prompt))[0]
-                                           for i in members], dim=0)
+                prompt_tokens = torch.cat([model.compression_model.encode(self._prompt_tensor(prompt))[0]
+                                           for prompt in prompts], dim=0)
 
         # audiocraft reports (tokens so far, tokens of the current window) and adds earlier windows to the first
         # number only, so the fraction is taken against the whole clip's token count.
@@ -303,10 +305,13 @@ class AudiocraftBackend(Backend):
                                 top_k=int(options["top_k"]), top_p=float(options["top_p"]),
                                 cfg_coef=float(options["cfg_coef"]))
         generators = [torch.Generator(device=self.device).manual_seed(int(seed)) for seed in seeds]
+        steps: Steps
         if self.graphs is not None:
             steps = self.graphs.steps(params)
-        else:
+        elif self.static_lm is not None:
             steps = EagerSteps(self.static_lm, params, next(self.model.lm.parameters()).dtype, self.device)
+        else:
+            raise RuntimeError("our decode loop runs on a loaded model only")
         return generate_tokens(self.model, steps, attributes, prompt_tokens, params, generators, report)
 
 

@@ -199,6 +199,8 @@ class GraphSteps:
         self.buffers = runner._buffers(batch, max(1, text_length))
         cache = self.buffers.cache
         if text is not None:
+            if cache.cross_keys is None or cache.cross_values is None or cache.cross_mask is None:
+                raise ValueError("text conditioning given to a model without cross-attention")
             keys, values = runner.model.cross_keys_values(self._pad(text.source))
             cache.cross_keys.zero_()
             cache.cross_values.zero_()
@@ -206,6 +208,12 @@ class GraphSteps:
             cache.cross_values[..., :text_length, :].copy_(values)
             cache.cross_mask.zero_()
             cache.cross_mask[:, 0, 0, :text_length] = True if text.mask is None else self._pad(text.mask)
+
+    def _window(self) -> _Buffers:
+        """The buffers of the window `begin` opened."""
+        if self.buffers is None:
+            raise RuntimeError("begin() a window before running steps")
+        return self.buffers
 
     def _trim(self, result: tuple[Any, Any]) -> tuple[Any, Any]:
         weights, order = result
@@ -215,12 +223,13 @@ class GraphSteps:
         runner, length = self.runner, tokens.shape[-1]
         positions = torch.arange(length, device=runner.device)
         with runner._autocast():
-            logits = runner.model.forward(self.buffers.cache, self._pad(tokens), positions, length,
+            logits = runner.model.forward(self._window().cache, self._pad(tokens), positions, length,
                                           causal_mask(length, runner.device))
             return self._trim(distribution(guided(logits, self.padded, self.params.cfg_coef), self.params))
 
     def step(self, tokens: torch.Tensor, position: int) -> tuple[Any, Any]:
-        self.buffers.tokens.copy_(self._pad(tokens))
-        self.buffers.position.fill_(position)
+        buffers = self._window()
+        buffers.tokens.copy_(self._pad(tokens))
+        buffers.position.fill_(position)
         visible = min(bucket(position + 1, FIRST_LENGTH_BUCKET), self.runner.length)
-        return self._trim(self.runner.replay(self.buffers, self.padded, visible, self.params))
+        return self._trim(self.runner.replay(buffers, self.padded, visible, self.params))

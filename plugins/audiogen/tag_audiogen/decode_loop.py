@@ -66,8 +66,14 @@ class EagerSteps:
 
     def _run(self, tokens: torch.Tensor, positions: torch.Tensor, visible: int,
              mask: torch.Tensor | None) -> tuple[Any, Any]:
-        logits = self.model.forward(self.cache, tokens, positions, visible, mask)
+        logits = self.model.forward(self.window_cache(), tokens, positions, visible, mask)
         return distribution(guided(logits, self.batch, self.params.cfg_coef), self.params)
+
+    def window_cache(self) -> KVCache:
+        """The cache of the window `begin` opened."""
+        if self.cache is None:
+            raise RuntimeError("begin() a window before running steps")
+        return self.cache
 
     def prefill(self, tokens: torch.Tensor) -> tuple[Any, Any]:
         length = tokens.shape[-1]
@@ -107,8 +113,9 @@ def text_conditioning(lm: Any, attributes: Sequence[Any]) -> TextConditioning | 
     """Every clip's text conditioning, each computed as if it were alone, then padded to the longest with a key
     mask, so that clips with texts of different token lengths share a batch without changing each other (padding
     the texts together, as audiocraft does, would add keys that change the attention)."""
-    per_clip = [_one_clip_source(lm, attribute) for attribute in attributes]
-    if per_clip[0] is None:
+    computed = [_one_clip_source(lm, attribute) for attribute in attributes]
+    per_clip = [source for source in computed if source is not None]
+    if len(per_clip) < len(computed):  # a model without text conditioning (it conditions every clip or none)
         return None
     batch, longest = len(per_clip), max(source.shape[1] for source in per_clip)
     source = per_clip[0].new_zeros(2 * batch, longest, per_clip[0].shape[-1])
@@ -215,8 +222,9 @@ def teacher_forced_logits(model: Any, attributes: Sequence[Any], codes: torch.Te
         steps = EagerSteps(StaticLM(lm), SamplingParams(use_sampling=False, cfg_coef=cfg_coef),
                            next(iter(lm.parameters())).dtype, device)
         steps.begin(text_conditioning(lm, attributes), 1, sequence.shape[-1])
-        ours = [guided(steps.model.forward(steps.cache, rows[..., p:p + 1], torch.tensor([p], device=device), p + 1,
-                                           None), 1, cfg_coef)
+        cache = steps.window_cache()
+        ours = [guided(steps.model.forward(cache, rows[..., p:p + 1], torch.tensor([p], device=device), p + 1, None),
+                       1, cfg_coef)
                 for p in range(sequence.shape[-1])]
         conditions = list(attributes) + ClassifierFreeGuidanceDropout(p=1.0)(list(attributes))
         tensors = lm.condition_provider(lm.condition_provider.tokenize(conditions))

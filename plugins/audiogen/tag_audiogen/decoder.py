@@ -61,7 +61,22 @@ def _scale(module: Any) -> torch.Tensor | None:
 
 
 def _split3(tensor: torch.Tensor | None) -> tuple[Any, Any, Any]:
-    return (None, None, None) if tensor is None else tuple(tensor.chunk(3))
+    if tensor is None:
+        return None, None, None
+    first, second, third = tensor.chunk(3)
+    return first, second, third
+
+
+@dataclass(frozen=True)
+class _Cross:
+    """One layer's cross-attention tensors (weight, bias pairs)."""
+
+    norm: tuple
+    q: tuple
+    k: tuple
+    v: tuple
+    out: tuple
+    scale: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -72,12 +87,8 @@ class _Layer:
     qkv: tuple
     out: tuple
     scale1: torch.Tensor | None
-    norm_cross: tuple | None
-    cross_q: tuple | None
-    cross_k: tuple | None
-    cross_v: tuple | None
-    cross_out: tuple | None
-    scale_cross: torch.Tensor | None
+    cross: _Cross | None
+    """The text cross-attention (None in a model without text conditioning)."""
     norm2: tuple
     ff1: tuple
     ff2: tuple
@@ -89,19 +100,17 @@ class _Layer:
 def _layer(layer: Any) -> _Layer:
     w_in, b_in, w_out, b_out = _attention_weights(layer.self_attn)
     cross = layer.cross_attention
-    cross_fields: dict[str, Any] = dict.fromkeys(("norm_cross", "cross_q", "cross_k", "cross_v", "cross_out",
-                                                  "scale_cross"))
+    tensors = None
     if cross is not None:
         cw_in, cb_in, cw_out, cb_out = _attention_weights(cross)
         (wq, wk, wv), (bq, bk, bv) = cw_in.chunk(3), _split3(cb_in)
-        cross_fields = {"norm_cross": _norm(layer.norm_cross), "cross_q": (wq, bq), "cross_k": (wk, bk),
-                        "cross_v": (wv, bv), "cross_out": (cw_out, cb_out),
-                        "scale_cross": _scale(layer.layer_scale_cross)}
+        tensors = _Cross(norm=_norm(layer.norm_cross), q=(wq, bq), k=(wk, bk), v=(wv, bv), out=(cw_out, cb_out),
+                         scale=_scale(layer.layer_scale_cross))
     return _Layer(norm1=_norm(layer.norm1), qkv=(w_in, b_in), out=(w_out, b_out),
                   scale1=_scale(layer.layer_scale_1), norm2=_norm(layer.norm2),
                   ff1=(layer.linear1.weight, layer.linear1.bias), ff2=(layer.linear2.weight, layer.linear2.bias),
                   scale2=_scale(layer.layer_scale_2), activation=layer.activation,
-                  float32_attention=bool(layer.self_attn.attention_as_float32), **cross_fields)
+                  float32_attention=bool(layer.self_attn.attention_as_float32), cross=tensors)
 
 
 def _residual(x: torch.Tensor, update: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
@@ -164,7 +173,7 @@ class StaticLM:
         self.layers = [_layer(layer) for layer in transformer.layers]
         self.out_norm = _norm(lm.out_norm) if lm.out_norm is not None else None
         self.heads_out = [(linear.weight, linear.bias) for linear in lm.linears]
-        self.cross = self.layers[0].cross_q is not None
+        self.cross = self.layers[0].cross is not None
         self._positions: torch.Tensor | None = None
 
     # --- caches ---------------------------------------------------------------------------------------------
@@ -177,8 +186,10 @@ class StaticLM:
         rows, length, _ = source.shape
         keys, values = [], []
         for layer in self.layers:
-            keys.append(F.linear(source, *layer.cross_k).view(rows, length, self.heads, self.head_dim).transpose(1, 2))
-            values.append(F.linear(source, *layer.cross_v).view(rows, length, self.heads, self.head_dim)
+            if layer.cross is None:
+                raise ValueError("this model has no cross-attention: it takes no text conditioning")
+            keys.append(F.linear(source, *layer.cross.k).view(rows, length, self.heads, self.head_dim).transpose(1, 2))
+            values.append(F.linear(source, *layer.cross.v).view(rows, length, self.heads, self.head_dim)
                           .transpose(1, 2))
         return torch.stack(keys), torch.stack(values)
 
@@ -204,7 +215,9 @@ class StaticLM:
         `self_mask` [T, visible] (True: may attend) hides the ones a query must not see (None: it sees them all).
         """
         rows, codebooks, time = tokens.shape
-        x = sum(F.embedding(tokens[:, k], self.embeddings[k]) for k in range(codebooks))
+        x = F.embedding(tokens[:, 0], self.embeddings[0])
+        for k in range(1, codebooks):
+            x = x + F.embedding(tokens[:, k], self.embeddings[k])
         table = self.position_table(cache.length, x.dtype, x.device)
         x = x + self.positional_scale * table[positions].unsqueeze(0)
         for index, layer in enumerate(self.layers):
@@ -215,12 +228,14 @@ class StaticLM:
             attended = _attend(qkv[0], cache.keys[index, :, :, :visible], cache.values[index, :, :, :visible],
                                self_mask, layer.float32_attention)
             x = _residual(x, F.linear(attended, *layer.out), layer.scale1)
-            if layer.cross_q is not None:
-                h = F.layer_norm(x, (self.dim,), *layer.norm_cross)
-                q = F.linear(h, *layer.cross_q).view(rows, time, self.heads, self.head_dim).transpose(1, 2)
+            if layer.cross is not None:
+                if cache.cross_keys is None or cache.cross_values is None:
+                    raise ValueError("a text-conditioned model needs the text's keys in the cache (KVCache.cross_*)")
+                h = F.layer_norm(x, (self.dim,), *layer.cross.norm)
+                q = F.linear(h, *layer.cross.q).view(rows, time, self.heads, self.head_dim).transpose(1, 2)
                 attended = _attend(q, cache.cross_keys[index], cache.cross_values[index], cache.cross_mask,
                                    layer.float32_attention)
-                x = _residual(x, F.linear(attended, *layer.cross_out), layer.scale_cross)
+                x = _residual(x, F.linear(attended, *layer.cross.out), layer.cross.scale)
             h = F.layer_norm(x, (self.dim,), *layer.norm2)
             x = _residual(x, F.linear(layer.activation(F.linear(h, *layer.ff1)), *layer.ff2), layer.scale2)
         last = x[:, -1]

@@ -11,50 +11,28 @@ import contextlib
 import os
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tagcore.errors import WeightsMissing
-from tagcore.options import weights_location
 from tagcore.torch_files import UnsafeCheckpoint, load_torch_file, unpickling_cause
+from tagcore.weights import WeightsSource
 
 CHECKPOINT_FILES = ("state_dict.bin", "compression_state_dict.bin")
 T5_FILES = ("config.json", "model.safetensors", "spiece.model", "tokenizer.json", "tokenizer_config.json")
 """What transformers reads to load a T5 encoder and its tokenizer (all present in the t5-* hub repositories)."""
 
 
-@dataclass(frozen=True)
-class WeightsSource:
-    """Where a model comes from: `kind` is "folder" or "hub"; `location` is the path or the repo id."""
-
-    kind: str
-    location: str
-
-    @property
-    def model_id(self) -> str:
-        """The folder's name or the hub id: reported with every result."""
-        return Path(self.location).name if self.kind == "folder" else self.location
-
-
 def resolve_source(weights: str, default_hub_id: str) -> WeightsSource:
     """A local folder or a hub repository (empty: the default hub id), by tagcore's rule for `weights` values:
     something that looks like a path but does not exist is a missing folder, never a 6 GB download."""
-    where, local = weights_location(weights, default_hub_id)
-    return WeightsSource("folder" if local else "hub", where)
-
-
-def check_folder(source: WeightsSource, default_hub_id: str) -> list[str]:
-    """Names of the checkpoint files missing from a folder source (all of them when the folder is absent)."""
-    folder = Path(source.location)
-    if not folder.is_dir():
-        return list(CHECKPOINT_FILES)
-    return [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
+    fetch = f"hf download {default_hub_id} {' '.join(CHECKPOINT_FILES)} --local-dir DIR"
+    return WeightsSource.locate("audiocraft checkpoint", weights, default_hub_id, CHECKPOINT_FILES, fetch)
 
 
 def missing_message(source: WeightsSource, missing: list[str], default_hub_id: str) -> str:
     """A sentence telling the user exactly what to download and where to put it."""
-    folder = Path(source.location)
+    folder = Path(source.where)
     where = f"the folder {folder} does not exist" if not folder.is_dir() else \
         f"{', '.join(str(folder / m) for m in missing)} {'is' if len(missing) == 1 else 'are'} missing"
     return (f"{where}. Download {' and '.join(CHECKPOINT_FILES)} from https://huggingface.co/{default_hub_id} "
@@ -104,7 +82,7 @@ def checkpoint_loading(trust: bool) -> Iterator[None]:
 def check_checkpoint_files(source: WeightsSource, trust: bool, default_hub_id: str) -> None:
     """Read a folder's checkpoint files as audiocraft will, first, so that a damaged or hostile file is refused
     by name ("unsafe or corrupt") and only a pickled omegaconf config gets the advice to trust it."""
-    folder = Path(source.location)
+    folder = Path(source.where)
     how = (f"Download it again from https://huggingface.co/{default_hub_id} "
            f"(`hf download {default_hub_id} {' '.join(CHECKPOINT_FILES)} --local-dir {folder}`).")
     for name in CHECKPOINT_FILES:
@@ -118,7 +96,7 @@ def check_checkpoint_files(source: WeightsSource, trust: bool, default_hub_id: s
 
 
 def _trust_advice(source: WeightsSource, default_hub_id: str, cause: str) -> str:
-    return (f"the checkpoint in {source.location} stores its config as a pickled object, which torch refuses to "
+    return (f"the checkpoint in {source.where} stores its config as a pickled object, which torch refuses to "
             f"load safely (weights_only). If you trust these files (e.g. the official {default_hub_id} download), "
             f"allow it with the worker option trust_checkpoint=true (CLI: -O trust_checkpoint=true, config: "
             f"[backends.<name>] trust_checkpoint = true). Detail: {cause}")
@@ -170,7 +148,7 @@ def text_encoder_names(folder: Path) -> list[str]:
     file): loading then reports the real problem. The file is memory-mapped, so only the config is read.
     """
     import torch
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     try:
         package = torch.load(folder / CHECKPOINT_FILES[0], map_location="cpu", mmap=True, weights_only=True)
@@ -179,7 +157,8 @@ def text_encoder_names(folder: Path) -> list[str]:
     cfg = package.get("xp.cfg") if isinstance(package, dict) else None
     if not isinstance(cfg, str):
         return []
-    conditioners = OmegaConf.create(cfg).get("conditioners") or {}
+    config = OmegaConf.create(cfg)
+    conditioners = (config.get("conditioners") if isinstance(config, DictConfig) else None) or {}
     return [str(c.t5.name) for c in conditioners.values() if c.get("model") == "t5" and c.get("t5")]
 
 
@@ -224,7 +203,7 @@ def explain_load_error(exc: BaseException, source: WeightsSource, default_hub_id
         cause = unpickling_cause(exc)
         if not trust and "omegaconf" in cause:
             return WeightsMissing(_trust_advice(source, default_hub_id, cause))
-        return WeightsMissing(f"a checkpoint file in {source.location} is unsafe or corrupt ({cause}), so it is "
+        return WeightsMissing(f"a checkpoint file in {source.where} is unsafe or corrupt ({cause}), so it is "
                               f"not loaded. Download it again from https://huggingface.co/{default_hub_id}.")
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -232,10 +211,10 @@ def explain_load_error(exc: BaseException, source: WeightsSource, default_hub_id
         text_encoder = _text_encoder_being_loaded(exc)
         if text_encoder is not None:
             return WeightsMissing(_text_encoder_message(text_encoder, exc))
-    if isinstance(exc, (LocalEntryNotFoundError, OSError)) and source.kind == "hub":
+    if isinstance(exc, (LocalEntryNotFoundError, OSError)) and not source.local:
         return WeightsMissing(
-            f"could not get {source.location} from the Hugging Face hub ({exc.__class__.__name__}: "
+            f"could not get {source.where} from the Hugging Face hub ({exc.__class__.__name__}: "
             f"{_first_line(exc)}). Without internet access, download {' and '.join(CHECKPOINT_FILES)} "
-            f"from https://huggingface.co/{source.location} on another machine, copy them into a folder and set "
+            f"from https://huggingface.co/{source.where} on another machine, copy them into a folder and set "
             f"weights to that folder.")
     return None

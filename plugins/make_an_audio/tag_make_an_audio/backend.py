@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tagcore import Audio, Backend, Capabilities, GenerationItem, GenerationResult, Option, WeightsStatus
 from tagcore.backend import ProgressCallback
@@ -20,6 +20,11 @@ from tagcore.options import device_option, dtype_option, weights_option
 
 from . import checkpoint as ckpt
 from .compiled import SCOPES
+
+if TYPE_CHECKING:
+    from .graphs import GraphSampler
+    from .model import MakeAnAudio
+    from .stages import Stages
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +88,11 @@ class MakeAnAudioBackend(Backend):
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
-        self.model = None
-        self.graphs = None
+        self.model: MakeAnAudio | None = None
+        self.graphs: GraphSampler | None = None
+        """The CUDA graphs (CUDA with cuda_graphs on), else None."""
+        self.stages: Stages | None = None
+        """How requests run the pipeline: the graphs, or the model's eager stages; chosen at load."""
         self.checkpoint_name = ckpt.LDM_FILE
         self.warmup_shapes = parse_warmup(self.settings["warmup"])
 
@@ -109,18 +117,23 @@ class MakeAnAudioBackend(Backend):
         device = resolve_device(self.settings["device"])
         dtype = resolve_dtype(self.settings["dtype"], device)
         with quiet_model_loading():  # diffusers imports xformers
-            self.model = maa.load(folder, device, dtype)
+            model = self.model = maa.load(folder, device, dtype)
         log.info("make_an_audio: loaded on %s in %s; BigVGAN activations: %s", device, str(dtype).replace("torch.", ""),
-                 self.model.vocoder_activations)
+                 model.vocoder_activations)
         if self.settings["compile"]:
             from .compiled import compile_unet
 
-            self.model.unet = compile_unet(self.model.unet, self.settings["compile_scope"])
+            model.unet = compile_unet(model.unet, self.settings["compile_scope"])
         if device.type == "cuda" and self.settings["cuda_graphs"]:
             from .graphs import GraphSampler
 
-            self.graphs = GraphSampler(self.model)
+            self.graphs = GraphSampler(model)
+            self.stages = self.graphs
             self.warm_up(self.warmup_shapes)
+        else:
+            from .stages import EagerStages
+
+            self.stages = EagerStages(model)
 
     def warm_up(self, shapes: Sequence[tuple[float, int]]) -> float:
         """Capture the CUDA graphs of these (seconds, batch) shapes for both presets (guided) and of the stages
@@ -140,8 +153,7 @@ class MakeAnAudioBackend(Backend):
         return spent
 
     def unload(self) -> None:
-        self.model = None
-        self.graphs = None
+        self.model = self.graphs = self.stages = None
         free_memory()
         super().unload()
 
@@ -158,7 +170,7 @@ class MakeAnAudioBackend(Backend):
         from .model import latent_width
 
         self.ensure_loaded()
-        model = self.model
+        model, stages = self._loaded()
         report = progress or (lambda fraction, stage: None)
         width = latent_width(duration)
         timings: dict[str, float] = {}
@@ -167,10 +179,7 @@ class MakeAnAudioBackend(Backend):
         clock = _Clock(model.device)
         prompts = [item.prompt for item in items]
         unique = list(dict.fromkeys(prompts))
-        if self.graphs is not None:  # a copy: the graph's output is overwritten by its next replay
-            encoded = self.graphs.text(model.tokenize(unique + [""]).to(model.device)).clone()
-        else:
-            encoded = model.encode_text(unique + [""])
+        encoded = stages.encode_text(unique + [""])
         rows = torch.tensor([unique.index(item.prompt) for item in items for _ in range(item.candidates)],
                             device=model.device)
         c = encoded[rows]
@@ -181,19 +190,16 @@ class MakeAnAudioBackend(Backend):
             report(DIFFUSION_SHARE * (i + 1) / n, "generating")
 
         sampler, steps = sampling(options)
-        if self.graphs is not None:
-            z, capture_s = self.graphs.sample(noise, c, uc, steps=steps, guidance=options["guidance"],
-                                              sampler=sampler, hook=on_step)
-            if capture_s:
-                timings["graph_capture_s"] = round(capture_s, 4)
-        else:
-            z = model.sample(noise, c, uc, steps=steps, guidance=options["guidance"], sampler=sampler, hook=on_step)
+        z, capture_s = stages.sample(noise, c, uc, steps=steps, guidance=options["guidance"], sampler=sampler,
+                                     hook=on_step)
+        if capture_s:
+            timings["graph_capture_s"] = round(capture_s, 4)
         timings["diffusion_s"] = clock.lap()
         report(DIFFUSION_SHARE, "decoding")
-        mel = (model.decode if self.graphs is None else self.graphs.vae)(z)
+        mel = stages.decode(z)
         timings["vae_s"] = clock.lap()
         report(0.95, "vocoding")
-        wav = (model.vocode if self.graphs is None else self.graphs.vocoder)(mel).cpu().numpy()
+        wav = stages.vocode(mel).cpu().numpy()
         timings["vocoder_s"] = clock.lap()
         report(1.0, "done")
 
@@ -213,12 +219,17 @@ class MakeAnAudioBackend(Backend):
             ))
         return results
 
+    def _loaded(self) -> tuple[MakeAnAudio, Stages]:
+        if self.model is None or self.stages is None:
+            raise RuntimeError("make_an_audio: load() the model first")
+        return self.model, self.stages
+
     def _noise(self, item: GenerationItem, width: int) -> Any:
         """The item's start noise: seed the global generator, then draw on the CPU (the official rule)."""
         import torch
 
         torch.manual_seed(item.seed)
-        return torch.randn(self.model.latent_shape(item.candidates, width))
+        return torch.randn(self._loaded()[0].latent_shape(item.candidates, width))
 
 
 class _Clock:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -27,6 +28,9 @@ from .sampler import Loop, StepHook
 from .sampler import sample as run_loop
 
 log = logging.getLogger(__name__)
+_PoolHandle = Any
+"""What `torch.cuda.graph_pool_handle()` returns (a private torch type; torch annotates it as a tuple here and
+as `_POOL_HANDLE` in `torch.cuda.graph`)."""
 
 GRAPH_CHUNK = 10  # steps per graph: progress every 10 steps, and few graphs per shape
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
@@ -98,7 +102,7 @@ class StageGraphs:
     """
 
     def __init__(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
-                 pool: tuple[int, int]) -> None:
+                 pool: _PoolHandle) -> None:
         self.name, self.fn, self.device, self.pool = name, fn, device, pool
         self.entries: dict[tuple, tuple[torch.Tensor, torch.cuda.CUDAGraph, torch.Tensor] | None] = {}
 
@@ -159,10 +163,21 @@ class GraphSampler:
             raise ValueError("CUDA graphs need a CUDA device")
         self.model, self.chunk = model, chunk
         self.entries: dict[GraphKey, _Entry] = {}
-        self.pool = torch.cuda.graph_pool_handle()  # no two graphs run at once: they share one scratch pool
+        self.pool: _PoolHandle = torch.cuda.graph_pool_handle()  # no two graphs run at once: they share one scratch pool
         self.text = StageGraphs("the text encoder", model.text_encoder, model.device, self.pool)
         self.vae = StageGraphs("the VAE decoder", model.decode, model.device, self.pool)
         self.vocoder = StageGraphs("the vocoder", model.vocode, model.device, self.pool)
+
+    # --- the stages (stages.Stages) -------------------------------------------------------------------------
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """The text encoder's graph; a copy, since the graph's output is overwritten by its next replay."""
+        return self.text(self.model.tokenize(prompts).to(self.model.device)).clone()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae(z)
+
+    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.vocoder(mel)
 
     def capture_stages(self, batch: int, width: int) -> float:
         """Capture the text encoder (one prompt and "", and `batch` prompts and ""), VAE and vocoder graphs for

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import click
 
+from collections.abc import Callable
+
 from tagcore import hookimpl
 
 from .backend import MakeAnAudioBackend
 
 
 @hookimpl
-def register_backends(register) -> None:
+def register_backends(register: Callable[[type], None]) -> None:
     register(MakeAnAudioBackend)
 
 

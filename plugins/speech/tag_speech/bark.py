@@ -22,7 +22,10 @@ from tagcore.errors import ConfigError, InvalidRequest, WeightsMissing
 from tagcore.options import device_option, dtype_option, weights_option
 
 from .base import PAUSE_OPTION, SpeechBackend
-from .weights import MODEL_WEIGHTS, WeightsSource
+from tagcore.weights import WeightsSource
+
+from . import weights
+from .weights import MODEL_WEIGHTS
 
 DEFAULT_MODEL = "suno/bark-small"
 MODEL_FILES = ("config.json", "generation_config.json", MODEL_WEIGHTS, ("tokenizer.json", "vocab.txt"))
@@ -61,7 +64,7 @@ class BarkBackend(SpeechBackend):
 
     @classmethod
     def _source(cls, settings: Mapping[str, Any]) -> WeightsSource:
-        return WeightsSource.locate("Bark model", settings.get("weights", ""), DEFAULT_MODEL, MODEL_FILES)
+        return weights.locate("Bark model", settings.get("weights", ""), DEFAULT_MODEL, MODEL_FILES)
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
@@ -79,16 +82,18 @@ class BarkBackend(SpeechBackend):
         self._setup_device()
         source = self._source(self.settings)
         # Resolve the hub id to its snapshot folder once: processor, model and voice presets all load from it.
-        self.folder = Path(source.load(str, DEFAULT_MODEL))
-        folder = WeightsSource(source.role, str(self.folder), True, source.required)
-        self.processor = folder.load(BarkProcessor.from_pretrained, DEFAULT_MODEL)
-        model = folder.load(lambda p: BarkModel.from_pretrained(p, dtype=self.dtype), DEFAULT_MODEL)
+        self.folder = Path(weights.load(source, str, DEFAULT_MODEL))
+        folder = source.at(self.folder)
+        self.processor = weights.load(folder, BarkProcessor.from_pretrained, DEFAULT_MODEL)
+        model = weights.load(folder, lambda p: BarkModel.from_pretrained(p, dtype=self.dtype), DEFAULT_MODEL)
         self.model = model.to(self.device).eval()
         rate = int(getattr(self.model.generation_config, "sample_rate", 0) or 0)
         if rate != self.sample_rate:
             raise ConfigError(f"{source.where} makes {rate} Hz audio; the bark backend serves {self.sample_rate} Hz "
                               "Bark models")
         semantic = getattr(self.model.generation_config, "semantic_config", None)
+        if semantic is None:
+            raise ConfigError(f"{source.where} has no semantic_config in its generation config: not a Bark model")
         self.semantic_rate = float(semantic["semantic_rate_hz"])
         self.semantic_limit = int(semantic["max_new_tokens"])
 

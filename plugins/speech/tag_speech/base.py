@@ -36,8 +36,8 @@ class SpeechBackend(Backend):
     variable_length: ClassVar[bool] = True
     max_sentence_chars: ClassVar[int] = MAX_SENTENCE_CHARS
     """Longer sentences are split at clauses/words: the longest text the model says well in one go."""
-    native_max_duration: ClassVar[float] = 20.0
-    max_duration: ClassVar[float] = 120.0
+    native_max_duration = 20.0
+    max_duration = 120.0
     capabilities: ClassVar[Capabilities] = Capabilities(seed=True, batch=False)
 
     def _setup_device(self) -> None:

@@ -28,7 +28,9 @@ from tagcore.options import device_option, dtype_option, weights_option
 
 from .base import PAUSE_OPTION, SpeechBackend
 from .voice import MAX_PROMPT_SECONDS, usable_sample
-from .weights import WeightsSource
+from tagcore.weights import WeightsSource
+
+from . import weights
 
 DEFAULT_MODEL = "ResembleAI/chatterbox"
 MODEL_FILES = {
@@ -72,8 +74,12 @@ class ChatterboxBackend(SpeechBackend):
 
     @classmethod
     def _source(cls, settings: Mapping[str, Any]) -> WeightsSource:
-        files = MODEL_FILES[settings.get("model") or "english"]
-        return WeightsSource.locate("Chatterbox model", settings.get("weights", ""), DEFAULT_MODEL, files)
+        return weights.locate("Chatterbox model", settings.get("weights", ""), DEFAULT_MODEL, cls._files(settings))
+
+    @staticmethod
+    def _files(settings: Mapping[str, Any]) -> tuple[str, ...]:
+        """The files of the configured model (English or multilingual), each one required."""
+        return MODEL_FILES[settings.get("model") or "english"]
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
@@ -85,9 +91,9 @@ class ChatterboxBackend(SpeechBackend):
             return WeightsStatus(present, source.where, detail)
         from huggingface_hub import try_to_load_from_cache
 
-        cached = all(isinstance(try_to_load_from_cache(source.where, name), str) for name in source.required)
+        cached = all(isinstance(try_to_load_from_cache(source.where, name), str) for name in cls._files(settings))
         detail = (f"Chatterbox model: {source.where} (hub cache)" if cached else
-                  f"Chatterbox model: {source.where} is not downloaded yet; {source.fetch_hint()}")
+                  f"Chatterbox model: {source.where} is not downloaded yet; run `{weights.fetch_hint(source.where)}`")
         return WeightsStatus(cached, source.where, detail)
 
     @property
@@ -102,9 +108,8 @@ class ChatterboxBackend(SpeechBackend):
         self.device = resolve_device(self.settings["device"])
         self.multilingual = self.settings["model"] == "multilingual"
         model_class = ChatterboxMultilingualTTS if self.multilingual else ChatterboxTTS
-        required = self._source(self.settings).required
-        source = WeightsSource("Chatterbox model", self._folder(), True, required)
-        self.model = source.load(lambda path: self._from_local(model_class, path), DEFAULT_MODEL)
+        source = self._source(self.settings).at(self._folder())
+        self.model = weights.load(source, lambda path: self._from_local(model_class, path), DEFAULT_MODEL)
         self.default_conds = self.model.conds
 
     def _from_local(self, model_class: Any, path: str) -> Any:
@@ -127,11 +132,12 @@ class ChatterboxBackend(SpeechBackend):
         from huggingface_hub import hf_hub_download
 
         try:
-            paths = [hf_hub_download(source.where, name) for name in source.required]
+            paths = [hf_hub_download(source.where, name) for name in self._files(self.settings)]
         except Exception as exc:  # offline, unknown repository, network or disk errors alike
             raise WeightsMissing(
                 f"Chatterbox model {source.where} is neither a local folder nor in the hub cache, and could not be "
-                f"downloaded ({type(exc).__name__}): {source.fetch_hint()} while online, or pass a local folder"
+                f"downloaded ({type(exc).__name__}): run `{weights.fetch_hint(source.where)}` while online, or pass "
+                "a local folder"
             ) from exc
         try:
             hf_hub_download(source.where, DEFAULT_VOICE_FILE)

@@ -17,7 +17,10 @@ from tagcore.errors import InvalidRequest
 from tagcore.options import device_option, dtype_option, weights_option
 
 from .base import PAUSE_OPTION, SpeechBackend
-from .weights import MODEL_WEIGHTS, WeightsSource
+from tagcore.weights import WeightsSource
+
+from . import weights
+from .weights import MODEL_WEIGHTS
 
 HUB_PREFIX = "facebook/mms-tts-"
 MODEL_FILES = ("config.json", MODEL_WEIGHTS, "vocab.json")
@@ -55,7 +58,7 @@ class MmsTtsBackend(SpeechBackend):
     @classmethod
     def _source(cls, settings: Mapping[str, Any]) -> WeightsSource:
         default = hub_id_for(str(settings.get("language") or "eng"))
-        return WeightsSource.locate("MMS-TTS model", settings.get("weights", ""), default, MODEL_FILES)
+        return weights.locate("MMS-TTS model", settings.get("weights", ""), default, MODEL_FILES)
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
@@ -74,8 +77,8 @@ class MmsTtsBackend(SpeechBackend):
 
         self._setup_device()
         default = hub_id_for(self.settings["language"])
-        self.tokenizer = self.source.load(VitsTokenizer.from_pretrained, default)
-        model = self.source.load(lambda p: VitsModel.from_pretrained(p, dtype=self.dtype), default)
+        self.tokenizer = weights.load(self.source, VitsTokenizer.from_pretrained, default)
+        model = weights.load(self.source, lambda p: VitsModel.from_pretrained(p, dtype=self.dtype), default)
         self.model = model.to(self.device).eval()
         if self.model.config.sampling_rate != self.sample_rate:
             raise InvalidRequest(f"{self.source.where} makes {self.model.config.sampling_rate} Hz audio; the "

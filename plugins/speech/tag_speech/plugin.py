@@ -1,11 +1,13 @@
 """Registers the speech backends (imports no torch: `tag backends` loads every plugin)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tagcore import hookimpl
 
 
 @hookimpl
-def register_backends(register) -> None:
+def register_backends(register: Callable[[type], None]) -> None:
     from .bark import BarkBackend
     from .chatterbox import ChatterboxBackend
     from .mms import MmsTtsBackend

@@ -14,7 +14,10 @@ from tagcore.options import device_option, dtype_option, weights_option
 from .base import PAUSE_OPTION, SpeechBackend, frames_cap
 from .voice import (DEFAULT_SPEAKER_ENCODER, DEFAULT_VOICE_FILE, MAX_PROMPT_SECONDS, SPEAKER_ENCODER_FILES,
                     SpeakerEncoder, load_voice_file)
-from .weights import MODEL_WEIGHTS, WeightsSource
+from tagcore.weights import WeightsSource
+
+from . import weights
+from .weights import MODEL_WEIGHTS
 
 DEFAULT_MODEL = "microsoft/speecht5_tts"
 DEFAULT_VOCODER = "microsoft/speecht5_hifigan"
@@ -48,9 +51,9 @@ class SpeechT5Backend(SpeechBackend):
     @classmethod
     def _sources(cls, settings: Mapping[str, Any]) -> tuple[WeightsSource, WeightsSource, WeightsSource]:
         return (
-            WeightsSource.locate("SpeechT5 model", settings.get("weights", ""), DEFAULT_MODEL, MODEL_FILES),
-            WeightsSource.locate("SpeechT5 vocoder", settings.get("vocoder", ""), DEFAULT_VOCODER, VOCODER_FILES),
-            WeightsSource.locate("speaker encoder", settings.get("speaker_encoder", ""), DEFAULT_SPEAKER_ENCODER,
+            weights.locate("SpeechT5 model", settings.get("weights", ""), DEFAULT_MODEL, MODEL_FILES),
+            weights.locate("SpeechT5 vocoder", settings.get("vocoder", ""), DEFAULT_VOCODER, VOCODER_FILES),
+            weights.locate("speaker encoder", settings.get("speaker_encoder", ""), DEFAULT_SPEAKER_ENCODER,
                                  SPEAKER_ENCODER_FILES),
         )
 
@@ -72,9 +75,11 @@ class SpeechT5Backend(SpeechBackend):
 
         self._setup_device()
         model_src, vocoder_src, self.encoder_source = self._sources(self.settings)
-        self.processor = model_src.load(SpeechT5Processor.from_pretrained, DEFAULT_MODEL)
-        model = model_src.load(lambda p: SpeechT5ForTextToSpeech.from_pretrained(p, dtype=self.dtype), DEFAULT_MODEL)
-        vocoder = vocoder_src.load(lambda p: SpeechT5HifiGan.from_pretrained(p, dtype=self.dtype), DEFAULT_VOCODER)
+        self.processor = weights.load(model_src, SpeechT5Processor.from_pretrained, DEFAULT_MODEL)
+        model = weights.load(model_src, lambda p: SpeechT5ForTextToSpeech.from_pretrained(p, dtype=self.dtype),
+                             DEFAULT_MODEL)
+        vocoder = weights.load(vocoder_src, lambda p: SpeechT5HifiGan.from_pretrained(p, dtype=self.dtype),
+                               DEFAULT_VOCODER)
         self.model, self.vocoder = model.to(self.device).eval(), vocoder.to(self.device).eval()
         self.embedding_dim = int(self.model.config.speaker_embedding_dim)
         voice_file = self.settings["voice"] or DEFAULT_VOICE_FILE

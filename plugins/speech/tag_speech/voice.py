@@ -23,7 +23,10 @@ from tagcore.audio import resample
 from tagcore.audio_types import Audio
 from tagcore.errors import ConfigError, InvalidRequest
 
-from .weights import MODEL_WEIGHTS, WeightsSource
+from tagcore.weights import WeightsSource
+
+from . import weights
+from .weights import MODEL_WEIGHTS
 
 DEFAULT_VOICE_FILE = Path(__file__).with_name("default_voice.npy")
 DEFAULT_VOICE_SEED = 5_310_712
@@ -77,8 +80,8 @@ class SpeakerEncoder:
         from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
 
         self.source = source
-        self.extractor = source.load(AutoFeatureExtractor.from_pretrained, DEFAULT_SPEAKER_ENCODER)
-        model = source.load(AutoModelForAudioXVector.from_pretrained, DEFAULT_SPEAKER_ENCODER)
+        self.extractor = weights.load(source, AutoFeatureExtractor.from_pretrained, DEFAULT_SPEAKER_ENCODER)
+        model = weights.load(source, AutoModelForAudioXVector.from_pretrained, DEFAULT_SPEAKER_ENCODER)
         self.model = model.to(device).eval()
         self.device = device
         self.rate = int(getattr(self.extractor, "sampling_rate", ENCODER_RATE))

@@ -58,8 +58,8 @@ class DiffusersAudioBackend(Backend):
         """A worker announces the longest clip its checkpoint makes (from the weights' configuration), not the
         family's bound; without readable weights, the family's."""
         family = BackendSpec.from_attributes(cls)
-        folder = w.resolve(str(settings.get("weights") or ""), cls.family).folder
-        if folder is None or w.missing_files(folder):
+        folder, missing = w.missing_from(w.resolve(str(settings.get("weights") or ""), cls.family))
+        if folder is None or missing:
             return family
         longest = cls.limit(folder)
         return dataclasses.replace(family, max_duration=longest, native_max_duration=longest)
@@ -73,11 +73,11 @@ class DiffusersAudioBackend(Backend):
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
         source = w.resolve(str(settings.get("weights") or ""), cls.family)
-        location = str(source.folder) if source.folder else f"hub:{source.hub_id} (not in the hub cache)"
-        missing = ["model_index.json"] if source.folder is None else w.missing_files(source.folder)
-        if missing:
+        folder, missing = w.missing_from(source)
+        location = str(folder) if folder else f"hub:{source.hub_id} (not in the hub cache)"
+        if folder is None or missing:
             return WeightsStatus(False, location, w.missing_message(source, cls.family, missing))
-        return WeightsStatus(True, location, f"up to {cls.limit(source.folder):g} s")
+        return WeightsStatus(True, location, f"up to {cls.limit(folder):g} s")
 
     @property
     def model_id(self) -> str:

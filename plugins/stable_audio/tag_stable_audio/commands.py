@@ -11,6 +11,7 @@ import click
 
 from tagcore.commands import subgroup
 from tagcore.errors import WeightsMissing
+from tagcore.weights import WeightsSource
 
 from . import weights as w
 from .backend import DiffusersAudioBackend, StableAudio3Backend, StableAudioOpenBackend
@@ -20,9 +21,13 @@ def report(folder: Path, backend: type[DiffusersAudioBackend]) -> None:
     """Say whether `folder` is complete; WeightsMissing (exit 2) naming what is not."""
     missing = w.missing_files(folder)
     if missing:
-        raise WeightsMissing(w.missing_message(w.Source(str(folder), folder, None), backend.family, missing))
+        raise WeightsMissing(w.missing_message(_local(folder, backend), backend.family, missing))
     click.echo(f"{folder} is complete ({backend.limit(folder):g} s clips at most). Use it with: "
                f"tag generate \"...\" -b {backend.name} -O weights={folder}")
+
+
+def _local(folder: Path, backend: type[DiffusersAudioBackend]) -> WeightsSource:
+    return WeightsSource(f"{backend.name} weights", str(folder), True, fetch=backend.family.pull_command())
 
 
 def register(cli: click.Group) -> None:

@@ -7,6 +7,7 @@ needs (the licence accepted on the hub, HF_TOKEN) when the hub refuses.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tagcore.errors import InvalidRequest, WeightsMissing
-from tagcore.options import weights_location
+from tagcore.weights import WeightsSource
 
 HUB = "https://huggingface.co"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
@@ -49,36 +50,11 @@ SAO = Family("stable_audio_open", {"1.0": "stabilityai/stable-audio-open-1.0"}, 
              "Stability AI Community License")
 
 
-@dataclass(frozen=True)
-class Source:
-    """Resolved weights: a folder (given, or the hub cache's snapshot of a hub id) or a hub id not cached yet."""
-
-    given: str
-    folder: Path | None
-    hub_id: str | None
-
-    @property
-    def model_id(self) -> str:
-        return self.hub_id or (self.folder.name if self.folder else self.given)
-
-
-def resolve(weights: str, family: Family) -> Source:
-    """`weights` (a folder or a hub id; empty: the family's default repository) as a Source."""
-    where, local = weights_location(weights, family.repo(family.default))
-    if local:
-        return Source(where, Path(where), None)
-    return Source(where, cached_snapshot(where), where)
-
-
-def cached_snapshot(repo_id: str) -> Path | None:
-    """The hub cache's snapshot folder of `repo_id`, or None; never touches the network."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-        return None
+def resolve(weights: str, family: Family) -> WeightsSource:
+    """`weights` (a folder or a hub id; empty: the family's default repository) as a WeightsSource whose messages
+    name the `tag models pull` command of the variant it points at."""
+    source = WeightsSource.locate(f"{family.backend} weights", weights, family.repo(family.default))
+    return dataclasses.replace(source, fetch=family.pull_command(variant_of(source.hub_id, family)))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -101,6 +77,7 @@ def missing_files(folder: Path) -> list[str]:
         if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue
         part = folder / name
+        required: list[tuple[str, ...]]  # each entry: any one of these names
         if name.startswith("scheduler"):
             required = [("scheduler_config.json",)]
         elif name.startswith("tokenizer"):
@@ -115,12 +92,13 @@ def missing_files(folder: Path) -> list[str]:
     return missing
 
 
-def missing_message(source: Source, family: Family, missing: list[str]) -> str:
+def missing_message(source: WeightsSource, family: Family, missing: list[str]) -> str:
     """What is missing and the command that gets it."""
-    if source.folder is None:
+    folder = source.folder()
+    if folder is None:
         return (f"{source.hub_id} is not in the Hugging Face cache and is never downloaded implicitly; run "
                 f"`{family.pull_command(variant_of(source.hub_id, family))}` and use -O weights=DIR")
-    return (f"{source.folder} lacks {', '.join(missing)}; get the weights with `{family.pull_command()}` "
+    return (f"{folder} lacks {', '.join(missing)}; get the weights with `{family.pull_command()}` "
             f"(variants: {', '.join(family.variants)}) and use -O weights=DIR")
 
 
@@ -128,12 +106,18 @@ def variant_of(repo_id: str | None, family: Family) -> str | None:
     return next((v for v, r in family.variants.items() if r == repo_id), None)
 
 
-def check(source: Source, family: Family) -> Path:
+def missing_from(source: WeightsSource) -> tuple[Path | None, list[str]]:
+    """The folder to read (None: a hub id not cached) and the files it lacks."""
+    folder = source.folder()
+    return folder, ["model_index.json"] if folder is None else missing_files(folder)
+
+
+def check(source: WeightsSource, family: Family) -> Path:
     """The complete folder to load, or WeightsMissing naming the missing file and the command to get it."""
-    missing = ["model_index.json"] if source.folder is None else missing_files(source.folder)
-    if missing:
+    folder, missing = missing_from(source)
+    if folder is None or missing:
         raise WeightsMissing(missing_message(source, family, missing))
-    return source.folder
+    return folder
 
 
 def sa3_max_duration(folder: Path) -> float:

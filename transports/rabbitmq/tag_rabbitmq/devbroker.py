@@ -67,6 +67,8 @@ class BrokerNode:
 
     def __init__(self, state_dir: str | Path | None = None) -> None:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self._launcher: subprocess.Popen[bytes] | None = None
+        """The process this object started (None: not started here, or reaped)."""
 
     # -- files -------------------------------------------------------------------------------------------
     @property
@@ -166,7 +168,7 @@ class BrokerNode:
         while time.monotonic() < end:
             if self.accepting():
                 return spec
-            launcher = getattr(self, "_launcher", None)
+            launcher = self._launcher
             if launcher is not None and launcher.poll() is not None:
                 raise click.ClickException(f"the broker exited with status {launcher.returncode}; "
                                            f"see {self.log_file}")
@@ -183,7 +185,7 @@ class BrokerNode:
                 time.sleep(0.1)
             if self.pid() is not None:
                 os.kill(pid, signal.SIGKILL)
-        launcher = getattr(self, "_launcher", None)
+        launcher = self._launcher
         if launcher is not None:
             try:
                 launcher.wait(timeout=10)

@@ -182,7 +182,7 @@ class RabbitJobSource(JobSource, IOThread):
         channel = self._channel
         if channel is None:
             return []
-        jobs = self._release_held(max_jobs)
+        jobs = self._release_held(channel, max_jobs)
         if self._setups > 1 and time.monotonic() - self._connected_at < self.settings.reconnect_max_delay + 2:
             # Back after an outage: workers still generating requests the broker has just put back in the queue
             # need up to one reconnect delay to say so (a restarted broker may not even mark them redelivered).
@@ -299,7 +299,7 @@ class RabbitJobSource(JobSource, IOThread):
         self._announce(message.request_id, "running")
         return job
 
-    def _release_held(self, max_jobs: int) -> list[RabbitJob]:
+    def _release_held(self, channel: BlockingChannel, max_jobs: int) -> list[RabbitJob]:
         """Settle held deliveries: ack those answered meanwhile, start those nobody runs any more."""
         jobs: list[RabbitJob] = []
         now = time.monotonic()
@@ -307,7 +307,7 @@ class RabbitJobSource(JobSource, IOThread):
             if held.generation != self.generation:  # its delivery died with an old connection
                 del self._held[request_id]
             elif self.was_answered(request_id):
-                self._channel.basic_ack(held.tag)
+                channel.basic_ack(held.tag)
                 del self._held[request_id]
             elif len(jobs) < max_jobs and (request_id in self.cancelled or (
                     request_id not in self.elsewhere
@@ -369,7 +369,7 @@ class RabbitJobSource(JobSource, IOThread):
         log.warning("dead-lettered a malformed message from %s: %s", method.routing_key, reason)
 
     def _reply_queue(self, reply_to: str | None) -> str:
-        return reply_to if self.settings.accepts_reply_to(reply_to) else self.settings.response_queue
+        return reply_to if reply_to and self.settings.accepts_reply_to(reply_to) else self.settings.response_queue
 
     def _publish_response(self, channel: BlockingChannel, response: SoundResponse) -> None:
         try:

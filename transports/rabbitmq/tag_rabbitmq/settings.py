@@ -92,7 +92,7 @@ class RabbitSettings:
 
     def accepts_reply_to(self, reply_to: str | None) -> bool:
         """Workers only publish answers to response queues, never to a queue a request merely names."""
-        return bool(reply_to) and reply_to.startswith(self.response_queue + ".") and bool(
+        return reply_to is not None and reply_to.startswith(self.response_queue + ".") and bool(
             _QUEUE_NAME.match(reply_to))
 
 
