@@ -46,7 +46,7 @@ class HttpFrontend(Frontend):
 
     def run(self, stop: threading.Event) -> None:
         client = self.transport.client(name="http")
-        store = self.store = JobStore(self.http.result_ttl, self.http.results_dir)
+        store = self.store = JobStore(self.http.result_ttl, self.http.results_dir, self.http.store_url())
         client.add_listener(store.on_event)
         fair = FairShare(self.http.priority)
         client.add_listener(fair.on_event)
