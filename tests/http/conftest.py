@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 import tag_testkit.tone
+from tag_testkit.postgres import postgres_node  # noqa: F401  (the session's private PostgreSQL, for store tests)
 from tag_http.frontend import HttpFrontend
 from tagcore import plugins
 from tagcore.config import Config
