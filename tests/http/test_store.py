@@ -10,7 +10,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -223,3 +225,30 @@ def test_replicas_starting_at_once_migrate_once(store_url: str) -> None:
 def test_a_store_url_of_unknown_shape_is_refused(url: str) -> None:
     with pytest.raises(ConfigError, match="http store"):
         dialect_for(url)
+
+
+def finished(client: httpx.Client, status_url: str, timeout: float = 30) -> dict[str, Any]:
+    end = time.monotonic() + timeout
+    while (status := client.get(status_url).json())["state"] in ("queued", "running"):
+        assert time.monotonic() < end, f"the job did not finish: {status}"
+        time.sleep(0.05)
+    return status  # type: ignore[no-any-return]
+
+
+def test_an_idempotency_key_repeated_after_a_server_restart_answers_with_the_same_job(
+        make_server, store_url: str) -> None:  # type: ignore[no-untyped-def]
+    body, key = {"prompt": "kept across restarts", "duration": 1, "seed": 4}, {"Idempotency-Key": "order-42"}
+    with make_server({"store": store_url}) as srv, srv.client() as c:
+        job = c.post("/v1/jobs", json=body, headers=key)
+        assert job.status_code == 202
+        assert finished(c, job.json()["links"]["status"])["state"] == "done"
+        audio = c.get(job.json()["links"]["audio"]["wav"]).content
+    with make_server({"store": store_url}) as srv, srv.client() as c:  # a new process: nothing in memory
+        status = c.get(job.json()["links"]["status"]).json()
+        assert status["state"] == "done" and status["seed"] == 4
+        retry = c.post("/v1/jobs", json=body, headers=key)
+        assert retry.status_code == 200 and retry.headers["Idempotent-Replayed"] == "true"
+        assert retry.json()["id"] == job.json()["id"] and retry.json()["state"] == "done"
+        assert c.get(job.json()["links"]["audio"]["wav"]).content == audio
+        conflict = c.post("/v1/jobs", json={**body, "seed": 5}, headers=key)
+        assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_conflict"
