@@ -221,7 +221,8 @@ def test_replicas_starting_at_once_migrate_once(store_url: str) -> None:
         records.close()
 
 
-@pytest.mark.parametrize("url", ["sqlite://relative.db", "mysql://host/db", "jobs.sqlite", "sqlite:///"])
+@pytest.mark.parametrize("url", ["sqlite://relative.db", "mysql://host/db", "jobs.sqlite", "sqlite:///",
+                                 "sqlite:///x.db?synchronous=off", "sqlite:///x.db?journal=delete"])
 def test_a_store_url_of_unknown_shape_is_refused(url: str) -> None:
     with pytest.raises(ConfigError, match="http store"):
         dialect_for(url)

@@ -84,8 +84,9 @@ class PostgresNode:
                 self.process.wait()
 
 
-def start_postgres(root: Path) -> PostgresNode:
-    """initdb into `root`/data and start the server; raises RuntimeError with its log when it does not come up."""
+def start_postgres(root: Path, durable: bool = False) -> PostgresNode:
+    """initdb into `root`/data and start the server; raises RuntimeError with its log when it does not come up.
+    Tests run without fsync (nothing to keep past the session); `durable` keeps it on, as a benchmark needs."""
     folder = binaries()
     if folder is None:
         raise RuntimeError(f"PostgreSQL is not installed ({INSTALL_HINT})")
@@ -102,7 +103,8 @@ def start_postgres(root: Path) -> PostgresNode:
     with log_path.open("wb") as log:
         process = subprocess.Popen(_as_server_user([
             str(folder / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(sockets),
-            "-c", "fsync=off", "-c", "max_connections=200"]), stdout=log, stderr=subprocess.STDOUT, cwd=root)
+            "-c", f"fsync={'on' if durable else 'off'}", "-c", "max_connections=200"]),
+            stdout=log, stderr=subprocess.STDOUT, cwd=root)
     node = PostgresNode(root, port, process)
     _wait_ready(node, log_path)
     return node

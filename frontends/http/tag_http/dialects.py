@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from tagcore.errors import ConfigError
 
@@ -49,8 +49,9 @@ class Dialect(Protocol):
     def sql(self, text: str) -> str:
         """`text` (written with `?` placeholders) in this driver's placeholder style."""
 
-    def write(self, conn: Connection) -> contextlib.AbstractContextManager[None]:
-        """A write transaction: committed when the block ends, rolled back when it raises."""
+    def write(self, conn: Connection, durable: bool = True) -> contextlib.AbstractContextManager[None]:
+        """A write transaction: committed when the block ends, rolled back when it raises. A change that is
+        not `durable` (a progress event: the next one supersedes it) may skip waiting for the disk."""
 
     def lock_migrations(self, conn: Connection) -> None:
         """Inside a write transaction: wait until no other process is migrating."""
@@ -64,21 +65,26 @@ class SqliteDialect:
 
     name, blob = "sqlite", "BLOB"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, synchronous: str = "normal") -> None:
+        """`synchronous`: "normal" (WAL's usual level: a commit survives any crash of TAG or of other
+        processes, and a power cut may undo the last commits but never corrupts) or "full" (every commit also
+        waits for the disk: survives a power cut, at one disk flush per change)."""
+        if synchronous not in ("normal", "full"):
+            raise ConfigError(f"http store: sqlite synchronous={synchronous!r}; use normal or full")
+        self.path, self.synchronous = path, synchronous
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def connect(self) -> Connection:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # an acknowledged answer survives a power cut, not only a crash
+        conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         return conn
 
     def sql(self, text: str) -> str:
         return text
 
     @contextlib.contextmanager
-    def write(self, conn: Connection) -> Iterator[None]:
+    def write(self, conn: Connection, durable: bool = True) -> Iterator[None]:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -112,9 +118,12 @@ class PostgresDialect:
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
 
-    def write(self, conn: Connection) -> contextlib.AbstractContextManager[None]:
-        transaction: contextlib.AbstractContextManager[None] = conn.transaction()  # type: ignore[attr-defined]
-        return transaction
+    @contextlib.contextmanager
+    def write(self, conn: Connection, durable: bool = True) -> Iterator[None]:
+        with conn.transaction():  # type: ignore[attr-defined]
+            if not durable:  # the commit returns before the WAL flush; a server crash may lose it, never corrupt
+                conn.execute("SET LOCAL synchronous_commit = off")
+            yield
 
     def lock_migrations(self, conn: Connection) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
@@ -124,14 +133,18 @@ class PostgresDialect:
 
 
 def dialect_for(url: str) -> Dialect:
-    """The database a store URL names: `sqlite:///relative/path`, `sqlite:////absolute/path` or
-    `postgresql://user:password@host:port/database` (libpq's URL, any of its query options)."""
+    """The database a store URL names: `sqlite:///relative/path`, `sqlite:////absolute/path` (optionally
+    `?synchronous=full`) or `postgresql://user:password@host:port/database` (libpq's URL and its options)."""
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
-        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        path, _, query = (url[len("sqlite:///"):] if url.startswith("sqlite:///") else "").partition("?")
         if not path:
             raise ConfigError(f"http store {url!r}: write sqlite:///relative/path or sqlite:////absolute/path")
-        return SqliteDialect(Path(path).expanduser())
+        options = dict(parse_qsl(query))
+        unknown = set(options) - {"synchronous"}
+        if unknown:
+            raise ConfigError(f"http store {url!r}: unknown option {sorted(unknown)[0]!r} (known: synchronous)")
+        return SqliteDialect(Path(path).expanduser(), options.get("synchronous", "normal").lower())
     if scheme in ("postgresql", "postgres"):
         return PostgresDialect(url)
     raise ConfigError(f"http store {url!r}: the URL must start with sqlite:/// or postgresql://")

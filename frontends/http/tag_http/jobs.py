@@ -215,7 +215,7 @@ class JobStore:
         if isinstance(event, SoundResponse):
             self._on_response(event, now)
         else:
-            self._commit(event.request_id, folding.progress(event, now))
+            self._commit(event.request_id, folding.progress(event, now), durable=False)
 
     def _on_response(self, response: SoundResponse, now: float) -> None:
         if not CLIENT_JOB_ID.match(response.request_id):
@@ -246,12 +246,12 @@ class JobStore:
             cached.unlink(missing_ok=True)  # a late answer for a job that had finished otherwise
 
     def _commit(self, job_id: str, change: Change, wav: bytes | None = None, drop_result: bool = False,
-                files: dict[str, Path] | None = None) -> JobRecord | None:
+                files: dict[str, Path] | None = None, durable: bool = True) -> JobRecord | None:
         """Apply `change` in the store, bring the live record up to date (with cached `files` once done) and
         wake its event streams."""
         seen = self._live.get(job_id)
         before = seen.version if seen is not None else None
-        stored = self.records.update(job_id, change, wav=wav, drop_result=drop_result)
+        stored = self.records.update(job_id, change, wav=wav, drop_result=drop_result, durable=durable)
         if stored is None:
             return None
         live = self._track(stored)

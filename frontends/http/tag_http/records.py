@@ -107,11 +107,12 @@ class JobRecords(Protocol):
     def get(self, job_id: str) -> JobRecord | None:
         ...
 
-    def update(self, job_id: str, change: Change, wav: bytes | None = None,
-               drop_result: bool = False) -> JobRecord | None:
+    def update(self, job_id: str, change: Change, wav: bytes | None = None, drop_result: bool = False,
+               durable: bool = True) -> JobRecord | None:
         """Apply `change` to the stored record and commit it with version + 1 (retried when another writer
         committed in between); with `wav`, the result audio is committed in the same transaction, and with
-        `drop_result` it is deleted in it. None when the job is unknown."""
+        `drop_result` it is deleted in it. A change that is not `durable` (progress) may return before the
+        disk has it. None when the job is unknown."""
 
     def delete(self, job_id: str) -> None:
         ...
@@ -130,7 +131,7 @@ class JobRecords(Protocol):
         deadline."""
 
     def drop_tombstones(self, before: float) -> int:
-        """Delete expired records whose `expires_at` is before `before`; how many went."""
+        """Delete expired records whose `expires_at` is at or before `before`; how many went."""
 
     def result(self, job_id: str) -> bytes | None:
         """The result WAV, or None (not done, expired, unknown)."""

@@ -69,8 +69,8 @@ class SqlRecords:
         rows = self._all("SELECT record FROM jobs WHERE id = ?", (job_id,))
         return from_json(rows[0][0]) if rows else None
 
-    def update(self, job_id: str, change: Change, wav: bytes | None = None,
-               drop_result: bool = False) -> JobRecord | None:
+    def update(self, job_id: str, change: Change, wav: bytes | None = None, drop_result: bool = False,
+               durable: bool = True) -> JobRecord | None:
         for _ in range(MAX_RETRIES):
             record = self.get(job_id)
             if record is None:
@@ -79,13 +79,13 @@ class SqlRecords:
             if not change(record):
                 return record
             record.version = seen + 1
-            if self._write(record, seen, wav, drop_result):
+            if self._write(record, seen, wav, drop_result, durable):
                 return record
         raise StoreError(f"job {job_id} changed {MAX_RETRIES} times while one change was being written")
 
-    def _write(self, record: JobRecord, seen: int, wav: bytes | None, drop_result: bool) -> bool:
+    def _write(self, record: JobRecord, seen: int, wav: bytes | None, drop_result: bool, durable: bool) -> bool:
         sql = self.dialect.sql
-        with self.pool.connection() as conn, self.dialect.write(conn):
+        with self.pool.connection() as conn, self.dialect.write(conn, durable):
             cursor = conn.execute(sql(
                 "UPDATE jobs SET state = ?, expires_at = ?, version = ?, record = ? WHERE id = ? AND version = ?"),
                 (record.state, record.expires_at, record.version, to_json(record), record.id, seen))
@@ -131,9 +131,9 @@ class SqlRecords:
 
     def drop_tombstones(self, before: float) -> int:
         with self.pool.connection() as conn, self.dialect.write(conn):
-            conn.execute(self.dialect.sql(
-                "DELETE FROM results WHERE job_id IN (SELECT id FROM jobs WHERE state = 'expired' AND expires_at <= ?)"),
-                (before,))
+            conn.execute(self.dialect.sql("DELETE FROM results WHERE job_id IN"
+                                          " (SELECT id FROM jobs WHERE state = 'expired' AND expires_at <= ?)"),
+                         (before,))
             cursor = conn.execute(self.dialect.sql("DELETE FROM jobs WHERE state = 'expired' AND expires_at <= ?"),
                                   (before,))
             return int(cursor.rowcount)
