@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import os
 import platform
 import shutil
 import statistics
@@ -103,8 +104,9 @@ def report(times: dict[str, list[float]], command: str) -> str:
     base = times["in-memory (before)"]
     lines = [
         "# HTTP job store: cost per job lifecycle", "",
-        f"{datetime.date.today()}, {platform.machine()} {platform.processor() or ''}, Python "
-        f"{platform.python_version()}, {len(base)} jobs per store (after {WARMUP} warm-up), stores taking turns.",
+        f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} at the end (other processes), Python {platform.python_version()}, "
+        f"{len(base)} jobs per store (after {WARMUP} warm-up), stores taking turns job by job.",
         f"Command: `{command}`", "",
         "| store | p50 ms | p99 ms | mean ms | added p50 ms | added p99 ms |", "|---|---|---|---|---|---|",
     ]

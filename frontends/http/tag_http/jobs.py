@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 from tagcore import audio as audio_io
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse
@@ -163,9 +164,14 @@ class JobStore:
     def snapshot(self, record: JobRecord) -> tuple[JobRecord, int | None]:
         """A consistent copy of `record` and its live queue position, safe to read while events arrive."""
         with self._lock:
-            copy = dataclasses.replace(record, timings=dict(record.timings), metadata=dict(record.metadata),
-                                       files=dict(record.files))
+            copy = self._copy(record)
         return copy, self.position(copy)
+
+    @staticmethod
+    def _copy(record: JobRecord) -> JobRecord:
+        """A copy whose mutable fields are its own (callers hold the lock)."""
+        return dataclasses.replace(record, timings=dict(record.timings), metadata=dict(record.metadata),
+                                   files=dict(record.files))
 
     def unfinished(self, client: str | None = None) -> int:
         return self.records.count(UNFINISHED, client)
@@ -220,15 +226,9 @@ class JobStore:
     def _on_response(self, response: SoundResponse, now: float) -> None:
         if not CLIENT_JOB_ID.match(response.request_id):
             return
-        if self.records.get(response.request_id) is None:
-            # An answer to a job whose record is gone (discarded, or dropped by another TAG): keep it for whoever
-            # still polls this id.
-            self.records.add(JobRecord(id=response.request_id, client="", prompt=response.prompt,
-                                       duration=response.duration, backend=response.backend, seed=response.seed,
-                                       candidates=1, deadline=now))
         ttl = self.result_ttl
         if not response.ok or response.audio is None:
-            self._commit(response.request_id, folding.failed(
+            self._commit_answer(response, folding.failed(
                 response.error_code or "generation_failed", response.error_message or "the worker reported an error",
                 ttl, now))
             return
@@ -236,22 +236,36 @@ class JobStore:
             wav = audio_io.encode(response.audio, "wav")
         except Exception as exc:  # bad audio from a worker fails the job; a store failure (below) raises
             log.exception("could not encode the result of %s", response.request_id)
-            self._commit(response.request_id, folding.failed(
+            self._commit_answer(response, folding.failed(
                 "storage_failed", f"the server could not store the result: {exc}", ttl, now))
             return
         cached = self._cache_file(response.request_id, "wav", wav)  # before the wake: readers find the file
-        stored = self._commit(response.request_id, folding.done(response, ttl, now), wav=wav,
-                              files={"wav": cached} if cached else None)
-        if cached is not None and (stored is None or stored.state != "done"):
+        stored = self._commit_answer(response, folding.done(response, ttl, now), wav=wav,
+                                     files={"wav": cached} if cached else None)
+        if cached is not None and stored.state != "done":
             cached.unlink(missing_ok=True)  # a late answer for a job that had finished otherwise
+
+    def _commit_answer(self, response: SoundResponse, change: Change, **options: Any) -> JobRecord:
+        """Commit an answer; one for a job the store does not know (discarded, or dropped by another TAG) is
+        kept under its id for whoever still polls it."""
+        stored = self._commit(response.request_id, change, **options)
+        if stored is None:
+            self.records.add(JobRecord(id=response.request_id, client="", prompt=response.prompt,
+                                       duration=response.duration, backend=response.backend, seed=response.seed,
+                                       candidates=1, deadline=time.time()))
+            stored = self._commit(response.request_id, change, **options)
+        if stored is None:
+            raise StoreError(f"job {response.request_id} vanished while its answer was stored")
+        return stored
 
     def _commit(self, job_id: str, change: Change, wav: bytes | None = None, drop_result: bool = False,
                 files: dict[str, Path] | None = None, durable: bool = True) -> JobRecord | None:
         """Apply `change` in the store, bring the live record up to date (with cached `files` once done) and
         wake its event streams."""
-        seen = self._live.get(job_id)
-        before = seen.version if seen is not None else None
-        stored = self.records.update(job_id, change, wav=wav, drop_result=drop_result, durable=durable)
+        with self._lock:
+            seen = self._live.get(job_id)
+            base, before = (None, None) if seen is None else (self._copy(seen), seen.version)
+        stored = self.records.update(job_id, change, wav=wav, drop_result=drop_result, durable=durable, base=base)
         if stored is None:
             return None
         live = self._track(stored)

@@ -108,11 +108,12 @@ class JobRecords(Protocol):
         ...
 
     def update(self, job_id: str, change: Change, wav: bytes | None = None, drop_result: bool = False,
-               durable: bool = True) -> JobRecord | None:
+               durable: bool = True, base: JobRecord | None = None) -> JobRecord | None:
         """Apply `change` to the stored record and commit it with version + 1 (retried when another writer
         committed in between); with `wav`, the result audio is committed in the same transaction, and with
         `drop_result` it is deleted in it. A change that is not `durable` (progress) may return before the
-        disk has it. None when the job is unknown."""
+        disk has it. `base`, a private copy of the record as last seen, saves the first read (it is read anew
+        when the stored version moved on). None when the job is unknown."""
 
     def delete(self, job_id: str) -> None:
         ...

@@ -70,9 +70,9 @@ class SqlRecords:
         return from_json(rows[0][0]) if rows else None
 
     def update(self, job_id: str, change: Change, wav: bytes | None = None, drop_result: bool = False,
-               durable: bool = True) -> JobRecord | None:
+               durable: bool = True, base: JobRecord | None = None) -> JobRecord | None:
         for _ in range(MAX_RETRIES):
-            record = self.get(job_id)
+            record, base = base or self.get(job_id), None
             if record is None:
                 return None
             seen = record.version
