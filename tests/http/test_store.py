@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture()
-def open_store(store_url: str) -> Iterator:  # type: ignore[type-arg]
+def open_store(store_url: str) -> Iterator[Callable[[], JobStore]]:
     """`open_store()` opens one more store object on the test's database; all are closed afterwards."""
     opened: list[JobStore] = []
 
@@ -62,7 +62,7 @@ def answer(job: SoundRequest, seed: int = 9) -> SoundResponse:
                          model_id="tone-1", timings={"generate": 0.25}, metadata={"steps": np.int64(3)})
 
 
-def test_a_job_and_its_result_survive_a_restart(open_store) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_and_its_result_survive_a_restart(open_store: Callable[[], JobStore]) -> None:
     first = open_store()
     job = request()
     record, created = first.add(job, "client-a", fingerprint="digest-1")
@@ -86,7 +86,7 @@ def test_a_job_and_its_result_survive_a_restart(open_store) -> None:  # type: ig
     assert not created and retried is stored and retried.fingerprint == "digest-1"
 
 
-def test_results_expire_then_tombstones_go(open_store) -> None:  # type: ignore[no-untyped-def]
+def test_results_expire_then_tombstones_go(open_store: Callable[[], JobStore]) -> None:
     store = open_store()
     job, lost = request(), request("never answered")
     record, _ = store.add(job, "c")
@@ -105,7 +105,7 @@ def test_results_expire_then_tombstones_go(open_store) -> None:  # type: ignore[
     assert store.get(job.request_id) is None and store.count() == 1  # the failed job's own TTL runs on
 
 
-def test_two_replicas_see_each_others_changes(open_store) -> None:  # type: ignore[no-untyped-def]
+def test_two_replicas_see_each_others_changes(open_store: Callable[[], JobStore]) -> None:
     a, b = open_store(), open_store()
     job = request()
     on_a, _ = a.add(job, "c")
@@ -130,7 +130,7 @@ def test_two_replicas_see_each_others_changes(open_store) -> None:  # type: igno
     assert a.cancel(on_a) is False  # finished on B: A cannot cancel it any more
 
 
-def test_concurrent_writers_on_two_replicas_lose_no_change(open_store) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_writers_on_two_replicas_lose_no_change(open_store: Callable[[], JobStore]) -> None:
     replicas = (open_store(), open_store())
     job = request()
     replicas[0].add(job, "c")
@@ -155,7 +155,7 @@ def test_concurrent_writers_on_two_replicas_lose_no_change(open_store) -> None: 
     assert stored is not None and stored.version == 4 * per_thread and stored.state == "running"
 
 
-def test_unfinished_counts_and_live_positions(open_store) -> None:  # type: ignore[no-untyped-def]
+def test_unfinished_counts_and_live_positions(open_store: Callable[[], JobStore]) -> None:
     a, b = open_store(), open_store()
     first, second = request("one"), request("two")
     a.add(first, "c1")
@@ -169,7 +169,7 @@ def test_unfinished_counts_and_live_positions(open_store) -> None:  # type: igno
     assert record.state == "cancelled" and b.unfinished() == 1
 
 
-def test_an_answer_is_committed_whole_or_not_at_all(open_store) -> None:  # type: ignore[no-untyped-def]
+def test_an_answer_is_committed_whole_or_not_at_all(open_store: Callable[[], JobStore]) -> None:
     store = open_store()
     job = request()
     record, _ = store.add(job, "c")
@@ -237,7 +237,7 @@ def finished(client: httpx.Client, status_url: str, timeout: float = 30) -> dict
 
 
 def test_an_idempotency_key_repeated_after_a_server_restart_answers_with_the_same_job(
-        make_server, store_url: str) -> None:  # type: ignore[no-untyped-def]
+        make_server: Any, store_url: str) -> None:
     body, key = {"prompt": "kept across restarts", "duration": 1, "seed": 4}, {"Idempotency-Key": "order-42"}
     with make_server({"store": store_url}) as srv, srv.client() as c:
         job = c.post("/v1/jobs", json=body, headers=key)
