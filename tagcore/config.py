@@ -141,6 +141,13 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tag"
 
 
+def data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where TAG keeps state that must outlive restarts and cannot be rebuilt (the HTTP job store):
+    `$XDG_DATA_HOME/tag`, by default ~/.local/share/tag. Back it up; unlike `cache_dir`, deleting it loses work."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "tag"
+
+
 def parse_flag(owner: str, key: str, value: Any) -> bool:
     """A yes/no setting from TOML (a bool) or the environment (1/0, true/false, yes/no, on/off)."""
     if isinstance(value, bool):

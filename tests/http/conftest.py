@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ import httpx
 import pytest
 
 import tag_testkit.tone
+from tag_testkit.postgres import postgres_node  # noqa: F401  (the session's private PostgreSQL, for store tests)
 from tag_http.frontend import HttpFrontend
 from tagcore import plugins
 from tagcore.config import Config
@@ -47,7 +50,9 @@ def running_server(settings: Mapping[str, Any] | None = None, *, api_key: str = 
     backends = {name: registry.get(name)() for name in serve}  # each name served by its own registered class
     service = GeneratorService(backends, transport.job_source(served_specs(backends)), config)
     worker, worker_stop = start_embedded_worker(service)
-    frontend = HttpFrontend(config, transport, {"port": 0, "backends": "tone", "api_key": api_key, **(settings or {})})
+    private = tempfile.mkdtemp(prefix="tag-http-test-")  # a store of its own, never the user's data folder
+    frontend = HttpFrontend(config, transport, {"port": 0, "backends": "tone", "api_key": api_key,
+                                                "store": f"sqlite:///{private}/jobs.sqlite", **(settings or {})})
     stop = threading.Event()
     thread = threading.Thread(target=frontend.run, args=(stop,), daemon=True)
     thread.start()
@@ -59,6 +64,7 @@ def running_server(settings: Mapping[str, Any] | None = None, *, api_key: str = 
         thread.join(15)
         worker_stop.set()
         worker.join(5)
+        shutil.rmtree(private, ignore_errors=True)
         assert not thread.is_alive(), "the HTTP frontend did not return after stop was set"
 
 

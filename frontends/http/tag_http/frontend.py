@@ -47,7 +47,7 @@ class HttpFrontend(Frontend):
 
     def run(self, stop: threading.Event) -> None:
         client = self.transport.client(name="http")
-        store = self.store = JobStore(self.http.result_ttl, self.http.results_dir)
+        store = self.store = JobStore(self.http.result_ttl, self.http.results_dir, self.http.store_url())
         client.add_listener(store.on_event)
         requester = Requester(client, self.catalog.backends, self.config, source="http", priority=self.http.priority,
                               default_duration=self.http.default_duration)

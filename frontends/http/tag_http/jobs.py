@@ -1,8 +1,12 @@
-"""The server's memory of jobs: state from transport events, result files with a time to live.
+"""The server's view of jobs: a durable store shared by API replicas, folded from transport events.
 
 The store is a transport listener, so it works the same whether the worker runs in this process or in a remote
-pool. Result files are named only from job ids this server generated (uuid hex); user input never reaches a path.
-Event-stream readers wait on asyncio events that transport threads wake through the server's event loop.
+pool, and whichever replica receives an event. The records and the result audio live in a `JobRecords`
+backend (SQLite file or PostgreSQL, chosen by URL); this object adds what is per process: the record objects
+the routes hold (kept current in place), a folder caching encoded results, the sweeper that expires results,
+and the waiters of event streams. A stream is woken at once by a change this process commits, and by a poll
+of the stored versions (every `poll_interval` seconds) for changes other replicas commit. Cached files are
+named only from job ids (CLIENT_JOB_ID); user input never reaches a path.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -21,86 +25,65 @@ from tagcore import audio as audio_io
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse
 from tagcore.transport import Event
 
+from . import folding
 from .idempotency import CLIENT_JOB_ID
+from .records import FINISHED, UNFINISHED, Change, JobRecord, JobRecords, StoreError, copy_into
+from .sqlrecords import SqlRecords
 
+__all__ = ["JobRecord", "JobStore", "StoreError", "TERMINAL", "TIMEOUT_GRACE"]
 log = logging.getLogger(__name__)
-TERMINAL = ("done", "failed", "cancelled", "expired")
+TERMINAL = (*FINISHED, "expired")
 TIMEOUT_GRACE = 60.0
 """Seconds past a request's deadline before the server stops waiting for its answer."""
-
-
-@dataclass
-class JobRecord:
-    """Everything the API reports about one job."""
-
-    id: str
-    client: str
-    prompt: str
-    duration: float
-    backend: str
-    seed: int | None
-    candidates: int
-    deadline: float
-    created_at: float = field(default_factory=time.time)
-    state: str = "queued"
-    """queued -> running -> done | failed | cancelled; those -> expired once the TTL passes."""
-    stage: str = "queued"
-    progress: float = 0.0
-    reported_position: int | None = None
-    ahead: frozenset[str] = frozenset()
-    """This server's jobs for the same backend that were queued before this one (for a live position)."""
-    started_at: float | None = None
-    finished_at: float | None = None
-    expires_at: float | None = None
-    model_id: str = ""
-    audio_seconds: float | None = None
-    channels: int | None = None
-    sample_rate: int | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    error_code: str | None = None
-    error_message: str | None = None
-    files: dict[str, Path] = field(default_factory=dict)
-    version: int = 0
-    fingerprint: str = ""
-    """Digest of the submitted request (see idempotency.fingerprint): a retry must match it."""
+FORMATS = ("wav", "flac", "ogg")
 
 
 class JobStore:
-    """Thread-safe job records and result files; call `close` to delete everything it wrote."""
+    """Thread-safe job records over a durable backend; `close` deletes what is private to this process.
 
-    def __init__(self, result_ttl: float, results_dir: str = "") -> None:
+    `url` names the backend (see dialects.dialect_for); empty means a private SQLite file deleted by `close`
+    (for tests and embedding). `results_dir` is where encoded results are cached; empty means a private
+    temporary folder. The store's TTLs are `result_ttl` for results and another `result_ttl` for the
+    tombstone of an expired job (so its id still answers 410, and its Idempotency-Key still finds it).
+    """
+
+    def __init__(self, result_ttl: float, results_dir: str = "", url: str = "", poll_interval: float = 0.1) -> None:
         self.result_ttl = result_ttl
+        self.poll_interval = poll_interval
+        self._private_db = None if url else Path(tempfile.mkdtemp(prefix="tag-http-store-"))
+        self.records: JobRecords = SqlRecords(url or f"sqlite:///{self._private_db}/jobs.sqlite")
         self._own_dir = not results_dir
         self.dir = Path(results_dir or tempfile.mkdtemp(prefix="tag-http-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._jobs: dict[str, JobRecord] = {}
+        self._live: weakref.WeakValueDictionary[str, JobRecord] = weakref.WeakValueDictionary()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self.closed = False
         self._stop = threading.Event()
-        self._sweeper: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # --- life cycle ---------------------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Bind to the server's event loop and start the thread that expires results."""
+        """Bind to the server's event loop; start the threads that expire results and poll for changes."""
         self._loop = loop
-        self._sweeper = threading.Thread(target=self._sweep_forever, name="tag-http-sweeper", daemon=True)
-        self._sweeper.start()
+        for target, name in ((self._sweep_forever, "tag-http-sweeper"), (self._poll_forever, "tag-http-poller")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def close(self) -> None:
-        """End every event stream, stop the sweeper and delete the result files."""
+        """End every event stream, stop the threads, delete the private cache (and private database)."""
         self.closed = True
         self._stop.set()
         self._wake_all()
-        if self._sweeper is not None:
-            self._sweeper.join(timeout=5)
-        with self._lock:
-            for record in self._jobs.values():
-                self._delete_files(record)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.records.close()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+        if self._private_db is not None:
+            shutil.rmtree(self._private_db, ignore_errors=True)
 
     def sweep_interval(self) -> float:
         return min(30.0, max(0.2, self.result_ttl / 4))
@@ -109,181 +92,226 @@ class JobStore:
         while not self._stop.wait(self.sweep_interval()):
             try:
                 self.sweep()
-            except Exception:  # the sweeper must outlive any single bad record
+            except Exception:  # the sweeper must outlive any single bad record or database outage
                 log.exception("result sweep failed")
 
     def sweep(self, now: float | None = None) -> None:
-        """Expire results past their TTL (files deleted), give up on unanswered jobs, drop old tombstones."""
+        """Expire results past their TTL, give up on unanswered jobs, drop old tombstones, clean the cache.
+        Safe on several replicas at once: every change is a conditional update of the stored record."""
         now = time.time() if now is None else now
-        with self._lock:
-            for record in list(self._jobs.values()):
-                if record.state in ("done", "failed", "cancelled") and record.expires_at is not None and now >= record.expires_at:
-                    self._delete_files(record)
-                    record.state = "expired"
-                    self._changed(record)
-                elif record.state == "expired" and now >= (record.expires_at or now) + self.result_ttl:
-                    del self._jobs[record.id]
-                elif record.state in ("queued", "running") and now > record.deadline + TIMEOUT_GRACE:
-                    self._finish_failed(record, "timed_out", "no worker answered in time; try again later", now)
+        ttl = self.result_ttl
+        for job_id in self.records.due(now, TIMEOUT_GRACE):
+            expire = folding.expired(now)
+            give_up = folding.failed("timed_out", "no worker answered in time; try again later", ttl, now)
+
+            def change(record: JobRecord) -> bool:
+                return expire(record) or (now > record.deadline + TIMEOUT_GRACE and give_up(record))
+
+            self._commit(job_id, change, drop_result=True)
+        self.records.drop_tombstones(now - ttl)
+        self._clean_cache()
+
+    def _clean_cache(self) -> None:
+        """Delete cached files of jobs no longer done (expired here or on another replica, or forgotten)."""
+        cached: dict[str, list[Path]] = {}
+        for path in self.dir.iterdir():
+            cached.setdefault(path.name.split(".")[0], []).append(path)
+        states = self.records.states(cached)
+        for job_id, paths in cached.items():
+            if states.get(job_id) != "done":
+                for path in paths:
+                    path.unlink(missing_ok=True)
+                with self._lock:
+                    if (live := self._live.get(job_id)) is not None:
+                        live.files = {}
 
     # --- submitting and reading -----------------------------------------------------------------------------
     def add(self, request: SoundRequest, client: str, fingerprint: str = "") -> tuple[JobRecord, bool]:
         """Record a request before it is submitted (in-process transports answer during `submit`); with an id
         already known, the existing record and False (a retry: nothing must be submitted again)."""
-        with self._lock:
-            existing = self._jobs.get(request.request_id)
-            if existing is not None:
-                return existing, False
-            ahead = frozenset(j.id for j in self._jobs.values()
-                              if j.state == "queued" and j.backend == request.backend)
-            record = JobRecord(id=request.request_id, client=client, prompt=request.prompt,
-                               duration=request.duration, backend=request.backend, seed=request.seed,
-                               candidates=request.candidates, deadline=request.deadline or time.time(),
-                               ahead=ahead, fingerprint=fingerprint)
-            self._jobs[record.id] = record
-            return record, True
+        record = JobRecord(id=request.request_id, client=client, prompt=request.prompt,
+                           duration=request.duration, backend=request.backend, seed=request.seed,
+                           candidates=request.candidates, deadline=request.deadline or time.time(),
+                           ahead=self.records.queued_ids(request.backend), fingerprint=fingerprint)
+        stored, created = self.records.add(record)
+        return self._track(stored), created
 
     def discard(self, job_id: str) -> None:
         """Forget a job whose submission failed (the transport refused it)."""
-        with self._lock:
-            self._jobs.pop(job_id, None)
+        self.records.delete(job_id)
 
     def cancel(self, record: JobRecord) -> bool:
         """Mark an unfinished job cancelled at once (a late answer from a worker is then ignored); False when
         it had already finished."""
-        with self._lock:
-            if record.state == "cancelled":
-                return True
-            if record.state not in ("queued", "running"):
-                return False
-            now = time.time()
-            record.state, record.stage = "cancelled", "cancelled"
-            record.finished_at, record.expires_at = now, now + self.result_ttl
-            self._changed(record)
-            return True
+        stored = self._commit(record.id, folding.cancelled(self.result_ttl, time.time()))
+        return stored is not None and stored.state == "cancelled"
 
     def get(self, job_id: str) -> JobRecord | None:
+        """The job as stored now (the same object on every call while someone holds it, updated in place)."""
         if not CLIENT_JOB_ID.match(job_id):
             return None
-        with self._lock:
-            return self._jobs.get(job_id)
+        stored = self.records.get(job_id)
+        return None if stored is None else self._track(stored)
 
     def position(self, record: JobRecord) -> int | None:
-        """The transport's queue position, lowered for each of our own earlier jobs that has left the queue."""
-        with self._lock:
-            if record.state != "queued" or record.reported_position is None:
-                return None
-            gone = sum(1 for j in record.ahead if (other := self._jobs.get(j)) is None or other.state != "queued")
-            return max(1, record.reported_position - gone)
+        """The transport's queue position, lowered for each earlier job in the store that has left the queue."""
+        if record.state != "queued" or record.reported_position is None:
+            return None
+        states = self.records.states(record.ahead)
+        still = sum(1 for job_id in record.ahead if states.get(job_id) == "queued")
+        return max(1, record.reported_position - (len(record.ahead) - still))
 
     def snapshot(self, record: JobRecord) -> tuple[JobRecord, int | None]:
         """A consistent copy of `record` and its live queue position, safe to read while events arrive."""
         with self._lock:
-            copy = dataclasses.replace(record, timings=dict(record.timings), metadata=dict(record.metadata),
-                                       files=dict(record.files))
-            return copy, self.position(record)
+            copy = self._copy(record)
+        return copy, self.position(copy)
+
+    @staticmethod
+    def _copy(record: JobRecord) -> JobRecord:
+        """A copy whose mutable fields are its own (callers hold the lock)."""
+        return dataclasses.replace(record, timings=dict(record.timings), metadata=dict(record.metadata),
+                                   files=dict(record.files))
 
     def unfinished(self, client: str | None = None) -> int:
-        with self._lock:
-            return sum(1 for j in self._jobs.values()
-                       if j.state in ("queued", "running") and (client is None or j.client == client))
+        return self.records.count(UNFINISHED, client)
 
     def count(self) -> int:
-        with self._lock:
-            return len(self._jobs)
+        return self.records.count()
 
     def result_bytes(self, record: JobRecord, fmt: str) -> bytes | None:
-        """The result encoded as `fmt` (converted from the stored WAV once, then cached); None once expired."""
-        with self._lock:
-            if record.state != "done" or "wav" not in record.files:
+        """The result encoded as `fmt` (converted from the stored WAV once per process, then cached); None
+        once expired."""
+        if record.state != "done" or fmt not in FORMATS:
+            return None
+        path = self.dir / f"{record.id}.{fmt}"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            wav = self.records.result(record.id)
+            if wav is None:
                 return None
-            path = record.files.get(fmt)
-            if path is None:
-                audio = audio_io.read(record.files["wav"])
-                path = self.dir / f"{record.id}.{fmt}"
-                path.write_bytes(audio_io.encode(audio, fmt))
+            data = wav if fmt == "wav" else audio_io.encode(audio_io.decode(wav), fmt)
+            self._cache(record, fmt, data)
+        return data
+
+    def _cache(self, record: JobRecord, fmt: str, data: bytes) -> None:
+        path = self._cache_file(record.id, fmt, data)
+        if path is not None:
+            with self._lock:
                 record.files[fmt] = path
-            return path.read_bytes()
+
+    def _cache_file(self, job_id: str, fmt: str, data: bytes) -> Path | None:
+        """Keep an encoded copy (written aside and renamed, so a concurrent reader never sees half a file)."""
+        path = self.dir / f"{job_id}.{fmt}"
+        try:
+            partial = path.with_name(f"{path.name}.part")
+            partial.write_bytes(data)
+            partial.replace(path)
+        except OSError:
+            log.warning("could not cache %s (it is served from the store)", path, exc_info=True)
+            return None
+        return path
 
     # --- transport events ---------------------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
-        """Transport listener: fold a progress event or a response into its record."""
-        if isinstance(event, SoundResponse):
-            self._on_response(event)
-        else:
-            self._on_progress(event)
-
-    def _on_progress(self, event: ProgressEvent) -> None:
-        with self._lock:
-            record = self._jobs.get(event.request_id)
-            if record is None or record.state not in ("queued", "running"):
-                return
-            if event.stage == "queued":
-                if record.state == "queued":  # a worker may have started before the queued event arrived
-                    record.reported_position = event.position
-            else:
-                if record.state == "queued":
-                    record.state = "running"
-                    record.started_at = time.time()
-                record.stage = event.stage
-                record.progress = max(0.0, min(1.0, float(event.fraction)))
-            self._changed(record)
-
-    def _on_response(self, response: SoundResponse) -> None:
+        """Transport listener: fold a progress event or a response into its record. Returns once the change is
+        committed; raises StoreError when the store cannot commit it (the answer must then not be acked)."""
         now = time.time()
+        if isinstance(event, SoundResponse):
+            self._on_response(event, now)
+        else:
+            self._commit(event.request_id, folding.progress(event, now), durable=False)
+
+    def _on_response(self, response: SoundResponse, now: float) -> None:
+        if not CLIENT_JOB_ID.match(response.request_id):
+            return
+        ttl = self.result_ttl
+        if not response.ok or response.audio is None:
+            self._commit_answer(response, folding.failed(
+                response.error_code or "generation_failed", response.error_message or "the worker reported an error",
+                ttl, now))
+            return
+        try:
+            wav = audio_io.encode(response.audio, "wav")
+        except Exception as exc:  # bad audio from a worker fails the job; a store failure (below) raises
+            log.exception("could not encode the result of %s", response.request_id)
+            self._commit_answer(response, folding.failed(
+                "storage_failed", f"the server could not store the result: {exc}", ttl, now))
+            return
+        cached = self._cache_file(response.request_id, "wav", wav)  # before the wake: readers find the file
+        stored = self._commit_answer(response, folding.done(response, ttl, now), wav=wav,
+                                     files={"wav": cached} if cached else None)
+        if cached is not None and stored.state != "done":
+            cached.unlink(missing_ok=True)  # a late answer for a job that had finished otherwise
+
+    def _commit_answer(self, response: SoundResponse, change: Change, **options: Any) -> JobRecord:
+        """Commit an answer; one for a job the store does not know (discarded, or dropped by another TAG) is
+        kept under its id for whoever still polls it."""
+        stored = self._commit(response.request_id, change, **options)
+        if stored is None:
+            self.records.add(JobRecord(id=response.request_id, client="", prompt=response.prompt,
+                                       duration=response.duration, backend=response.backend, seed=response.seed,
+                                       candidates=1, deadline=time.time()))
+            stored = self._commit(response.request_id, change, **options)
+        if stored is None:
+            raise StoreError(f"job {response.request_id} vanished while its answer was stored")
+        return stored
+
+    def _commit(self, job_id: str, change: Change, wav: bytes | None = None, drop_result: bool = False,
+                files: dict[str, Path] | None = None, durable: bool = True) -> JobRecord | None:
+        """Apply `change` in the store, bring the live record up to date (with cached `files` once done) and
+        wake its event streams."""
         with self._lock:
-            record = self._jobs.get(response.request_id)
-            if record is None:
-                if not CLIENT_JOB_ID.match(response.request_id):
-                    return
-                # An answer to a job submitted before this server restarted: keep it for whoever still polls.
-                record = JobRecord(id=response.request_id, client="", prompt=response.prompt,
-                                   duration=response.duration, backend=response.backend, seed=response.seed,
-                                   candidates=1, deadline=now)
-                self._jobs[record.id] = record
-            elif record.state not in ("queued", "running"):
-                return
-            if not response.ok or response.audio is None:
-                self._finish_failed(record, response.error_code or "generation_failed",
-                                    response.error_message or "the worker reported an error", now)
-                return
-            try:
-                path = self.dir / f"{record.id}.wav"
-                path.write_bytes(audio_io.encode(response.audio, "wav"))
-            except Exception as exc:
-                log.exception("could not store the result of %s", record.id)
-                self._finish_failed(record, "storage_failed", f"the server could not store the result: {exc}", now)
-                return
-            record.files = {"wav": path}
-            record.audio_seconds = round(response.audio.duration, 3)
-            record.channels, record.sample_rate = response.audio.channels, response.audio.sample_rate
-            record.state, record.stage, record.progress = "done", "done", 1.0
-            record.seed = response.seed
-            record.model_id = response.model_id
-            record.timings = dict(response.timings)
-            record.metadata = dict(response.metadata)
-            record.finished_at = now
-            record.expires_at = now + self.result_ttl
-            self._changed(record)
+            seen = self._live.get(job_id)
+            base, before = (None, None) if seen is None else (self._copy(seen), seen.version)
+        stored = self.records.update(job_id, change, wav=wav, drop_result=drop_result, durable=durable, base=base)
+        if stored is None:
+            return None
+        live = self._track(stored)
+        if files and live.state == "done":
+            with self._lock:
+                live.files.update(files)
+        if live.version != before:
+            self._wake_threadsafe(job_id)
+        return live
 
-    def _finish_failed(self, record: JobRecord, code: str, message: str, now: float) -> None:
-        record.state, record.stage = "failed", "failed"
-        record.error_code, record.error_message = code, message
-        record.finished_at = now
-        record.expires_at = now + self.result_ttl
-        self._changed(record)
-
-    def _delete_files(self, record: JobRecord) -> None:
-        for path in record.files.values():
-            path.unlink(missing_ok=True)
-        record.files = {}
+    def _track(self, stored: JobRecord) -> JobRecord:
+        """The one object this process hands out for `stored.id`, brought up to `stored`'s state."""
+        with self._lock:
+            live = self._live.get(stored.id)
+            if live is None:
+                stored.files = {fmt: path for fmt in FORMATS if (path := self.dir / f"{stored.id}.{fmt}").exists()}
+                self._live[stored.id] = stored
+                return stored
+            if stored.version >= live.version:
+                copy_into(live, stored)
+                if live.state != "done":
+                    live.files = {}
+            return live
 
     # --- change notification ------------------------------------------------------------------------------
-    def _changed(self, record: JobRecord) -> None:
-        record.version += 1
+    def _poll_forever(self) -> None:
+        """Refresh the records event streams wait on whenever another process committed a change."""
+        while not self._stop.wait(self.poll_interval):
+            with self._lock:
+                watched = {job_id: live.version for job_id in self._waiters
+                           if (live := self._live.get(job_id)) is not None}
+            if not watched:
+                continue
+            try:
+                versions = self.records.versions(watched)
+                for job_id, version in watched.items():
+                    if versions.get(job_id, version) != version and (stored := self.records.get(job_id)):
+                        self._track(stored)
+                        self._wake_threadsafe(job_id)
+            except StoreError:
+                log.warning("could not poll the job store for changes", exc_info=True)
+
+    def _wake_threadsafe(self, job_id: str) -> None:
         if self._loop is not None and not self._loop.is_closed():
             try:
-                self._loop.call_soon_threadsafe(self._wake, record.id)
+                self._loop.call_soon_threadsafe(self._wake, job_id)
             except RuntimeError:  # the loop stopped between the check and the call
                 pass
 
@@ -291,16 +319,15 @@ class JobStore:
         for waiter in self._waiters.get(job_id, ()):
             waiter.set()
 
-    def _set_every_waiter(self) -> None:
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                waiter.set()
+    def _wake_everyone(self) -> None:
+        for job_id in list(self._waiters):
+            self._wake(job_id)
 
     def _wake_all(self) -> None:
         if self._loop is None or self._loop.is_closed():
             return
         try:
-            self._loop.call_soon_threadsafe(self._set_every_waiter)
+            self._loop.call_soon_threadsafe(self._wake_everyone)
         except RuntimeError:
             pass
 
@@ -309,14 +336,16 @@ class JobStore:
         if record.version != seen_version or self.closed:
             return
         waiter = asyncio.Event()
-        self._waiters.setdefault(record.id, set()).add(waiter)
+        with self._lock:
+            self._waiters.setdefault(record.id, set()).add(waiter)
         try:
             await asyncio.wait_for(waiter.wait(), timeout)
         except asyncio.TimeoutError:
             pass
         finally:
-            waiters = self._waiters.get(record.id)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiters[record.id]
+            with self._lock:
+                waiters = self._waiters.get(record.id)
+                if waiters is not None:
+                    waiters.discard(waiter)
+                    if not waiters:
+                        del self._waiters[record.id]

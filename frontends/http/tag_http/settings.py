@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tagcore.audio import MAX_INPUT_BYTES
-from tagcore.config import Secret, settings_from_table
+from tagcore.config import Secret, data_dir, settings_from_table
 from tagcore.errors import ConfigError
 from tagcore.fairness import MAX_BOOST
+
+STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,11 @@ class HttpSettings:
     result_ttl: float = 3600.0
     """Seconds a result stays downloadable; its files are deleted afterwards."""
     results_dir: str = ""
-    """Where result files live; empty means a private temporary folder removed at shutdown."""
+    """Where this server caches encoded results (the store keeps the audio itself); empty means a private
+    temporary folder removed at shutdown."""
+    store: Secret = Secret("")
+    """The job store's URL: `sqlite:////absolute/path` or `postgresql://user:password@host/db` (replicas on
+    several machines). Empty: `sqlite:///` + `default_store_path()`. A secret: the URL may hold a password."""
     backends: tuple[str, ...] = ()
     """Backends offered (empty: every one workers announced, plus those installed here)."""
     default_duration: float = 5.0
@@ -49,6 +56,9 @@ class HttpSettings:
     forwarded_allow_ips: str = ""
     """Proxies trusted to set X-Forwarded-For (the client address used for rate limits). Empty: no proxy is
     trusted, so no local process can pose as a fresh client; set the proxy's address when behind one."""
+
+    def store_url(self) -> str:
+        return self.store.reveal() or f"sqlite:///{default_store_path()}"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "HttpSettings":
@@ -67,5 +77,12 @@ class HttpSettings:
                 raise ConfigError(f"http setting {name} must be at least 1")
         if not 0 <= self.priority <= MAX_BOOST:
             raise ConfigError(f"http priority must be 0 to {MAX_BOOST}")
+        if self.store and not self.store.reveal().startswith(STORE_SCHEMES):
+            raise ConfigError("http store must be a URL starting with sqlite:/// or postgresql://")
         if self.rate_limit < 0 or self.result_ttl <= 0 or self.default_duration <= 0:
             raise ConfigError("http rate_limit must be >= 0, result_ttl and default_duration > 0")
+
+
+def default_store_path() -> Path:
+    """The embedded job store: a SQLite file in TAG's data folder (not a temporary one: jobs outlive restarts)."""
+    return data_dir() / "http" / "jobs.sqlite"

@@ -1,0 +1,141 @@
+"""One job as the API reports it, and the small interface every job store backend offers.
+
+A backend (`SqlRecords` over SQLite or PostgreSQL) holds the durable truth: records, their result audio and
+their versions. `JobStore` (jobs.py) folds transport events into records through `update`, so the same rules
+apply whichever process or machine receives an event. Idempotency keys need no table of their own: a key maps
+to a job id (idempotency.job_id_for_key) and the record keeps the request's fingerprint for as long as the
+record lives (its result TTL, then one more TTL as a tombstone).
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+UNFINISHED = ("queued", "running")
+FINISHED = ("done", "failed", "cancelled")
+
+
+class StoreError(Exception):
+    """The job store could not read or commit (database down, disk full): nothing was changed."""
+
+
+@dataclass
+class JobRecord:
+    """Everything the API reports about one job."""
+
+    id: str
+    client: str
+    prompt: str
+    duration: float
+    backend: str
+    seed: int | None
+    candidates: int
+    deadline: float
+    created_at: float = field(default_factory=time.time)
+    state: str = "queued"
+    """queued -> running -> done | failed | cancelled; those -> expired once the TTL passes."""
+    stage: str = "queued"
+    progress: float = 0.0
+    reported_position: int | None = None
+    ahead: frozenset[str] = frozenset()
+    """Jobs in the store for the same backend that were queued before this one (for a live position)."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    model_id: str = ""
+    audio_seconds: float | None = None
+    channels: int | None = None
+    sample_rate: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error_message: str | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    """This process's cached copies of the result, by format (not stored: the store keeps the WAV itself)."""
+    version: int = 0
+    """Raised by one on every committed change: event-stream readers compare it to what they last sent."""
+    fingerprint: str = ""
+    """Digest of the submitted request (see idempotency.fingerprint): a retry must match it."""
+
+
+Change = Callable[[JobRecord], bool]
+"""Edits a record in place and says whether it changed anything (False: nothing is written)."""
+_NOT_STORED = ("files",)
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars from an in-process worker become plain numbers; anything else odd becomes its text."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)
+
+
+def to_json(record: JobRecord) -> str:
+    """The record's fields as one JSON document (the stored form; `files` is per process and left out)."""
+    data = {f.name: getattr(record, f.name) for f in fields(JobRecord) if f.name not in _NOT_STORED}
+    data["ahead"] = sorted(record.ahead)
+    return json.dumps(data, default=_jsonable, separators=(",", ":"))
+
+
+def from_json(text: str) -> JobRecord:
+    data = json.loads(text)
+    known = {f.name for f in fields(JobRecord)}
+    record = JobRecord(**{key: value for key, value in data.items() if key in known})
+    record.ahead = frozenset(record.ahead)
+    return record
+
+
+def copy_into(target: JobRecord, source: JobRecord) -> None:
+    """Make `target` (an object the API holds) show `source`'s stored state; its cached files stay."""
+    for f in fields(JobRecord):
+        if f.name not in _NOT_STORED:
+            setattr(target, f.name, getattr(source, f.name))
+
+
+class JobRecords(Protocol):
+    """The durable part of the job store: what several API replicas share."""
+
+    def add(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Insert `record` unless its id is known: (the new record, True) or (the stored one, False)."""
+
+    def queued_ids(self, backend: str) -> frozenset[str]:
+        """Ids of the jobs for `backend` still queued (the new job's `ahead`)."""
+
+    def get(self, job_id: str) -> JobRecord | None:
+        ...
+
+    def update(self, job_id: str, change: Change, wav: bytes | None = None, drop_result: bool = False,
+               durable: bool = True, base: JobRecord | None = None) -> JobRecord | None:
+        """Apply `change` to the stored record and commit it with version + 1 (retried when another writer
+        committed in between); with `wav`, the result audio is committed in the same transaction, and with
+        `drop_result` it is deleted in it. A change that is not `durable` (progress) may return before the
+        disk has it. `base`, a private copy of the record as last seen, saves the first read (it is read anew
+        when the stored version moved on). None when the job is unknown."""
+
+    def delete(self, job_id: str) -> None:
+        ...
+
+    def versions(self, job_ids: Iterable[str]) -> dict[str, int]:
+        """The stored version of each known id (unknown ids are left out): what event streams poll."""
+
+    def states(self, job_ids: Iterable[str]) -> dict[str, str]:
+        ...
+
+    def count(self, states: tuple[str, ...] = (), client: str | None = None) -> int:
+        """Jobs in any of `states` (all when empty), of one API client when `client` is given."""
+
+    def due(self, now: float, grace: float) -> list[str]:
+        """Ids the sweep must look at: finished and past `expires_at`, or unfinished and `grace` past the
+        deadline."""
+
+    def drop_tombstones(self, before: float) -> int:
+        """Delete expired records whose `expires_at` is at or before `before`; how many went."""
+
+    def result(self, job_id: str) -> bytes | None:
+        """The result WAV, or None (not done, expired, unknown)."""
+
+    def close(self) -> None:
+        ...
