@@ -74,7 +74,8 @@ def write(folder: Path, *, seed: int = 0, turbo: bool = True) -> Path:
     torch.manual_seed(seed)
     tokenizer = _tokenizer()
     text_encoder = _text_encoder(len(tokenizer))
-    vae = AutoencoderOobleck(encoder_hidden_size=4, downsampling_ratios=[2, 4, 4, 6, 10], channel_multiples=[1, 1, 1, 1, 1],
+    vae = AutoencoderOobleck(encoder_hidden_size=2 * ACOUSTIC, downsampling_ratios=[2, 4, 4, 6, 10],
+                             channel_multiples=[1, 1, 1, 1, 1],
                              decoder_channels=4, decoder_input_channels=ACOUSTIC, audio_channels=2,
                              sampling_rate=48000)
     condition = AceStepConditionEncoder(text_hidden_dim=WIDTH["hidden_size"], timbre_hidden_dim=ACOUSTIC,
