@@ -88,7 +88,8 @@ class AceStepBackend(Backend):
         self.source = w.resolve(str(self.settings["weights"] or ""))
         self.model: Any = None
         self.device: Any = None
-        self.max_duration = self.native_max_duration = self.spec(self.settings).max_duration
+        self.longest = self.spec(self.settings).max_duration
+        """Longest song of the weights this instance serves (the class attribute is the family's bound)."""
 
     @classmethod
     def spec(cls, settings: Mapping[str, Any]) -> BackendSpec:
@@ -129,7 +130,7 @@ class AceStepBackend(Backend):
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         self.model, self.device = pipe, device
-        self.max_duration = self.native_max_duration = w.max_duration(folder)
+        self.longest = w.max_duration(folder)
 
     def unload(self) -> None:
         self.model = None
@@ -166,8 +167,8 @@ class AceStepBackend(Backend):
 
     def check_batch(self, items: Sequence[GenerationItem], duration: float, options: Mapping[str, Any]) -> None:
         """What the frontends' validation already refuses, checked again for callers that skip it."""
-        if not self.min_duration <= duration <= self.max_duration:
-            raise InvalidRequest(f"{self.model_id} makes songs of {self.min_duration:g} to {self.max_duration:g} s, "
+        if not self.min_duration <= duration <= self.longest:
+            raise InvalidRequest(f"{self.model_id} makes songs of {self.min_duration:g} to {self.longest:g} s, "
                                  f"not {duration:g} s")
         for item in items:
             if item.negative_prompt:
@@ -206,7 +207,7 @@ class AceStepBackend(Backend):
         import torch
         from diffusers import AceStepPipeline
 
-        pipe = AceStepPipeline(**{**self.model.components, "scheduler": self.fresh_scheduler()})
+        pipe: Any = AceStepPipeline(**{**self.model.components, "scheduler": self.fresh_scheduler()})
         pipe.set_progress_bar_config(disable=True)
         guidance = 1.0 if pipe.is_turbo else options["guidance"]  # turbo ignores it (and warns): say what ran
         steps = options["steps"]
