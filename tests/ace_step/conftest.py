@@ -36,3 +36,32 @@ def direct(turbo_folder):
     pipe = AceStepPipeline.from_pretrained(str(turbo_folder))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="module")
+def ace_server(ace):
+    """An HTTP frontend on 127.0.0.1 with an embedded worker serving the tiny ace_step; yields its base URL."""
+    import threading
+
+    from tag_http.frontend import HttpFrontend
+    from tagcore.config import Config
+    from tagcore.inprocess import InProcessTransport
+    from tagcore.worker import GeneratorService, served_specs, start_embedded_worker
+
+    config = Config(default_backend="ace_step", max_duration=600.0)
+    transport = InProcessTransport(config)
+    backends = {"ace_step": ace}
+    service = GeneratorService(backends, transport.job_source(served_specs(backends)), config)
+    worker, worker_stop = start_embedded_worker(service)
+    frontend = HttpFrontend(config, transport, {"port": 0, "backends": "ace_step", "api_key": ""})
+    stop = threading.Event()
+    thread = threading.Thread(target=frontend.run, args=(stop,), daemon=True)
+    thread.start()
+    assert frontend.ready.wait(15), "the HTTP server did not start"
+    try:
+        yield f"http://127.0.0.1:{frontend.port}"
+    finally:
+        stop.set()
+        thread.join(15)
+        worker_stop.set()
+        worker.join(5)

@@ -68,7 +68,8 @@ def _audio_codec() -> tuple[Any, Any]:
 def write(folder: Path, *, seed: int = 0, turbo: bool = True) -> Path:
     """An AceStepPipeline folder: `turbo` (guidance distilled, the released default) or a base model (CFG)."""
     import torch
-    from diffusers import AceStepPipeline, AceStepTransformer1DModel, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+    from diffusers import (AceStepPipeline, AceStepTransformer1DModel, AutoencoderOobleck,
+                           FlowMatchEulerDiscreteScheduler)
     from diffusers.pipelines.ace_step import AceStepConditionEncoder
 
     torch.manual_seed(seed)
