@@ -32,6 +32,8 @@ class Option:
     choices: tuple[str, ...] = ()
     scope: Literal["request", "worker"] = "request"
     aliases: tuple[str, ...] = field(default=())
+    multiline: bool = False
+    """A "str" option whose value is long text over several lines (song lyrics): frontends give it a text area."""
 
     def parse(self, raw: Any) -> Any:
         """Convert `raw` (a CLI string or a JSON value) to this option's type and check its bounds."""

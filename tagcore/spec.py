@@ -234,6 +234,7 @@ def _option_from_dict(data: Any, where: str) -> Option:
         name=_field(data, "name", str, where), type=kind, default=default, help=_field(data, "help", str, where, ""),
         minimum=bounds[0], maximum=bounds[1], choices=tuple(_strings(data.get("choices", []), f"{where}.choices")),
         scope=scope, aliases=tuple(_strings(data.get("aliases", []), f"{where}.aliases")),
+        multiline=_field(data, "multiline", bool, where, False),
     )
 
 

@@ -83,6 +83,7 @@ class Catalog:
             capabilities=dataclasses.asdict(spec.capabilities),
             variable_length=spec.variable_length,
             options=[OptionInfo(name=o.name, type=o.type, default=o.default, help=o.help, minimum=o.minimum,
-                                maximum=o.maximum, choices=list(o.choices), aliases=list(o.aliases))
+                                maximum=o.maximum, choices=list(o.choices), aliases=list(o.aliases),
+                                multiline=o.multiline)
                      for o in spec.request_options],
         )

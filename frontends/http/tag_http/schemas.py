@@ -81,6 +81,7 @@ class OptionInfo(BaseModel):
     maximum: float | None = None
     choices: list[str] = Field(default_factory=list)
     aliases: list[str] = Field(default_factory=list)
+    multiline: bool = Field(False, description="a long text over several lines (e.g. lyrics): a text area, not a line")
 
 
 class DurationRange(BaseModel):

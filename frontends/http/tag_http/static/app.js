@@ -67,10 +67,12 @@ function onBackendChange() {
   $("duration-label").textContent = backend.variable_length ? "At most (s)" : "Duration (s)";
   $("backend-info").textContent = `${backend.description} ${backend.durations.min}–${backend.durations.max} s, ` +
     `${backend.sample_rate / 1000} kHz.`;
-  const box = $("options");
-  box.replaceChildren();
-  for (const option of backend.options) box.append(optionField(option));
-  $("options-box").hidden = backend.options.length === 0;
+  // Long-text options (lyrics...) get a text area in view; the rest go in the folded options box.
+  const longText = backend.options.filter((option) => option.multiline);
+  const short = backend.options.filter((option) => !option.multiline);
+  $("text-options").replaceChildren(...longText.map(optionField));
+  $("options").replaceChildren(...short.map(optionField));
+  $("options-box").hidden = short.length === 0;
   showAudioPromptField(backend.capabilities);
 }
 
@@ -124,7 +126,11 @@ function optionField(option) {
   label.textContent = option.name;
   label.title = option.help;
   let input;
-  if (option.type === "choice") {
+  if (option.multiline) {
+    input = document.createElement("textarea");
+    input.rows = 6;
+    input.placeholder = option.help;
+  } else if (option.type === "choice") {
     input = document.createElement("select");
     for (const choice of option.choices) input.append(new Option(choice, choice, false, choice === option.default));
   } else if (option.type === "bool") {
@@ -149,7 +155,7 @@ function optionField(option) {
 
 function chosenOptions() {
   const options = {};
-  for (const input of $("options").querySelectorAll("[data-option]")) {
+  for (const input of $("gen-form").querySelectorAll("[data-option]")) {
     const type = input.dataset.type;
     let value;
     if (type === "bool") value = input.checked;
