@@ -89,7 +89,7 @@ stage() {  # stage NAME BACKEND LIMIT WEIGHTS COMMAND...: waits for WEIGHTS (- f
   say "== $name: start $(date +%T), limit ${limit}s"
   GPU_SUITE_STAGE=$name timeout -k 5 "$limit" bash -c \
     'until [ "$0" = - ] || [ -e "$0.ok" ]; do [ -e "$0.failed" ] && { echo "its weights were not written"; exit 3; }
-     sleep 1; done; exec "$@"' "$WORK/ready/$weights" "$@" >>"$LOG" 2>&1
+     sleep 1; done; exec "$@"' "$([ "$weights" = - ] && echo - || echo "$WORK/ready/$weights")" "$@" >>"$LOG" 2>&1
   rc=$?
   say "== $name: rc $rc after $((SECONDS - started)) s"
   if [ $rc -ne 0 ]; then
