@@ -48,11 +48,14 @@ if [ $SMOKE = 1 ]; then  # the same stages at the tests' sizes on the CPU: check
   DEV=cpu DTYPE=fp32 AG=tiny MG_SMALL=musicgen-tiny MG_MEDIUM=musicgen-tiny SA=tiny DUR=1 LONG=2 AG_B=1,2 SA_B="1 2"
   REPEATS=1 TOKENS=0.5 SA_STEPS="--steps 2" MAA_SIZE="--tiny make_an_audio" MAA_SAMPLING=ddim:2 MAA_B="1 2"
   SHAPES="1:1" PREP_THREADS=1
+  # Inductor compiles C++ for minutes on a CPU: the smoke runs the scope stage's processes and rows with
+  # torch.compile disabled (it checks the wiring; tests/make_an_audio check compiling on the CPU).
+  SCOPES_ENV="TORCH_COMPILE_DISABLE=1"
   export OMP_NUM_THREADS=1
 else
   DEV=cuda DTYPE=bf16 AG=medium MG_SMALL=musicgen-small MG_MEDIUM=musicgen-medium SA=full DUR=10 LONG=120
   AG_B=1,16 SA_B="1 8" REPEATS=2 TOKENS=2 SA_STEPS="" MAA_SIZE="" MAA_SAMPLING=ddim:100 MAA_B="1 8"
-  SHAPES="10:1 10:8" PREP_THREADS=${GPU_SUITE_PREP_THREADS:-8}
+  SHAPES="10:1 10:8" PREP_THREADS=${GPU_SUITE_PREP_THREADS:-8} SCOPES_ENV="GPU_SUITE=1"
 fi
 
 want() { [[ $STAGES == *" $1 "* ]]; }
@@ -133,7 +136,7 @@ run_stages() {
     --batches $AG_B --repeats $REPEATS --reference-batches none
   stage maa_speed make_an_audio 60 maa $PY benchmarks/make_an_audio_speed.py $maa --dtypes $DTYPE \
     --duration $DUR --sampling $MAA_SAMPLING --batch $MAA_B --repeat $REPEATS
-  stage maa_scopes make_an_audio 150 maa $PY benchmarks/make_an_audio_compile.py $maa --dtype $DTYPE \
+  stage maa_scopes make_an_audio 150 maa env $SCOPES_ENV $PY benchmarks/make_an_audio_compile.py $maa --dtype $DTYPE \
     --shapes $SHAPES
 }
 

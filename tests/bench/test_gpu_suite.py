@@ -45,7 +45,10 @@ def test_smoke_runs_every_stage_into_one_table(tmp_path):
         assert timed and all(float(r["s_per_clip"]) > 0 for r in timed), stage
     tokens = next(r for r in recorded if r["stage"] == "audiogen_tokens")
     assert tokens["sampler"] == "greedy" and "identical" in tokens["notes"]
-    assert all(float(r["warmup_s"]) > 0 for r in recorded if r["stage"] == "maa_scopes")
+    scopes = [r for r in recorded if r["stage"] == "maa_scopes"]
+    assert {r["variant"] for r in scopes} == {f"compile scope {scope}, {start}" for scope in ("unet", "blocks")
+                                              for start in ("cold", "restart")}
+    assert all(float(r["warmup_s"]) >= 0 for r in scopes)
     assert "passed" in next(r for r in recorded if r["stage"] == "cuda_tests")["notes"] or "skipped" in log
     assert len(list(out.iterdir())) <= 8  # all the device tool brings back
     assert not any(p.is_dir() for p in out.iterdir())
