@@ -39,7 +39,8 @@ def test_smoke_runs_every_stage_into_one_table(tmp_path):
     recorded = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in recorded} == set(stages)
     assert all(r["variant"] != gpu_suite.FAILED for r in recorded), log[-4000:]
-    assert {r["commit"] for r in rows} == {"abc123"} and {r["device"] for r in rows if r["backend"] != "tests"} == {"cpu"}
+    assert {r["commit"] for r in rows} == {"abc123"}
+    assert {r["device"] for r in rows if r["backend"] != "tests"} == {"cpu"}
     for stage in set(stages) - {"cuda_tests", "audiogen_tokens", "maa_scopes"}:  # these measure no clip time
         timed = [r for r in recorded if r["stage"] == stage and r["s_per_clip"] != ""]
         assert timed and all(float(r["s_per_clip"]) > 0 for r in timed), stage
@@ -49,7 +50,8 @@ def test_smoke_runs_every_stage_into_one_table(tmp_path):
     assert {r["variant"] for r in scopes} == {f"compile scope {scope}, {start}" for scope in ("unet", "blocks")
                                               for start in ("cold", "restart")}
     assert all(float(r["warmup_s"]) >= 0 for r in scopes)
-    assert "passed" in next(r for r in recorded if r["stage"] == "cuda_tests")["notes"] or "skipped" in log
+    tests = next(r for r in recorded if r["stage"] == "cuda_tests")["notes"]
+    assert "passed" in tests or "skipped" in tests  # skipped here, without CUDA
     assert len(list(out.iterdir())) <= 8  # all the device tool brings back
     assert not any(p.is_dir() for p in out.iterdir())
 
