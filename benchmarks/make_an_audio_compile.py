@@ -13,7 +13,8 @@ UNet call (CFG: 2 x batch rows, as the sampling loop makes it) runs for each SEC
 - rel_l2: how far the compiled output is from the uncompiled one on the same inputs.
 
 A block that falls back to eager (torch's recompile limit) fails its row rather than passing for compiled.
-Writes make_an_audio_compile_<device>.md and .csv to `--out` (default benchmarks/results/).
+Writes make_an_audio_compile_<device>.md and .csv to `--out` (default benchmarks/results/); `--suite DIR` adds
+each process's rows to a GPU suite run there (tag_bench.gpu_suite: warm-up = first_call_s, no seconds per clip).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tag_bench import gpu_suite
 from tag_bench.script_output import device_name, write_results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -125,6 +127,7 @@ def main() -> None:
                         metavar="SECONDS:BATCH", help="clip shapes in the order a worker meets them")
     parser.add_argument("--calls", type=int, default=3, help="timed calls per shape on the CPU (median)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--suite", type=Path, help="also add the rows to the GPU suite run in this folder")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -135,12 +138,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tag-compile-bench-") as caches:
         for scope in args.scopes:
             for start in STARTS:
-                for row in run_child(args, scope, Path(caches) / scope):
+                measured = run_child(args, scope, Path(caches) / scope)
+                gpu_suite.record(args.suite, [suite_row(args, scope, start, row) for row in measured])
+                for row in measured:
                     row = {"device": args.device, "dtype": args.dtype, "scope": scope, "start": start, **row}
                     rows.append({field: row.get(field, "") for field in FIELDS})
                     print(rows[-1], flush=True)
                     totals[scope, start] = totals.get((scope, start), 0.0) + float(row.get("first_call_s") or 0)
                 write(args, rows, totals)  # after every process: a run cut short still leaves its rows
+
+
+def suite_row(args: argparse.Namespace, scope: str, start: str, row: dict) -> dict:
+    """The GPU suite's row for one shape of one process: its warm-up is the shape's first (compiling) call."""
+    import torch
+
+    from tagcore.devices import resolve_dtype
+
+    if row.get("error"):
+        note = f"failed: {row['error']}"
+    else:
+        note = (f"guided UNet call (CFG, 2 x batch rows) {row['call_ms']} ms compiled, {row['eager_call_ms']} ms "
+                f"eager; rel L2 vs eager {row['rel_l2']}; warm-up = this shape's first call, shapes in order "
+                + " ".join(f"{seconds:g}:{batch}" for seconds, batch in args.shapes))
+    return gpu_suite.make_row(
+        backend="make_an_audio", variant=f"compile scope {scope}, {start}",
+        device=gpu_suite.torch_device_name(args.device),
+        dtype=gpu_suite.dtype_name(resolve_dtype(args.dtype, torch.device(args.device))),
+        duration_s=row.get("seconds", ""), batch=row.get("batch", ""), warmup_s=row.get("first_call_s", ""),
+        notes=note)
 
 
 def write(args: argparse.Namespace, rows: list[dict], totals: dict[tuple[str, str], float]) -> None:

@@ -18,7 +18,9 @@ path in the same process on the same device (DDIM rows, once per steps x batch, 
 reports how far TAG's fp32 batch-1 clip is from the official one for the same seed (max abs, relative L2).
 When fp32 is among `--dtypes`, each other dtype's batch-1 clip is compared with the fp32 clip (relative L2).
 
-Writes make_an_audio_speed_<device>.md and .csv to `--out` (default benchmarks/results/).
+Writes make_an_audio_speed_<device>.md and .csv to `--out` (default benchmarks/results/); `--suite DIR` adds each
+row to a GPU suite run there as it is measured (tag_bench.gpu_suite), its warm-up being the worker start's graph
+capture (compile included) or, without one, what the row's untimed first call took beyond a timed one.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tag_bench import gpu_suite
 from tag_bench.maa_official import agreement
 from tag_bench.script_output import device_name, peak_memory_gib, peak_memory_note, write_results
 
@@ -58,16 +61,35 @@ def sampling_arg(text: str) -> tuple[str, int]:
     return sampler, int(steps)
 
 
-def timed_batch(backend, items, duration: float, options, repeat: int) -> tuple[float, list, float]:
-    """(median seconds over `repeat` calls, the last call's results, capture seconds of the untimed first call)."""
+def timed_batch(backend, items, duration: float, options, repeat: int) -> tuple[float, list, float, float]:
+    """(median seconds over `repeat` calls, the last call's results, capture seconds of the untimed first call,
+    that call's seconds)."""
+    started = time.perf_counter()
     first = backend.generate_batch(items, duration, options=options)
+    first_s = time.perf_counter() - started
     capture_s = first[0].timings.get("graph_capture_s", 0.0)
     seconds = []
     for _ in range(repeat):
         started = time.perf_counter()
         results = backend.generate_batch(items, duration, options=options)
         seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds), results, capture_s
+    return statistics.median(seconds), results, capture_s, first_s
+
+
+def suite_row(row: dict, start: tuple[float, float, int], first_s: float, args: argparse.Namespace,
+              device) -> dict:
+    """The GPU suite's row for one measured row (see the module doc for its warm-up)."""
+    total, captured, shapes = start
+    scope = f"compiled ({args.compile_scope})" if args.compile else "eager"
+    warmup = captured if shapes else max(0.0, first_s - row["s_per_clip"] * row["batch"])
+    why = (f"worker start {total:.1f} s, of it {captured:.1f} s capturing {shapes} graph shapes" if shapes
+           else f"first call {first_s:.2f} s, no worker-start warm-up")
+    return gpu_suite.make_row(
+        backend="make_an_audio", variant=f"{scope}{', CUDA graphs' if shapes else ''}",
+        device=gpu_suite.torch_device_name(device), dtype=row["dtype"], sampler=row["sampler"], steps=row["steps"],
+        duration_s=row["duration_s"], batch=row["batch"], s_per_clip=row["s_per_clip"], warmup_s=warmup,
+        peak_gib=row["peak_mem_gib"], notes=f"{why}; median of {args.repeat}; diffusion {row['diffusion_s']} s, "
+        f"vocoder {row['vocoder_s']} s for the batch")
 
 
 def main() -> None:
@@ -86,6 +108,7 @@ def main() -> None:
     parser.add_argument("--compile-scope", default="unet", help="with --compile: unet or blocks (compiled.py)")
     parser.add_argument("--official", type=Path, help="checkout of the official code: time it side by side")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
+    parser.add_argument("--suite", type=Path, help="also add the rows to the GPU suite run in this folder")
     args = parser.parse_args()
 
     folder = args.weights
@@ -132,7 +155,8 @@ def main() -> None:
 
                     torch.cuda.reset_peak_memory_stats(device)
                 options = backend.resolve_request_options({"steps": steps, "sampler": sampler})
-                total, results, capture_s = timed_batch(backend, items, args.duration, options, args.repeat)
+                total, results, capture_s, first_s = timed_batch(backend, items, args.duration, options,
+                                                                 args.repeat)
                 timings = results[0].timings
                 row = dict(device=device.type, dtype=name, sampler=sampler, duration_s=args.duration, steps=steps,
                            batch=batch, s_per_clip=round(total / batch, 4),
@@ -144,6 +168,7 @@ def main() -> None:
                     fp32_clips[(sampler, steps)] = clip
                 row["_clip"] = clip
                 group.append(row)
+                gpu_suite.record(args.suite, [suite_row(row, starts[name], first_s, args, device)])
             if official is not None and sampler == "ddim":
                 started = time.perf_counter()
                 for _ in range(args.repeat):

@@ -10,3 +10,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # runs a broker, servers and subprocesses its threads mostly wait for a core (measured: the Make-An-Audio tests
 # take 71 s on one thread, 129 s on two). Subprocesses started by tests inherit this.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark `cuda` every test skipped without a CUDA device (a skipif whose reason names CUDA), so that
+    `pytest -m cuda` on a lent GPU runs exactly those (benchmarks/gpu_suite.sh) without a list kept by hand."""
+    import pytest
+
+    for item in items:
+        if any("cuda" in str(mark.kwargs.get("reason", "")).lower() for mark in item.iter_markers("skipif")):
+            item.add_marker(pytest.mark.cuda)
