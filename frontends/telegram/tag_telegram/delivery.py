@@ -374,11 +374,11 @@ class Delivery:
                 self.store.mark_delivered(response.request_id, self._replace_status(context, text, chat_id))
                 return
             message_id = self._send_audio(chat_id, response)
+            self._finish(response.request_id, user_id)  # the user may ask again while we tidy up
             recipe = Recipe(response.prompt, response.duration, response.backend, response.seed,
                             context.audio_prompt if context else None, context.options if context else None)
             self.store.mark_delivered(response.request_id, message_id,
                                       (response.request_id, recipe, self.sessions.max_recipes))
-            self._finish(response.request_id, user_id)  # the user may ask again while we tidy up
             if context is not None and context.status_message_id is not None:
                 try:
                     self.sender.call(chat_id, "deleteMessage", self.bot.delete_message, chat_id,

@@ -1,0 +1,143 @@
+"""Exactly-once delivery across kill -9 of `tag bot` (a subprocess on a real broker), and state kept over restarts.
+
+The fake Bot API holds uploads on the wire (`FakeTelegram.hold`), so the kill lands deterministically while clips
+are being uploaded and more answers wait in the bot's store behind them; answers made while the bot is down wait
+in the broker, which is restarted meanwhile. Every clip must then reach its chat once: uploads are counted per
+request id (the "again" button of each clip carries it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pika
+import pytest
+
+import tag_testkit.tone as tone
+from tag_telegram.delivery import reply_context
+from tag_testkit.broker import (ThreadWorker, amqp_channel, broker_config, broker_env, delete_queues,  # noqa: F401
+                                queue_depth, rabbitmq_node, stop_process)
+from tag_testkit.fake_telegram import FakeTelegram
+from tagcore import plugins
+from tagcore.audio_types import Audio
+from tagcore.messages import SoundRequest, SoundResponse, encode
+from tagcore.runtime import build_transport
+
+UPLOADS = ("sendVoice", "sendAudio", "sendDocument")
+
+
+def _bot(env: dict[str, str], log: Path) -> subprocess.Popen:
+    tag = Path(sys.executable).with_name("tag")
+    with log.open("ab") as out:
+        return subprocess.Popen([str(tag), "bot", "--transport", "rabbitmq"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _uploads(fake: FakeTelegram) -> Counter[str]:
+    """Accepted uploads per request id."""
+    counts: Counter[str] = Counter()
+    for call in fake.calls:
+        if call.method in UPLOADS and call.status == 200:
+            buttons = json.loads(call.params["reply_markup"])["inline_keyboard"][0]
+            counts[buttons[0]["callback_data"].removeprefix("again:")] += 1
+    return counts
+
+
+def _redeliver(node, queue: str, *requests: SoundRequest) -> None:
+    """Publish a second answer to requests already answered (and delivered, or stored for delivery)."""
+    connection, channel = amqp_channel(node)
+    try:
+        for request in requests:
+            again = SoundResponse(request_id=request.request_id, ok=True, prompt=request.prompt, duration=1.0,
+                                  backend="tone", seed=request.seed, context=request.context,
+                                  audio=Audio(np.zeros((1, 16000), np.float32), 16000))
+            channel.basic_publish("", queue, encode(again), pika.BasicProperties(delivery_mode=2, type="response"))
+    finally:
+        connection.close()
+
+
+def _stored(path: Path) -> int:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return int(db.execute("SELECT count(*) FROM answers").fetchone()[0])
+
+
+def _wait(predicate, what: str, log: Path, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} did not happen in {timeout:g} s; bot log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+@pytest.mark.broker
+def test_every_clip_once_across_kill_9_and_a_broker_restart(rabbitmq_node, tmp_path):
+    plugins.register_plugin(tone, name="tag_testkit.tone")  # for the worker in this process
+    env = broker_env(rabbitmq_node)
+    store, log = tmp_path / "bot.sqlite3", tmp_path / "bot.log"
+    worker = ThreadWorker(env, ["tone"])
+    transport = build_transport(broker_config(env), "rabbitmq")
+    submitter = transport.client(name="telegram")  # submits as the bot would; never consumes its answers
+    bot = None
+    with FakeTelegram() as fake:
+        bot_env = {k: v for k, v in os.environ.items() if k not in ("TAG_PLUGIN_MODULES",)}
+        bot_env.update(env, TAG_PLUGINS="rabbitmq,telegram", TAG_TELEGRAM_TOKEN=fake.token,
+                       TAG_TELEGRAM_API_URL=fake.base_url, TAG_TELEGRAM_POLL_TIMEOUT="1",
+                       TAG_TELEGRAM_DELIVERY_THREADS="2", TAG_TELEGRAM_STORE=str(store),
+                       NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+
+        def ask(chat: int) -> SoundRequest:
+            request = SoundRequest(prompt=f"clip for chat {chat}", duration=1.0, backend="tone", seed=chat,
+                                   context=reply_context(chat, chat), client="telegram")
+            submitter.submit(request)
+            return request
+
+        try:
+            bot = _bot(bot_env, log)
+            _wait(lambda: fake.polls > 0, "the bot polling", log)
+            first = ask(1)
+            _wait(lambda: _uploads(fake)[first.request_id] == 1, "the first clip", log)
+            fake.hold(*UPLOADS)
+            held = [ask(chat) for chat in range(2, 8)]
+            fake.wait_held(2, timeout=60)  # one upload per lane is on the wire, the other answers wait behind
+            _wait(lambda: _stored(store) == 7, "every answer in the store", log)
+            bot.send_signal(signal.SIGKILL)
+            bot.wait()
+            fake.release()  # the bot is dead: those uploads never complete
+            late = [ask(chat) for chat in (8, 9)]  # answered while the bot is down: they wait in the broker
+            reply_queue = submitter.reply_queue
+            # (2 or more: an answer the bot committed but could not acknowledge before the kill is back too)
+            _wait(lambda: queue_depth(rabbitmq_node, reply_queue)[0] >= 2, "two answers in the broker", log)
+            rabbitmq_node.stop()
+            rabbitmq_node.start()
+            assert queue_depth(rabbitmq_node, reply_queue)[0] >= 2
+
+            bot = _bot(bot_env, log)
+            wanted = [first, *held, *late]
+            _wait(lambda: all(_uploads(fake)[r.request_id] for r in wanted), "every clip delivered", log)
+            _redeliver(rabbitmq_node, reply_queue, first, held[0])  # as a broker does after a worker crash
+            sentinel = ask(10)  # answered after the duplicates, through the same consumer
+            _wait(lambda: _uploads(fake)[sentinel.request_id] == 1, "the clip after the duplicates", log)
+            stop_process(bot)  # a clean stop: whatever was still queued would have gone out by now
+            assert bot.returncode == 0, log.read_text()[-3000:]
+            counts = _uploads(fake)
+            assert {r.request_id: counts[r.request_id] for r in (*wanted, sentinel)} == \
+                {r.request_id: 1 for r in (*wanted, sentinel)}
+            assert sum(counts.values()) == 10
+            assert "sending the answer to request" in log.read_text()  # the held uploads were resent
+        finally:
+            if bot is not None:
+                stop_process(bot)
+            fake.release()
+            submitter.close()
+            transport.close()
+            worker.stop()
+            if rabbitmq_node.accepting():
+                delete_queues(rabbitmq_node, env)
