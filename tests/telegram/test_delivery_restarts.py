@@ -22,6 +22,7 @@ import pika
 import pytest
 
 import tag_testkit.tone as tone
+from tag_testkit.tone import PresetToneBackend
 from tag_telegram.delivery import reply_context
 from tag_testkit.broker import (ThreadWorker, amqp_channel, broker_config, broker_env, delete_queues,  # noqa: F401
                                 queue_depth, rabbitmq_node, stop_process)
@@ -141,3 +142,32 @@ def test_every_clip_once_across_kill_9_and_a_broker_restart(rabbitmq_node, tmp_p
             worker.stop()
             if rabbitmq_node.accepting():
                 delete_queues(rabbitmq_node, env)
+
+
+def test_choices_and_recipes_survive_a_restart(start_bot, monkeypatch):
+    presets: list[str] = []
+    monkeypatch.setattr(PresetToneBackend, "presets", presets)
+    backends = ("tone", "preset_tone")
+    first = start_bot(backends=backends)  # new users start on tone
+    first.fake.push_text(5, "/backend")
+    menu = first.wait_reply(5, "Choose the sound generator")
+    first.press(5, menu, next(label for label in first.buttons(menu) if "preset_tone" in label))
+    first.fake.wait_method("editMessageText", 5, text="Generator set to preset_tone")
+    first.fake.push_text(5, "/settings")
+    first.press(5, first.wait_reply(5, "Settings of preset_tone"), "preset: fast")
+    first.fake.wait_method("editMessageText", 5, text="preset: fast (your choice)")
+    first.ask(5, "rain on a tin roof")
+    clip = first.audio_for(5)[0]
+    first.stop()
+
+    second = start_bot(backends=backends)  # the same store, as after a restart
+    second.fake.push_text(5, "/settings")
+    menu = second.fake.wait_method("sendMessage", 5, count=2, text="Settings of preset_tone")[1]  # [0]: the first bot's
+    assert "preset: fast (your choice)" in menu.params["text"]
+    second.fake.push_callback(5, clip, second.buttons(clip)["🔁 Again"])
+    again = second.audio_for(5, 2)[1]
+    assert again.params["caption"] == clip.params["caption"]  # same prompt, backend and seed
+    second.fake.push_callback(5, clip, second.buttons(clip)["🎲 Variation"])
+    variation = second.audio_for(5, 3)[2]
+    assert "rain on a tin roof" in variation.params["caption"] and "preset_tone" in variation.params["caption"]
+    assert presets == ["fast", "fast", "fast"]  # each repeat with the options the clip was made with
