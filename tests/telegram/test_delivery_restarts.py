@@ -24,6 +24,7 @@ import pytest
 import tag_testkit.tone as tone
 from tag_testkit.tone import PresetToneBackend
 from tag_telegram.delivery import reply_context
+from tag_telegram.store import MAX_ATTEMPTS, BotStore
 from tag_testkit.broker import (ThreadWorker, amqp_channel, broker_config, broker_env, delete_queues,  # noqa: F401
                                 queue_depth, rabbitmq_node, stop_process)
 from tag_testkit.fake_telegram import FakeTelegram
@@ -171,3 +172,36 @@ def test_choices_and_recipes_survive_a_restart(start_bot, monkeypatch):
     variation = second.audio_for(5, 3)[2]
     assert "rain on a tin roof" in variation.params["caption"] and "preset_tone" in variation.params["caption"]
     assert presets == ["fast", "fast", "fast"]  # each repeat with the options the clip was made with
+
+
+def _answer(request_id: str, chat: int) -> SoundResponse:
+    return SoundResponse(request_id, True, audio=Audio(np.zeros((1, 16000), np.float32), 16000), prompt="hum",
+                         duration=1.0, backend="tone", seed=1, context=reply_context(chat, chat))
+
+
+def test_refused_and_crash_looping_answers_are_not_tried_again(start_bot, tmp_path):
+    store = BotStore(tmp_path / "bot.sqlite3")  # the file the bots of this test use
+    store.add_answer(_answer("crashes-the-bot", 90), 90, 90)
+    for _ in range(MAX_ATTEMPTS):  # five starts died while delivering it
+        store.mark_sending("crashes-the-bot")
+    store.add_answer(_answer("left-over", 91), 91, 91)
+    store.close()
+    first = start_bot()
+    first.audio_for(91)  # an answer left in the store goes out at start
+    first.fake.block(92)
+    first.frontend.delivery.on_event(_answer("to-a-blocked-chat", 92))
+    refused = first.frontend.delivery.store.answer
+    end = time.monotonic() + 10
+    while getattr(refused("to-a-blocked-chat"), "state", "") != "refused":  # the 403 marks it
+        assert time.monotonic() < end, "the answer to a blocked chat was never marked refused"
+        time.sleep(0.02)
+    first.stop()
+    second = start_bot()
+    second.fake.push_text(93, "/help")
+    second.wait_reply(93, "/cancel")  # the second bot is up and has delivered what it had
+    store = BotStore(tmp_path / "bot.sqlite3")
+    states = {rid: store.answer(rid) for rid in ("crashes-the-bot", "left-over", "to-a-blocked-chat")}
+    assert {rid: answer.state for rid, answer in states.items() if answer} == {
+        "crashes-the-bot": "refused", "left-over": "delivered", "to-a-blocked-chat": "refused"}
+    assert not second.fake.calls_of("sendVoice", 90) and len(second.fake.calls_of("sendVoice", 91)) == 1
+    store.close()
