@@ -16,6 +16,7 @@ import io
 import logging
 import queue
 import re
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -231,7 +232,10 @@ class Delivery:
             if item is None:
                 return
             if item is not False:
-                self._handle(item)
+                try:
+                    self._handle(item)
+                except Exception:  # e.g. the store failed while recording a failure: the lane must go on
+                    log.exception("delivery lane failed on %s", type(item).__name__)
             if sweeps and time.monotonic() >= self._next_sweep:
                 self._next_sweep = time.monotonic() + SWEEP_EVERY
                 self._sweep()
@@ -377,8 +381,11 @@ class Delivery:
             self._finish(response.request_id, user_id)  # the user may ask again while we tidy up
             recipe = Recipe(response.prompt, response.duration, response.backend, response.seed,
                             context.audio_prompt if context else None, context.options if context else None)
-            self.store.mark_delivered(response.request_id, message_id,
-                                      (response.request_id, recipe, self.sessions.max_recipes))
+            try:
+                self.store.mark_delivered(response.request_id, message_id,
+                                          (response.request_id, recipe, self.sessions.max_recipes))
+            except sqlite3.Error as exc:  # it went out: trying again would send it twice
+                log.error("delivered the answer to request %s but could not record it: %s", response.request_id, exc)
             if context is not None and context.status_message_id is not None:
                 try:
                     self.sender.call(chat_id, "deleteMessage", self.bot.delete_message, chat_id,
