@@ -119,7 +119,8 @@ def test_every_clip_once_across_kill_9_and_a_broker_restart(rabbitmq_node, tmp_p
             _wait(lambda: queue_depth(rabbitmq_node, reply_queue)[0] >= 2, "two answers in the broker", log)
             rabbitmq_node.stop()
             rabbitmq_node.start()
-            assert queue_depth(rabbitmq_node, reply_queue)[0] >= 2
+            # the node answers before it has loaded every durable queue: wait for them, never assume
+            _wait(lambda: queue_depth(rabbitmq_node, reply_queue)[0] >= 2, "the answers back after the restart", log)
 
             bot = _bot(bot_env, log)
             wanted = [first, *held, *late]
