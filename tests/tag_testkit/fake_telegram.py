@@ -3,8 +3,9 @@
 It speaks the subset of the Bot API a generation bot uses, shaped like the real one (JSON `{"ok": ..., "result":
 ...}`, `error_code`/`description`/`parameters.retry_after` on errors), with the real limits that matter: 50 MB
 uploads (413), 20 MB downloads through getFile, "message is not modified" on identical edits. Tests push user
-updates (`push_text`, `push_callback`, `push_voice`...), inject 403 (`block`) and 429 (`throttle`), and read every
-call the bot made (`calls`, `wait_for`). Parameters are read from the query string and from url-encoded or
+updates (`push_text`, `push_callback`, `push_voice`...), inject 403 (`block`) and 429 (`throttle`), hold uploads
+on the wire (`hold`: a bot killed meanwhile never completes them) and read every call the bot made (`calls`,
+`wait_for`). Parameters are read from the query string and from url-encoded or
 multipart bodies, since pyTelegramBotAPI sends them in the query string even on POST.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import email.parser
 import email.policy
 import itertools
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -60,6 +62,9 @@ class FakeTelegram:
         self.files: dict[str, bytes] = {}
         self.blocked: set[int] = set()
         self._throttles: list[tuple[str, int, int]] = []  # (method, retry_after, times left)
+        self._holding: set[str] = set()
+        self.held = 0
+        """How many calls wait in `hold` right now."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-telegram", daemon=True)
@@ -174,6 +179,40 @@ class FakeTelegram:
         with self._lock:
             self._throttles.append((method, retry_after, times))
 
+    def hold(self, *methods: str) -> None:
+        """Calls of `methods` stay "on the wire" until `release`: like a slow upload, one whose bot dies meanwhile
+        never reaches the server (Telegram acts only on a complete request), one whose bot lives on goes through."""
+        with self._lock:
+            self._holding.update(methods)
+
+    def release(self) -> None:
+        with self._lock:
+            self._holding.clear()
+            self._lock.notify_all()
+
+    def wait_held(self, count: int, timeout: float = 10.0) -> None:
+        with self._lock:
+            assert self._lock.wait_for(lambda: self.held >= count, timeout), f"{self.held} of {count} calls held"
+
+    def _gate(self, method: str) -> None:
+        with self._lock:
+            if method not in self._holding:
+                return
+            self.held += 1
+            self._lock.notify_all()
+            self._lock.wait_for(lambda: method not in self._holding)
+            self.held -= 1
+
+    @staticmethod
+    def _peer_gone(http: BaseHTTPRequestHandler) -> bool:
+        """The client closed its side (it was killed): what it sent while held never arrived."""
+        try:
+            return http.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+
     # --- what the bot did ----------------------------------------------------------------------------------
     def calls_of(self, method: str, chat_id: int | None = None) -> list[Call]:
         with self._lock:
@@ -231,6 +270,7 @@ class FakeTelegram:
 
     def _serve(self, http: BaseHTTPRequestHandler) -> None:
         url = urllib.parse.urlsplit(http.path)
+        self._gate(url.path.rsplit("/", 1)[-1])
         length = int(http.headers.get("Content-Length") or 0)
         if length > self.upload_limit:
             http.rfile.read(length)
@@ -239,6 +279,8 @@ class FakeTelegram:
                 self._lock.notify_all()
             return self._reply(http, 413, {"ok": False, "error_code": 413, "description": "Request Entity Too Large"})
         body = http.rfile.read(length) if length else b""
+        if len(body) < length or self._peer_gone(http):
+            return  # the upload never completed
         file_prefix = f"/file/bot{self.token}/"
         if url.path.startswith(file_prefix):
             data = self.files.get(urllib.parse.unquote(url.path[len(file_prefix):]))

@@ -5,6 +5,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,8 +109,9 @@ def fake_telegram(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTelegram]:
 
 
 @pytest.fixture
-def start_bot(fake_telegram: FakeTelegram) -> Iterator[Callable[..., BotHarness]]:
-    """Start a bot: `start_bot(settings={...}, backends=("tone",), transport=None)`."""
+def start_bot(fake_telegram: FakeTelegram, tmp_path: Path) -> Iterator[Callable[..., BotHarness]]:
+    """Start a bot: `start_bot(settings={...}, backends=("tone",), transport=None)`. The bots of one test share
+    one store (a file in the test's folder), as a restarted bot would."""
     _register_test_backends()
     cleanups: list[Callable[[], None]] = []
 
@@ -124,7 +126,7 @@ def start_bot(fake_telegram: FakeTelegram) -> Iterator[Callable[..., BotHarness]
                 thread, stop_worker = start_embedded_worker(service)
                 cleanups.append(lambda t=thread, s=stop_worker: (s.set(), t.join(5)))
         merged = {"api_url": fake_telegram.base_url, "poll_timeout": 1, "progress_interval": 0.5,
-                  "backends": list(backends), **dict(settings or {})}
+                  "backends": list(backends), "store": str(tmp_path / "bot.sqlite3"), **dict(settings or {})}
         frontend = TelegramFrontend(config, transport, merged)
         stop = threading.Event()
         errors: list[BaseException] = []

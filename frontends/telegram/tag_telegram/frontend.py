@@ -29,6 +29,7 @@ from .delivery import Delivery
 from .sender import Redactor, Sender, retry_after
 from .sessions import Sessions
 from .settings import BotSettings, load_settings
+from .store import BotStore, default_store_path
 
 log = logging.getLogger("tag_telegram")
 MAX_BACKOFF = 30.0
@@ -71,8 +72,10 @@ class TelegramFrontend(Frontend):
         sender = Sender(self.redactor)
         me = self._hello(bot)
         log.info("Telegram bot @%s is up (transport %s)", me.username, self.transport.name)
-        sessions = Sessions(settings.rate_limit, settings.rate_window)
-        delivery = Delivery(bot, sender, sessions, settings)
+        store = BotStore(settings.store or default_store_path())
+        log.info("the bot's store is %s", store.path)
+        sessions = Sessions(settings.rate_limit, settings.rate_window, settings.keep_recipes, store)
+        delivery = Delivery(bot, sender, sessions, settings, store)
         client = self.transport.client(name="telegram")
         client.add_listener(delivery.on_event)
         requester = Requester(client, catalog, self.config, source="telegram", priority=settings.priority,
@@ -87,6 +90,7 @@ class TelegramFrontend(Frontend):
             bot.stop_bot()
             delivery.stop()
             client.close()
+            store.close()
             log.info("Telegram bot stopped")
 
     def _hello(self, bot: telebot.TeleBot) -> types.User:

@@ -1,9 +1,11 @@
 """Per-user conversation state: what a user is composing, what they have in flight, their backend, their
 /settings picks and budget.
 
-All of it is in memory and guarded by one lock: Telegram handlers run on several worker threads and responses
-arrive on delivery threads, and the "one request in flight per user" rule must hold across all of them. Losing
-this state on a restart is harmless: a response still reaches its chat by chat id, and the user can ask again.
+It is guarded by one lock: Telegram handlers run on several worker threads and responses arrive on delivery
+threads, and the "one request in flight per user" rule must hold across all of them. With a store (store.BotStore)
+the choices users made (backend, /settings picks) and the recipes behind "again"/"variation" are written through
+to it and survive a restart; drafts, the in-flight slot and the budget stay in memory (losing them is harmless:
+an answer still reaches its chat, and a user can ask again).
 """
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tagcore.audio_types import Audio
+
+if TYPE_CHECKING:
+    from .store import BotStore
 
 
 @dataclass
@@ -53,12 +58,14 @@ class UserState:
 
 
 class Sessions:
-    """Thread-safe store of UserState plus the recipes of recently delivered clips."""
+    """Thread-safe store of UserState plus the recipes of recently delivered clips (kept in `store` when given)."""
 
-    def __init__(self, rate_limit: int, rate_window: float, max_recipes: int = 200) -> None:
+    def __init__(self, rate_limit: int, rate_window: float, max_recipes: int = 200,
+                 store: "BotStore | None" = None) -> None:
         self.rate_limit = rate_limit
         self.rate_window = rate_window
         self.max_recipes = max_recipes
+        self.store = store
         self._lock = threading.Lock()
         self._users: dict[int, UserState] = {}
         self._recipes: OrderedDict[str, Recipe] = OrderedDict()
@@ -68,8 +75,16 @@ class Sessions:
             state = self._users.get(user_id)
             if state is None:
                 state = self._users[user_id] = UserState(user_id, chat_id)
+                saved = self.store.load_user(user_id) if self.store is not None else None
+                if saved is not None:
+                    state.backend, state.picks = saved
             state.chat_id = chat_id
             return state
+
+    def _save(self, state: UserState) -> None:
+        """Write the user's lasting choices through to the store (called under the lock)."""
+        if self.store is not None:
+            self.store.save_user(state.user_id, state.chat_id, state.backend, state.picks)
 
     # --- drafts -----------------------------------------------------------------------------------------
     def set_draft(self, user_id: int, chat_id: int, draft: Draft | None) -> None:
@@ -90,11 +105,13 @@ class Sessions:
         state = self.get(user_id, chat_id)
         with self._lock:
             state.backend = backend
+            self._save(state)
 
     def pick(self, user_id: int, chat_id: int, backend: str, option: str, value: str) -> None:
         state = self.get(user_id, chat_id)
         with self._lock:
             state.picks.setdefault(backend, {})[option] = value
+            self._save(state)
 
     def picks(self, user_id: int, chat_id: int, backend: str) -> dict[str, str]:
         """A copy of the user's picks for `backend`."""
@@ -109,6 +126,7 @@ class Sessions:
                 return
             for option in options:
                 state.picks.get(backend, {}).pop(option, None)
+            self._save(state)
 
     # --- in flight and budget -----------------------------------------------------------------------------
     def begin(self, user_id: int, chat_id: int, request_id: str) -> tuple[str | None, float]:
@@ -150,6 +168,9 @@ class Sessions:
 
     # --- recipes ---------------------------------------------------------------------------------------
     def remember(self, key: str, recipe: Recipe) -> None:
+        if self.store is not None:
+            self.store.put_recipe(key, recipe, self.max_recipes)
+            return
         with self._lock:
             self._recipes[key] = recipe
             self._recipes.move_to_end(key)
@@ -157,5 +178,7 @@ class Sessions:
                 self._recipes.popitem(last=False)
 
     def recipe(self, key: str) -> Recipe | None:
+        if self.store is not None:
+            return self.store.recipe(key)
         with self._lock:
             return self._recipes.get(key)

@@ -49,15 +49,19 @@ class BotSettings:
     max_input_bytes: int = 20 * MB
     request_timeout: float = 600.0
     api_url: str = ""
+    """Base URL of a self-hosted Bot API server (https://github.com/tdlib/telegram-bot-api); empty: Telegram's."""
     priority: int = 0
     """Rank of the bot's requests among other sources' (0-2; tagcore.fairness): the API's default is 2."""
-    """Base URL of a self-hosted Bot API server (https://github.com/tdlib/telegram-bot-api); empty: Telegram's."""
+    store: str = ""
+    """The bot's SQLite store (answers to deliver, users' choices, recipes); empty: store.default_store_path()."""
+    keep_recipes: int = 1000
+    """How many recipes of delivered clips "again"/"variation" can repeat (the oldest are forgotten)."""
 
 
 _KEYS = {
     "token", "allowed_users", "durations", "backend", "backends", "rate_limit", "rate_window", "progress_interval",
     "audio_format", "options", "poll_timeout", "workers", "delivery_threads", "max_upload_mb", "max_input_mb",
-    "api_url", "priority", "pinned",
+    "api_url", "priority", "pinned", "store", "keep_recipes",
 }
 AUDIO_FORMATS = ("voice", "wav", "flac")
 
@@ -117,7 +121,7 @@ def load_settings(config: Config, overrides: Mapping[str, Any] | None = None) ->
         if not presets or len(presets) > 8:
             raise ConfigError("telegram.durations needs 1 to 8 preset durations in seconds")
         values["durations"] = presets
-    for key in ("backend", "api_url"):
+    for key in ("backend", "api_url", "store"):
         if key in raw:
             values[key] = str(raw[key]).strip()
     if "backends" in raw:
@@ -127,7 +131,8 @@ def load_settings(config: Config, overrides: Mapping[str, Any] | None = None) ->
         if values["priority"] > MAX_BOOST:
             raise ConfigError(f"telegram.priority: {values['priority']} is above the maximum {MAX_BOOST}")
     for key, kind, minimum in (("rate_limit", int, 0), ("rate_window", float, 1), ("progress_interval", float, 0),
-                               ("poll_timeout", int, 0), ("workers", int, 1), ("delivery_threads", int, 1)):
+                               ("poll_timeout", int, 0), ("workers", int, 1), ("delivery_threads", int, 1),
+                               ("keep_recipes", int, 1)):
         if key in raw:
             values[key] = _number(key, raw[key], kind, minimum)
     for key in ("max_upload_mb", "max_input_mb"):
