@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from tagcore.audio_types import Audio
+from tagcore.config import data_dir
 from tagcore.errors import ConfigError
 from tagcore.messages import SoundResponse, decode, encode
 
@@ -85,9 +86,8 @@ CREATE INDEX recipes_age ON recipes (saved_at);
 
 
 def default_store_path(environ: Mapping[str, str] | None = None) -> Path:
-    """`$XDG_DATA_HOME/tag/telegram.sqlite3` (~/.local/share/tag/...): data, not cache, and out of /tmp."""
-    environ = os.environ if environ is None else environ
-    return Path(environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "tag" / "telegram.sqlite3"
+    """`telegram.sqlite3` in TAG's data folder (~/.local/share/tag/...): data, not cache, and out of /tmp."""
+    return data_dir(environ) / "telegram.sqlite3"
 
 
 @dataclass(frozen=True)
