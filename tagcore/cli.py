@@ -27,6 +27,7 @@ from .fairness import FairShare
 from .config import Config, load_config
 from .errors import USER_ERRORS, InvalidRequest, TagError, is_user_error_code
 from .messages import ProgressEvent, SoundRequest, SoundResponse
+from .metrics import Metrics
 from .options import parse_key_values
 from .output_path import OutputPlan, plan_output, rescue_path
 from .prompts_file import PromptEntry, read_prompts_file
@@ -157,9 +158,10 @@ def _load_backends(config: Config, names: Sequence[str], pairs: Sequence[str], d
     return loaded
 
 
-def _start_embedded(config: Config, transport: Transport, backends: dict[str, Backend]):
+def _start_embedded(config: Config, transport: Transport, backends: dict[str, Backend],
+                    metrics: Metrics | None = None):
     source = transport.job_source(served_specs(backends), prefetch=config.max_batch)
-    service = GeneratorService(backends, source, config, scorer=build_scorer(config))
+    service = GeneratorService(backends, source, config, scorer=build_scorer(config), metrics=metrics)
     return start_embedded_worker(service)
 
 
@@ -475,6 +477,32 @@ def service_options(func):
     return func
 
 
+def metrics_options(func):
+    """`--metrics-port`/`--metrics-host`: Prometheus metrics on an HTTP server of their own (worker, bot)."""
+    func = click.option("--metrics-host", default="127.0.0.1", show_default=True,
+                        help="Address of the metrics server (0.0.0.0 to let Prometheus reach it from elsewhere).")(func)
+    func = click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+                        help="Serve Prometheus metrics at http://HOST:PORT/metrics (default: no metrics server).")(func)
+    return func
+
+
+@contextmanager
+def _metrics_server(metrics: Metrics, host: str, port: int | None) -> Iterator[None]:
+    """Serve `metrics` while the block runs, when a port was given."""
+    if port is None:
+        yield
+        return
+    try:
+        server = metrics.serve(host, port)
+    except OSError as exc:
+        raise InvalidRequest(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    click.echo(f"metrics on {server.url}", err=True)
+    try:
+        yield
+    finally:
+        server.close()
+
+
 def warm_up_backends(backends: Mapping[str, Backend], config: Config, max_batch: int) -> list[str]:
     """`--warmup`: prepare every loaded backend for requests of its default length at batch 1 and at the
     worker's largest batch (`Backend.warm_up`); returns one line per backend saying what it spent."""
@@ -492,10 +520,11 @@ def warm_up_backends(backends: Mapping[str, Backend], config: Config, max_batch:
 @click.option("--max-batch", type=click.IntRange(1, 256), help="Most requests generated together (default from config).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads of the models (default: the machine's cores / the workers running on it).")
+@metrics_options
 @click.pass_context
 def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[str, ...],
            option_pairs: tuple[str, ...], device: str | None, warmup: bool, max_batch: int | None,
-           threads: int | None) -> None:
+           threads: int | None, metrics_port: int | None, metrics_host: str) -> None:
     """Run a generator worker: take requests from a transport, generate, answer. Stops cleanly on SIGTERM."""
     config = _config(ctx)
     transport = build_transport(config, transport_name)
@@ -512,11 +541,12 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     prefetch = batch if all(b.capabilities.batch for b in backends.values()) else 1
     source = transport.job_source(served_specs(backends), prefetch=prefetch)
     share = ThreadShare(threads)
+    metrics = Metrics()
     service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch,
-                               threads=share)
+                               threads=share, metrics=metrics)
     logging.getLogger("tagcore.jobs").setLevel(logging.INFO)  # a worker's access log: one line per job
     click.echo(f"worker {service.worker_id} serving {', '.join(backends)} on {transport.name}", err=True)
-    with _stop_on_signals() as stop, share:
+    with _stop_on_signals() as stop, share, _metrics_server(metrics, metrics_host, metrics_port):
         click.echo(f"CPU threads: {share.applied}" + (" (fixed)" if threads else
                    f" ({share.cores} cores / {share.workers()} worker(s) on this machine)"), err=True)
         failures = _watch(stop, transport.failure)
@@ -532,10 +562,11 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
 
 def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transport_name: str | None,
                  backend_names: tuple[str, ...], option_pairs: tuple[str, ...], device: str | None,
-                 warmup: bool = False) -> None:
+                 warmup: bool = False, *, metrics_host: str = "127.0.0.1", metrics_port: int | None = None) -> None:
     """Run the registered frontend `name` until SIGINT/SIGTERM; for a command a frontend plugin registers.
 
-    With the in-process transport the `-b` backends are loaded here and served by an embedded worker."""
+    With the in-process transport the `-b` backends are loaded here and served by an embedded worker, which
+    records into the frontend's metrics; with a `metrics_port` those are served on a port of their own."""
     config = _config(ctx)
     frontend_cls = plugins.frontends().get(name)
     transport = build_transport(config, transport_name)
@@ -553,10 +584,10 @@ def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transp
         if warmup:
             for line in warm_up_backends(backends, config, config.max_batch):
                 click.echo(line, err=True)
-        worker_thread, stop_worker = _start_embedded(config, transport, backends)
+        worker_thread, stop_worker = _start_embedded(config, transport, backends, frontend.metrics)
         checks.append(lambda: None if worker_thread.is_alive() or stop_worker.is_set()
                       else "the embedded worker stopped")
-    with _stop_on_signals() as stop:
+    with _stop_on_signals() as stop, _metrics_server(frontend.metrics, metrics_host, metrics_port):
         failures = _watch(stop, *checks)
         try:
             frontend.run(stop)

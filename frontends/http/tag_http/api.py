@@ -33,6 +33,7 @@ from tagcore.fairness import FairShare
 from tagcore.backend import MAX_SEED
 from tagcore.spec import BackendSpec
 from tagcore.messages import MAX_PROMPT_CHARS, MAX_WIRE_DURATION, SoundRequest
+from tagcore.metrics import Metrics
 from tagcore.transport import TransportClient
 from tagcore.validation import validate_request
 
@@ -40,6 +41,7 @@ from .catalog import Catalog
 from .idempotency import CLIENT_JOB_ID, MAX_KEY_CHARS, fingerprint, job_id_for_key
 from .jobs import TERMINAL, JobRecord, JobStore
 from .limits import RateLimiter
+from .metrics import metrics_router
 from .speech import MEDIA_TYPES as SPEECH_MEDIA_TYPES
 from .speech import OPENAI_MODELS, SpeechRequest, VoiceSample, VoiceStore, check_format, encode_speech, \
     speech_options
@@ -95,7 +97,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_lengt
 
 def create_app(config: Config, client: TransportClient, store: JobStore, catalog: Catalog,
                limiter: RateLimiter, fair: FairShare, *, transport_name: str, max_active_per_client: int,
-               max_pending: int, api_key: str) -> FastAPI:
+               max_pending: int, api_key: str, metrics: Metrics) -> FastAPI:
     """The application; the caller owns the transport client and the store (their life cycle is the server's)."""
     app = FastAPI(
         title="TAG",
@@ -236,6 +238,7 @@ def create_app(config: Config, client: TransportClient, store: JobStore, catalog
                             headers=headers)
 
     protected = [Depends(authorize)]
+    app.include_router(metrics_router(metrics))
 
     # --- routes -------------------------------------------------------------------------------------------
     @app.get("/v1/health", response_model=Health, tags=["server"])
