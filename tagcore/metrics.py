@@ -29,7 +29,6 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info, PlatformCollector,
                                ProcessCollector, generate_latest, start_http_server)
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from .catalog import BackendCatalog
 from .messages import SoundRequest, SoundResponse
@@ -66,6 +65,7 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.registry.register(GpuMemoryCollector())
+        self._transport: TransportCollector | None = None
 
     def observe(self, component: str, backend: str, queued: float | None, generate: float | None,
                 total: float | None) -> None:
@@ -86,8 +86,14 @@ class Metrics:
         queued = total if generate is None else total - generate
         self.observe("worker", backend, queued, generate, total)
 
-    def add(self, collector: Collector) -> None:
-        self.registry.register(collector)
+    def follow(self, client: TransportClient, catalog: BackendCatalog,
+               names: Callable[[], Sequence[str]] | None = None) -> None:
+        """Report `tag_queue_depth` and `tag_workers` from this client and catalog (a frontend calls it once it
+        has its client; a frontend run again replaces what its previous run followed)."""
+        if self._transport is not None:
+            self.registry.unregister(self._transport)
+        self._transport = TransportCollector(client, catalog, names)
+        self.registry.register(self._transport)
 
     def exposition(self) -> bytes:
         """The text Prometheus scrapes (content type `CONTENT_TYPE`)."""

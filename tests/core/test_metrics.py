@@ -13,7 +13,7 @@ from tagcore.client import ResponseWaiter
 from tagcore.config import Config
 from tagcore.inprocess import InProcessTransport
 from tagcore.messages import SoundRequest
-from tagcore.metrics import Metrics, TransportCollector
+from tagcore.metrics import Metrics
 from tagcore.worker import GeneratorService, start_embedded_worker
 
 
@@ -104,11 +104,13 @@ def test_queue_depth_and_workers_come_from_the_in_process_transport():
         client.submit(SoundRequest(prompt=f"w{i}", duration=1.0, backend="tone", priority=i))
     assert client.queue_depths(["tone", "other"]) == {"tone": 3, "other": 0}
     metrics = Metrics()
-    metrics.add(TransportCollector(client, transport.catalog()))
+    metrics.follow(client, transport.catalog())
     table = samples(metrics)
     assert value(table, "tag_queue_depth", backend="tone") == 3
     assert value(table, "tag_workers", backend="tone") == 2
     assert promtool_problems(metrics.exposition()) == ""
+    metrics.follow(client, transport.catalog(), names=lambda: ["tone"])  # a frontend run again: replaced, not doubled
+    assert value(samples(metrics), "tag_queue_depth", backend="tone") == 3
 
 
 class FakeCuda:

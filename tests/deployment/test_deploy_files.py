@@ -12,7 +12,7 @@ from tag_rabbitmq.topology import PRIORITIES
 from tag_testkit.prometheus import PrometheusServer
 from tagcore.config import Config
 from tagcore.inprocess import InProcessTransport
-from tagcore.metrics import Metrics, TransportCollector
+from tagcore.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "tag-dashboard.json"
@@ -33,7 +33,7 @@ def exported_names() -> set[str]:
     """Every sample name a TAG process can expose: a worker's or frontend's Metrics with the transport collector."""
     metrics = Metrics()
     transport = InProcessTransport(Config())
-    metrics.add(TransportCollector(transport.client(), transport.catalog()))
+    metrics.follow(transport.client(), transport.catalog())
     return {family.name + suffix for family in metrics.registry.collect() for suffix in SUFFIXES[family.type]}
 
 

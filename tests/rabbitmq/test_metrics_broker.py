@@ -17,7 +17,7 @@ from tag_rabbitmq.topology import PRIORITIES
 from tag_testkit.broker import amqp_channel, broker_client, cli_worker, stop_process
 from tag_testkit.prometheus import PrometheusServer, promtool_problems, values
 from tagcore.messages import SoundRequest
-from tagcore.metrics import Metrics, TransportCollector
+from tagcore.metrics import Metrics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 PRIORITIES_SENT = (0, 0, 3, 9, 5)
@@ -77,7 +77,7 @@ def test_queue_depth_autoscaling_recipes_and_a_worker_metrics_port(rabbitmq_node
 
         catalog = transport.catalog()
         for metrics in frontends:
-            metrics.add(TransportCollector(client, catalog, names=lambda: ["tone"]))
+            metrics.follow(client, catalog, names=lambda: ["tone"])
             servers.append(metrics.serve("127.0.0.1", 0))
         assert promtool_problems(frontends[0].exposition()) == ""
         prometheus = PrometheusServer(tmp_path, {"frontend": [f"127.0.0.1:{s.port}" for s in servers]})

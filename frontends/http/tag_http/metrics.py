@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from tagcore.metrics import CONTENT_TYPE, Metrics, TransportCollector
+from tagcore.metrics import CONTENT_TYPE, Metrics
 from tagcore.messages import SoundResponse
 from tagcore.recent import RecentIds
 from tagcore.transport import Event, TransportClient
@@ -63,4 +63,4 @@ def instrument(metrics: Metrics, client: TransportClient, store: JobStore, catal
     """Wire the server's metrics to its client (call after `client.add_listener(store.on_event)`): record
     timings, and queue depths and worker counts of the offered backends."""
     client.add_listener(RecordTimer(metrics, store).on_event)
-    metrics.add(TransportCollector(client, catalog.backends, names=catalog.names))
+    metrics.follow(client, catalog.backends, names=catalog.names)

@@ -20,7 +20,6 @@ from tagcore.runtime import client_catalog
 from tagcore.config import Config
 from tagcore.errors import ConfigError
 from tagcore.frontend import Frontend
-from tagcore.metrics import TransportCollector
 from tagcore.transport import Transport
 
 from . import texts
@@ -74,7 +73,7 @@ class TelegramFrontend(Frontend):
         delivery = Delivery(bot, sender, sessions, settings)
         client = self.transport.client(name="telegram")
         client.add_listener(delivery.on_event)
-        self.metrics.add(TransportCollector(client, catalog))
+        self.metrics.follow(client, catalog)
         self.conversation = Conversation(bot, self.config, settings, client, catalog, sessions, delivery, sender)
         self.conversation.register()
         self.delivery = delivery
