@@ -488,7 +488,7 @@ def metrics_options(func):
 
 @contextmanager
 def _metrics_server(metrics: Metrics, host: str, port: int | None) -> Iterator[None]:
-    """Serve `metrics` while the block runs, when a port was given."""
+    """Serve `metrics` while the block runs (commands: until the command ends), when a port was given."""
     if port is None:
         yield
         return
@@ -532,6 +532,8 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
         raise InvalidRequest(f"transport {transport.name!r} only reaches this process; run a worker with a broker "
                              "(--transport rabbitmq), or use `tag bot`/`tag serve`, which embed one")
     names = list(backend_names) or [config.default_backend]
+    metrics = Metrics()
+    ctx.with_resource(_metrics_server(metrics, metrics_host, metrics_port))  # a busy port costs no model load
     backends = _load_backends(config, names, option_pairs, device)
     batch = max_batch or config.max_batch
     if warmup:
@@ -541,12 +543,11 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     prefetch = batch if all(b.capabilities.batch for b in backends.values()) else 1
     source = transport.job_source(served_specs(backends), prefetch=prefetch)
     share = ThreadShare(threads)
-    metrics = Metrics()
     service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch,
                                threads=share, metrics=metrics)
     logging.getLogger("tagcore.jobs").setLevel(logging.INFO)  # a worker's access log: one line per job
     click.echo(f"worker {service.worker_id} serving {', '.join(backends)} on {transport.name}", err=True)
-    with _stop_on_signals() as stop, share, _metrics_server(metrics, metrics_host, metrics_port):
+    with _stop_on_signals() as stop, share:
         click.echo(f"CPU threads: {share.applied}" + (" (fixed)" if threads else
                    f" ({share.cores} cores / {share.workers()} worker(s) on this machine)"), err=True)
         failures = _watch(stop, transport.failure)
@@ -579,6 +580,7 @@ def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transp
     elif option_pairs or backend_names or warmup:
         raise InvalidRequest("-b/-O/--warmup choose embedded workers; with a broker, start workers with `tag worker`")
     frontend = frontend_cls(config, transport, settings)  # checks the frontend's settings before any model loads
+    ctx.with_resource(_metrics_server(frontend.metrics, metrics_host, metrics_port))
     if transport.embedded:
         backends = _load_backends(config, names, option_pairs, device)
         if warmup:
@@ -587,7 +589,7 @@ def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transp
         worker_thread, stop_worker = _start_embedded(config, transport, backends, frontend.metrics)
         checks.append(lambda: None if worker_thread.is_alive() or stop_worker.is_set()
                       else "the embedded worker stopped")
-    with _stop_on_signals() as stop, _metrics_server(frontend.metrics, metrics_host, metrics_port):
+    with _stop_on_signals() as stop:
         failures = _watch(stop, *checks)
         try:
             frontend.run(stop)

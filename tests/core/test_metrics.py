@@ -1,5 +1,6 @@
 """tagcore.metrics: what a worker counts and times, what a frontend reads from its transport, GPU memory, lint,
 and a real Prometheus scraping a worker's metrics server."""
+import socket
 import subprocess
 import sys
 import types
@@ -182,3 +183,21 @@ def _version() -> str:
 def _python() -> str:
     import platform
     return platform.python_version()
+
+
+def test_a_busy_metrics_port_stops_the_worker_before_any_model_loads(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from tagcore.cli import cli
+
+    monkeypatch.setenv("TAG_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("TAG_BROKER_URL", "amqp://guest:guest@127.0.0.1:1/%2F")  # never reached
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["worker", "--transport", "rabbitmq", "-b", "tone", "--metrics-port",
+                                          str(port)])
+    assert result.exit_code == 2, result.output
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.output
+    assert "loading tone" not in result.output
