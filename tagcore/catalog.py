@@ -62,11 +62,6 @@ class BackendCatalog:
             entry = self._entries.get(name)
             if entry is not None and (entry.workers, entry.available) != (count, count > 0):
                 self._entries[name] = CatalogEntry(entry.spec, count > 0, entry.announced, entry.worker, count)
-
-    def set_available(self, name: str, available: bool) -> None:
-        """For a transport that only knows whether some worker serves `name`: counted as one worker."""
-        self.set_workers(name, 1 if available else 0)
-
     # --- reads (frontends) --------------------------------------------------------------------------------
     def entries(self) -> list[CatalogEntry]:
         with self._lock:
