@@ -25,6 +25,8 @@ class CatalogEntry:
     announced: bool
     """The spec came from a worker (otherwise from a backend installed in this process)."""
     worker: str = ""
+    workers: int = 0
+    """How many live workers serve it now (the `tag_workers` metric)."""
 
 
 class BackendCatalog:
@@ -51,14 +53,15 @@ class BackendCatalog:
                             "newest (from %s)", spec.name, worker or "a worker", old.worker or "an earlier worker",
                             worker or "the newest worker")
             available = old.available if old is not None else False
-            self._entries[spec.name] = CatalogEntry(spec, available, True, worker)
+            workers = old.workers if old is not None else 0
+            self._entries[spec.name] = CatalogEntry(spec, available, True, worker, workers)
 
-    def set_available(self, name: str, available: bool) -> None:
+    def set_workers(self, name: str, count: int) -> None:
+        """How many live workers serve `name` now; none makes it unavailable."""
         with self._lock:
             entry = self._entries.get(name)
-            if entry is not None and entry.available != available:
-                self._entries[name] = CatalogEntry(entry.spec, available, entry.announced, entry.worker)
-
+            if entry is not None and (entry.workers, entry.available) != (count, count > 0):
+                self._entries[name] = CatalogEntry(entry.spec, count > 0, entry.announced, entry.worker, count)
     # --- reads (frontends) --------------------------------------------------------------------------------
     def entries(self) -> list[CatalogEntry]:
         with self._lock:

@@ -26,6 +26,7 @@ from .catalog import BackendCatalog
 from .config import Config, load_config
 from .errors import USER_ERRORS, InvalidRequest, TagError, is_user_error_code
 from .messages import ProgressEvent, SoundRequest, SoundResponse
+from .metrics import Metrics
 from .options import parse_key_values
 from .output_path import OutputPlan, plan_output, rescue_path
 from .prompts_file import PromptEntry, read_prompts_file
@@ -159,10 +160,12 @@ def _load(backends: Mapping[str, Backend]) -> None:
 
 
 def _start_embedded(config: Config, transport: Transport, backends: dict[str, Backend],
-                    specs: Sequence[BackendSpec]) -> tuple[threading.Thread, threading.Event]:
+                    specs: Sequence[BackendSpec], metrics: Metrics | None = None
+                    ) -> tuple[threading.Thread, threading.Event]:
     """A worker thread serving `backends`, whose `specs` the caller computed once (they may read weight files)."""
     source = transport.job_source(specs, prefetch=config.max_batch)
-    service = GeneratorService(backends, source, config, scorer=build_scorer(config), specs=specs)
+    service = GeneratorService(backends, source, config, scorer=build_scorer(config), specs=specs,
+                               metrics=metrics)
     return start_embedded_worker(service)
 
 
@@ -485,6 +488,32 @@ def service_options(func):
     return func
 
 
+def metrics_options(func):
+    """`--metrics-port`/`--metrics-host`: Prometheus metrics on an HTTP server of their own (worker, bot)."""
+    func = click.option("--metrics-host", default="127.0.0.1", show_default=True,
+                        help="Address of the metrics server (0.0.0.0 to let Prometheus reach it from elsewhere).")(func)
+    func = click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+                        help="Serve Prometheus metrics at http://HOST:PORT/metrics (default: no metrics server).")(func)
+    return func
+
+
+@contextmanager
+def _metrics_server(metrics: Metrics, host: str, port: int | None) -> Iterator[None]:
+    """Serve `metrics` while the block runs (commands: until the command ends), when a port was given."""
+    if port is None:
+        yield
+        return
+    try:
+        server = metrics.serve(host, port)
+    except OSError as exc:
+        raise InvalidRequest(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    click.echo(f"metrics on {server.url}", err=True)
+    try:
+        yield
+    finally:
+        server.close()
+
+
 def warm_up_backends(backends: Mapping[str, Backend], config: Config, max_batch: int,
                      specs: Sequence[BackendSpec] | None = None) -> list[str]:
     """`--warmup`: prepare every loaded backend for requests of its default length at batch 1 and at the
@@ -505,10 +534,11 @@ def warm_up_backends(backends: Mapping[str, Backend], config: Config, max_batch:
               help="Most requests generated together (default from config).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads of the models (default: the machine's cores / the workers running on it).")
+@metrics_options
 @click.pass_context
 def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[str, ...],
            option_pairs: tuple[str, ...], device: str | None, warmup: bool, max_batch: int | None,
-           threads: int | None) -> None:
+           threads: int | None, metrics_port: int | None, metrics_host: str) -> None:
     """Run a generator worker: take requests from a transport, generate, answer. Stops cleanly on SIGTERM."""
     config = _config(ctx)
     transport = build_transport(config, transport_name)
@@ -516,6 +546,8 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
         raise InvalidRequest(f"transport {transport.name!r} only reaches this process; run a worker with a broker "
                              "(--transport rabbitmq), or use `tag bot`/`tag serve`, which embed one")
     names = list(backend_names) or [config.default_backend]
+    metrics = Metrics()
+    ctx.with_resource(_metrics_server(metrics, metrics_host, metrics_port))  # a busy port costs no model load
     backends = _build_backends(config, names, option_pairs, device)
     _load(backends)
     batch = max_batch or config.max_batch
@@ -528,7 +560,7 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
     source = transport.job_source(specs, prefetch=prefetch)
     share = ThreadShare(threads)
     service = GeneratorService(backends, source, config, scorer=build_scorer(config), max_batch=batch,
-                               threads=share, specs=specs)
+                               threads=share, specs=specs, metrics=metrics)
     logging.getLogger("tagcore.jobs").setLevel(logging.INFO)  # a worker's access log: one line per job
     click.echo(f"worker {service.worker_id} serving {', '.join(backends)} on {transport.name}", err=True)
     with _stop_on_signals() as stop, share:
@@ -547,10 +579,11 @@ def worker(ctx: click.Context, transport_name: str | None, backend_names: tuple[
 
 def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transport_name: str | None,
                  backend_names: tuple[str, ...], option_pairs: tuple[str, ...], device: str | None,
-                 warmup: bool = False) -> None:
+                 warmup: bool = False, *, metrics_host: str = "127.0.0.1", metrics_port: int | None = None) -> None:
     """Run the registered frontend `name` until SIGINT/SIGTERM; for a command a frontend plugin registers.
 
-    With the in-process transport the `-b` backends are loaded here and served by an embedded worker."""
+    With the in-process transport the `-b` backends are loaded here and served by an embedded worker, which
+    records into the frontend's metrics; with a `metrics_port` those are served on a port of their own."""
     config = _config(ctx)
     frontend_cls = plugins.frontends().get(name)
     transport = build_transport(config, transport_name)
@@ -569,12 +602,13 @@ def run_frontend(ctx: click.Context, name: str, settings: dict[str, Any], transp
         specs = served_specs(backends)
         transport.catalog().add_installed(specs)
     frontend = frontend_cls(config, transport, settings)  # checks the frontend's settings before any model loads
+    ctx.with_resource(_metrics_server(frontend.metrics, metrics_host, metrics_port))
     if transport.embedded:
         _load(backends)
         if warmup:
             for line in warm_up_backends(backends, config, config.max_batch, specs):
                 click.echo(line, err=True)
-        worker_thread, stop_worker = _start_embedded(config, transport, backends, specs)
+        worker_thread, stop_worker = _start_embedded(config, transport, backends, specs, frontend.metrics)
         checks.append(lambda: None if worker_thread.is_alive() or stop_worker.is_set()
                       else "the embedded worker stopped")
     with _stop_on_signals() as stop:

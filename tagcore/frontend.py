@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from .config import Config
+from .metrics import Metrics
 from .transport import Transport
 
 
@@ -20,6 +21,9 @@ class Frontend(abc.ABC):
         self.config = config
         self.transport = transport
         self.settings = dict(settings or {})
+        self.metrics = Metrics()
+        """This frontend's metrics (and its embedded worker's): the HTTP server shows them at /metrics, the bot
+        on `--metrics-port`. A frontend adds its transport's collectors once it has a client."""
 
     @abc.abstractmethod
     def run(self, stop: threading.Event) -> None:

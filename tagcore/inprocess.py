@@ -82,6 +82,9 @@ class _InProcessClient(TransportClient):
     def cancel(self, request_id: str) -> None:
         self.transport.cancelled.add(request_id)
 
+    def queue_depths(self, backends: Sequence[str]) -> dict[str, int]:
+        return self.transport.queue_depths(backends)
+
     def add_listener(self, listener: Listener) -> None:
         self.listeners.append(listener)
 
@@ -132,16 +135,25 @@ class InProcessTransport(Transport):
             self._sources.append(source)
         for spec in backends:  # announced directly: the worker is in this process
             self._catalog.announce(spec, worker="in-process")
-            self._catalog.set_available(spec.name, True)
+            self._catalog.set_workers(spec.name, self.workers_for(spec.name))
         return source
 
     def detach(self, source: _InProcessSource) -> None:
         with self._lock:
             if source in self._sources:
                 self._sources.remove(source)
-        served = self.served_backends()
         for name in source.names:
-            self._catalog.set_available(name, name in served)
+            self._catalog.set_workers(name, self.workers_for(name))
+
+    def workers_for(self, backend: str) -> int:
+        """How many open job sources (embedded workers) serve `backend`."""
+        with self._lock:
+            return sum(1 for s in self._sources if backend in s.names)
+
+    def queue_depths(self, backends: Sequence[str]) -> dict[str, int]:
+        """Requests waiting (not yet taken by a worker) per backend; a backend never asked for waits none."""
+        with self._lock:
+            return {name: q.qsize() if (q := self._queues.get(name)) is not None else 0 for name in backends}
 
     def catalog(self) -> BackendCatalog:
         return self._catalog

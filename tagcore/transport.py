@@ -78,6 +78,13 @@ class TransportClient(abc.ABC):
     def add_listener(self, listener: Listener) -> None:
         """Call `listener` (from a transport thread) for every progress event and response for this client."""
 
+    def queue_depths(self, backends: Sequence[str]) -> dict[str, int]:
+        """Requests waiting for a worker, per backend (the `tag_queue_depth` metric; autoscalers read it). Cheap
+        enough to call on every metrics scrape (a broker transport caches it for a few seconds); a backend whose
+        depth cannot be read now (broker unreachable) is left out. The default, for transports that cannot
+        tell: nothing."""
+        return {}
+
     def outage(self) -> str | None:
         """Why requests cannot reach the workers now (say, the broker is unreachable and the client keeps
         reconnecting), else None. Requests submitted meanwhile wait; health checks report it."""

@@ -19,6 +19,7 @@ from .audio import fit_duration
 from .backend import Backend, GenerationItem, GenerationResult, new_seed
 from .config import Config
 from .errors import Cancelled, GenerationFailed, InvalidRequest, RequestTimedOut, TagError
+from .metrics import Metrics
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .scoring import Scorer, rank
 from .spec import BackendSpec
@@ -55,6 +56,7 @@ class GeneratorService:
         worker_id: str | None = None,
         threads: ThreadShare | None = None,
         specs: Sequence[BackendSpec] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backends = dict(backends)
         self.specs = {spec.name: spec for spec in (specs if specs is not None else served_specs(self.backends))}
@@ -68,6 +70,8 @@ class GeneratorService:
         self.served = 0
         self.threads = threads
         """When set, the CPU thread share is re-applied before every batch (other workers may come and go)."""
+        self.metrics = metrics
+        """When set, every answer is counted and timed there (`tag worker --metrics-port`, a frontend's /metrics)."""
 
     def run(self, stop: threading.Event, poll: float = 0.5) -> None:
         """Process jobs until `stop` is set; the job in hand is finished first."""
@@ -201,6 +205,10 @@ class GeneratorService:
         job.respond(response)
         r = job.request
         seconds = time.perf_counter() - started if started is not None else 0.0
+        if self.metrics is not None:  # label values only from served backends: a request cannot invent series
+            name = self.aliases.get(r.backend, r.backend)
+            self.metrics.answered(name if name in self.backends else "unknown", r, response,
+                                  seconds if started is not None else None)
         jobs_log.info("job %s backend=%s duration=%g batch=%d seconds=%.3f outcome=%s", r.request_id, r.backend,
                       r.duration, batch, seconds, "ok" if response.ok else response.error_code)
 

@@ -82,11 +82,14 @@ def test_catalog_resolves_aliases_and_the_newest_announcement_wins(caplog):
     assert not catalog.entry("sine").announced
     longer = BackendSpec.from_dict(spec.to_dict() | {"max_duration": 90.0})
     catalog.announce(spec, worker="w1")
-    catalog.set_available("tone", True)
+    catalog.set_workers("tone", 2)
     with caplog.at_level(logging.WARNING, logger="tagcore.catalog"):
         catalog.announce(longer, worker="w2")
     assert "workers disagree about backend 'tone'" in caplog.text and "w2" in caplog.text
     assert catalog.resolve("sine").max_duration == 90.0 and catalog.is_available("tone")
+    assert catalog.entry("tone").workers == 2  # a new announcement keeps the live worker count
+    catalog.set_workers("tone", 0)
+    assert not catalog.is_available("tone") and catalog.entry("tone").workers == 0
     catalog.add_installed([spec])  # installed specs never replace an announced one
     assert catalog.resolve("tone").max_duration == 90.0
     with pytest.raises(UnknownBackend, match="unknown backend 'hum' \\(available: tone\\)"):

@@ -11,12 +11,14 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI, Request, Response
 
 from tagcore.config import Config
+from tagcore.metrics import Metrics
 from tagcore.requester import Requester
 
 from .catalog import Catalog
 from .errors import install_error_handlers
 from .jobs import JobStore
 from .limits import RateLimiter
+from .metrics import metrics_router
 from .routes import catalog as catalog_routes
 from .routes import jobs, page, speech
 from .services import Services
@@ -37,7 +39,7 @@ async def _no_sniff(request: Request, call_next: Callable[[Request], Awaitable[R
 
 
 def create_app(config: Config, requester: Requester, store: JobStore, catalog: Catalog, limiter: RateLimiter, *,
-               transport_name: str, max_active_per_client: int, max_pending: int, api_key: str) -> FastAPI:
+               transport_name: str, max_active_per_client: int, max_pending: int, api_key: str, metrics: Metrics) -> FastAPI:
     """The application; the caller owns the requester's transport client and the store (their life cycle is the
     server's)."""
     app = FastAPI(
@@ -48,6 +50,7 @@ def create_app(config: Config, requester: Requester, store: JobStore, catalog: C
     app.state.services = Services(config, requester, store, catalog, limiter, transport_name, max_active_per_client,
                                   max_pending, api_key)
     install_error_handlers(app)
+    app.include_router(metrics_router(metrics))
     app.include_router(catalog_routes.router)
     app.include_router(jobs.router)
     app.include_router(speech.router)

@@ -22,6 +22,7 @@ from .api import create_app
 from .catalog import Catalog
 from .jobs import JobStore
 from .limits import BodySizeLimit, RateLimiter
+from .metrics import instrument
 from .settings import HttpSettings
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,11 @@ class HttpFrontend(Frontend):
         client.add_listener(store.on_event)
         requester = Requester(client, self.catalog.backends, self.config, source="http", priority=self.http.priority,
                               default_duration=self.http.default_duration)
+        instrument(self.metrics, client, store, self.catalog)
         limiter = RateLimiter(self.http.rate_limit, self.http.rate_burst)
         app = create_app(self.config, requester, store, self.catalog, limiter, transport_name=self.transport.name,
                          max_active_per_client=self.http.max_active_per_client, max_pending=self.http.max_pending,
-                         api_key=self.http.api_key.reveal())
+                         api_key=self.http.api_key.reveal(), metrics=self.metrics)
         app.router.lifespan_context = self._lifespan(store)
         limits = BodySizeLimit(app, lambda path: self.http.max_upload_bytes if path in UPLOAD_PATHS
                                else self.http.max_json_bytes)

@@ -78,6 +78,7 @@ class TelegramFrontend(Frontend):
         delivery = Delivery(bot, sender, sessions, settings, store)
         client = self.transport.client(name="telegram")
         client.add_listener(delivery.on_event)
+        self.metrics.follow(client, catalog)
         requester = Requester(client, catalog, self.config, source="telegram", priority=settings.priority,
                               timeout=settings.request_timeout)
         self.conversation = Conversation(bot, self.config, settings, requester, sessions, delivery, sender)

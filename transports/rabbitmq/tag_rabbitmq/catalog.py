@@ -114,10 +114,10 @@ class CatalogFollower(IOThread):
             if self._probe is None or not self._probe.is_open:
                 self._probe = self._connection.channel()
             ok = self._probe.queue_declare(self.settings.presence_queue_for(name), durable=True, passive=True)
-            self.catalog.set_available(name, ok.method.consumer_count > 0)
+            self.catalog.set_workers(name, ok.method.consumer_count)
         except pika.exceptions.ChannelClosedByBroker:  # 404: no worker ever declared it
             self._probe = None
-            self.catalog.set_available(name, False)
+            self.catalog.set_workers(name, 0)
 
     def close(self) -> None:
         """Stop following (the catalog keeps what it learned)."""

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import uuid
+from collections.abc import Sequence
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
@@ -23,6 +24,7 @@ from tagcore.errors import MessageError, TagError
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse, decode, encode
 from tagcore.transport import Event, Listener, TransportClient
 
+from .depths import QueueDepths
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
 from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exchange, declare_dead_letter_queue,
@@ -65,6 +67,7 @@ class RabbitClient(TransportClient, IOThread):
         self._dispatcher = threading.Thread(target=self._dispatch, name="tag-rabbitmq-client-dispatch",
                                             daemon=True)
         self._dispatcher.start()
+        self._depths = QueueDepths(settings, lambda: self._connection, self.call)
         self.start()
 
     # -- I/O thread ----------------------------------------------------------------------------------------
@@ -215,6 +218,9 @@ class RabbitClient(TransportClient, IOThread):
                 if self._channel is not None:
                     self._consume()
             self.call(consume)
+
+    def queue_depths(self, backends: Sequence[str]) -> dict[str, int]:
+        return self._depths.read(backends)
 
     def outage(self) -> str | None:
         if self.failure is not None:
