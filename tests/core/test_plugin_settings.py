@@ -89,6 +89,7 @@ def test_an_unset_secret_shows_its_default_hidden(tmp_path, monkeypatch):
     monkeypatch.delenv("TAG_BROKER_URL", raising=False)
     result = CliRunner().invoke(cli, ["config"], catch_exceptions=False)
     lines = result.output.splitlines()
-    assert lines[lines.index("[http]") + 1:][0] == "api_key = Secret('')"
+    http = lines[lines.index("[http]") + 1:lines.index("[http]") + 3]  # the secrets come first: key and store URL
+    assert sorted(http) == ["api_key = Secret('')", "store = Secret('')"]
     assert lines[lines.index("[broker]") + 1:][0] == "url = Secret('***')"  # the default guest URL
     assert "guest" not in result.output
