@@ -9,8 +9,13 @@ import tag_testkit.tone as tone
 from tag_testkit.broker import broker_env, delete_queues, rabbitmq_node  # noqa: F401  (fixture)
 from tagcore import plugins
 
-if not plugins.get_plugin_manager().has_plugin("tag_testkit.tone"):
-    plugins.register_plugin(tone, name="tag_testkit.tone")
+
+@pytest.fixture(scope="module", autouse=True)
+def tone_plugin() -> None:
+    """The tone backends, registered before every module: with pytest-xdist a worker runs these modules after any
+    other directory's tests, and registering at import time once did not survive to them."""
+    if not plugins.get_plugin_manager().has_plugin("tag_testkit.tone"):
+        plugins.register_plugin(tone, name="tag_testkit.tone")
 
 
 @pytest.fixture
