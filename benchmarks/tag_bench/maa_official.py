@@ -21,9 +21,11 @@ import numpy as np
 
 def _shim(repo: Path, weights: Path) -> None:
     import transformers
+    from transformers.models.bert.tokenization_bert import BertTokenizerFast
 
+    # setattr throughout: these are modules and methods replaced at run time, which is the shims' whole job
     six = types.ModuleType("torch._six")
-    six.string_classes = (str, bytes)
+    setattr(six, "string_classes", (str, bytes))
     sys.modules.setdefault("torch._six", six)
     try:
         from pytorch_lightning.utilities.rank_zero import rank_zero_only
@@ -31,7 +33,7 @@ def _shim(repo: Path, weights: Path) -> None:
         def rank_zero_only(fn: Any) -> Any:
             return fn
     dist = types.ModuleType("pytorch_lightning.utilities.distributed")
-    dist.rank_zero_only = rank_zero_only
+    setattr(dist, "rank_zero_only", rank_zero_only)
     sys.modules.setdefault("pytorch_lightning.utilities.distributed", dist)
     sys.modules.setdefault("importlib_resources", importlib.resources)
     vocab_dir = str(weights / "bert-base-uncased")
@@ -39,7 +41,7 @@ def _shim(repo: Path, weights: Path) -> None:
 
     def tokenizer(name: str, *args: Any, **kwargs: Any) -> Any:
         if name == "bert-base-uncased":
-            return transformers.BertTokenizerFast.from_pretrained(vocab_dir, do_lower_case=True)
+            return BertTokenizerFast.from_pretrained(vocab_dir, do_lower_case=True)
         return auto_tokenizer(name, *args, **kwargs)
 
     def model(name: str, *args: Any, **kwargs: Any) -> Any:
@@ -47,8 +49,8 @@ def _shim(repo: Path, weights: Path) -> None:
             return transformers.BertModel(transformers.BertConfig())
         return auto_model(name, *args, **kwargs)
 
-    transformers.AutoTokenizer.from_pretrained = tokenizer
-    transformers.AutoModel.from_pretrained = model
+    setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer)
+    setattr(transformers.AutoModel, "from_pretrained", model)
     if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
 

@@ -26,7 +26,10 @@ NA = "n/a"
 class Quality:
     """What the benchmark can say about a cell's clips: (CLAP score, FAD), None for what is not measured."""
 
-    model_id = NA
+    @property
+    def model_id(self) -> str:
+        """The scoring model's name, reported with the run; read-only, as subclasses compute it."""
+        return NA
 
     def measure(self, prompts: Sequence[str], clips: Sequence[Audio]) -> tuple[float | None, float | None]:
         return None, None

@@ -12,6 +12,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from tagcore.torch_files import load_torch_file
 
 from .hubfiles import TEXT_REPO, hub_cache_dir, missing_files_message, missing_text_files, tokenizer_is_empty
 from .settings import ClapSettings
+
+if TYPE_CHECKING:  # laion_clap imports torch and its training code: only when a model loads
+    from laion_clap import CLAP_Module
 
 SAMPLE_RATE = 48000
 WINDOW_FRAMES = 480000
@@ -95,9 +99,10 @@ def _checkpoint_globals() -> list:
     import numpy as np
 
     try:
-        from numpy._core.multiarray import scalar
+        # numpy's stubs leave out `scalar`, which both modules define at run time
+        from numpy._core.multiarray import scalar  # type: ignore[attr-defined]
     except ImportError:  # numpy < 2
-        from numpy.core.multiarray import scalar
+        from numpy.core.multiarray import scalar  # type: ignore[attr-defined]
     return [scalar, np.dtype, *(getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType")
                                  if hasattr(np, "dtypes") and hasattr(np.dtypes, n))]
 
@@ -107,7 +112,7 @@ class ClapModel:
 
     def __init__(self, settings: ClapSettings) -> None:
         self.settings = settings
-        self.module = None
+        self.module: CLAP_Module | None = None
         self._lock = threading.Lock()
 
     @property
@@ -135,10 +140,11 @@ class ClapModel:
             if missing:
                 raise WeightsMissing(missing_files_message(missing))
 
-    def load(self) -> None:
+    def load(self) -> CLAP_Module:
+        """The laion_clap module, loaded once (under a lock: scorers may share a model across threads)."""
         with self._lock:
             if self.module is not None:
-                return
+                return self.module
             self.check_files()
             from tagcore.devices import resolve_device
 
@@ -166,6 +172,7 @@ class ClapModel:
                 module.load_ckpt(verbose=False)
             module.eval()
             self.module = module
+            return module
 
     def _chunks(self, n: int) -> Iterator[slice]:
         size = self.settings.batch_size
@@ -176,23 +183,23 @@ class ClapModel:
         """(N, D) unit-norm text embeddings; every text is padded to 77 tokens, so batching cannot change them."""
         import torch
 
-        self.load()
+        module = self.load()
         prompts = list(prompts)
         if not prompts:
             return np.zeros((0, 512), dtype=np.float32)
         with torch.inference_mode():
-            parts = [self.module.get_text_embedding(prompts[s]) for s in self._chunks(len(prompts))]
+            parts = [module.get_text_embedding(prompts[s]) for s in self._chunks(len(prompts))]
         return np.concatenate(parts).astype(np.float32)
 
     def embed_audio(self, audios: Sequence[Audio]) -> np.ndarray:
         """(N, D) unit-norm audio embeddings of the deterministic 10 s window of each clip."""
         import torch
 
-        self.load()
+        module = self.load()
         clips = [prepare(a) for a in audios]
         if not clips:
             return np.zeros((0, 512), dtype=np.float32)
         with torch.inference_mode():
             # Every clip is padded or cut to the same 10 s window by laion_clap, so chunks stack.
-            parts = [self.module.get_audio_embedding_from_data(clips[s]) for s in self._chunks(len(clips))]
+            parts = [module.get_audio_embedding_from_data(clips[s]) for s in self._chunks(len(clips))]
         return np.concatenate(parts).astype(np.float32)

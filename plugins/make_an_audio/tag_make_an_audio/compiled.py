@@ -19,7 +19,7 @@ layout measured 5.7 ms a call at batch 8 where NCHW took 7.1 (different runs); e
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from tagcore.config import cache_dir
 
@@ -33,8 +33,10 @@ BLOCK_TYPES = ("ResnetBlock2D", "Transformer2DModel")  # diffusers' classes of t
 # block would silently run eagerly). 64 leaves room for the further batch buckets and lengths a worker meets.
 RECOMPILE_LIMIT = 64
 
+M = TypeVar("M", bound="nn.Module")
 
-def compile_unet(unet: nn.Module, scope: str) -> nn.Module:
+
+def compile_unet(unet: M, scope: str) -> M:
     """`unet`, channels-last, compiled over `scope` (one of SCOPES); returns what the model should call.
 
     torch keeps its compile caches in /tmp by default, which a service with a private /tmp (systemd's PrivateTmp)
@@ -46,9 +48,10 @@ def compile_unet(unet: nn.Module, scope: str) -> nn.Module:
     if scope not in SCOPES:
         raise ValueError(f"compile scope {scope!r} is not one of {', '.join(SCOPES)}")
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torchinductor"))
-    unet.to(memory_format=torch.channels_last)
+    unet.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted at run time; not in the stub
     if scope == "unet":
-        return torch.compile(unet)
+        # torch.compile of a module is an OptimizedModule that forwards every attribute (config, ...) to `unet`
+        return cast("M", torch.compile(unet))
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     for block in unet.modules():
         if type(block).__name__ in BLOCK_TYPES:

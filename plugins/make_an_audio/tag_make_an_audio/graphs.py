@@ -163,7 +163,8 @@ class GraphSampler:
             raise ValueError("CUDA graphs need a CUDA device")
         self.model, self.chunk = model, chunk
         self.entries: dict[GraphKey, _Entry] = {}
-        self.pool: _PoolHandle = torch.cuda.graph_pool_handle()  # no two graphs run at once: they share one scratch pool
+        # no two graphs run at once: they share one scratch pool
+        self.pool: _PoolHandle = torch.cuda.graph_pool_handle()
         self.text = StageGraphs("the text encoder", model.text_encoder, model.device, self.pool)
         self.vae = StageGraphs("the VAE decoder", model.decode, model.device, self.pool)
         self.vocoder = StageGraphs("the vocoder", model.vocode, model.device, self.pool)

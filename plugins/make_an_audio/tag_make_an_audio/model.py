@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,6 +25,11 @@ from . import convert
 from .sampler import DDIMTables, EpsFn, Plan, StepHook, ddim_tables, make_plan
 from .sampler import sample as run_loop
 from .vocoder import accelerate
+
+if TYPE_CHECKING:  # the model libraries load when weights do, not when the backend is listed
+    from bigvgan import BigVGAN
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 MAX_TOKENS = 77
 SAMPLE_RATE = 16000
@@ -78,9 +83,9 @@ class MakeAnAudio:
 
     tokenizer: Any
     text_encoder: TextEncoder
-    unet: nn.Module
-    vae: nn.Module
-    vocoder: nn.Module
+    unet: UNet2DConditionModel  # or its torch.compile wrapper, which forwards every attribute (compiled.py)
+    vae: AutoencoderKL
+    vocoder: BigVGAN
     alphas_cumprod: torch.Tensor
     betas: torch.Tensor
     scale_factor: float
@@ -163,15 +168,15 @@ class MakeAnAudio:
 
     @property
     def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
+        return int(self.unet.config["in_channels"])
 
     @property
     def context_dim(self) -> int:
-        return int(self.unet.config.cross_attention_dim)
+        return int(self.unet.config["cross_attention_dim"])
 
     @property
     def vae_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return 2 ** (len(self.vae.config["block_out_channels"]) - 1)
 
     @property
     def vocoder_mels(self) -> int:
@@ -227,8 +232,8 @@ def _stage_weights(sd: dict[str, torch.Tensor], prefix: str, path: Path, label: 
     return official
 
 
-def _unet(sd: dict[str, torch.Tensor], path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    from diffusers import UNet2DConditionModel
+def _unet(sd: dict[str, torch.Tensor], path: Path, device: torch.device, dtype: torch.dtype) -> UNet2DConditionModel:
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     official = _stage_weights(sd, convert.UNET_PREFIX, path, "UNet")
     config = convert.unet_config(official)
@@ -239,8 +244,8 @@ def _unet(sd: dict[str, torch.Tensor], path: Path, device: torch.device, dtype: 
     return unet
 
 
-def _vae(sd: dict[str, torch.Tensor], path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    from diffusers import AutoencoderKL
+def _vae(sd: dict[str, torch.Tensor], path: Path, device: torch.device, dtype: torch.dtype) -> AutoencoderKL:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
     official = _stage_weights(sd, convert.VAE_PREFIX, path, "VAE")
     official = {k: v for k, v in official.items() if not k.startswith("loss.")}
@@ -252,7 +257,7 @@ def _vae(sd: dict[str, torch.Tensor], path: Path, device: torch.device, dtype: t
     return vae
 
 
-def load_vocoder(layout: ckpt.Layout, device: torch.device) -> tuple[nn.Module, str]:
+def load_vocoder(layout: ckpt.Layout, device: torch.device) -> tuple[BigVGAN, str]:
     """BigVGAN with its weight norm folded and its fastest exact activation path; returns (module, path)."""
     import yaml
     from bigvgan import BigVGAN
@@ -283,7 +288,7 @@ def load_vocoder(layout: ckpt.Layout, device: torch.device) -> tuple[nn.Module, 
 
 
 def _tokenizer(layout: ckpt.Layout) -> Any:
-    from transformers import BertTokenizerFast
+    from transformers.models.bert.tokenization_bert import BertTokenizerFast
 
     vocab = layout.require(ckpt.VOCAB_FILE)
     try:  # a local folder: from_pretrained reads vocab.txt and never touches the network
@@ -324,7 +329,7 @@ def load(root: Path, device: torch.device, dtype: torch.dtype) -> MakeAnAudio:
     if hop * model.vae_factor != SAMPLES_PER_LATENT:
         raise WeightsMissing(f"Make-An-Audio: {layout.path(ckpt.VOCODER_ARGS)} upsamples by {hop}, but this model "
                              f"needs {SAMPLES_PER_LATENT // model.vae_factor} (16 kHz audio, 256-sample mel hop)")
-    if model.vocoder_mels % model.vae_factor or model.vae.config.out_channels != 1:
+    if model.vocoder_mels % model.vae_factor or model.vae.config["out_channels"] != 1:
         raise WeightsMissing(f"Make-An-Audio: {layout.path(ckpt.VOCODER_ARGS)} expects {model.vocoder_mels} mel "
                              f"bins, which the VAE of {ldm_path} does not produce")
     return model

@@ -87,7 +87,7 @@ def ddim_plan(alphas_cumprod: torch.Tensor, steps: int) -> Plan:
 
 def dpmpp_plan(betas: torch.Tensor, steps: int) -> Plan:
     """DPM-Solver++ 2M as diffusers runs it on the checkpoint's own betas: good audio in 20-25 steps."""
-    from diffusers import DPMSolverMultistepScheduler
+    from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
 
     scheduler = DPMSolverMultistepScheduler(
         num_train_timesteps=int(betas.shape[0]),

@@ -27,6 +27,43 @@ CUDA_FLAGS = ["-O3", "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIO
               "--expt-relaxed-constexpr", "--expt-extended-lambda"]
 
 
+class Snake(Protocol):
+    """bigvgan's `Snake` / `SnakeBeta` as read here (bigvgan publishes no type information); SnakeBeta adds `beta`."""
+
+    alpha: torch.Tensor
+    alpha_logscale: bool
+
+
+class UpSample(Protocol):
+    """bigvgan's `UpSample1d`: a transposed convolution by `ratio` with `filter`, replicate-padded."""
+
+    ratio: int
+    filter: torch.Tensor
+
+
+class LowPass(Protocol):
+    """bigvgan's `LowPassFilter1d`."""
+
+    filter: torch.Tensor
+    padding: bool
+    padding_mode: str
+
+
+class DownSample(Protocol):
+    """bigvgan's `DownSample1d`: `lowpass` strided by `ratio`."""
+
+    ratio: int
+    lowpass: LowPass
+
+
+class Activation(Protocol):
+    """The parts of bigvgan's torch `Activation1d` (upsample -> snake -> downsample) its replacements read."""
+
+    act: Snake
+    upsample: UpSample
+    downsample: DownSample
+
+
 class Kernel(Protocol):
     """The compiled extension: forward(x, up_filter, down_filter, log_alpha, log_beta) -> activated x."""
 
@@ -60,7 +97,7 @@ def build(device: torch.device) -> Kernel:
 class FusedSnake(nn.Module):
     """One bigvgan `Activation1d` (12 taps, ratio 2) computed by the fused kernel."""
 
-    def __init__(self, kernel: Kernel, module: nn.Module) -> None:
+    def __init__(self, kernel: Kernel, module: Activation) -> None:
         super().__init__()
         act = module.act
         alpha = act.alpha.detach()

@@ -71,10 +71,13 @@ class SpectralConv1d(nn.Module):
 
     def __init__(self, conv: nn.Conv1d, block: int) -> None:
         super().__init__()
+        only = "SpectralConv1d computes stride-1, ungrouped, zero-padded 'same' convolutions only"
+        if isinstance(conv.padding, str):  # padding given by name ('same' / 'valid'), not as a number of samples
+            raise ValueError(only)
         (taps,), (dilation,), (padding,) = conv.kernel_size, conv.dilation, conv.padding
         if conv.stride != (1,) or conv.groups != 1 or conv.padding_mode != "zeros" or \
                 2 * padding != dilation * (taps - 1):
-            raise ValueError("SpectralConv1d computes stride-1, ungrouped, zero-padded 'same' convolutions only")
+            raise ValueError(only)
         if block % 2 or block <= taps:
             raise ValueError(f"block {block} must be even and longer than the kernel ({taps} taps)")
         self.taps, self.dilation, self.padding, self.block = taps, dilation, padding, block
@@ -128,7 +131,8 @@ class SpectralConv1d(nn.Module):
         """
         shape = tuple(spectra.shape)
         if shape != self.packed_for:
-            self.packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            # torch's stub omits the optional input_size argument the function takes at run time
+            self.packed = torch._C._nn.mkldnn_reorder_conv2d_weight(  # type: ignore[call-arg]
                 self.packed, [0, 0], [1, 1], [1, 1], self.rows, list(shape))
             self.packed_for = shape
         return torch.ops.mkldnn._convolution_pointwise(

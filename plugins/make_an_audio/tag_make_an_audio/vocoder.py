@@ -26,7 +26,8 @@ float32 rounding (a few 1e-7 relative per convolution; the golden waveform toler
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ from torch import nn
 
 from . import snake_cpu, snake_kernel, spectral_conv
 from .snake_cpu import SnakeLibrary
-from .snake_kernel import FusedSnake, Kernel
+from .snake_kernel import Activation, FusedSnake, Kernel
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,15 @@ class PolyphaseSnake(nn.Module):
         self.inv_beta = nn.Buffer(inv_beta.detach().float().reshape(-1, 1, 1), persistent=False)
 
     @classmethod
-    def from_bigvgan(cls, module: nn.Module) -> PolyphaseSnake | None:
+    def from_bigvgan(cls, module: Activation) -> PolyphaseSnake | None:
         """The polyphase twin of a bigvgan torch `Activation1d`, or None when its filters are not 2x / 12 taps."""
+        return cls.of_fixed(module) if has_fixed_filters(module) else None
+
+    @classmethod
+    def of_fixed(cls, module: Activation) -> PolyphaseSnake:
+        """The polyphase twin of a bigvgan torch `Activation1d` whose filters `has_fixed_filters` accepts."""
         if not has_fixed_filters(module):
-            return None
+            raise ValueError("the activation's filters are not the fixed 2x / 12-tap ones PolyphaseSnake computes")
         act, up, down = module.act, module.upsample, module.downsample
         alpha = act.alpha.detach()
         beta = act.beta.detach() if hasattr(act, "beta") else alpha  # Snake divides by alpha itself
@@ -124,7 +130,7 @@ class KernelSnake(nn.Module):
         return self.run(x.contiguous(), self.taps, self.polyphase.alpha, self.polyphase.inv_beta)
 
 
-def has_fixed_filters(module: nn.Module) -> bool:
+def has_fixed_filters(module: Activation) -> bool:
     """Whether a bigvgan `Activation1d` has the filters both fast paths assume: 2x, 12 taps, replicate padding."""
     up, down = module.upsample, module.downsample
     return ((up.ratio, down.ratio, up.filter.numel(), down.lowpass.filter.numel()) == (2, 2, TAPS, TAPS)
@@ -139,12 +145,17 @@ def _fir(source: torch.Tensor, taps: list[float], start: int, out: torch.Tensor)
         out.add_(source[..., start + i:start + i + length], alpha=tap)
 
 
-def _torch_activations(vocoder: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+Found = list[tuple[nn.Module, str, Activation]]
+"""(parent, child name, module) of bigvgan PyTorch `Activation1d`s."""
+
+
+def _torch_activations(vocoder: nn.Module) -> Found:
     """(parent, child name, module) for every bigvgan PyTorch `Activation1d` in the vocoder."""
     from bigvgan.alias_free_activation.torch.act import Activation1d
 
-    return [(parent, name, child) for parent in vocoder.modules() for name, child in parent.named_children()
-            if isinstance(child, Activation1d)]
+    # cast: the isinstance test is against bigvgan's class, which publishes no type information
+    return [(parent, name, cast(Activation, child)) for parent in vocoder.modules()
+            for name, child in parent.named_children() if isinstance(child, Activation1d)]
 
 
 def use_polyphase(vocoder: nn.Module, library: SnakeLibrary | None = None) -> int:
@@ -169,7 +180,7 @@ def cpu_kernel(vocoder: nn.Module, build: Callable[[], SnakeLibrary] | None = No
         library = (build or snake_cpu.build)()
     except (snake_cpu.BuildError, OSError) as exc:  # OSError: the built library does not load
         return None, f"the fused CPU snake did not build ({exc})"
-    reference = PolyphaseSnake.from_bigvgan(found[0])
+    reference = PolyphaseSnake.of_fixed(found[0])
     why_not = _disagreement(reference, KernelSnake(library.forward, reference, "cpu"), torch.device("cpu"),
                             "the fused CPU snake")
     return (None, why_not) if why_not else (library, "")
@@ -183,11 +194,12 @@ def use_triton_kernel(vocoder: nn.Module, run: Callable[..., torch.Tensor] | Non
         return why_not
     if run is None:
         try:
-            from .snake_triton import snake as run
+            from .snake_triton import snake
         except ImportError as exc:
             return f"Triton is not installed ({exc})"
+        run = snake
     device = found[0][2].act.alpha.device
-    twins = [KernelSnake(run, PolyphaseSnake.from_bigvgan(module).to(device), device.type) for _, _, module in found]
+    twins = [KernelSnake(run, PolyphaseSnake.of_fixed(module).to(device), device.type) for _, _, module in found]
     return _swap_if_agreeing(found, twins, device, "the Triton snake")
 
 
@@ -210,7 +222,7 @@ def use_cuda_kernel(vocoder: nn.Module, build: Callable[[torch.device], Kernel] 
                              "bigvgan's CUDA kernel")
 
 
-def _replaceable(vocoder: nn.Module) -> tuple[list[tuple[nn.Module, str, nn.Module]], str]:
+def _replaceable(vocoder: nn.Module) -> tuple[Found, str]:
     """The vocoder's bigvgan activations, when a fused kernel can replace every one of them; else why not."""
     found = _torch_activations(vocoder)
     if not found:
@@ -220,12 +232,11 @@ def _replaceable(vocoder: nn.Module) -> tuple[list[tuple[nn.Module, str, nn.Modu
     return found, ""
 
 
-def _swap_if_agreeing(found: list[tuple[nn.Module, str, nn.Module]], twins: list[nn.Module], device: torch.device,
-                      what: str) -> str:
+def _swap_if_agreeing(found: Found, twins: Sequence[nn.Module], device: torch.device, what: str) -> str:
     """Put each twin in its activation's place when the first agrees with the exact polyphase form of the module
     it replaces (plain fp32 arithmetic: bigvgan's own modules run their filters through cuDNN, whose default TF32
     rounding alone puts them 3e-3, relative to the peak, off on an H100); else why not, and nothing is swapped."""
-    why_not = _disagreement(PolyphaseSnake.from_bigvgan(found[0][2]), twins[0], device, what)
+    why_not = _disagreement(PolyphaseSnake.of_fixed(found[0][2]), twins[0], device, what)
     if why_not:
         return why_not
     for (parent, name, _), twin in zip(found, twins):
@@ -265,14 +276,24 @@ def spectral_block(conv: nn.Conv1d) -> int | None:
     return fits[0] if fits else SPECTRAL_BLOCKS[-1]
 
 
+class ResBlock(Protocol):
+    """bigvgan's `AMPBlock1` / `AMPBlock2` as read here: its lists of residual convolutions."""
+
+    convs1: nn.ModuleList
+    convs2: nn.ModuleList
+
+
 def use_spectral_convs(vocoder: nn.Module) -> int:
     """Swap the residual blocks' large convolutions for `SpectralConv1d` (CPU); returns how many were swapped."""
     if not spectral_conv.available():
         return 0
     swapped = 0
-    for resblock in vocoder.resblocks:
+    # cast: bigvgan's BigVGAN publishes no type information; its `resblocks` is an nn.ModuleList of AMP blocks
+    for resblock in cast(Iterable[ResBlock], vocoder.resblocks):
         for convs in (resblock.convs1, resblock.convs2):
             for i, conv in enumerate(convs):
+                if not isinstance(conv, nn.Conv1d):  # bigvgan's are all Conv1d (weight norm folded or not)
+                    continue
                 block = spectral_block(conv)
                 if block is not None:
                     convs[i] = spectral_conv.SpectralConv1d(conv, block)
