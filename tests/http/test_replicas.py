@@ -193,3 +193,12 @@ def test_the_broker_restarted_while_the_api_is_down_loses_no_answer(rabbitmq_nod
     apis.append(Api(env, tmp_path / "a2.log"))
     assert finished(apis[1], job_id)["state"] == "done"
     assert apis[1].client().get(f"/v1/jobs/{job_id}/audio").status_code == 200
+
+
+def test_sigterm_stops_taking_answers_before_the_store_closes(env, worker, apis, tmp_path):
+    apis.append(Api(env, tmp_path / "a.log"))
+    job_id = apis[0].client().post("/v1/jobs", json=job(delay=1.0)).json()["id"]
+    apis[0].process.send_signal(signal.SIGTERM)  # the answer comes during or after the shutdown
+    apis[0].process.wait(WAIT)
+    apis.append(Api(env, tmp_path / "a2.log"))
+    assert finished(apis[1], job_id)["state"] == "done"
