@@ -47,7 +47,7 @@ class HttpFrontend(Frontend):
         """The running server's job store (for inspection; None before `run`)."""
 
     def run(self, stop: threading.Event) -> None:
-        client = self.transport.client(name="http")
+        client = self.transport.client(name=self.http.reply_queue)
         store = self.store = JobStore(self.http.result_ttl, self.http.results_dir, self.http.store_url())
         client.add_listener(store.on_event)
         requester = Requester(client, self.catalog.backends, self.config, source="http", priority=self.http.priority,
@@ -69,6 +69,7 @@ class HttpFrontend(Frontend):
 
         def watch() -> None:
             stop.wait()
+            client.close()  # no answer is taken (and acked) any more: unacked ones go back to the queue
             store.close()  # ends event streams first, so the graceful shutdown does not wait for them
             server.should_exit = True
 

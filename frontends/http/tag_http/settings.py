@@ -5,6 +5,7 @@ Values may arrive as TOML types or as environment strings; they are coerced once
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from tagcore.errors import ConfigError
 from tagcore.fairness import MAX_BOOST
 
 STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+REPLY_QUEUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class HttpSettings:
     store: Secret = Secret("")
     """The job store's URL: `sqlite:////absolute/path` or `postgresql://user:password@host/db` (replicas on
     several machines). Empty: `sqlite:///` + `default_store_path()`. A secret: the URL may hold a password."""
+    reply_queue: str = "http"
+    """Name of the deployment's one durable reply queue (`ResponseQueue.<name>` on RabbitMQ): every replica of
+    one API consumes it, so an answer reaches whichever replica is alive, and waits there while none is. Give
+    separate deployments on one broker separate names."""
     backends: tuple[str, ...] = ()
     """Backends offered (empty: every one workers announced, plus those installed here)."""
     default_duration: float = 5.0
@@ -79,6 +85,8 @@ class HttpSettings:
             raise ConfigError(f"http priority must be 0 to {MAX_BOOST}")
         if self.store and not self.store.reveal().startswith(STORE_SCHEMES):
             raise ConfigError("http store must be a URL starting with sqlite:/// or postgresql://")
+        if not REPLY_QUEUE.match(self.reply_queue):
+            raise ConfigError("http reply_queue must be 1-64 letters, digits, '_', '-' or '.'")
         if self.rate_limit < 0 or self.result_ttl <= 0 or self.default_duration <= 0:
             raise ConfigError("http rate_limit must be >= 0, result_ttl and default_duration > 0")
 

@@ -53,9 +53,10 @@ def enqueue(state: Services, body: GenerateRequest, audio_prompt: Audio | None, 
 
 
 def replayed(state: Services, job_id: str, digest: str) -> JobRecord | None:
-    """The job a retry refers to (None when the id is new); 409 when the retry's request differs."""
+    """The job a retry refers to (None when the id is new); 409 when the retry's request differs. A job kept
+    from an answer alone (its record was lost, so its request is unknown) is taken to be the one retried."""
     record = state.store.get(job_id)
-    if record is not None and record.fingerprint != digest:
+    if record is not None and record.fingerprint and record.fingerprint != digest:
         raise ApiError(409, "idempotency_conflict", "this job id (or Idempotency-Key) was already used for a "
                                                     "different request; choose a new one")
     return record

@@ -1,8 +1,9 @@
 """The frontend side: submit requests to the backend's request queue and receive this client's answers.
 
 A client named "telegram" reads the durable queue `ResponseQueue.telegram`: answers that arrive while the bot
-is down wait there, and an answer is acknowledged only after the listeners handled it. An unnamed client (a CLI
-call) reads a private queue `ResponseQueue.private.<random>` that it alone consumes (exclusive consumer); it is
+is down wait there, and an answer is acknowledged only after the listeners handled it (one that a listener
+could not keep is returned to the queue and redelivered, to this or another consumer of the same name). An
+unnamed client (a CLI call) reads a private queue `ResponseQueue.private.<random>` that it alone consumes (exclusive consumer); it is
 durable with an expiry instead of exclusive so that an answer survives a broker restart mid-request.
 
 `submit` returns once the broker confirmed the request; until then it is kept and republished after a
@@ -14,6 +15,7 @@ import collections
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -32,6 +34,8 @@ from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exch
 
 log = logging.getLogger(__name__)
 SEEN_MEMORY = 100_000
+REQUEUE_PAUSE = 1.0
+"""Seconds before an answer no listener could keep is returned to the queue (and soon redelivered)."""
 
 
 class _Pending:
@@ -159,19 +163,38 @@ class RabbitClient(TransportClient, IOThread):
                     self._seen.popitem(last=False)
             if duplicate:
                 log.info("dropped a duplicate response for %s", event.request_id)
-            else:
-                self._notify(event)
+            elif not self._notify(event) and tag is not None:
+                self._requeue(event, tag, generation)
+                return
         else:
             self._notify(event)
         if tag is not None:
             self._ack(tag, generation)
 
-    def _notify(self, event: Event) -> None:
+    def _notify(self, event: Event) -> bool:
+        """Hand `event` to every listener; False when one failed (it could not keep the event)."""
+        handled = True
         for listener in list(self.listeners):
             try:
                 listener(event)
             except Exception:
+                handled = False
                 log.exception("a listener failed on %s %s", event.kind, event.request_id)
+        return handled
+
+    def _requeue(self, response: SoundResponse, tag: int, generation: int) -> None:
+        """An answer a listener could not keep (its store is down) goes back to the queue, not lost: after a
+        pause, so a lasting outage is no hot loop, and forgotten as seen, so its redelivery is handled."""
+        with self._lock:
+            self._seen.pop(response.request_id, None)
+        log.warning("returned the answer to %s to %s; retrying in %g s", response.request_id, self.reply_queue,
+                    REQUEUE_PAUSE)
+        time.sleep(REQUEUE_PAUSE)
+
+        def nack() -> None:
+            if self._channel is not None and generation == self.generation:
+                self._channel.basic_nack(tag, requeue=True)
+        self.call(nack)
 
     def _ack(self, tag: int, generation: int) -> None:
         def ack() -> None:

@@ -49,7 +49,7 @@ def upload_voice(who: Caller, state: Shared,
 
 @router.post("/speech", responses={
     200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "the spoken text"},
-    **error_schemas(400, 401, 422, 429, 503, 504)})
+    **error_schemas(400, 401, 410, 422, 429, 503, 504)})
 async def speech(request: Request, body: SpeechRequest, who: Caller, state: Shared) -> Response:
     """OpenAI-compatible text to speech: answers with the audio once the job is done."""
     spec = speech_backend(state, body.model)
@@ -69,7 +69,10 @@ async def speech(request: Request, body: SpeechRequest, who: Caller, state: Shar
     snap, _ = store.snapshot(record)
     if snap.state != "done":
         raise ApiError(status_for(snap.error_code), snap.error_code or "failed", snap.error_message or "the job failed")
-    clip = await asyncio.to_thread(audio_io.read, snap.files["wav"])
+    wav = await asyncio.to_thread(store.result_bytes, snap, "wav")  # from the store: any replica may hold the answer
+    if wav is None:
+        raise ApiError(410, "expired", "the result expired before it could be sent")
+    clip = await asyncio.to_thread(audio_io.decode, wav)
     data = await asyncio.to_thread(encode_speech, clip, body.response_format)
     return Response(data, media_type=MEDIA_TYPES[body.response_format],
                     headers={"X-Tag-Job-Id": record.id, "Cache-Control": "no-store"})
