@@ -26,9 +26,8 @@ case "${1:-}" in
   --smoke) SMOKE=1; shift ;;
   --list) LIST=1 ;;
 esac
-STAGE_NAMES="cuda_tests audiogen_medium audiogen_tokens sa3_small sao sa3_medium musicgen_small musicgen_medium \
-maa_speed maa_scopes"
-# ace_step joins after sa3_medium when its backend lands (diffusers AceStepPipeline).
+STAGE_NAMES="cuda_tests audiogen_medium audiogen_tokens sa3_small sao sa3_medium ace_step musicgen_small \
+musicgen_medium maa_speed maa_scopes"
 if [ "${LIST:-0}" = 1 ]; then echo $STAGE_NAMES; exit 0; fi
 OUT=${1:?usage: gpu_suite.sh [--smoke] OUT_DIR}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
@@ -47,7 +46,7 @@ DEADLINE=$((SECONDS + ${GPU_SUITE_BUDGET:-$([ $SMOKE = 1 ] && echo 900 || echo 4
 if [ $SMOKE = 1 ]; then  # the same stages at the tests' sizes on the CPU: checks the wiring, not the speed
   DEV=cpu DTYPE=fp32 AG=tiny MG_SMALL=musicgen-tiny MG_MEDIUM=musicgen-tiny SA=tiny DUR=1 LONG=2 AG_B=1,2 SA_B="1 2"
   REPEATS=1 TOKENS=0.5 SA_STEPS="--steps 2" MAA_SIZE="--tiny make_an_audio" MAA_SAMPLING=ddim:2 MAA_B="1 2"
-  SHAPES="1:1" PREP_THREADS=1
+  SHAPES="1:1" PREP_THREADS=1 ACE_SIZE=tiny ACE_DUR=10 ACE_B="1 2" ACE_STEPS="--steps 2"
   # Inductor compiles C++ for minutes on a CPU: the smoke runs the scope stage's processes and rows with
   # torch.compile disabled (it checks the wiring; tests/make_an_audio check compiling on the CPU).
   SCOPES_ENV="TORCH_COMPILE_DISABLE=1"
@@ -56,6 +55,7 @@ else
   DEV=cuda DTYPE=bf16 AG=medium MG_SMALL=musicgen-small MG_MEDIUM=musicgen-medium SA=full DUR=10 LONG=120
   AG_B=1,16 SA_B="1 8" REPEATS=2 TOKENS=2 SA_STEPS="" MAA_SIZE="" MAA_SAMPLING=ddim:100 MAA_B="1 8"
   SHAPES="10:1 10:8" PREP_THREADS=${GPU_SUITE_PREP_THREADS:-8} SCOPES_ENV="GPU_SUITE=1"
+  ACE_SIZE=full ACE_DUR="60 240" ACE_B="1 4" ACE_STEPS=""  # songs: the 10 s minimum; turbo's 8 steps
 fi
 
 want() { [[ $STAGES == *" $1 "* ]]; }
@@ -129,7 +129,8 @@ run_stages() {
   stage sa3_small stable_audio_3 75 sa3-small $sa --models sa3-small --durations $DUR $LONG --batch $SA_B
   stage sao stable_audio_open 60 sao $sa --models sao --durations $DUR --batch $SA_B
   stage sa3_medium stable_audio_3 60 sa3-medium $sa --models sa3-medium --durations $DUR --batch $SA_B
-  # stage ace_step ace_step 60 ace_step $PY benchmarks/<ace_step script> ... --suite $OUT
+  stage ace_step ace_step 90 ace-step $PY benchmarks/ace_step_speed.py --size $ACE_SIZE --device $DEV --dtype $DTYPE \
+    --weights-root $WORK/ace --durations $ACE_DUR --batch $ACE_B $ACE_STEPS --out $WORK/pages --suite $OUT
   stage musicgen_small musicgen 60 mg-small $ag --shape $MG_SMALL --dtype $DTYPE --duration $DUR --batches $AG_B \
     --repeats $REPEATS --reference-batches none --token-check $TOKENS
   stage musicgen_medium musicgen 75 mg-medium $ag --shape $MG_MEDIUM --dtype $DTYPE --duration $DUR \
@@ -151,6 +152,7 @@ prepare \
   sa3-small $PY benchmarks/stable_audio_speed.py --size $SA --models sa3-small --weights-root "$WORK/sa" --write-only \; \
   sao $PY benchmarks/stable_audio_speed.py --size $SA --models sao --weights-root "$WORK/sa" --write-only \; \
   sa3-medium $PY benchmarks/stable_audio_speed.py --size $SA --models sa3-medium --weights-root "$WORK/sa" --write-only \; \
+  ace-step $PY benchmarks/ace_step_speed.py --size $ACE_SIZE --weights-root "$WORK/ace" --write-only \; \
   mg-small $PY benchmarks/audiogen_speed.py --shape $MG_SMALL --weights-root "$WORK" --write-only \; \
   maa $PY benchmarks/random_weights.py "$WORK" --backends make_an_audio $MAA_SIZE \; \
   mg-medium $PY benchmarks/audiogen_speed.py --shape $MG_MEDIUM --weights-root "$WORK" --write-only \; &

@@ -86,7 +86,7 @@ class Buttons:
         state = self.sessions.get(*who)
         if state.draft is None or state.draft.nonce != nonce:
             return texts.EXPIRED
-        backend = self.offer.backend_of(who)
+        backend = self.offer.draft_backend(who, state.draft)
         if value == "custom":
             state.draft.awaiting_custom = True
             low, high = self.offer.duration_range(backend, state.draft.audio_prompt)
@@ -101,4 +101,4 @@ class Buttons:
             return texts.EXPIRED
         self.replies.settle(call, texts.chosen(draft.prompt, duration))
         return self.submitter.submit(who, draft.prompt, duration, backend, audio_prompt=draft.audio_prompt,
-                                     quiet=True)
+                                     options=self.offer.draft_options(who, backend, draft), quiet=True)

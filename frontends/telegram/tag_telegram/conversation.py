@@ -21,7 +21,7 @@ from tagcore.config import Config
 from tagcore.errors import InvalidRequest, TagError, UnreadableAudio
 from tagcore.requester import Requester
 
-from . import settings_menu, texts
+from . import lyrics, settings_menu, texts
 from .buttons import Buttons
 from .delivery import Delivery
 from .offer import Offer
@@ -80,6 +80,7 @@ class Conversation:
         bot.message_handler(commands=["backend"])(self.on_backend)
         bot.message_handler(commands=["settings"])(self.on_settings)
         bot.message_handler(commands=["cancel"])(self.on_cancel)
+        bot.message_handler(commands=["song"])(self.on_song)
         bot.message_handler(content_types=["text"])(self.on_text)
         bot.message_handler(content_types=["voice", "audio", "document"])(self.on_file)
         bot.message_handler(content_types=OTHER_CONTENT)(self.on_unsupported)
@@ -121,7 +122,7 @@ class Conversation:
         low, high = self.offer.duration_range(backend)
         specs = self.offer.specs.values()
         roles = {s.capabilities.audio_prompt_role for s in specs if s.capabilities.audio_prompt}
-        self.reply(message.chat.id, texts.help_text(backend, low, high, roles))
+        self.reply(message.chat.id, texts.help_text(backend, low, high, roles, lyrics.singers(self.offer.specs)))
 
     @guarded
     def on_backend(self, message: types.Message) -> None:
@@ -189,17 +190,48 @@ class Conversation:
         if not text:
             self.reply(who.chat_id, texts.EMPTY)
             return
-        error = self.submitter.check_prompt(text, backend, self.offer.options_for(who, backend))
+        draft = Draft(text)
+        option = lyrics.lyrics_option(self.offer.specs[backend])
+        if option is not None:  # a backend that sings: a second paragraph is the lyrics
+            description, words = lyrics.split_paragraphs(text)
+            if words:
+                draft = Draft(description, options={option: words})
+        self._propose(who, draft, backend)
+
+    @guarded
+    def on_song(self, message: types.Message) -> None:
+        """`/song description` with the lyrics on the lines below, to a backend that takes lyrics."""
+        if not self._admit(message):
+            return
+        who = ChatUser.of(message)
+        current = self._idle_backend(who)
+        if not current:
+            return
+        backend = lyrics.song_backend(current, self.offer.specs)
+        option = lyrics.lyrics_option(self.offer.specs[backend]) if backend else None
+        if backend is None or option is None:
+            self.reply(who.chat_id, texts.NO_SINGER)
+            return
+        description, words = lyrics.split_command(message.text or "")
+        if not description:
+            self.reply(who.chat_id, texts.SONG_USAGE)
+            return
+        self._propose(who, Draft(description, backend=backend, options={option: words}), backend)
+
+    def _propose(self, who: ChatUser, draft: Draft, backend: str) -> None:
+        """Check a text draft against its backend; then ask its duration, or say what is wrong."""
+        error = self.submitter.check_prompt(draft.prompt, backend, self.offer.draft_options(who, backend, draft))
         if error:
             self.reply(who.chat_id, error)
             return
-        self._ask_duration(who, Draft(text), backend)
+        self._ask_duration(who, draft, backend)
 
     def _ask_duration(self, who: ChatUser, draft: Draft, backend: str) -> None:
         low, high = self.offer.duration_range(backend, draft.audio_prompt)
         if self.offer.specs[backend].variable_length:
             # Speech lasts as long as its text: no question, the longest clip allowed is only an upper bound.
-            self.submitter.submit(who, draft.prompt, high, backend, audio_prompt=draft.audio_prompt)
+            self.submitter.submit(who, draft.prompt, high, backend, audio_prompt=draft.audio_prompt,
+                                  options=self.offer.draft_options(who, backend, draft))
             return
         presets = [d for d in self.settings.durations if low <= d <= high] or [low]
         markup = types.InlineKeyboardMarkup()
@@ -214,7 +246,7 @@ class Conversation:
 
     def _custom_duration(self, who: ChatUser, text: str) -> None:
         draft = self.sessions.get(*who).draft
-        backend = self.offer.backend_of(who)
+        backend = self.offer.draft_backend(who, draft)
         low, high = self.offer.duration_range(backend, draft.audio_prompt if draft else None)
         try:
             value = float(text.lower().replace(",", ".").removesuffix("s").removesuffix("sec").strip())
@@ -228,7 +260,8 @@ class Conversation:
             return
         draft = self.sessions.take_draft(who.user_id, draft.nonce if draft else None)
         if draft is not None:
-            self.submitter.submit(who, draft.prompt, value, backend, audio_prompt=draft.audio_prompt)
+            self.submitter.submit(who, draft.prompt, value, backend, audio_prompt=draft.audio_prompt,
+                                  options=self.offer.draft_options(who, backend, draft))
 
     # --- audio continuation ----------------------------------------------------------------------------
     @guarded

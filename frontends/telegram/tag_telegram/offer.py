@@ -17,7 +17,7 @@ from . import settings_menu, texts
 from .chat_options import Setting, request_options, settings_of, stale_picks
 from .people import ChatUser
 from .replies import Replies
-from .sessions import Sessions
+from .sessions import Draft, Sessions
 from .settings import BotSettings
 
 
@@ -79,6 +79,16 @@ class Offer:
             self.replies.send(who.chat_id, texts.stale_settings(backend, stale))
             picks = {name: value for name, value in picks.items() if name not in stale}
         return request_options(self.specs[backend], self.settings.options.get(backend, {}), pinned, picks)
+
+    def draft_backend(self, who: ChatUser, draft: Draft | None) -> str:
+        """The backend a draft goes to: its own (a /song's), while still offered, else the user's."""
+        if draft is not None and draft.backend in self.specs:
+            return draft.backend
+        return self.backend_of(who)
+
+    def draft_options(self, who: ChatUser, backend: str, draft: Draft) -> dict[str, Any]:
+        """The options a draft's request carries: the user's, with the draft's own (its lyrics) over them."""
+        return {**self.options_for(who, backend), **draft.options}
 
     def duration_range(self, backend: str, audio_prompt: Audio | None = None) -> tuple[float, float]:
         spec = self.specs[backend]

@@ -30,6 +30,10 @@ class Draft:
     audio_prompt: Audio | None = None
     nonce: str = field(default_factory=lambda: secrets.token_hex(4))
     awaiting_custom: bool = False
+    backend: str | None = None
+    """The backend it goes to when not the user's current one (a /song picks one that takes lyrics)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Request options of this prompt alone (its lyrics), over the user's /settings ones."""
 
 
 @dataclass(frozen=True)

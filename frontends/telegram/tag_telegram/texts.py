@@ -9,6 +9,7 @@ COMMANDS = (
     ("start", "How to use this bot"),
     ("help", "How to use this bot"),
     ("backend", "Choose the sound generator"),
+    ("song", "A song with lyrics: /song and its description, the lyrics on the lines below"),
     ("settings", "Choose the generator's settings, such as speed or quality"),
     ("cancel", "Forget the prompt you are composing, or stop the sound being made"),
 )
@@ -27,8 +28,10 @@ def seconds(value: float) -> str:
     return f"{round(value, 1):g} s"
 
 
-def help_text(backend: str, min_duration: float, max_duration: float, audio_roles: set[str]) -> str:
-    """`audio_roles`: what the installed generators do with a sent audio file ("continuation", "voice")."""
+def help_text(backend: str, min_duration: float, max_duration: float, audio_roles: set[str],
+              singers: list[str]) -> str:
+    """`audio_roles`: what the installed generators do with a sent audio file ("continuation", "voice");
+    `singers`: the offered generators that take lyrics."""
     lines = [
         "🔊 I turn a text description into a sound.",
         "",
@@ -43,6 +46,12 @@ def help_text(backend: str, min_duration: float, max_duration: float, audio_role
     if "voice" in audio_roles:
         lines.append("With a speech generator, send a voice message with the text to say as its caption, "
                      "and I will say it in that voice.")
+    if singers:
+        lines += ["", f"🎤 Songs with lyrics ({', '.join(singers)}): send /song and the song's description on the "
+                  "first line, the lyrics on the lines below, for example:",
+                  SONG_EXAMPLE,
+                  "With a generator that sings chosen, a prompt's second paragraph (after an empty line) is its "
+                  "lyrics. Without lyrics the song is instrumental.", ""]
     lines.append("/cancel forgets the prompt you are composing, or stops the sound being made.")
     return "\n".join(lines)
 
@@ -70,6 +79,11 @@ def out_of_range(value: float, minimum: float, maximum: float) -> str:
     return f"{value:g} s is out of range: choose from {minimum:g} to {maximum:g} seconds, or /cancel."
 
 
+SONG_EXAMPLE = "/song a cheerful folk song about our cat\n[verse]\nShe sleeps all day in the sun\n[chorus]\nOh, our cat"
+SONG_USAGE = ("Tell me what the song should be like on the first line, and the lyrics on the lines below, "
+              "for example:\n" + SONG_EXAMPLE)
+NO_SINGER = ("None of the generators of this bot sings lyrics, so I cannot make a song with words. "
+             "Send a description for instrumental music instead, or see /backend.")
 BUSY = "⏳ Your previous sound is still being made. Please wait for it before asking for another one."
 EMPTY = "Please describe the sound you want, for example: birds singing at dawn."
 VOICE_NEEDS_TEXT = "I will speak in the voice of that recording: send it again with the text to say as its caption."
