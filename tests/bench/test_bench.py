@@ -24,10 +24,14 @@ OUTPUTS = ("results.csv", "results.md", "meta.json", "speed_vs_steps.png", "clap
 
 @pytest.fixture(scope="module")
 def tag():
-    plugins.register_plugin(tag_testkit.tone, name="tag_testkit.tone")
+    # Other modules in the same test process may have registered the kit already (and go on relying on it).
+    registered_here = not plugins.get_plugin_manager().has_plugin("tag_testkit.tone")
+    if registered_here:
+        plugins.register_plugin(tag_testkit.tone, name="tag_testkit.tone")
     plugins.get_plugin_manager().hook.register_commands(cli=cli)
     yield lambda *args: CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    plugins.unregister_plugin("tag_testkit.tone")
+    if registered_here:
+        plugins.unregister_plugin("tag_testkit.tone")
 
 
 def read_rows(folder: Path) -> list[dict[str, str]]:
