@@ -27,7 +27,7 @@ from .config import Config, load_config
 from .errors import USER_ERRORS, InvalidRequest, TagError, is_user_error_code
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .metrics import Metrics
-from .options import parse_key_values
+from .options import misplaced, parse_key_values
 from .output_path import OutputPlan, plan_output, rescue_path
 from .prompts_file import PromptEntry, read_prompts_file
 from .spec import BackendSpec
@@ -145,7 +145,11 @@ def _build_backends(config: Config, names: Sequence[str], pairs: Sequence[str],
         cls = plugins.backends().get(name)
         declared = {o.name for o in cls.options} | {a for o in cls.options for a in o.aliases}
         mine = {k: v for k, v in raw.items() if k in declared}
-        worker, _ = _split_options(BackendSpec.from_attributes(cls), mine, device if "device" in declared else None)
+        spec = BackendSpec.from_attributes(cls)
+        worker, request = _split_options(spec, mine, device if "device" in declared else None)
+        if request:  # a worker reads only worker options: a request option here would be silently ignored
+            option = next(o for o in cls.options if o.name in request)
+            raise InvalidRequest(misplaced(option, cls.name))
         built[cls.name] = build_backend(cls.name, config, worker)
     unused = set(raw) - {k for n in names for o in plugins.backends().get(n).options for k in (o.name, *o.aliases)}
     if unused:

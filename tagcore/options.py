@@ -103,10 +103,19 @@ def resolve_options(
             raise UnknownOption(f"{owner} has no option {key!r} (options: {known})")
         spec = by_name[key]
         if scope is not None and spec.scope != scope:
-            where = "when the worker starts (tag worker -O ...)" if spec.scope == "worker" else "per request"
-            raise InvalidRequest(f"option {spec.name} of {owner} is set {where}, not here")
+            raise InvalidRequest(misplaced(spec, owner))
         values[spec.name] = spec.parse(raw)
     return values
+
+
+def misplaced(option: Option, owner: str) -> str:
+    """Why `option` cannot be set where it was given, and where it belongs: a worker option where requests are
+    read, or a request option where the worker's settings are read (which would otherwise be ignored)."""
+    if option.scope == "worker":
+        return (f"option {option.name} of {owner} is set when the worker starts (tag worker -O {option.name}=..., "
+                f"or [backends.{owner}] in its configuration), not with a request")
+    return (f"option {option.name} of {owner} is a request option: give it with each request (tag generate -O "
+            f"{option.name}=..., the API's options, the bot's settings), not to the worker or its configuration")
 
 
 def parse_key_values(pairs: Sequence[str]) -> dict[str, str]:

@@ -91,6 +91,9 @@ def test_prompts_file_lines_and_csv_batch_into_an_output_folder(run, tmp_path):
     (["generate", "x", "-b", "tone", "-O", "amplitude"], "KEY=VALUE"),
     (["generate", "x", "-b", "tone", "-O", "weights=/nonexistent", "-d", "1"], "/nonexistent/tone.json is missing"),
     (["generate", "-b", "tone"], "either a PROMPT or --prompts"),
+    # a request option where only worker options are read would be ignored: it is refused, naming where it goes
+    (["worker", "--transport", "rabbitmq", "-b", "tone", "-O", "delay=1"],
+     "option delay of tone is a request option: give it with each request (tag generate -O delay=..."),
 ])
 def test_bad_input_exits_2_with_a_clear_message(run, args, message):
     result = CliRunner().invoke(cli, args)
@@ -284,6 +287,13 @@ def test_frontends_check_their_settings_before_models_load(run, monkeypatch, com
     result = CliRunner().invoke(cli, [command, "-b", "make_an_audio", "-O", "weights=/nonexistent/maa"])
     assert result.exit_code == 2, result.output
     assert message in result.output and "weights" not in result.output
+
+
+def test_an_embedded_worker_refuses_a_request_option_naming_where_it_goes(run):
+    plugins.get_plugin_manager().hook.register_commands(cli=cli)  # `tag serve` comes from its plugin
+    result = CliRunner().invoke(cli, ["serve", "-b", "tone", "-O", "amplitude=0.2"])
+    assert result.exit_code == 2, result.output
+    assert "option amplitude of tone is a request option: give it with each request" in result.output
 
 
 def test_warmup_prepares_each_backend_for_its_default_length_at_batch_one_and_the_largest_batch():

@@ -43,6 +43,9 @@ def test_unknown_option_and_wrong_scope():
         resolve_options(SPECS, {"stepz": 1}, owner="maa")
     with pytest.raises(InvalidRequest, match="weights of maa is set when the worker starts"):
         resolve_options(SPECS, {"weights": "/etc"}, scope="request", owner="maa")
+    with pytest.raises(InvalidRequest, match=r"steps of maa is a request option: give it with each request "
+                                             r"\(tag generate -O steps=\.\.\."):
+        resolve_options(SPECS, {"steps": 25}, scope="worker", owner="maa")
 
 
 def test_key_value_pairs():
