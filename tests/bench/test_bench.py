@@ -5,6 +5,8 @@ import csv
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,16 +24,25 @@ OUTPUTS = ("results.csv", "results.md", "meta.json", "speed_vs_steps.png", "clap
            "throughput_vs_batch.png")
 
 
-@pytest.fixture(scope="module")
-def tag():
-    # Other modules in the same test process may have registered the kit already (and go on relying on it).
+@contextmanager
+def tone_kit() -> Iterator[None]:
+    """The kit's tone backends registered while the block runs. Other test modules in the same process (pytest-xdist
+    runs several files per worker) may have registered them already and go on relying on them: those are kept."""
     registered_here = not plugins.get_plugin_manager().has_plugin("tag_testkit.tone")
     if registered_here:
         plugins.register_plugin(tag_testkit.tone, name="tag_testkit.tone")
-    plugins.get_plugin_manager().hook.register_commands(cli=cli)
-    yield lambda *args: CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    if registered_here:
-        plugins.unregister_plugin("tag_testkit.tone")
+    try:
+        yield
+    finally:
+        if registered_here:
+            plugins.unregister_plugin("tag_testkit.tone")
+
+
+@pytest.fixture(scope="module")
+def tag():
+    with tone_kit():
+        plugins.get_plugin_manager().hook.register_commands(cli=cli)
+        yield lambda *args: CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def read_rows(folder: Path) -> list[dict[str, str]]:
@@ -146,13 +157,10 @@ def test_scoped_options_reach_only_their_backend(tag, tmp_path):
 def test_backend_options_scoped_key_wins_for_its_backend_only():
     from tag_bench.runner import Plan, backend_options
 
-    plugins.register_plugin(tag_testkit.tone, name="tag_testkit.tone")
-    try:
+    with tone_kit():
         plan = Plan(backends=["tone"], prompts=["x"], options={"amplitude": "0.9", "tone.amplitude": "0.2",
                                                              "delay": "0.1"})
         assert backend_options("tone", plan) == {"amplitude": "0.2", "delay": "0.1"}
-    finally:
-        plugins.unregister_plugin("tag_testkit.tone")
 
 
 @pytest.fixture(scope="module")
