@@ -13,18 +13,30 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 ACOUSTIC = 8
 """Latent channels of the tiny VAE (the released model has 64)."""
-WIDTH = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+
+
+class Width(TypedDict):
+    """The transformer width every tiny component shares (typed, so the configs it is passed to check it)."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+
+
+WIDTH = Width(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16)
 
 
 def _tokenizer() -> Any:
     """A byte-level BPE tokenizer without merges, wrapped in the released checkpoint's Qwen2 tokenizer class."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import Qwen2TokenizerFast
+    from transformers import Qwen2Tokenizer
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {token: index for index, token in enumerate(sorted(alphabet))}
@@ -32,9 +44,10 @@ def _tokenizer() -> Any:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    return Qwen2TokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|endoftext|>",
-                              unk_token=None, bos_token=None, additional_special_tokens=list(SPECIALS[1:]),
-                              model_max_length=4096, padding_side="right")
+    return Qwen2Tokenizer(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|endoftext|>",
+                          unk_token=None,  # type: ignore[arg-type]  # as released; None works, the hint says str
+                          bos_token=None, additional_special_tokens=list(SPECIALS[1:]),
+                          model_max_length=4096, padding_side="right")
 
 
 def _perturb(*modules: Any) -> None:
@@ -57,7 +70,7 @@ def _text_encoder(vocab: int) -> Any:
 
 def _audio_codec() -> tuple[Any, Any]:
     """The 5 Hz audio tokenizer and its detokenizer (the cover task's semantic codes)."""
-    from diffusers.pipelines.ace_step import AceStepAudioTokenDetokenizer, AceStepAudioTokenizer
+    from diffusers.pipelines.ace_step.modeling_ace_step import AceStepAudioTokenDetokenizer, AceStepAudioTokenizer
 
     shared = dict(audio_acoustic_hidden_dim=ACOUSTIC, pool_window_size=5, num_attention_pooler_hidden_layers=1,
                   **WIDTH)
@@ -68,9 +81,12 @@ def _audio_codec() -> tuple[Any, Any]:
 def write(folder: Path, *, seed: int = 0, turbo: bool = True) -> Path:
     """An AceStepPipeline folder: `turbo` (guidance distilled, the released default) or a base model (CFG)."""
     import torch
-    from diffusers import (AceStepPipeline, AceStepTransformer1DModel, AutoencoderOobleck,
-                           FlowMatchEulerDiscreteScheduler)
-    from diffusers.pipelines.ace_step import AceStepConditionEncoder
+    # From the defining modules: type checkers resolve diffusers' lazy exports to its dummy placeholder classes.
+    from diffusers.models.autoencoders.autoencoder_oobleck import AutoencoderOobleck
+    from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
+    from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
+    from diffusers.pipelines.ace_step.pipeline_ace_step import AceStepPipeline
+    from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 
     torch.manual_seed(seed)
     tokenizer = _tokenizer()

@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-B = TypeVar("B")
+from tagcore import Backend
+
+B = TypeVar("B", bound=Backend)
 
 
 def loaded_on_cpu(backend_class: type[B], weights: Path | str, **settings: Any) -> B:

@@ -22,6 +22,7 @@ import pika
 import pytest
 
 from tag_rabbitmq.devbroker import INSTALL_HINT, BrokerNode, server_script
+from tag_rabbitmq.jobs import RabbitJobSource
 from tagcore.config import Config, load_config
 from tagcore.messages import ProgressEvent, SoundResponse
 from tagcore.runtime import build_backend, build_transport
@@ -141,7 +142,9 @@ class ThreadWorker:
         self.config = broker_config(env)
         self.transport = build_transport(self.config, "rabbitmq")
         loaded = {name: build_backend(name, self.config) for name in backends}
-        self.source = self.transport.job_source(served_specs(loaded), prefetch=prefetch)
+        source = self.transport.job_source(served_specs(loaded), prefetch=prefetch)
+        assert isinstance(source, RabbitJobSource)  # what build_transport(..., "rabbitmq") makes; it has `connected`
+        self.source = source
         assert self.source.connected.wait(30), "the worker never connected"  # consuming and announced from here
         self.service = GeneratorService({b.name: b for b in loaded.values()}, self.source, self.config,
                                         worker_id=worker_id or None, max_batch=prefetch)

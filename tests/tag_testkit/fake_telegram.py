@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import email.utils
 import itertools
 import json
 import socket
@@ -311,10 +312,12 @@ class FakeTelegram:
     def _parse_multipart(ctype: str, body: bytes, params: dict[str, str]) -> dict[str, tuple[str, bytes]]:
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
             b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
-        files = {}
+        files: dict[str, tuple[str, bytes]] = {}
         for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            data = part.get_payload(decode=True) or b""
+            # An RFC 2231 parameter comes back as a (charset, language, value) tuple; collapse it to the text.
+            name = email.utils.collapse_rfc2231_value(part.get_param("name", "", header="content-disposition"))
+            payload = part.get_payload(decode=True)  # the part's bytes; None when it has no body
+            data = payload if isinstance(payload, bytes) else b""
             filename = part.get_filename()
             if filename is not None:
                 files[name] = (filename, data)
@@ -444,9 +447,10 @@ class FakeTelegram:
         if len(caption) > 1024:
             return self._error(400, "Bad Request: message caption is too long")
         file_id, unique = self.add_file(data, name)
-        content = {kind: {"file_id": file_id, "file_unique_id": unique, "file_size": len(data),
-                          **({"duration": int(call.params.get("duration", 0))} if kind != "document" else {}),
-                          **({"file_name": name} if kind != "voice" else {})}}
+        content: dict[str, object] = {
+            kind: {"file_id": file_id, "file_unique_id": unique, "file_size": len(data),
+                   **({"duration": int(call.params.get("duration", 0))} if kind != "document" else {}),
+                   **({"file_name": name} if kind != "voice" else {})}}
         if caption:
             content["caption"] = caption
         if "reply_markup" in call.params:

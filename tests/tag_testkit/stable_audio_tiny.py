@@ -2,12 +2,13 @@
 one folder per component), at a tiny size for the tests or at the published size for the speed benchmark.
 
 Nothing is downloaded: the tokenizer is a word-level `tokenizers` model built here and wrapped in the tokenizer
-class the real repository uses (GemmaTokenizerFast for Stable Audio 3, T5TokenizerFast for Stable Audio Open), so
-`from_pretrained` reads exactly the files it reads from the hub. Shapes of the full-size configurations follow
-the released models where diffusers documents them (SA3 medium: the StableAudio3DiTModel defaults and SAME-L; SAO:
-the StableAudioDiTModel / AutoencoderOobleck defaults and T5-base). The published counts are the DiT's: the
-StableAudio3DiTModel defaults have 1453 M parameters (medium: "1.4B"); SA3 small's DiT is sized to its published
-433 M (width 1024, 16 blocks: 437 M); its exact layer shapes are not public here.
+class the real repository uses (GemmaTokenizer for Stable Audio 3, T5Tokenizer for Stable Audio Open; since
+transformers 5 their *TokenizerFast names are aliases of these), so `from_pretrained` reads exactly the files it
+reads from the hub. Shapes of the full-size configurations follow the released models where diffusers documents
+them (SA3 medium: the StableAudio3DiTModel defaults and SAME-L; SAO: the StableAudioDiTModel / AutoencoderOobleck
+defaults and T5-base). The published counts are the DiT's: the StableAudio3DiTModel defaults have 1453 M
+parameters (medium: "1.4B"); SA3 small's DiT is sized to its published 433 M (width 1024, 16 blocks: 437 M); its
+exact layer shapes are not public here.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ SAO_SIZES: dict[str, dict[str, Any]] = {
 def _gemma_tokenizer(max_tokens: int) -> Any:
     """A word-level Gemma tokenizer over WORDS (lower-cased; unknown words -> <unk>)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import GemmaTokenizerFast
+    from transformers import GemmaTokenizer
 
     vocab = {word: index for index, word in enumerate(SPECIALS + tuple(WORDS))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -59,16 +60,16 @@ def _gemma_tokenizer(max_tokens: int) -> Any:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A <eos>",
                                                        special_tokens=[("<bos>", 2), ("<eos>", 1)])
-    return GemmaTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
-                              unk_token="<unk>", model_max_length=max_tokens)
+    return GemmaTokenizer(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                          unk_token="<unk>", model_max_length=max_tokens)
 
 
 def _t5_tokenizer(max_tokens: int) -> Any:
     """A T5 (unigram) tokenizer whose pieces are "▁word" for WORDS; anything else becomes <unk>."""
-    from transformers import T5TokenizerFast
+    from transformers import T5Tokenizer
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [("▁" + w, -1.0) for w in WORDS]
-    return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=max_tokens)
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_tokens)
 
 
 def _perturb(*modules: Any) -> None:
@@ -86,8 +87,12 @@ def write_sa3(folder: Path, size: str = "tiny", *, seed: int = 0, distilled: boo
               max_seconds: float | None = None) -> Path:
     """A StableAudio3Pipeline folder; `distilled` picks the shipped ping-pong scheduler (8 steps) or Euler (100)."""
     import torch
-    from diffusers import AutoencoderSAME, FlowMatchEulerDiscreteScheduler, StableAudio3DiTModel, StableAudio3Pipeline
+    # From the defining modules: type checkers resolve diffusers' lazy exports to its dummy placeholder classes.
+    from diffusers.models.autoencoders.autoencoder_same import AutoencoderSAME
+    from diffusers.models.transformers.transformer_stable_audio3 import StableAudio3DiTModel
     from diffusers.pipelines.stable_audio_3.modeling_stable_audio_3 import StableAudio3DurationEmbedder
+    from diffusers.pipelines.stable_audio_3.pipeline_stable_audio_3 import StableAudio3Pipeline
+    from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
     from transformers import T5GemmaConfig, T5GemmaEncoderModel
     from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
 
@@ -118,8 +123,12 @@ def write_sa3(folder: Path, size: str = "tiny", *, seed: int = 0, distilled: boo
 def write_sao(folder: Path, size: str = "tiny", *, seed: int = 0) -> Path:
     """A StableAudioPipeline folder (Stable Audio Open 1.0 layout, shipped CosineDPMSolverMultistepScheduler)."""
     import torch
-    from diffusers import (AutoencoderOobleck, CosineDPMSolverMultistepScheduler, StableAudioDiTModel,
-                           StableAudioPipeline, StableAudioProjectionModel)
+    # From the defining modules, as in write_sa3.
+    from diffusers.models.autoencoders.autoencoder_oobleck import AutoencoderOobleck
+    from diffusers.models.transformers.stable_audio_transformer import StableAudioDiTModel
+    from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioProjectionModel
+    from diffusers.pipelines.stable_audio.pipeline_stable_audio import StableAudioPipeline
+    from diffusers.schedulers.scheduling_cosine_dpmsolver_multistep import CosineDPMSolverMultistepScheduler
     from transformers import T5Config, T5EncoderModel
 
     spec = SAO_SIZES[size]
@@ -127,7 +136,9 @@ def write_sao(folder: Path, size: str = "tiny", *, seed: int = 0) -> Path:
     tokenizer = _t5_tokenizer(spec["max_tokens"])
     text = dict(spec["text"])
     text.setdefault("vocab_size", len(tokenizer))
-    text_encoder = T5EncoderModel(T5Config(**text, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
+    # decoder_start_token_id, as T5's released config.json has it, is no field: PreTrainedConfig's **kwargs takes it.
+    config = T5Config(**text, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)  # type: ignore[call-arg]
+    text_encoder = T5EncoderModel(config).eval()
     vae = AutoencoderOobleck(audio_channels=2, sampling_rate=44100, **spec["vae"])
     dit = StableAudioDiTModel(**spec["dit"])
     projection = StableAudioProjectionModel(text_encoder_dim=text["d_model"], conditioning_dim=spec["conditioning_dim"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypedDict
 
 SENTENCES = [
     "Hello there. How are you today?",
@@ -114,8 +115,18 @@ def build_mms(root: Path, name: str = "mms_tts", language: str = "eng", is_uroma
 BARK_PRESETS = ("v2/en_speaker_6", "v2/de_speaker_1")
 
 
-BARK_SMALL = dict(block_size=1024, num_layers=12, num_heads=12, hidden_size=768)
+class GPTShape(TypedDict):
+    """The keyword arguments of a Bark sub-model config that size its GPT (typed, so the configs check them)."""
+
+    block_size: int
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+
+
+BARK_SMALL = GPTShape(block_size=1024, num_layers=12, num_heads=12, hidden_size=768)
 """The GPT shape of suno/bark-small's three models (its codec is EnCodec 24 kHz, EncodecConfig's defaults)."""
+BARK_TINY = GPTShape(block_size=1024, num_layers=1, num_heads=2, hidden_size=16)
 
 
 def build_bark(root: Path, name: str = "bark", full_size: bool = False) -> Path:
@@ -145,7 +156,8 @@ def build_bark(root: Path, name: str = "bark", full_size: bool = False) -> Path:
 
     rng = np.random.default_rng(0)
     staging = root / f"{name}_presets"
-    presets: dict[str, dict[str, str]] = {"repo_or_path": str(staging)}
+    # speaker_embeddings_path.json's layout: where the arrays are, then each preset's array files under it.
+    presets: dict[str, str | dict[str, str]] = {"repo_or_path": str(staging)}
     for preset in BARK_PRESETS:
         paths = {}
         for key, array in (("semantic_prompt", rng.integers(0, 10_000, 40)),
@@ -159,13 +171,13 @@ def build_bark(root: Path, name: str = "bark", full_size: bool = False) -> Path:
     BarkProcessor(tokenizer=tokenizer, speaker_embeddings=presets).save_pretrained(str(folder))
 
     torch.manual_seed(0)
-    tiny = BARK_SMALL if full_size else dict(block_size=1024, num_layers=1, num_heads=2, hidden_size=16)
+    shape = BARK_SMALL if full_size else BARK_TINY
     config = BarkConfig(
-        semantic_config=BarkSemanticConfig(input_vocab_size=129_600, output_vocab_size=10_048, **tiny).to_dict(),
+        semantic_config=BarkSemanticConfig(input_vocab_size=129_600, output_vocab_size=10_048, **shape).to_dict(),
         coarse_acoustics_config=BarkCoarseConfig(input_vocab_size=12_096, output_vocab_size=12_096,
-                                                 **tiny).to_dict(),
+                                                 **shape).to_dict(),
         fine_acoustics_config=BarkFineConfig(input_vocab_size=1056, output_vocab_size=1056, n_codes_total=8,
-                                             n_codes_given=1, **tiny).to_dict(),
+                                             n_codes_given=1, **shape).to_dict(),
         codec_config=(EncodecConfig() if full_size else EncodecConfig(
             hidden_size=16, num_filters=4, num_lstm_layers=1, codebook_size=1024)).to_dict(),
     )
@@ -232,7 +244,11 @@ def build_whisper(root: Path) -> Path:
                                  bos_token=end, eos_token=end, pad_token=end)
     tasks = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|translate|>", "<|notimestamps|>"]
     tokenizer.add_special_tokens({"additional_special_tokens": tasks})
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in [end, *tasks]}
+    ids: dict[str, int] = {}
+    for token in [end, *tasks]:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        assert isinstance(token_id, int)  # one token in, one id out (a list only for a list of tokens)
+        ids[token] = token_id
     WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer
                      ).save_pretrained(folder)
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -30,13 +30,14 @@ def tone_frequency(prompt: str) -> float:
 
 class ToneBackend(Backend):
     name = "tone"
-    aliases = ("sine",)
+    # Declared as the base class declares them, so that subclasses may give no alias or more options.
+    aliases: ClassVar[tuple[str, ...]] = ("sine",)
     description = "Test tone: pitch from a hash of the prompt, phase from the seed."
     sample_rate = 16000
     native_max_duration = 10.0
     max_duration = 60.0
     capabilities = Capabilities(seed=True, batch=True, audio_prompt=True, candidates=True)
-    options = (
+    options: ClassVar[tuple[Option, ...]] = (
         Option("amplitude", "float", 0.5, "peak level of the tone", minimum=0.0, maximum=1.0),
         Option("delay", "float", 0.0, "seconds to sleep per batch (simulates a slow model)", minimum=0, maximum=120),
         Option("fail", "bool", False, "raise inside generation (tests error responses)"),
