@@ -9,8 +9,10 @@ hub cache is only consulted when a method asks for it, and never over the networ
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import WeightsMissing
 from .options import weights_location
@@ -106,3 +108,15 @@ def cached_snapshot(repo_id: str) -> Path | None:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         return None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A JSON object from a weights folder (a model index, a component's config): a file that is absent, unreadable
+    or not an object is a WeightsMissing naming it, since the folder is then incomplete for the loader too."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsMissing(f"{path} is not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise WeightsMissing(f"{path} is not a JSON object")
+    return data

@@ -7,13 +7,12 @@ common weights-source type in tagcore can take both over.)
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tagcore.errors import InvalidRequest, WeightsMissing
 from tagcore.options import weights_location
+from tagcore.weights import read_config
 
 HUB = "https://huggingface.co"
 VARIANTS = {"xl-turbo": "ACE-Step/acestep-v15-xl-turbo-diffusers"}
@@ -70,19 +69,9 @@ def cached_snapshot(repo_id: str) -> Path | None:
         return None
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise WeightsMissing(f"{path} is not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise WeightsMissing(f"{path} is not a JSON object")
-    return data
-
-
 def components(folder: Path) -> dict[str, str]:
     """Component name -> library ("transformers", "diffusers", "ace_step"...) of each present component."""
-    return {name: spec[0] for name, spec in read_json(folder / "model_index.json").items()
+    return {name: spec[0] for name, spec in read_config(folder / "model_index.json").items()
             if not name.startswith("_") and isinstance(spec, list) and spec and spec[0] is not None}
 
 
@@ -137,7 +126,7 @@ def max_duration(folder: Path) -> float:
     600 s, the documented 10 minutes. Read from the config and the safetensors header, no tensor is loaded."""
     import math
 
-    vae = read_json(folder / "vae" / "config.json")
+    vae = read_config(folder / "vae" / "config.json")
     rate = int(vae.get("sampling_rate", 48000)) / math.prod(vae.get("downsampling_ratios", [2, 4, 4, 6, 10]))
     frames = _silence_frames(folder / "condition_encoder")
     return round(frames / rate, 3) if frames else DOCUMENTED_MAX
@@ -149,7 +138,7 @@ def _silence_frames(part: Path) -> int | None:
     single = part / "diffusion_pytorch_model.safetensors"
     index = part / "diffusion_pytorch_model.safetensors.index.json"
     if index.is_file():
-        single = part / str(read_json(index).get("weight_map", {}).get("silence_latent", ""))
+        single = part / str(read_config(index).get("weight_map", {}).get("silence_latent", ""))
     if not single.is_file():
         return None
     try:

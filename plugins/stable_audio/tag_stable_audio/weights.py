@@ -8,14 +8,12 @@ needs (the licence accepted on the hub, HF_TOKEN) when the hub refuses.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tagcore.errors import InvalidRequest, WeightsMissing
-from tagcore.weights import WeightsSource
+from tagcore.weights import WeightsSource, read_config
 
 HUB = "https://huggingface.co"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
@@ -57,23 +55,13 @@ def resolve(weights: str, family: Family) -> WeightsSource:
     return dataclasses.replace(source, fetch=family.pull_command(variant_of(source.hub_id, family)))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise WeightsMissing(f"{path} is not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise WeightsMissing(f"{path} is not a JSON object")
-    return data
-
-
 def missing_files(folder: Path) -> list[str]:
     """Files a pipeline folder lacks, relative to it: model_index.json, then each component's config and weights."""
     index = folder / "model_index.json"
     if not index.is_file():
         return ["model_index.json"]
     missing = []
-    for name, spec in _read_json(index).items():
+    for name, spec in read_config(index).items():
         if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue
         part = folder / name
@@ -122,14 +110,14 @@ def check(source: WeightsSource, family: Family) -> Path:
 
 def sa3_max_duration(folder: Path) -> float:
     """Longest clip a Stable Audio 3 checkpoint makes: its duration embedder's upper clamp (`max_val`, seconds)."""
-    config = _read_json(folder / "duration_embedder" / "config.json")
+    config = read_config(folder / "duration_embedder" / "config.json")
     return float(config.get("max_val", 384.0))
 
 
 def sao_max_duration(folder: Path) -> float:
     """Longest clip of a Stable Audio Open checkpoint: the DiT's latent window times the autoencoder's hop."""
-    dit = _read_json(folder / "transformer" / "config.json")
-    vae = _read_json(folder / "vae" / "config.json")
+    dit = read_config(folder / "transformer" / "config.json")
+    vae = read_config(folder / "vae" / "config.json")
     hop = math.prod(vae.get("downsampling_ratios", [2, 4, 4, 8, 8]))
     return int(dit.get("sample_size", 1024)) * hop / int(vae.get("sampling_rate", 44100))
 
