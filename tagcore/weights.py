@@ -4,17 +4,24 @@ Every backend plugin answers the same questions before it loads anything: is the
 a Hugging Face hub id, which of the files it needs are absent, and what sentence tells the user how to get them.
 One type answers them for every plugin, so that `tag backends` and a worker's refusal read alike.
 
-Nothing here imports torch or the hub client at import time (a torch-free frontend install imports tagcore); the
-hub cache is only consulted when a method asks for it, and never over the network.
+The diffusers plugins also share what their weights are: a pipeline folder in the hub layout, whose complete set of
+files `missing_pipeline_files` reads from its model_index.json, and the checkpoints a backend publishes under
+variant names (`PublishedCheckpoints`), which say the `tag models pull` command of each.
+
+Nothing here imports torch, diffusers or the hub client at import time (a torch-free frontend install imports
+tagcore); the hub cache is only consulted when a method asks for it, and never over the network.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import WeightsMissing
+from .backend import WeightsStatus
+from .errors import InvalidRequest, WeightsMissing
 from .options import weights_location
 
 Required = str | tuple[str, ...]
@@ -22,6 +29,14 @@ Required = str | tuple[str, ...]
 
 FOLDER_ITSELF = "(the folder itself)"
 """What `missing` names when the folder does not exist at all."""
+
+PIPELINE_INDEX = "model_index.json"
+"""The root file of a diffusers pipeline folder: it lists the components, one subfolder each."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+"""A component's weights file is `model` (transformers) or `diffusion_pytorch_model` (diffusers) with one of these,
+whole or sharded."""
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model")
+"""Any one of these holds a tokenizer's vocabulary (fast, BPE, SentencePiece, T5's SentencePiece)."""
 
 
 @dataclass(frozen=True)
@@ -120,3 +135,103 @@ def read_config(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise WeightsMissing(f"{path} is not a JSON object")
     return data
+
+
+def pipeline_components(folder: Path) -> dict[str, str]:
+    """Component name -> library ("transformers", "diffusers", a pipeline module...) of each component the folder's
+    model_index.json lists; a component listed as [null, null] is absent by design and left out."""
+    return {name: spec[0] for name, spec in read_config(folder / PIPELINE_INDEX).items()
+            if not name.startswith("_") and isinstance(spec, list) and spec and spec[0] is not None}
+
+
+def _component_files(name: str, library: str) -> list[tuple[str, ...]]:
+    """The files component `name` needs, each as any one of a tuple of names."""
+    if name.startswith("scheduler"):
+        return [("scheduler_config.json",)]
+    if name.startswith("tokenizer"):
+        return [("tokenizer_config.json",), TOKENIZER_FILES]
+    stem = "model" if library == "transformers" else "diffusion_pytorch_model"
+    return [("config.json",), tuple(f"{stem}{suffix}" for suffix in WEIGHT_SUFFIXES)]
+
+
+def missing_pipeline_files(folder: Path) -> list[str]:
+    """Files a diffusers pipeline folder in the hub layout lacks, relative to it: model_index.json, else each listed
+    component's config and weights (the first accepted name, the others in parentheses)."""
+    if not (folder / PIPELINE_INDEX).is_file():
+        return [PIPELINE_INDEX]
+    missing = []
+    for name, library in pipeline_components(folder).items():
+        for choices in _component_files(name, library):
+            if not any((folder / name / choice).is_file() for choice in choices):
+                alternatives = f" (or {', '.join(choices[1:])})" if len(choices) > 1 else ""
+                missing.append(f"{name}/{choices[0]}{alternatives}")
+    return missing
+
+
+@dataclass(frozen=True)
+class PublishedCheckpoints:
+    """One backend's published checkpoints, each a diffusers pipeline folder in the hub layout: variant name -> hub
+    repository. A `weights` value is read against them, so that every message about absent weights names the
+    `tag models pull` command of the variant it points at, the one command that downloads."""
+
+    backend: str
+    variants: dict[str, str]
+    default: str
+    licence: str
+
+    def repo(self, variant: str) -> str:
+        if variant not in self.variants:
+            raise InvalidRequest(f"{self.backend} has no variant {variant!r} (variants: {', '.join(self.variants)})")
+        return self.variants[variant]
+
+    def pull_command(self, variant: str | None = None) -> str:
+        return f"tag models pull {self.backend} --variant {variant or self.default} --dest DIR"
+
+    def variant_of(self, repo_id: str | None) -> str | None:
+        """The variant published as hub repository `repo_id` (None: a folder, or another repository)."""
+        return next((variant for variant, repo in self.variants.items() if repo == repo_id), None)
+
+    def source(self, weights: str) -> WeightsSource:
+        """`weights` (a folder or a hub id; empty: the default variant's repository) as a WeightsSource whose
+        `fetch` is the pull command of the variant it is (the default one for a folder or another repository)."""
+        source = WeightsSource.locate(f"{self.backend} weights", weights, self.repo(self.default))
+        return dataclasses.replace(source, fetch=self.pull_command(self.variant_of(source.hub_id)))
+
+    def local(self, folder: Path) -> WeightsSource:
+        """A folder named on the command line (`tag models check`): a folder even where it reads like a hub id."""
+        return self.source("").at(folder)
+
+    def inspect(self, source: WeightsSource) -> tuple[Path | None, list[str]]:
+        """The folder to read (None: a hub id not in the hub cache) and the pipeline files it lacks."""
+        folder = source.folder()
+        return folder, [PIPELINE_INDEX] if folder is None else missing_pipeline_files(folder)
+
+    def missing_message(self, source: WeightsSource, folder: Path | None, missing: list[str]) -> str:
+        """What is missing from `folder` (`source`'s, None when not cached) and the command that gets it."""
+        if folder is None:
+            return (f"{source.hub_id} is not in the Hugging Face cache and is never downloaded implicitly; run "
+                    f"`{source.fetch}` and use -O weights=DIR")
+        return (f"{folder} lacks {', '.join(missing)}; get the weights with `{source.fetch}` "
+                f"(variants: {', '.join(self.variants)}) and use -O weights=DIR")
+
+    def complete_folder(self, source: WeightsSource) -> Path | None:
+        """The folder when it holds the whole pipeline, else None (the backend then announces its family's bounds
+        rather than reading them from the checkpoint)."""
+        folder, missing = self.inspect(source)
+        return None if missing else folder
+
+    def check(self, source: WeightsSource) -> Path:
+        """The complete folder to load, or WeightsMissing naming the missing file and the command to get it."""
+        folder, missing = self.inspect(source)
+        if folder is None or missing:
+            raise WeightsMissing(self.missing_message(source, folder, missing))
+        return folder
+
+    def status(self, source: WeightsSource, describe: Callable[[Path], str]) -> WeightsStatus:
+        """What `tag backends` says of `source`: where it was looked for, and the missing message or what
+        `describe` reads from the complete folder (e.g. the longest clip it makes)."""
+        folder, missing = self.inspect(source)
+        location = str(folder) if folder else f"hub:{source.hub_id} (not in the hub cache)"
+        if folder is None or missing:
+            return WeightsStatus(False, location, self.missing_message(source, folder, missing))
+        return WeightsStatus(True, location, describe(folder))
