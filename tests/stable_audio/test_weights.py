@@ -7,6 +7,7 @@ import pytest
 
 from tag_stable_audio import weights as w
 from tagcore.errors import WeightsMissing
+from tagcore.weights import missing_pipeline_files
 
 
 def test_limits_come_from_the_config(sa3_folder, sao_folder, tmp_path):
@@ -67,9 +68,9 @@ def test_unknown_variant(tmp_path):
 
 
 def test_missing_files_names_each(sa3_folder, tmp_path):
-    assert w.missing_files(tmp_path) == ["model_index.json"]
-    assert w.missing_files(sa3_folder) == []
+    assert missing_pipeline_files(tmp_path) == ["model_index.json"]
+    assert missing_pipeline_files(sa3_folder) == []
     (tmp_path / "model_index.json").write_text((sa3_folder / "model_index.json").read_text())
-    missing = w.missing_files(tmp_path)
+    missing = missing_pipeline_files(tmp_path)
     assert "tokenizer/tokenizer_config.json" in missing and "scheduler/scheduler_config.json" in missing
     assert any(m.startswith("text_encoder/model.safetensors") for m in missing)

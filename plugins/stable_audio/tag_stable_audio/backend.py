@@ -30,6 +30,7 @@ from tagcore.backend import AUDIO_ROLE_OPTION, ProgressCallback
 from tagcore.devices import free_memory, quiet_model_loading, resolve_device, resolve_dtype
 from tagcore.errors import GenerationFailed, InvalidRequest, WeightsMissing
 from tagcore.options import device_option, dtype_option, weights_option
+from tagcore.weights import PublishedCheckpoints
 
 from . import weights as w
 
@@ -39,7 +40,8 @@ SAMPLE_RATE = 44100
 class DiffusersAudioBackend(Backend):
     """Loading, seeding, batching and result assembly shared by the Stable Audio pipelines."""
 
-    family: ClassVar[w.Family]
+    checkpoints: ClassVar[PublishedCheckpoints]
+    """The variants a `weights` value is read against: they locate, check and name the pull command."""
     pipeline_class: ClassVar[str]
     """The diffusers text-to-audio pipeline class that loads the weights."""
     sample_rate = SAMPLE_RATE
@@ -48,7 +50,7 @@ class DiffusersAudioBackend(Backend):
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
-        self.source = w.resolve(str(self.settings["weights"] or ""), self.family)
+        self.source = self.checkpoints.source(str(self.settings["weights"] or ""))
         self.model: Any = None
         self.device: Any = None
         self.max_duration = self.native_max_duration = self.spec(self.settings).max_duration
@@ -58,8 +60,8 @@ class DiffusersAudioBackend(Backend):
         """A worker announces the longest clip its checkpoint makes (from the weights' configuration), not the
         family's bound; without readable weights, the family's."""
         family = BackendSpec.from_attributes(cls)
-        folder, missing = w.missing_from(w.resolve(str(settings.get("weights") or ""), cls.family))
-        if folder is None or missing:
+        folder = cls.checkpoints.complete_folder(cls.checkpoints.source(str(settings.get("weights") or "")))
+        if folder is None:
             return family
         longest = cls.limit(folder)
         return dataclasses.replace(family, max_duration=longest, native_max_duration=longest)
@@ -72,12 +74,8 @@ class DiffusersAudioBackend(Backend):
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
-        source = w.resolve(str(settings.get("weights") or ""), cls.family)
-        folder, missing = w.missing_from(source)
-        location = str(folder) if folder else f"hub:{source.hub_id} (not in the hub cache)"
-        if folder is None or missing:
-            return WeightsStatus(False, location, w.missing_message(source, cls.family, missing))
-        return WeightsStatus(True, location, f"up to {cls.limit(folder):g} s")
+        source = cls.checkpoints.source(str(settings.get("weights") or ""))
+        return cls.checkpoints.status(source, lambda folder: f"up to {cls.limit(folder):g} s")
 
     @property
     def model_id(self) -> str:
@@ -86,7 +84,7 @@ class DiffusersAudioBackend(Backend):
     def load(self) -> None:
         import diffusers
 
-        folder = w.check(self.source, self.family)
+        folder = self.checkpoints.check(self.source)
         device = resolve_device(self.settings["device"])
         dtype = resolve_dtype(self.settings["dtype"], device)
         pipeline = getattr(diffusers, self.pipeline_class)
@@ -213,7 +211,7 @@ class StableAudio3Backend(DiffusersAudioBackend):
     aliases = ("sa3", "stable-audio-3")
     description = ("Stable Audio 3 (Stability AI, 2026): distilled rectified-flow DiT, 44.1 kHz stereo; variant "
                    "from the weights (small-sfx, small-music, medium).")
-    family = w.SA3
+    checkpoints = w.SA3
     pipeline_class = "StableAudio3Pipeline"
     # The family's bound (SA3 medium's duration embedder clamps at 384 s); a worker narrows it to its checkpoint's
     # own `duration_embedder/config.json` max_val (120 s for the small models).
@@ -297,7 +295,7 @@ class StableAudioOpenBackend(DiffusersAudioBackend):
     name = "stable_audio_open"
     aliases = ("sao", "stable-audio-open")
     description = "Stable Audio Open 1.0 (Stability AI, 2024): latent DiT with T5 text conditioning, 44.1 kHz stereo."
-    family = w.SAO
+    checkpoints = w.SAO
     pipeline_class = "StableAudioPipeline"
     # 1024 latent frames x 2048-sample hop at 44.1 kHz as released; a worker reads its checkpoint's own window.
     native_max_duration = 1024 * 2048 / SAMPLE_RATE

@@ -10,8 +10,6 @@ from pathlib import Path
 import click
 
 from tagcore.commands import subgroup
-from tagcore.errors import WeightsMissing
-from tagcore.weights import WeightsSource
 
 from . import weights as w
 from .backend import DiffusersAudioBackend, StableAudio3Backend, StableAudioOpenBackend
@@ -19,15 +17,9 @@ from .backend import DiffusersAudioBackend, StableAudio3Backend, StableAudioOpen
 
 def report(folder: Path, backend: type[DiffusersAudioBackend]) -> None:
     """Say whether `folder` is complete; WeightsMissing (exit 2) naming what is not."""
-    missing = w.missing_files(folder)
-    if missing:
-        raise WeightsMissing(w.missing_message(_local(folder, backend), backend.family, missing))
+    backend.checkpoints.check(backend.checkpoints.local(folder))
     click.echo(f"{folder} is complete ({backend.limit(folder):g} s clips at most). Use it with: "
                f"tag generate \"...\" -b {backend.name} -O weights={folder}")
-
-
-def _local(folder: Path, backend: type[DiffusersAudioBackend]) -> WeightsSource:
-    return WeightsSource(f"{backend.name} weights", str(folder), True, fetch=backend.family.pull_command())
 
 
 def register(cli: click.Group) -> None:
@@ -36,18 +28,18 @@ def register(cli: click.Group) -> None:
     check = subgroup(models, "check", "Check a backend's weights folder without loading the model.")
 
     for backend in (StableAudio3Backend, StableAudioOpenBackend):
-        family = backend.family
+        checkpoints = backend.checkpoints
 
-        @pull.command(backend.name, help=f"Download {backend.name} weights ({family.licence}: accept it on the hub "
-                                         f"first and set HF_TOKEN) into DEST.")
-        @click.option("--variant", type=click.Choice(list(family.variants)), default=family.default,
+        @pull.command(backend.name, help=f"Download {backend.name} weights ({checkpoints.licence}: accept it on the "
+                                         f"hub first and set HF_TOKEN) into DEST.")
+        @click.option("--variant", type=click.Choice(list(checkpoints.variants)), default=checkpoints.default,
                       show_default=True)
         @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), required=True,
                       help="Folder to fill (the hub layout, model_index.json at its root).")
         def pull_command(variant: str, dest: Path, backend: type[DiffusersAudioBackend] = backend) -> None:
             dest.mkdir(parents=True, exist_ok=True)
-            click.echo(f"downloading {backend.family.repo(variant)} into {dest} ...")
-            w.pull(backend.family, variant, dest)
+            click.echo(f"downloading {backend.checkpoints.repo(variant)} into {dest} ...")
+            w.pull(backend.checkpoints, variant, dest)
             report(dest, backend)
 
         @check.command(backend.name, help=f"Check a {backend.name} weights folder without loading the model.")
