@@ -9,6 +9,7 @@ import pytest
 from tag_ace_step import weights as w
 from tag_ace_step.backend import AceStepBackend
 from tagcore.spec import BackendSpec
+from tagcore.weights import missing_pipeline_files
 
 
 def test_limit_is_the_silence_latent_at_the_vae_rate(turbo_folder, tmp_path):
@@ -30,7 +31,7 @@ def test_a_checkpoint_without_the_audio_tokenizer_offers_continuation_only(turbo
         index[name] = [None, None]
         shutil.rmtree(folder / name)
     (folder / "model_index.json").write_text(json.dumps(index))
-    assert w.missing_files(folder) == [] and not w.has_codec(folder)
+    assert missing_pipeline_files(folder) == [] and not w.has_codec(folder)
     spec = AceStepBackend.spec({"weights": str(folder)})
     assert spec.audio_prompt_roles == ("continuation",)
     assert "strength" not in {o.name for o in spec.options}
@@ -48,10 +49,10 @@ def test_lyrics_option_survives_the_wire(turbo_folder):
 
 
 def test_missing_files_names_each(turbo_folder, tmp_path):
-    assert w.missing_files(tmp_path) == ["model_index.json"]
-    assert w.missing_files(turbo_folder) == []
+    assert missing_pipeline_files(tmp_path) == ["model_index.json"]
+    assert missing_pipeline_files(turbo_folder) == []
     (tmp_path / "model_index.json").write_text((turbo_folder / "model_index.json").read_text())
-    missing = w.missing_files(tmp_path)
+    missing = missing_pipeline_files(tmp_path)
     assert "tokenizer/tokenizer_config.json" in missing and "scheduler/scheduler_config.json" in missing
     assert any(m.startswith("text_encoder/model.safetensors") for m in missing)
     assert any(m.startswith("condition_encoder/diffusion_pytorch_model.safetensors") for m in missing)
@@ -61,4 +62,4 @@ def test_unknown_variant():
     from tagcore.errors import InvalidRequest
 
     with pytest.raises(InvalidRequest, match="xl-turbo"):
-        w.repo("large")
+        w.CHECKPOINTS.repo("large")

@@ -78,14 +78,14 @@ class AceStepBackend(Backend):
         Option("strength", "float", 1.0, "variation only: how closely the song follows the clip (lower mixes in "
                "plain text-to-music)", minimum=0.0, maximum=1.0),
         weights_option("folder in the hub layout (model_index.json at its root) or a hub id such as "
-                       f"{w.repo(w.DEFAULT_VARIANT)}, read from the hub cache only (the default)"),
+                       f"{w.CHECKPOINTS.repo(w.CHECKPOINTS.default)}, read from the hub cache only (the default)"),
         device_option(),
         dtype_option(),
     )
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
-        self.source = w.resolve(str(self.settings["weights"] or ""))
+        self.source = w.CHECKPOINTS.source(str(self.settings["weights"] or ""))
         self.model: Any = None
         self.device: Any = None
         self.longest = self.spec(self.settings).max_duration
@@ -96,8 +96,8 @@ class AceStepBackend(Backend):
         """A worker announces the longest song its checkpoint makes and only the roles it can serve (variation
         needs the audio tokenizer); without readable weights, the family's bounds and roles."""
         family = BackendSpec.from_attributes(cls)
-        folder = w.resolve(str(settings.get("weights") or "")).folder
-        if folder is None or w.missing_files(folder):
+        folder = w.CHECKPOINTS.complete_folder(w.CHECKPOINTS.source(str(settings.get("weights") or "")))
+        if folder is None:
             return family
         longest = w.max_duration(folder)
         options = family.options if w.has_codec(folder) else _without_variation(family.options)
@@ -105,12 +105,8 @@ class AceStepBackend(Backend):
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
-        source = w.resolve(str(settings.get("weights") or ""))
-        location = str(source.folder) if source.folder else f"hub:{source.hub_id} (not in the hub cache)"
-        missing = ["model_index.json"] if source.folder is None else w.missing_files(source.folder)
-        if missing or source.folder is None:
-            return WeightsStatus(False, location, w.missing_message(source, missing))
-        return WeightsStatus(True, location, f"up to {w.max_duration(source.folder):g} s")
+        source = w.CHECKPOINTS.source(str(settings.get("weights") or ""))
+        return w.CHECKPOINTS.status(source, lambda folder: f"up to {w.max_duration(folder):g} s")
 
     @property
     def model_id(self) -> str:
@@ -119,7 +115,7 @@ class AceStepBackend(Backend):
     def load(self) -> None:
         from diffusers import AceStepPipeline
 
-        folder = w.check(self.source)
+        folder = w.CHECKPOINTS.check(self.source)
         device = resolve_device(self.settings["device"])
         dtype = resolve_dtype(self.settings["dtype"], device)
         try:
