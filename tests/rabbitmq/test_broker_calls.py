@@ -3,15 +3,17 @@
 - Submits arriving together are all published before the first confirm comes back, and one `multiple` ack settles
   them (one wake-up note per queue); refused and lost publishes go out again, a lost one marked as a possible copy.
 - RabbitMQ 4 refuses global QoS and transient non-exclusive queues by default: no declaration or QoS of a client,
-  a job source or a catalog follower uses them.
+  a job source or a catalog follower uses them, nor any call written in the transport, the tests or the benchmarks.
 - A worker gives back what it did not process with basic.nack (RabbitMQ 4.3 counts basic.reject and lost connections
   as failed deliveries toward the delivery limit), also the deliveries it held when it closes.
 - An answer whose reply address is not a TAG response queue is counted, not published.
 """
 from __future__ import annotations
 
+import ast
 import socket
 import threading
+from pathlib import Path
 
 import pika
 import pytest
@@ -192,3 +194,32 @@ def test_an_answer_without_a_tag_reply_address_is_counted_not_published(monkeypa
         assert len(broker.named("basic_ack")) == 1  # the request is done all the same
     finally:
         source.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_no_code_here_declares_a_transient_shared_queue_or_asks_for_global_qos():
+    """The fake above records what the transport does at run time; this reads every declaration and QoS call in
+    the transport, the tests, the test kit and the benchmarks: each queue_declare is passive, durable or
+    exclusive, and no basic_qos asks for global_qos."""
+    found: list[str] = []
+    for path in [*ROOT.glob("transports/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("benchmarks/**/*.py")]:
+        found += bad_declarations(path.read_text(), str(path.relative_to(ROOT)))
+    assert found == []
+    assert bad_declarations("c.queue_declare('q')\nc.basic_qos(prefetch_count=1, global_qos=True)", "x") == [
+        "x:1 declares a queue that is neither durable nor exclusive", "x:2 asks for global QoS"]
+
+
+def bad_declarations(source: str, name: str) -> list[str]:
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source, name)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        flags = {k.arg: k.value.value if isinstance(k.value, ast.Constant) else k.value for k in node.keywords}
+        if node.func.attr == "queue_declare" and not any(flags.get(k) is True
+                                                         for k in ("passive", "durable", "exclusive")):
+            found.append(f"{name}:{node.lineno} declares a queue that is neither durable nor exclusive")
+        if node.func.attr == "basic_qos" and flags.get("global_qos", False) is not False:
+            found.append(f"{name}:{node.lineno} asks for global QoS")
+    return found
