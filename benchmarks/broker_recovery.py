@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,6 +124,7 @@ def main() -> None:
                 f"{name} p50 {summary([runs[-1]])[0]:.1f} s" for name, runs in results.items()), file=sys.stderr)
     finally:
         node.destroy()
+        shutil.rmtree(Path(base).parents[1], ignore_errors=True)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     names = {"baseline": f"baseline ({args.baseline})", "this tree": f"this tree ({commit})"}
