@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import tag_rabbitmq.client
 import tag_rabbitmq.jobs
 from tag_rabbitmq.settings import RabbitSettings
-from tag_rabbitmq.topology import declare_request_queue
+from tag_rabbitmq.topology import DEAD_LETTER_QUEUE_ARGS, declare_request_queue
 from tag_testkit.broker import (ThreadWorker, amqp_channel, broker_config, cli_worker, queue_depth, stop_process,
                                 wait_consumers, wait_workers)
 from tagcore import plugins
@@ -49,7 +49,7 @@ def dead_letters(node, env, count: int, timeout: float = 20.0) -> list[tuple[byt
     queue = env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"]
     found: list[tuple[bytes, str]] = []
     try:
-        channel.queue_declare(queue, durable=True)  # as the worker declares it (it may not have yet)
+        channel.queue_declare(queue, durable=True, arguments=dict(DEAD_LETTER_QUEUE_ARGS))  # as workers do
         for method, properties, body in channel.consume(queue, inactivity_timeout=timeout):
             if method is None:
                 break
@@ -238,13 +238,14 @@ def test_dead_letter_reason_for_a_decoding_bug(rabbitmq_node, env, monkeypatch):
         worker.stop()
 
 
-def test_dead_reply_consumer_ends_the_http_server_with_exit_code_1(rabbitmq_node, env, monkeypatch):
+def test_dead_reply_consumer_ends_the_http_server_with_exit_code_1(rabbitmq_node, env, monkeypatch, tmp_path):
     """The HTTP server used to keep answering /v1/health "ok" (and every POST 503) with a dead consumer."""
     reply_queue = env["TAG_RABBITMQ_RESPONSE_QUEUE"] + ".http"
-    try:
+    try:  # its job store in a folder of its own, not the user's (which a newer TAG may have migrated)
         result = run_with_a_dying_consumer(monkeypatch, rabbitmq_node, tag_rabbitmq.client, reply_queue,
                                            b"anything", ["serve", "--transport", "rabbitmq"],
-                                           {**env, "TAG_HTTP_PORT": "0", "TAG_HTTP_BACKENDS": "tone"})
+                                           {**env, "TAG_HTTP_PORT": "0", "TAG_HTTP_BACKENDS": "tone",
+                                            "XDG_DATA_HOME": str(tmp_path)})
     finally:
         with amqp_channel(rabbitmq_node)[0] as connection:
             connection.channel().queue_delete(reply_queue)

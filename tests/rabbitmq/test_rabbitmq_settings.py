@@ -19,7 +19,8 @@ def test_defaults_and_environment_overrides():
 
 
 @pytest.mark.parametrize("env", [{"TAG_RABBITMQ_MAX_ATTEMPTS": "many"}, {"TAG_RABBITMQ_COLOUR": "red"},
-                                 {"TAG_RABBITMQ_RESPONSE_QUEUE": "bad name!"}, {"TAG_RABBITMQ_MAX_ATTEMPTS": "0"}])
+                                 {"TAG_RABBITMQ_RESPONSE_QUEUE": "bad name!"}, {"TAG_RABBITMQ_MAX_ATTEMPTS": "0"},
+                                 {"TAG_RABBITMQ_MAX_ATTEMPTS": "19"}])  # RabbitMQ 4 would give up first
 def test_bad_settings_are_refused(env):
     with pytest.raises(ConfigError):
         RabbitSettings.from_config(config(**env))

@@ -3,12 +3,22 @@
 pika's BlockingConnection is not thread-safe, and a connection whose thread is busy stops answering heartbeats.
 So every client and job source keeps its connection on a private I/O thread that does nothing but network work;
 other threads hand it small functions through `call`, which wakes the thread with `add_callback_threadsafe`.
+
+Reconnecting: a restarted broker opens its port only once it is ready for clients, so while the port refuses
+connections the thread knocks on it (a plain TCP connect) every PROBE_INTERVAL s and tries AMQP as soon as it
+opens, instead of sleeping out an exponential backoff that had grown to `reconnect_max_delay` (10 s) by then.
+AMQP attempts themselves back off exponentially with jitter, capped at YOUNG_CEILING s during the first
+YOUNG_OUTAGE s of an outage and at `reconnect_max_delay` after that; when the port answers but AMQP fails (a proxy
+in front of a dead broker, bad credentials) nothing is probed and only the backoff paces the attempts.
 """
 from __future__ import annotations
 
 import collections
 import logging
+import random
+import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -24,8 +34,33 @@ CONNECTION_ERRORS = (pika.exceptions.AMQPError, OSError)
 """What a lost broker looks like: connection/channel closed, stream lost, refused, DNS failure..."""
 
 
+PROBE_INTERVAL = 0.25
+"""Seconds between TCP knocks on a broker port that refuses connections (also each knock's connect timeout)."""
+YOUNG_OUTAGE = 30.0
+"""Seconds an outage counts as young: its AMQP attempts are at most YOUNG_CEILING s apart."""
+YOUNG_CEILING = 2.0
+
+
 class NotConnected(ConnectionError):
     """The broker connection dropped before a call could run (it is retried by the caller if it matters)."""
+
+
+class Backoff:
+    """Delays between the reconnect attempts of one outage: exponential from `initial`, with jitter (so that a
+    fleet of processes does not knock in step), capped lower while the outage is young (a broker restart)."""
+
+    def __init__(self, initial: float, ceiling: float) -> None:
+        self.initial = initial
+        self.ceiling = ceiling
+        self.started = time.monotonic()
+        self.attempts = 0
+
+    def next(self) -> float:
+        young = time.monotonic() - self.started < YOUNG_OUTAGE
+        cap = min(self.ceiling, YOUNG_CEILING) if young else self.ceiling
+        delay = min(cap, self.initial * 2 ** min(self.attempts, 30))
+        self.attempts += 1
+        return delay * random.uniform(0.5, 1.0)
 
 
 class IOThread:
@@ -57,6 +92,10 @@ class IOThread:
 
     def on_disconnect(self) -> None:
         """Called on the I/O thread after the connection was lost or closed."""
+
+    def before_close(self) -> None:
+        """Called on the I/O thread when `stop` closes a live connection, just before it is closed: give back
+        what is held (a closed connection returns deliveries as failed ones to RabbitMQ 4.3's delivery count)."""
 
     # -- public ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -110,7 +149,7 @@ class IOThread:
                     future.set_exception(NotConnected("the transport is closed"))
 
     def _serve(self) -> None:
-        delay = self.initial_delay
+        backoff: Backoff | None = None  # the current outage's (None while connected): it starts with the outage
         while not self._stop.is_set():
             try:
                 connection = BlockingConnection(self.params)
@@ -119,36 +158,65 @@ class IOThread:
                 self.last_error = _one_line(exc)
                 log.log(level, "cannot reach the broker %s:%s (%s); retrying with backoff up to %g s",
                         self.params.host, self.params.port, self.last_error, self.max_delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.max_delay)
+                backoff = backoff or Backoff(self.initial_delay, self.max_delay)
+                self._pause(backoff.next())
                 continue
-            try:
-                self.generation += 1
-                self.setup(connection)
-                self._connection = connection
-                self.connected.set()
-                if self.last_error:
-                    log.log(self.outage_level, "connected to the broker %s:%s", self.params.host, self.params.port)
-                self.last_error = ""
-                delay = self.initial_delay
-                while not self._stop.is_set():
-                    self._drain()
-                    connection.process_data_events(time_limit=1.0)
+            if self._serve_connection(connection):
+                backoff = None
+            if not self._stop.is_set():
+                backoff = backoff or Backoff(self.initial_delay, self.max_delay)
+                self._pause(backoff.next())
+
+    def _serve_connection(self, connection: BlockingConnection) -> bool:
+        """Set up and serve one connection until it is lost or the thread stops; True if it was set up."""
+        ready = False
+        try:
+            self.generation += 1
+            self.setup(connection)
+            self._connection = connection
+            self.connected.set()
+            ready = True
+            if self.last_error:
+                log.log(self.outage_level, "connected to the broker %s:%s", self.params.host, self.params.port)
+            self.last_error = ""
+            while not self._stop.is_set():
                 self._drain()
-            except CONNECTION_ERRORS as exc:
-                self.last_error = _one_line(exc)
-                log.log(self.outage_level, "broker connection lost (%s); reconnecting", self.last_error)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.max_delay)
-            finally:
-                self.connected.clear()
-                self._connection = None
-                try:
-                    if connection.is_open:
-                        connection.close()
-                except Exception:
-                    pass
-                self.on_disconnect()
+                connection.process_data_events(time_limit=1.0)
+            self._drain()
+            self.before_close()
+        except CONNECTION_ERRORS as exc:
+            self.last_error = _one_line(exc)
+            log.log(self.outage_level, "broker connection lost (%s); reconnecting", self.last_error)
+        finally:
+            self.connected.clear()
+            self._connection = None
+            try:
+                if connection.is_open:
+                    connection.close()
+            except Exception:
+                pass
+            self.on_disconnect()
+        return ready
+
+    def _pause(self, delay: float) -> None:
+        """Wait `delay` s before the next attempt, or less: while the broker's port refuses connections, until
+        it accepts one (a restarted broker is ready for clients when it opens its port)."""
+        end = time.monotonic() + delay
+        if self._port_open():  # the port answers, AMQP did not: only the backoff paces the attempts
+            self._stop.wait(delay)
+            return
+        while not self._stop.is_set() and (left := end - time.monotonic()) > 0:
+            self._stop.wait(min(PROBE_INTERVAL, left))
+            if self._port_open():
+                return
+
+    def _port_open(self) -> bool:
+        """True when a TCP connection to the broker's address succeeds (closed at once, before any AMQP)."""
+        try:
+            with socket.create_connection((self.params.host, self.params.port), timeout=PROBE_INTERVAL):
+                return True
+        except OSError:
+            return False
 
     def _drain(self) -> None:
         while self._calls:

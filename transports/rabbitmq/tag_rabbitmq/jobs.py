@@ -7,6 +7,13 @@ Guarantees (see the README's RabbitMQ section):
   redelivered to it after a reconnect or a broker restart is never generated twice: a copy of a running job is
   acknowledged by that job's answer, a copy of an answered one is dropped (a copy answered twice by different
   workers is dropped by the client, which deduplicates by request id);
+- a delivery that may be running on another worker (redelivered, or a copy its client published again) is held
+  unstarted until that worker answers or stays silent long enough; one never delivered before starts at once,
+  also right after a broker restart;
+- what a worker gives back unprocessed (stopping) is returned with basic.nack, which RabbitMQ 4.3 does not count
+  as a failed delivery; crashes and lost connections count on every version;
+- an answer whose reply address is missing or not a TAG response queue is counted and logged, not published
+  into a queue nobody reads; an answer over the broker's message size limit reaches its requester as an error;
 - a cancel (fanout exchange `<request_queue>.cancel`) reaches every worker: a cancelled request is answered
   "cancelled" when taken, and a running one stops at its backend's next progress callback;
 - a request delivered more than `max_attempts` times (it keeps killing workers) is answered with an error;
@@ -19,10 +26,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, replace
 from collections.abc import Sequence
 
 import pika
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from tagcore.errors import Cancelled, GenerationFailed, MessageError, TagError
@@ -35,8 +44,9 @@ from tagcore.worker import default_worker_id
 from .catalog import announce
 from .iothread import IOThread, NotConnected
 from .settings import RabbitSettings
-from .topology import (PERSISTENT, PRIORITIES, dead_letter, declare_control_exchange, declare_dead_letter_queue,
-                       declare_request_queue, declare_response_queue, delivery_count, reason_of, woken_queue)
+from .topology import (PERSISTENT, PRIORITIES, REPUBLISHED_HEADER, acquired_count, dead_letter,
+                       declare_control_exchange, declare_dead_letter_queue, declare_request_queue, delivery_count,
+                       oversize_limit, reason_of, woken_queue)
 
 log = logging.getLogger(__name__)
 ANSWERED_MEMORY = 100_000
@@ -49,6 +59,8 @@ IDLE_POLL = 2.0
 worker died) comes without one. An idle worker that hears no note sweeps this often."""
 WORKER_COUNT_TTL = IDLE_POLL
 """Seconds a backend's worker count (which splits a batch's fair share) is reused before the broker is asked again."""
+ANNOUNCE_RETRY = 1.0
+"""Seconds between attempts to announce the backends while the catalog stream is unavailable."""
 ANSWERED_TTL = 24 * 3600.0
 """How long a worker remembers an answered request id (a redelivered copy is dropped within it)."""
 
@@ -106,6 +118,9 @@ class RabbitJobSource(JobSource, IOThread):
         self._request_queues = {settings.request_queue_for(b, p) for b in self.backends for p in range(PRIORITIES)}
         self.prefetch = max(1, prefetch)
         self.worker_id = worker_id or default_worker_id()
+        self._announcer = f"{self.worker_id}/{uuid.uuid4().hex[:8]}"
+        """Signs this source's announcements: two sources in one process share a worker id (host:pid), and each
+        must hear what the other runs and answered."""
         self._turn = 0
         self._maybe: set[str] = set()
         """Request queues that may hold work: named by wake-up notes, and not seen empty since (I/O thread)."""
@@ -119,45 +134,76 @@ class RabbitJobSource(JobSource, IOThread):
         """Jobs handed to the service and not answered yet, by request id (touched on the I/O thread only)."""
         self.elsewhere = RecentIds(ttl=RUNNING_TTL)
         """Ids other workers announced as running (refreshed every RUNNING_REFRESH s while they run)."""
-        self._connected_at = 0.0
-        self._setups = 0
-        """Connections whose setup completed: a connection that failed in setup (two workers starting at once
-        can collide creating the catalog stream) served nothing, so the next one is no return from an outage."""
         self._held: dict[str, _Held] = {}
         """Deliveries kept unacknowledged and unstarted while another worker may be running the same request."""
         self._channel: BlockingChannel | None = None
+        """Deliveries: basic.get, acks and give-backs (and the presence consumers)."""
+        self._answers: BlockingChannel | None = None
+        """Confirmed publishes (answers, dead letters, announcements): its own channel, because the broker closes
+        a channel that publishes a message over its size limit, and that must not return the deliveries."""
         self._progress_channel: BlockingChannel | None = None
         self.cancelled = RecentIds()
         """Ids cancelled by their requesters (from the cancel exchange)."""
         self.dead_lettered = 0
+        self.unaddressed = 0
+        """Answers not published because their reply address was missing or not a TAG response queue."""
         self.start()
 
     # -- I/O thread ----------------------------------------------------------------------------------------
     def setup(self, connection: BlockingConnection) -> None:
         channel = connection.channel()
-        channel.confirm_delivery()
-        declare_dead_letter_queue(channel, self.settings)
-        declare_response_queue(channel, self.settings.response_queue)
+        answers = connection.channel()
+        answers.confirm_delivery()
+        declare_dead_letter_queue(answers, self.settings)
         for backend in self.backends:
             for priority in range(PRIORITIES):
                 declare_request_queue(channel, self.settings, backend, priority)
             presence = channel.queue_declare(self.settings.presence_queue_for(backend), durable=True).method.queue
             channel.basic_consume(presence, self._on_presence)
-        announce(channel, self.settings, self.specs, self.worker_id)  # present first: announced = available
+        self._announce_specs(connection)  # present first: announced = available
         self._progress_channel = connection.channel()
         exchange = declare_control_exchange(self._progress_channel, self.settings)
         private = self._progress_channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
         self._progress_channel.queue_bind(private, exchange)
         self._progress_channel.basic_consume(private, self._on_control, auto_ack=True)
-        self._channel = channel
+        self._channel, self._answers = channel, answers
         self._look_everywhere()  # requests may have arrived, or been put back, while we were away
-        self._connected_at = time.monotonic()
-        self._setups += 1
         self._announce_running(connection)
+
+    def _announce_specs(self, connection: BlockingConnection) -> None:
+        """Announce the backends on a channel of their own. Right after a broker restart the catalog stream may
+        not be back yet (404: its home node "down" while it recovers); that is retried every ANNOUNCE_RETRY s while
+        the worker serves, instead of costing the whole connection (the stream holds earlier announcements)."""
+        channel = connection.channel()
+        try:
+            channel.confirm_delivery()
+            announce(channel, self.settings, self.specs, self.worker_id)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            log.info("could not announce the backends yet (%s); retrying in %g s", exc.reply_text, ANNOUNCE_RETRY)
+            connection.call_later(ANNOUNCE_RETRY, lambda: self._announce_specs(connection)
+                                  if self._connection is connection else None)
+        finally:
+            if channel.is_open:
+                channel.close()
 
     def on_disconnect(self) -> None:
         # Deliveries of the dead connection are back in the broker's queue (and redelivered on reconnect).
-        self._channel = self._progress_channel = None
+        self._channel = self._answers = self._progress_channel = None
+
+    def before_close(self) -> None:
+        """Closing: give back the deliveries held unstarted and any job not answered with basic.nack, which
+        RabbitMQ 4.3 does not count as a failed delivery (a closed connection would)."""
+        if self._channel is None:
+            return
+        for held in self._held.values():
+            if held.generation == self.generation:
+                self._channel.basic_nack(held.tag, requeue=True)
+        self._held.clear()
+        for job in self._running.values():
+            if not job.done and job.generation == self.generation:
+                self._channel.basic_nack(job.tag, requeue=True)
 
     def _fetch(self, max_jobs: int) -> list[RabbitJob]:
         """On the I/O thread: take up to `max_jobs` requests, highest priority first and oldest first within one
@@ -183,10 +229,6 @@ class RabbitJobSource(JobSource, IOThread):
         if channel is None:
             return []
         jobs = self._release_held(channel, max_jobs)
-        if self._setups > 1 and time.monotonic() - self._connected_at < self.settings.reconnect_max_delay + 2:
-            # Back after an outage: workers still generating requests the broker has just put back in the queue
-            # need up to one reconnect delay to say so (a restarted broker may not even mark them redelivered).
-            return jobs
         queues = self._queues_with_work(channel)
         while queues and len(jobs) < max_jobs:
             queue_name, backend = queues[0]
@@ -271,10 +313,13 @@ class RabbitJobSource(JobSource, IOThread):
         if held is not None and held.generation == self.generation:  # one more copy of a held request
             channel.basic_ack(method.delivery_tag)
             return None
-        redelivered = bool(method.redelivered) or attempts > 1  # a broker restart may clear the flag, not the count
-        if message.request_id in self.elsewhere or redelivered:
-            # Another worker runs it, or may (a redelivery after a broker restart reaches the free worker while
-            # the one still generating it reconnects): keep it unstarted until that one answers or goes quiet.
+        # Handed out before (counted by the broker whichever flag a restart leaves), or published again by its
+        # client after a lost confirm: another worker may be generating it (a redelivery after a broker restart
+        # reaches a free worker while the one still generating it reconnects). Only such a delivery waits.
+        redelivered = bool(method.redelivered) or attempts > 1 or acquired_count(properties) > 0
+        copy = bool((properties.headers or {}).get(REPUBLISHED_HEADER))
+        if message.request_id in self.elsewhere or redelivered or copy:
+            # Keep it unstarted until the worker running it answers or goes quiet.
             self._held[message.request_id] = _Held(method.delivery_tag, self.generation, message, redelivered,
                                                     attempts, time.monotonic())
             return None
@@ -284,14 +329,14 @@ class RabbitJobSource(JobSource, IOThread):
                attempts: int) -> "RabbitJob | None":
         """Answer a cancelled or given-up request at once; otherwise the job to run, announced as running."""
         if message.request_id in self.cancelled:  # dropped unstarted, answered at once
-            self._publish_response(channel, SoundResponse.failure(
+            self._publish_response(SoundResponse.failure(
                 message, Cancelled("the request was cancelled before it started"), worker=self.worker_id))
             channel.basic_ack(tag)
             return None
         if attempts > self.settings.max_attempts:
             error = GenerationFailed(f"the request was tried {attempts - 1} times and each attempt ended without "
                                      "an answer (the worker stopped); giving up")
-            self._publish_response(channel, SoundResponse.failure(message, error, worker=self.worker_id))
+            self._publish_response(SoundResponse.failure(message, error, worker=self.worker_id))
             channel.basic_ack(tag)
             return None
         job = RabbitJob(self, message, tag, self.generation, redelivered)
@@ -313,7 +358,7 @@ class RabbitJobSource(JobSource, IOThread):
                     request_id not in self.elsewhere
                     and now - held.since >= self.settings.reconnect_max_delay + RUNNING_REFRESH)):
                 del self._held[request_id]
-                job = self._start(self._channel, held.tag, held.request, held.redelivered, held.attempts)
+                job = self._start(channel, held.tag, held.request, held.redelivered, held.attempts)
                 if job is not None:
                     jobs.append(job)
         return jobs
@@ -322,7 +367,7 @@ class RabbitJobSource(JobSource, IOThread):
         """Tell the other workers (control exchange) that this worker runs or answered `request_id`."""
         if self._progress_channel is not None:
             self._progress_channel.basic_publish(self.settings.control_exchange, "", b"", pika.BasicProperties(
-                correlation_id=request_id, type=state, app_id=self.worker_id))
+                correlation_id=request_id, type=state, app_id=self._announcer))
 
     def _announce_running(self, connection: BlockingConnection) -> None:
         """Every RUNNING_REFRESH s while connected (and at once after a reconnect): what this worker runs."""
@@ -344,7 +389,7 @@ class RabbitJobSource(JobSource, IOThread):
             return
         if properties.type == "cancel":
             self.cancelled.add(request_id)
-        elif properties.app_id == self.worker_id:
+        elif properties.app_id == self._announcer:
             return  # our own announcement
         elif properties.type == "running":
             self.elsewhere.add(request_id)
@@ -363,24 +408,59 @@ class RabbitJobSource(JobSource, IOThread):
             self._arrived.set()
 
     def _park(self, channel: BlockingChannel, method, body: bytes, reason: str) -> None:
-        dead_letter(channel, self.settings, body, reason, source=method.routing_key, by=self.worker_id)
+        if self._answers is None:
+            raise NotConnected("no channel")
+        dead_letter(self._answers, self.settings, body, reason, source=method.routing_key, by=self.worker_id)
         channel.basic_ack(method.delivery_tag)
         self.dead_lettered += 1
         log.warning("dead-lettered a malformed message from %s: %s", method.routing_key, reason)
 
-    def _reply_queue(self, reply_to: str | None) -> str:
-        return reply_to if reply_to and self.settings.accepts_reply_to(reply_to) else self.settings.response_queue
+    def _reply_queue(self, reply_to: str | None) -> str | None:
+        """Where answers and progress for `reply_to` go: a TAG response queue, or nowhere."""
+        return reply_to if reply_to and self.settings.accepts_reply_to(reply_to) else None
 
-    def _publish_response(self, channel: BlockingChannel, response: SoundResponse) -> None:
+    def _publish_response(self, response: SoundResponse) -> None:
+        """Publish an answer and wait for the broker's confirm; then it counts as answered (remembered, and
+        announced to the other workers). An answer with no TAG reply address is only logged and counted: nothing
+        reads a queue it could go to."""
+        target = self._reply_queue(response.reply_to)
+        if target is None:
+            self.unaddressed += 1
+            log.warning("answered %s without publishing the answer: its reply address %r is not a TAG response "
+                        "queue (%d such answers so far)", response.request_id, response.reply_to, self.unaddressed)
+        else:
+            self._publish_answer(target, response)
+        self._remember(response.request_id)
+        self._announce(response.request_id, "answered")
+
+    def _publish_answer(self, target: str, response: SoundResponse) -> None:
+        """An answer the broker refuses for its size (RabbitMQ 4 takes at most 16 MiB by default, 3.x 128 MiB;
+        TAG's wire limit is 64 MiB of audio) reaches the requester as an error saying so, instead of being
+        published again forever."""
         try:
             body = encode(response)
         except MessageError as error:  # e.g. audio over the wire limit: the requester still hears back
-            body = encode(replace(response, ok=False, audio=None, model_id="", seed=None, timings={},
-                                  metadata={}, error_code=error.code, error_message=error.message))
-        channel.basic_publish("", self._reply_queue(response.reply_to), body, pika.BasicProperties(
-            delivery_mode=PERSISTENT, correlation_id=response.request_id, type="response"))
-        self._remember(response.request_id)
-        self._announce(response.request_id, "answered")
+            body = encode(_as_failure(response, error))
+        try:
+            self._publish_confirmed(target, body, response.request_id)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            limit = oversize_limit(exc.reply_text)
+            if limit is None or self._channel is None:
+                raise
+            log.warning("the broker refused the %d-byte answer to %s (%s)", len(body), response.request_id,
+                        exc.reply_text)
+            self._answers = self._channel.connection.channel()
+            self._answers.confirm_delivery()
+            refused = MessageError(f"the answer is {len(body)} bytes, over the broker's max_message_size of "
+                                   f"{limit} bytes (raise max_message_size in rabbitmq.conf, or ask for a shorter "
+                                   "clip)")
+            self._publish_confirmed(target, encode(_as_failure(response, refused)), response.request_id)
+
+    def _publish_confirmed(self, target: str, body: bytes, request_id: str) -> None:
+        if self._answers is None:
+            raise NotConnected("no channel")
+        self._answers.basic_publish("", target, body, pika.BasicProperties(
+            delivery_mode=PERSISTENT, correlation_id=request_id, type="response"))
 
     # -- answered and running ids ---------------------------------------------------------------------------
     def _remember(self, request_id: str) -> None:
@@ -424,7 +504,7 @@ class RabbitJobSource(JobSource, IOThread):
             def publish_and_ack() -> None:
                 if self._channel is None:
                     raise NotConnected("no channel")
-                self._publish_response(self._channel, response)
+                self._publish_response(response)
                 if job.generation == self.generation:
                     self._channel.basic_ack(job.tag)
             try:
@@ -443,8 +523,10 @@ class RabbitJobSource(JobSource, IOThread):
         """Best effort and non-blocking: progress is not confirmed and is dropped while disconnected."""
         if not self.connected.is_set():
             return
-        body = encode(event)
         target = self._reply_queue(request.reply_to)
+        if target is None:
+            return
+        body = encode(event)
 
         def publish() -> None:
             if self._progress_channel is not None:
@@ -453,17 +535,25 @@ class RabbitJobSource(JobSource, IOThread):
         self.call(publish)
 
     def release(self, job: RabbitJob) -> None:
-        def reject() -> None:
+        """Give an unprocessed job back with basic.nack: not a failed delivery (RabbitMQ 4.3 counts basic.reject
+        and lost connections toward the delivery limit, which this must not use up)."""
+        def give_back() -> None:
             if self._channel is not None and job.generation == self.generation:
-                self._channel.basic_reject(job.tag, requeue=True)
+                self._channel.basic_nack(job.tag, requeue=True)
                 self._look_everywhere()  # requeued without a wake-up note
         if not job.done:
             try:
-                self.call(reject).result(timeout=10)
+                self.call(give_back).result(timeout=10)
             except Exception:  # closing the connection requeues it anyway
                 pass
         self.call(lambda: self._running.pop(job.request.request_id, None))
 
     def close(self) -> None:
-        """Stop consuming; every unanswered job (in hand or prefetched) is requeued by closing the connection."""
+        """Stop taking jobs; every unanswered job and held delivery goes back to its queue (`before_close`)."""
         self.stop()
+
+
+def _as_failure(response: SoundResponse, error: MessageError) -> SoundResponse:
+    """`response` turned into the error `error` (no audio), routed the same way."""
+    return replace(response, ok=False, audio=None, model_id="", seed=None, timings={}, metadata={},
+                   error_code=error.code, error_message=error.message)

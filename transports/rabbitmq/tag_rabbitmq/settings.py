@@ -17,6 +17,9 @@ from tagcore.errors import ConfigError
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 MIN_CONSUMER_TIMEOUT = 1800.0
 """RabbitMQ's default consumer timeout (30 minutes): a derived timeout is never shorter."""
+MAX_ATTEMPTS = 18
+"""RabbitMQ 4's default delivery-limit is 20 failed deliveries: a worker answers a request after max_attempts of
+them and parks it unread after max_attempts + 1 (when even answering failed), so this keeps both below the limit."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,9 @@ class RabbitSettings:
     request_queue: str = "RequestQueue"
     """Requests for backend B wait in `<request_queue>.<B>` (a durable quorum queue)."""
     response_queue: str = "ResponseQueue"
-    """Named clients read `<response_queue>.<name>`; private clients `<response_queue>.private.<random>`;
-    responses whose reply address is missing or not ours land in `<response_queue>` itself."""
+    """Named clients read `<response_queue>.<name>`; private clients `<response_queue>.private.<random>`.
+    An answer whose reply address is missing or not one of these is not published at all (workers log and count
+    it): `<response_queue>` itself, where older versions put such answers, has no reader."""
     dead_letter_queue: str = "DeadLetterQueue"
     """Malformed messages, with the reason in the `x-tag-error` header."""
     catalog_queue: str = "Catalog"
@@ -40,7 +44,9 @@ class RabbitSettings:
     catalog_refresh: float = 2.0
     """Seconds between checks of which announced backends have a live worker (a consumer on their queue)."""
     max_attempts: int = 3
-    """Deliveries of one request before it is answered with an error instead of being tried again."""
+    """Deliveries of one request before it is answered with an error instead of being tried again. At most
+    MAX_ATTEMPTS: RabbitMQ 4 gives up on a message itself after 20 failed deliveries (its default delivery-limit),
+    and a worker must answer before that."""
     submit_timeout: float = 30.0
     """Seconds `submit` waits for the broker to confirm a request (reconnecting meanwhile) before failing."""
     private_queue_expiry: float = 3600.0
@@ -64,8 +70,9 @@ class RabbitSettings:
         for key in ("request_queue", "response_queue", "dead_letter_queue", "catalog_queue"):
             if not _QUEUE_NAME.match(getattr(settings, key)):
                 raise ConfigError(f"[rabbitmq] {key} must be 1-200 letters, digits or _.:- characters")
-        if settings.max_attempts < 1:
-            raise ConfigError("[rabbitmq] max_attempts must be at least 1")
+        if not 1 <= settings.max_attempts <= MAX_ATTEMPTS:
+            raise ConfigError(f"[rabbitmq] max_attempts must be 1 to {MAX_ATTEMPTS} (RabbitMQ 4 drops or "
+                              "dead-letters a request after 20 failed deliveries)")
         if settings.catalog_refresh <= 0:
             raise ConfigError("[rabbitmq] catalog_refresh must be a positive number of seconds")
         return settings

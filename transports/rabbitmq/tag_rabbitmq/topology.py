@@ -3,6 +3,8 @@ redeclaration with other arguments)."""
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -28,32 +30,56 @@ CATALOG_QUEUE_ARGS = {"x-queue-type": "stream", "x-max-length-bytes": 16 * 1024 
 """A stream keeps what workers announced for readers that start later; the oldest segments (1 MiB each) go once
 it holds over 16 MiB, thousands of announcements."""
 
+DEAD_LETTER_QUEUE_ARGS = {"x-max-length": 10_000, "x-max-length-bytes": 1024 * 1024 * 1024}
+"""Parked messages wait for an operator, and nothing else reads them: a flood of garbage must not fill the
+broker's disk (a disk alarm blocks every publisher), so beyond 10 000 messages or 1 GiB the oldest go."""
+
+_OVERSIZE = re.compile(r"message size (\d+) is larger than (?:configured )?max size (\d+)")
+
+_warned: set[str] = set()
+"""Queues whose arguments differ from ours, already reported once by this process."""
+
 
 def request_queue_arguments(settings: RabbitSettings) -> dict[str, object]:
-    return {**REQUEST_QUEUE_ARGS, "x-consumer-timeout": int(settings.consumer_timeout * 1000)}
+    """Quorum, the consumer timeout, and the dead-letter queue as the target of what the broker gives up on:
+    RabbitMQ 4 drops a message after 20 failed deliveries (its default delivery-limit) unless the queue names a
+    dead-letter target. A worker answers a request after `max_attempts` failed ones (at most 18), before that;
+    the target catches whatever else it might be (a lower delivery-limit set by a policy)."""
+    return {**REQUEST_QUEUE_ARGS, "x-consumer-timeout": int(settings.consumer_timeout * 1000),
+            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": settings.dead_letter_queue}
 
 
-def declare_request_queue(channel: BlockingChannel, settings: RabbitSettings, backend: str,
-                          priority: int = 0) -> str:
-    """Declare one priority's queue (on a short-lived channel of `channel`'s connection, which the broker may
-    close): a queue that exists with other arguments, e.g. from before consumer timeouts, is used as it is, with
-    a warning."""
-    name = settings.request_queue_for(backend, priority)
+def declare_queue(channel: BlockingChannel, name: str, arguments: dict[str, object] | None) -> Any:
+    """Declare durable `name` on a short-lived channel of `channel`'s connection (the broker closes a channel whose
+    declaration it refuses) and return the broker's Queue.DeclareOk (ready messages, consumers). A queue that exists
+    with other arguments (declared by an older TAG) is used as it is, with a warning once per process."""
     connection = channel.connection
     scratch = connection.channel()
     try:
-        scratch.queue_declare(name, durable=True, arguments=request_queue_arguments(settings))
+        return scratch.queue_declare(name, durable=True, arguments=arguments).method
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code != 406:
             raise
-        log.warning("queue %s exists with other arguments (%s); using it as it is: delete it to apply "
-                    "x-consumer-timeout=%d s", name, exc.reply_text, settings.consumer_timeout)
+        if name not in _warned:
+            _warned.add(name)
+            log.warning("queue %s exists with other arguments (%s); using it as it is: delete it (once drained) "
+                        "to apply %s", name, exc.reply_text, _describe(arguments))
         scratch = connection.channel()
-        scratch.queue_declare(name, passive=True)
+        return scratch.queue_declare(name, passive=True).method
     finally:
         if scratch.is_open:
             scratch.close()
-    return name
+
+
+def _describe(arguments: dict[str, object] | None) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in (arguments or {}).items() if key != "x-queue-type")
+
+
+def declare_request_queue(channel: BlockingChannel, settings: RabbitSettings, backend: str,
+                          priority: int = 0) -> Any:
+    """Declare one priority's queue of `backend`; returns the Queue.DeclareOk (its name is
+    `settings.request_queue_for(backend, priority)`)."""
+    return declare_queue(channel, settings.request_queue_for(backend, priority), request_queue_arguments(settings))
 
 
 def declare_control_exchange(channel: BlockingChannel, settings: RabbitSettings) -> str:
@@ -63,6 +89,10 @@ def declare_control_exchange(channel: BlockingChannel, settings: RabbitSettings)
     channel.exchange_declare(name, exchange_type="fanout", durable=True)
     return name
 
+
+REPUBLISHED_HEADER = "x-tag-republished"
+"""Header of a request published again by its client after the broker's confirm of an earlier copy was lost: that
+copy may be in a queue, or running, already (a first publish, never delivered before, cannot be running)."""
 
 WAKE_QUEUE_HEADER = "x-tag-queue"
 """Header of a wake-up note naming the request queue that just received a request."""
@@ -86,7 +116,7 @@ def declare_catalog_queue(channel: BlockingChannel, settings: RabbitSettings) ->
 
 
 def declare_dead_letter_queue(channel: BlockingChannel, settings: RabbitSettings) -> str:
-    channel.queue_declare(settings.dead_letter_queue, durable=True)
+    declare_queue(channel, settings.dead_letter_queue, dict(DEAD_LETTER_QUEUE_ARGS))
     return settings.dead_letter_queue
 
 
@@ -110,9 +140,28 @@ def dead_letter(channel: BlockingChannel, settings: RabbitSettings, body: bytes,
 
 
 def delivery_count(properties: pika.BasicProperties) -> int:
-    """How often the broker delivered this message before (quorum queues count it in x-delivery-count)."""
-    value = (properties.headers or {}).get("x-delivery-count", 0)
+    """Failed deliveries of this message so far, from the quorum queue's x-delivery-count. Every version counts a
+    consumer that died or lost its connection holding it, and a basic.reject; RabbitMQ 3.x and 4.0-4.2 also count
+    a basic.nack (any return), 4.3 no longer does. A worker counts attempts from it before reading the body."""
+    return _count(properties, "x-delivery-count")
+
+
+def acquired_count(properties: pika.BasicProperties) -> int:
+    """How often the message was handed out before, failed or given back (x-acquired-count, RabbitMQ 4.3+); 0
+    from older brokers, whose x-delivery-count counts every return anyway."""
+    return _count(properties, "x-acquired-count")
+
+
+def _count(properties: pika.BasicProperties, header: str) -> int:
+    value = (properties.headers or {}).get(header, 0)
     return value if isinstance(value, int) and value >= 0 else 0
+
+
+def oversize_limit(reply_text: str) -> int | None:
+    """The broker's max_message_size when `reply_text` is its refusal of a larger message (406), else None.
+    RabbitMQ 4 takes at most 16 MiB by default (3.x: 128 MiB) and closes the channel that publishes more."""
+    found = _OVERSIZE.search(reply_text or "")
+    return int(found.group(2)) if found else None
 
 
 def reason_of(error: Exception) -> str:

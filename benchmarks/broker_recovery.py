@@ -1,0 +1,162 @@
+"""How fast the RabbitMQ transport serves again after a broker restart: today's code and a baseline side by side.
+
+    uv run python benchmarks/broker_recovery.py [--jobs 20] [--rounds 3] [--down 5] [--baseline eeb1f00] [--out FILE.md]
+
+One private broker node, one `tag worker --transport rabbitmq -b tone` process (the test kit's instant backend)
+and one client in a child process, both running one code (PYTHONPATH puts its `tag_rabbitmq` first; the baseline
+is `git archive <commit> transports/rabbitmq/tag_rabbitmq`). After a warm-up job the node is stopped, kept down
+`--down` s (long enough for the reconnect backoff to grow, as in a real restart), started again, and as soon as it
+accepts AMQP connections `--jobs` requests are submitted at once (one thread each). Reported: per job, the seconds
+from "broker accepting connections" to its answer (p50, p90), and the first answer. Each round runs the baseline,
+then this tree, on the same node.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from rabbitmq_submit import ROOT, baseline_tree, percentile
+
+
+def child(state_dir: str, jobs: int, down: float) -> None:
+    """In the child process: worker + client on this code, restart the node, time the jobs submitted after it."""
+    from tag_rabbitmq.devbroker import BrokerNode
+    from tagcore.config import load_config
+    from tagcore.messages import SoundRequest, SoundResponse
+    from tagcore.runtime import build_transport
+
+    node = BrokerNode(state_dir)
+    tag = Path(sys.executable).with_name("tag")
+    worker = subprocess.Popen([str(tag), "worker", "--transport", "rabbitmq", "-b", "tone"],
+                              env={**os.environ, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    transport = build_transport(load_config(environ=dict(os.environ)), "rabbitmq")
+    client = transport.client(name="recovery")
+    answered: dict[str, float] = {}
+    done = threading.Condition()
+
+    def on_event(event) -> None:
+        if isinstance(event, SoundResponse):
+            with done:
+                assert event.ok, event.error_message
+                answered.setdefault(event.request_id, time.monotonic())
+                done.notify_all()
+    client.add_listener(on_event)
+    try:
+        warm = SoundRequest("warm-up", 1.0, "tone", options={"delay": 0.0})
+        client.submit(warm)
+        with done:
+            assert done.wait_for(lambda: warm.request_id in answered, 120), "the worker never answered"
+        node.stop()
+        time.sleep(down)
+        node.start()
+        back = time.monotonic()
+        requests = [SoundRequest(f"after the restart {i}", 1.0, "tone", options={"delay": 0.0}) for i in range(jobs)]
+        threads = [threading.Thread(target=client.submit, args=(r,)) for r in requests]
+        for thread in threads:
+            thread.start()
+        with done:
+            assert done.wait_for(lambda: all(r.request_id in answered for r in requests), 180), "jobs unanswered"
+        latencies = [answered[r.request_id] - back for r in requests]
+    finally:
+        transport.close()
+        worker.terminate()
+        worker.wait(30)
+    print(json.dumps({"latencies_s": latencies}))
+
+
+def run_variant(state_dir: str, url: str, args: argparse.Namespace, pythonpath: str | None, tag: str) -> dict:
+    prefix = f"rec{os.getpid()}{tag}"
+    env = {**os.environ, "TAG_BROKER_URL": url, "TAG_CONFIG": "/nonexistent/tag-bench.toml",
+           "TAG_RABBITMQ_REQUEST_QUEUE": f"{prefix}Request", "TAG_RABBITMQ_RESPONSE_QUEUE": f"{prefix}Response",
+           "TAG_RABBITMQ_DEAD_LETTER_QUEUE": f"{prefix}Dead", "TAG_RABBITMQ_CATALOG_QUEUE": f"{prefix}Catalog"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    out = subprocess.run([sys.executable, __file__, "--child", state_dir, "--jobs", str(args.jobs), "--down",
+                          str(args.down)], env=env, check=True, capture_output=True, text=True, timeout=900).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def summary(runs: list[dict]) -> tuple[float, float, float]:
+    """(p50, p90 of every job's seconds from broker back to answer, median over runs of the first answer)."""
+    latencies = [value for run in runs for value in run["latencies_s"]]
+    first = statistics.median(min(run["latencies_s"]) for run in runs)
+    return statistics.median(latencies), percentile(latencies, 0.9), first
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--down", type=float, default=5.0, help="seconds the broker stays stopped")
+    parser.add_argument("--baseline", default="eeb1f00", help="git commit whose tag_rabbitmq is the baseline")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.jobs, args.down)
+        return
+
+    from tag_rabbitmq.devbroker import BrokerNode
+
+    state_dir = tempfile.mkdtemp(prefix="tag-bench-rabbitmq-")
+    node = BrokerNode(state_dir)
+    url = node.start().url
+    base = baseline_tree(args.baseline)
+    results: dict[str, list[dict]] = {"baseline": [], "this tree": []}
+    try:
+        for round_ in range(args.rounds):
+            results["baseline"].append(run_variant(state_dir, url, args, base, f"b{round_}"))
+            results["this tree"].append(run_variant(state_dir, url, args, None, f"t{round_}"))
+            print(f"round {round_ + 1}: " + ", ".join(
+                f"{name} p50 {summary([runs[-1]])[0]:.1f} s" for name, runs in results.items()), file=sys.stderr)
+    finally:
+        node.destroy()
+        shutil.rmtree(Path(base).parents[1], ignore_errors=True)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    names = {"baseline": f"baseline ({args.baseline})", "this tree": f"this tree ({commit})"}
+    lines = [
+        "# RabbitMQ transport: serving again after a broker restart",
+        "",
+        f"- date: {datetime.date.today().isoformat()}",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"pika {version('pika')}, broker private node (Debian rabbitmq-server)",
+        f"- command: `uv run python benchmarks/broker_recovery.py --jobs {args.jobs} --rounds {args.rounds} "
+        f"--down {args.down:g} --baseline {args.baseline}`",
+        f"- one `tag worker` (tone backend, instant) and one client; the broker is stopped, kept down {args.down:g} s "
+        f"and started; {args.jobs} jobs are submitted at once as soon as it accepts connections; seconds from then "
+        "to each answer",
+        "",
+        "| code | p50 s | p90 s | first answer s |",
+        "|---|---|---|---|",
+        *[f"| {names[name]} | " + " | ".join(f"{v:.2f}" for v in summary(runs)) + " |"
+          for name, runs in results.items()],
+        "",
+        "Per round (p50 / p90 / first answer, s):",
+        "",
+        "| round | baseline | this tree |",
+        "|---|---|---|",
+        *[f"| {i + 1} | " + " | ".join("{:.2f} / {:.2f} / {:.2f}".format(*summary([results[name][i]]))
+                                       for name in results) + " |" for i in range(args.rounds)],
+    ]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
