@@ -64,6 +64,13 @@ class RequestTimedOut(TagError):
     code = "timed_out"
 
 
+class StartExpired(TagError):
+    """The request waited in the queue past its start deadline (the client's `start_timeout`), so it was answered
+    without running. Not the asker's mistake: the request was fine, the workers were busy."""
+
+    code = "expired"
+
+
 class SubmitFailed(TagError):
     """The transport refused a request (broker down, queue full): nothing was queued, so nothing will answer."""
 
