@@ -82,7 +82,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'jobs.sqlite'}"
     node: PostgresNode = request.getfixturevalue("postgres_node")  # skips with a reason when absent
-    return node.url(node.new_database())
+    return node.new_database()
 
 
 @pytest.fixture
