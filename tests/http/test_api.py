@@ -244,6 +244,9 @@ def test_page_and_static_files_are_served(client: httpx.Client) -> None:
     script = client.get("/static/app.js")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
     assert client.get("/openapi.json").json()["info"]["title"] == "TAG"
+    for reply in (page, script, client.get("/v1/health"), client.get("/v1/jobs/" + "0" * 32)):
+        assert reply.headers["x-content-type-options"] == "nosniff", reply.url
+        assert reply.headers["referrer-policy"] == "no-referrer"
 
 
 # --- servers with tight limits ----------------------------------------------------------------------------------
