@@ -18,7 +18,7 @@ def progress(event: ProgressEvent, now: float) -> Change:
         if event.stage == "queued":
             if record.state != "queued":  # a worker may have started before the queued event arrived
                 return False
-            record.reported_position = event.position
+            record.reported_position, record.reported_at = event.position, now
         else:
             if record.state == "queued":
                 record.state, record.started_at = "running", now

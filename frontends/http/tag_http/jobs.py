@@ -27,7 +27,7 @@ from tagcore.transport import Event
 
 from . import folding
 from .idempotency import CLIENT_JOB_ID
-from .records import FINISHED, UNFINISHED, Change, JobRecord, JobRecords, StoreError, copy_into
+from .records import FINISHED, UNFINISHED, Change, JobRecord, JobRecords, Limits, StoreError, copy_into
 from .sqlrecords import SqlRecords
 
 __all__ = ["JobRecord", "JobStore", "StoreError", "TERMINAL", "TIMEOUT_GRACE"]
@@ -126,14 +126,16 @@ class JobStore:
                         live.files = {}
 
     # --- submitting and reading -----------------------------------------------------------------------------
-    def add(self, request: SoundRequest, client: str, fingerprint: str = "") -> tuple[JobRecord, bool]:
+    def add(self, request: SoundRequest, client: str, fingerprint: str = "",
+            limits: Limits | None = None) -> tuple[JobRecord, bool]:
         """Record a request before it is submitted (in-process transports answer during `submit`); with an id
-        already known, the existing record and False (a retry: nothing must be submitted again)."""
+        already known, the existing record and False (a retry: nothing must be submitted again). With `limits`,
+        LimitReached instead when the new job would break them (counted in the insert's transaction)."""
         record = JobRecord(id=request.request_id, client=client, prompt=request.prompt,
                            duration=request.duration, backend=request.backend, seed=request.seed,
                            candidates=request.candidates, deadline=request.deadline or time.time(),
-                           ahead=self.records.queued_ids(request.backend), fingerprint=fingerprint)
-        stored, created = self.records.add(record)
+                           fingerprint=fingerprint)
+        stored, created = self.records.add(record, limits)
         return self._track(stored), created
 
     def discard(self, job_id: str) -> None:
@@ -154,18 +156,22 @@ class JobStore:
         return None if stored is None else self._track(stored)
 
     def position(self, record: JobRecord) -> int | None:
-        """The transport's queue position, lowered for each earlier job in the store that has left the queue."""
+        """The transport's queue position, lowered for each job created before this one (in this store) that
+        left the queue after the transport reported it."""
         if record.state != "queued" or record.reported_position is None:
             return None
-        states = self.records.states(record.ahead)
-        still = sum(1 for job_id in record.ahead if states.get(job_id) == "queued")
-        return max(1, record.reported_position - (len(record.ahead) - still))
+        since = record.reported_at if record.reported_at is not None else record.created_at
+        left = self.records.left_queue(record.backend, record.created_at, since)
+        return max(1, record.reported_position - left)
 
-    def snapshot(self, record: JobRecord) -> tuple[JobRecord, int | None]:
-        """A consistent copy of `record` and its live queue position, safe to read while events arrive."""
+    def snapshot(self, record: JobRecord, live: bool = True) -> tuple[JobRecord, int | None]:
+        """A consistent copy of `record` and its queue position, safe to read while events arrive: live, or
+        (`live=False`, for a job just submitted) as the transport reported it, with no query."""
         with self._lock:
             copy = self._copy(record)
-        return copy, self.position(copy)
+        if live:
+            return copy, self.position(copy)
+        return copy, copy.reported_position if copy.state == "queued" else None
 
     @staticmethod
     def _copy(record: JobRecord) -> JobRecord:
@@ -280,8 +286,9 @@ class JobStore:
         """The one object this process hands out for `stored.id`, brought up to `stored`'s state."""
         with self._lock:
             live = self._live.get(stored.id)
-            if live is None:
-                stored.files = {fmt: path for fmt in FORMATS if (path := self.dir / f"{stored.id}.{fmt}").exists()}
+            if live is None:  # only a done job has files in the cache (the sweep deletes the others')
+                paths = (self.dir / f"{stored.id}.{fmt}" for fmt in FORMATS) if stored.state == "done" else ()
+                stored.files = {path.suffix[1:]: path for path in paths if path.exists()}
                 self._live[stored.id] = stored
                 return stored
             if stored.version >= live.version:

@@ -20,6 +20,12 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "CREATE INDEX jobs_by_state ON jobs (state, backend)",
         "CREATE TABLE results (job_id TEXT PRIMARY KEY, wav {blob} NOT NULL)",
     )),
+    (2, "live queue positions from when jobs were created and left the queue; limits from one index", (
+        "ALTER TABLE jobs ADD COLUMN created_at DOUBLE PRECISION",
+        "ALTER TABLE jobs ADD COLUMN left_queue_at DOUBLE PRECISION",
+        "CREATE INDEX jobs_leaving_queue ON jobs (backend, left_queue_at)",
+        "CREATE INDEX jobs_by_state_and_client ON jobs (state, client)",
+    )),
 )
 LATEST = MIGRATIONS[-1][0]
 
