@@ -70,6 +70,12 @@ class StartExpired(TagError):
 
     code = "expired"
 
+    @classmethod
+    def after(cls, seconds: float) -> "StartExpired":
+        """The error for a request whose start_timeout was `seconds` (one wording for workers and frontends)."""
+        return cls(f"the request did not start within its start_timeout of {round(seconds, 1):g} s (no worker was "
+                   "free); it was not run")
+
 
 class SubmitFailed(TagError):
     """The transport refused a request (broker down, queue full): nothing was queued, so nothing will answer."""

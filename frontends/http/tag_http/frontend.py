@@ -27,6 +27,7 @@ from .settings import HttpSettings
 
 log = logging.getLogger(__name__)
 UPLOAD_PATHS = ("/v1/jobs/upload", "/v1/audio/voices")
+Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
 
 
 class HttpFrontend(Frontend):
@@ -57,7 +58,7 @@ class HttpFrontend(Frontend):
         app = create_app(self.config, requester, store, self.catalog, limiter, transport_name=self.transport.name,
                          max_active_per_client=self.http.max_active_per_client, max_pending=self.http.max_pending,
                          api_key=self.http.api_key.reveal(), metrics=self.metrics)
-        app.router.lifespan_context = self._lifespan(store)
+        app.router.lifespan_context = self._lifespan(store, requester)
         limits = BodySizeLimit(app, lambda path: self.http.max_upload_bytes if path in UPLOAD_PATHS
                                else self.http.max_json_bytes)
         server = _Server(uvicorn.Config(
@@ -84,10 +85,10 @@ class HttpFrontend(Frontend):
             store.close()
 
     @staticmethod
-    def _lifespan(store: JobStore) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    def _lifespan(store: JobStore, requester: Requester) -> Lifespan:
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            store.start(asyncio.get_running_loop())
+            store.start(asyncio.get_running_loop(), tell_workers=requester.cancel)
             yield
 
         return lifespan

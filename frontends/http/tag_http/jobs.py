@@ -18,10 +18,12 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tagcore import audio as audio_io
+from tagcore.errors import StartExpired
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse
 from tagcore.transport import Event
 
@@ -35,6 +37,11 @@ log = logging.getLogger(__name__)
 TERMINAL = (*FINISHED, "expired")
 TIMEOUT_GRACE = 60.0
 """Seconds past a request's deadline before the server stops waiting for its answer."""
+START_GRACE = 2.0
+"""Seconds past a start deadline before a job still queued here expires: a worker's own check decides for a job it
+takes, and the first progress event of one it started just in time may still be on its way."""
+START_CHECK_S = 0.5
+"""How often queued jobs are checked against their start deadlines."""
 FORMATS = ("wav", "flac", "ogg")
 
 
@@ -58,16 +65,20 @@ class JobStore:
         self._lock = threading.RLock()
         self._live: weakref.WeakValueDictionary[str, JobRecord] = weakref.WeakValueDictionary()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tell_workers: Callable[[str], None] | None = None
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self.closed = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # --- life cycle ---------------------------------------------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Bind to the server's event loop; start the threads that expire results and poll for changes."""
+    def start(self, loop: asyncio.AbstractEventLoop, tell_workers: Callable[[str], None] | None = None) -> None:
+        """Bind to the server's event loop; start the threads that expire results and unstarted jobs and poll
+        for changes. `tell_workers(job_id)` asks the workers to drop a job that expired before it started."""
         self._loop = loop
-        for target, name in ((self._sweep_forever, "tag-http-sweeper"), (self._poll_forever, "tag-http-poller")):
+        self._tell_workers = tell_workers
+        for target, name in ((self._sweep_forever, "tag-http-sweeper"), (self._poll_forever, "tag-http-poller"),
+                             (self._expire_unstarted_forever, "tag-http-start-deadlines")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -111,6 +122,44 @@ class JobStore:
         self.records.drop_tombstones(now - ttl)
         self._clean_cache()
 
+    def _expire_unstarted_forever(self) -> None:
+        while not self._stop.wait(START_CHECK_S):
+            try:
+                self.expire_unstarted()
+            except Exception:  # like the sweeper: a database outage must not end the checks
+                log.exception("start deadline check failed")
+
+    def expire_unstarted(self, now: float | None = None) -> list[str]:
+        """Expire the jobs still queued START_GRACE past their start deadline, even when no worker ever takes
+        them, and ask the workers to drop each (so one that takes it later does not run it); the ids expired
+        here. Safe on several replicas at once: only the replica whose change commits tells the workers."""
+        now = time.time() if now is None else now
+        expired = []
+        for job_id in self.records.unstarted(now - START_GRACE):
+            applied = False
+
+            def change(record: JobRecord) -> bool:
+                nonlocal applied
+                applied = False  # a retried change starts over on a newer record
+                if record.state == "queued":
+                    allowed = (record.start_deadline or now) - record.created_at
+                    applied = folding.not_started(StartExpired.after(allowed).message, now)(record)
+                return applied
+
+            self._commit(job_id, change)
+            if applied:
+                expired.append(job_id)
+                self._drop_on_workers(job_id)
+        return expired
+
+    def _drop_on_workers(self, job_id: str) -> None:
+        if self._tell_workers is None:
+            return
+        try:
+            self._tell_workers(job_id)
+        except Exception:  # the workers' own start-deadline check still refuses it
+            log.warning("could not tell the workers to drop expired job %s", job_id, exc_info=True)
+
     def _clean_cache(self) -> None:
         """Delete cached files of jobs no longer done (expired here or on another replica, or forgotten)."""
         cached: dict[str, list[Path]] = {}
@@ -134,7 +183,7 @@ class JobStore:
         record = JobRecord(id=request.request_id, client=client, prompt=request.prompt,
                            duration=request.duration, backend=request.backend, seed=request.seed,
                            candidates=request.candidates, deadline=request.deadline or time.time(),
-                           fingerprint=fingerprint)
+                           fingerprint=fingerprint, start_deadline=request.start_deadline)
         stored, created = self.records.add(record, limits)
         return self._track(stored), created
 
@@ -233,6 +282,9 @@ class JobStore:
         if not CLIENT_JOB_ID.match(response.request_id):
             return
         ttl = self.result_ttl
+        if response.error_code == StartExpired.code:
+            self._commit_answer(response, folding.not_started(response.error_message or "", now))
+            return
         if not response.ok or response.audio is None:
             self._commit_answer(response, folding.failed(
                 response.error_code or "generation_failed", response.error_message or "the worker reported an error",

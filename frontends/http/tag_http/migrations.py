@@ -26,6 +26,10 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "CREATE INDEX jobs_leaving_queue ON jobs (backend, left_queue_at)",
         "CREATE INDEX jobs_by_state_and_client ON jobs (state, client)",
     )),
+    (3, "start deadlines (a job not started by then expires without running)", (
+        "ALTER TABLE jobs ADD COLUMN start_deadline DOUBLE PRECISION",
+        "CREATE INDEX jobs_by_start_deadline ON jobs (state, start_deadline)",
+    )),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -37,7 +37,8 @@ class JobRecord:
     deadline: float
     created_at: float = field(default_factory=time.time)
     state: str = "queued"
-    """queued -> running -> done | failed | cancelled; those -> expired once the TTL passes."""
+    """queued -> running -> done | failed | cancelled; those -> expired once the TTL passes. queued (or running
+    on a worker that died) -> expired with error code `expired`: not started by `start_deadline`."""
     stage: str = "queued"
     progress: float = 0.0
     reported_position: int | None = None
@@ -63,6 +64,8 @@ class JobRecord:
     """Raised by one on every committed change: event-stream readers compare it to what they last sent."""
     fingerprint: str = ""
     """Digest of the submitted request (see idempotency.fingerprint): a retry must match it."""
+    start_deadline: float | None = None
+    """The client's start_timeout as a time: still queued then, the job expires without running."""
 
 
 Change = Callable[[JobRecord], bool]
@@ -124,6 +127,9 @@ class JobRecords(Protocol):
 
     def left_queue(self, backend: str, created_before: float, since: float) -> int:
         """Jobs for `backend` created before `created_before` that left the queue at or after `since`."""
+
+    def unstarted(self, before: float) -> list[str]:
+        """Ids of queued jobs whose start deadline is before `before`."""
 
     def get(self, job_id: str) -> JobRecord | None:
         ...

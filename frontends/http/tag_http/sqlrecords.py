@@ -68,9 +68,9 @@ class SqlRecords:
         """Insert `record` unless its id is taken; whether it was inserted."""
         cursor = conn.execute(self.dialect.sql(
             "INSERT INTO jobs (id, client, state, backend, deadline, expires_at, version, record, created_at,"
-            " left_queue_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"),
+            " left_queue_at, start_deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"),
             (record.id, record.client, record.state, record.backend, record.deadline, record.expires_at,
-             record.version, to_json(record), record.created_at, record.left_queue_at))
+             record.version, to_json(record), record.created_at, record.left_queue_at, record.start_deadline))
         return bool(cursor.rowcount == 1)
 
     def _broken(self, conn: Connection, limits: Limits, client: str) -> str:
@@ -84,6 +84,10 @@ class SqlRecords:
     def left_queue(self, backend: str, created_before: float, since: float) -> int:
         return int(self._all("SELECT count(*) FROM jobs WHERE backend = ? AND left_queue_at >= ? AND created_at < ?",
                              (backend, since, created_before))[0][0])
+
+    def unstarted(self, before: float) -> list[str]:
+        return [row[0] for row in self._all("SELECT id FROM jobs WHERE state = 'queued' AND start_deadline < ?",
+                                            (before,))]
 
     def get(self, job_id: str) -> JobRecord | None:
         rows = self._all("SELECT record FROM jobs WHERE id = ?", (job_id,))

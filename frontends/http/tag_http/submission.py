@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from tagcore.audio_types import Audio
-from tagcore.errors import SubmitFailed, TagError
+from tagcore.errors import StartExpired, SubmitFailed, TagError
 from tagcore.spec import BackendSpec
 
 from .errors import ApiError
@@ -33,10 +33,11 @@ def enqueue(state: Services, body: GenerateRequest, audio_prompt: Audio | None, 
     digest = fingerprint(body, audio_prompt)
     if job_id is not None and (known := replayed(state, job_id, digest)) is not None:
         return known, False
-    sound = state.requester.request(
+    check_start_timeout(state, body.start_timeout)
+    sound = state.requester.request(  # its start deadline, stored below, is the one the workers get
         body.prompt, backend=resolved or state.catalog.resolve(body.backend), duration=body.duration or None,
         seed=body.seed, options=body.options, candidates=body.candidates, negative_prompt=body.negative_prompt,
-        audio_prompt=audio_prompt, request_id=job_id)
+        audio_prompt=audio_prompt, request_id=job_id, start_timeout=body.start_timeout)
     try:
         record, created = store.add(sound, who, digest, Limits(state.max_pending, state.max_active_per_client))
     except LimitReached as exc:
@@ -48,6 +49,13 @@ def enqueue(state: Services, body: GenerateRequest, audio_prompt: Audio | None, 
     except SubmitFailed as exc:
         raise ApiError(503, "transport_unavailable", f"the job could not be queued: {exc.message}") from None
     return record, True
+
+
+def check_start_timeout(state: Services, seconds: float | None) -> None:
+    """A start_timeout beyond the request timeout could never apply (the job times out first): 400."""
+    if seconds is not None and seconds > state.requester.timeout:
+        raise ApiError(400, "invalid_request", f"start_timeout is {seconds:g} s, longer than this server's request "
+                                               f"timeout of {state.requester.timeout:g} s; send at most that")
 
 
 def limit_error(state: Services, which: str) -> ApiError:
@@ -91,7 +99,7 @@ def status_of(state: Services, request: Request, record: JobRecord, live: bool =
     if snap.state == "cancelled":
         error = ErrorDetail(code="cancelled", message="the job was cancelled")
     if snap.state == "expired":
-        error = ErrorDetail(code="expired", message="the result expired and its files were deleted")
+        error = ErrorDetail(code="expired", message=expiry_message(snap))
     return JobStatus(
         id=snap.id, state=cast(JobState, snap.state), stage=snap.stage, progress=snap.progress, position=position,
         prompt=snap.prompt, duration=snap.duration, audio_seconds=snap.audio_seconds,
@@ -103,6 +111,13 @@ def status_of(state: Services, request: Request, record: JobRecord, live: bool =
         links=JobLinks(status=base, events=f"{base}/events",
                        audio={fmt: f"{base}/audio?format={fmt}" for fmt in MEDIA_TYPES}),
     )
+
+
+def expiry_message(record: JobRecord) -> str:
+    """Why an expired job has no result: it never started in time (its stored message), or its TTL passed."""
+    if record.error_code == StartExpired.code and record.error_message:
+        return record.error_message
+    return "the result expired and its files were deleted"
 
 
 def submit(state: Services, request: Request, body: GenerateRequest, audio_prompt: Audio | None, who: str,

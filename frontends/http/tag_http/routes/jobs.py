@@ -12,14 +12,15 @@ from pydantic import ValidationError
 
 from tagcore import audio as audio_io
 from tagcore.backend import MAX_SEED
+from tagcore.errors import StartExpired
 from tagcore.messages import MAX_PROMPT_CHARS, MAX_WIRE_DURATION
 
 from ..errors import ApiError, error_schemas, validation_message
 from ..idempotency import CLIENT_JOB_ID, job_id_for_key
 from ..jobs import TERMINAL
-from ..schemas import AudioFormat, GenerateRequest, JobStatus
+from ..schemas import MAX_START_TIMEOUT, START_TIMEOUT_HELP, AudioFormat, GenerateRequest, JobStatus
 from ..services import Caller, IdempotencyKey, Job, Protected, Shared, job_or_404
-from ..submission import MEDIA_TYPES, cancel, status_of, submit
+from ..submission import MEDIA_TYPES, cancel, expiry_message, status_of, submit
 
 KEEPALIVE_S = 15.0
 REPLAY_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -63,6 +64,8 @@ def create_job_with_audio(
     candidates: Annotated[int, Form(ge=1, le=64)] = 1,
     options: Annotated[str, Form(max_length=10_000, description='request options as a JSON object')] = "{}",
     negative_prompt: Annotated[str | None, Form(max_length=MAX_PROMPT_CHARS)] = None,
+    start_timeout: Annotated[float | None, Form(gt=0, le=MAX_START_TIMEOUT, allow_inf_nan=False,
+                                                description=START_TIMEOUT_HELP)] = None,
     key: IdempotencyKey = None,
     audio_prompt: Annotated[UploadFile | None, File(
         description="WAV/FLAC/OGG/MP3: a clip to continue, or a voice sample for speech backends")] = None,
@@ -71,7 +74,8 @@ def create_job_with_audio(
     try:
         parsed_options = json.loads(options or "{}")
         body = GenerateRequest(prompt=prompt, duration=duration, backend=backend or None, seed=seed,
-                               candidates=candidates, options=parsed_options, negative_prompt=negative_prompt)
+                               candidates=candidates, options=parsed_options, negative_prompt=negative_prompt,
+                               start_timeout=start_timeout)
     except json.JSONDecodeError:
         raise ApiError(422, "invalid_request", "options must be a JSON object such as {\"steps\": 50}") from None
     except ValidationError as exc:
@@ -130,6 +134,8 @@ def job_audio(job_id: str, state: Shared, format: Annotated[AudioFormat, Query()
     data = state.store.result_bytes(record, format)
     if data is None:
         snap, _ = state.store.snapshot(record)
+        if snap.state == "expired" and snap.error_code == StartExpired.code:
+            raise ApiError(410, "expired", expiry_message(snap))
         if snap.state == "expired":
             raise ApiError(410, "expired", "the result expired and its files were deleted; generate it again "
                                            "with the same seed")
