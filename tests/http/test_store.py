@@ -222,6 +222,30 @@ def test_a_store_written_before_this_release_is_migrated_and_read(store_url: str
         store.close()
 
 
+def test_waiters_count_until_they_leave_and_go_with_their_job(open_store: Callable[[], JobStore]) -> None:
+    a, b = open_store(), open_store()
+    job, other = request("watched"), request("discarded")
+    a.add(job, "c")
+    b.add(other, "c")
+    a.records.add_waiter(job.request_id, "s1")
+    b.records.add_waiter(job.request_id, "s2")  # the same job followed on another replica
+    assert a.records.others_waiting(job.request_id, "s1", left_since=0.0)
+    b.records.leave_waiter(job.request_id, "s2", at=100.0)
+    assert a.records.others_waiting(job.request_id, "s1", left_since=99.0)  # left within the grace: may be back
+    assert not a.records.others_waiting(job.request_id, "s1", left_since=101.0)
+    assert b.records.others_waiting(job.request_id, "s2", left_since=101.0)  # s1 still waits
+    a.records.drop_waiter(job.request_id, "s1")
+    assert not b.records.others_waiting(job.request_id, "s3", left_since=101.0)
+    a.records.add_waiter(other.request_id, "s4")
+    b.discard(other.request_id)
+    a.records.add_waiter(job.request_id, "s5")  # a replica killed while its stream was open
+    assert a.cancel(a.get(job.request_id) or request())
+    a.sweep(now=time.time() + TTL + 1)  # the TTL passes ...
+    a.sweep(now=time.time() + 2 * TTL + 2)  # ... and the tombstone's
+    with a.records.pool.connection() as conn:  # type: ignore[attr-defined]
+        assert conn.execute("SELECT count(*) FROM waiters").fetchone()[0] == 0
+
+
 def test_an_answer_is_committed_whole_or_not_at_all(open_store: Callable[[], JobStore]) -> None:
     store = open_store()
     job = request()

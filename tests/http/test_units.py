@@ -33,6 +33,8 @@ def test_settings_from_config_file_and_environment(tmp_path) -> None:
     ({"port": "eighty"}, "port: 'eighty' is not a valid int"),
     ({"port": 70000}, "out of range"),
     ({"result_ttl": 0}, "result_ttl"),
+    ({"disconnect_grace": -1}, "disconnect_grace must be 0 to 3600"),
+    ({"disconnect_grace": "soon"}, "disconnect_grace"),
 ])
 def test_bad_settings_name_the_setting(values: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):

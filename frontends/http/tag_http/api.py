@@ -16,12 +16,12 @@ from tagcore.requester import Requester
 
 from .catalog import Catalog
 from .errors import install_error_handlers
-from .jobs import JobStore
 from .limits import RateLimiter
 from .metrics import metrics_router
 from .routes import catalog as catalog_routes
 from .routes import jobs, page, speech
 from .services import Services
+from .waiting import Waiting
 
 
 def _package_version() -> str:
@@ -57,17 +57,18 @@ class SafetyHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def create_app(config: Config, requester: Requester, store: JobStore, catalog: Catalog, limiter: RateLimiter, *,
-               transport_name: str, max_active_per_client: int, max_pending: int, api_key: str, metrics: Metrics) -> FastAPI:
-    """The application; the caller owns the requester's transport client and the store (their life cycle is the
-    server's)."""
+def create_app(config: Config, requester: Requester, waiting: Waiting, catalog: Catalog, limiter: RateLimiter, *,
+               transport_name: str, max_active_per_client: int, max_pending: int, api_key: str,
+               metrics: Metrics) -> FastAPI:
+    """The application; the caller owns the requester's transport client and the store under `waiting` (their
+    life cycle is the server's)."""
     app = FastAPI(
         title="TAG",
         version=_package_version(),
         description="Text-to-audio generation. Submit a job, follow its progress, download the sound as a file.",
     )
-    app.state.services = Services(config, requester, store, catalog, limiter, transport_name, max_active_per_client,
-                                  max_pending, api_key)
+    app.state.services = Services(config, requester, waiting.store, catalog, limiter, transport_name,
+                                  max_active_per_client, max_pending, api_key, waiting)
     install_error_handlers(app)
     app.include_router(metrics_router(metrics))
     app.include_router(catalog_routes.router)

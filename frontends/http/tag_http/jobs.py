@@ -157,8 +157,8 @@ class JobStore:
             return
         try:
             self._tell_workers(job_id)
-        except Exception:  # the workers' own start-deadline check still refuses it
-            log.warning("could not tell the workers to drop expired job %s", job_id, exc_info=True)
+        except Exception:  # the job is finished here whatever a worker does with it
+            log.warning("could not tell the workers to drop job %s", job_id, exc_info=True)
 
     def _clean_cache(self) -> None:
         """Delete cached files of jobs no longer done (expired here or on another replica, or forgotten)."""
@@ -196,6 +196,14 @@ class JobStore:
         it had already finished."""
         stored = self._commit(record.id, folding.cancelled(self.result_ttl, time.time()))
         return stored is not None and stored.state == "cancelled"
+
+    def abandon(self, record: JobRecord) -> bool:
+        """Cancel an unfinished job here and ask the workers to drop it (best effort: a worker that does not
+        hear of it delivers a result that is then ignored); False when it had finished."""
+        if not self.cancel(record):
+            return False
+        self._drop_on_workers(record.id)
+        return True
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job as stored now (the same object on every call while someone holds it, updated in place)."""

@@ -30,6 +30,10 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "ALTER TABLE jobs ADD COLUMN start_deadline DOUBLE PRECISION",
         "CREATE INDEX jobs_by_start_deadline ON jobs (state, start_deadline)",
     )),
+    (4, "clients waiting on jobs (event streams, speech calls), so a job nobody waits on any more is cancelled", (
+        "CREATE TABLE waiters (job_id TEXT NOT NULL, stream TEXT NOT NULL, left_at DOUBLE PRECISION,"
+        " PRIMARY KEY (job_id, stream))",
+    )),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -131,6 +131,18 @@ class JobRecords(Protocol):
     def unstarted(self, before: float) -> list[str]:
         """Ids of queued jobs whose start deadline is before `before`."""
 
+    def add_waiter(self, job_id: str, stream: str) -> None:
+        """A client (`stream`, unique to it) waits on the job. Not part of the record: its version is unchanged."""
+
+    def leave_waiter(self, job_id: str, stream: str, at: float) -> None:
+        """The client hung up at `at` (it may come back, as another stream, within a grace period)."""
+
+    def drop_waiter(self, job_id: str, stream: str) -> None:
+        ...
+
+    def others_waiting(self, job_id: str, stream: str, left_since: float) -> bool:
+        """Whether a client other than `stream` waits on the job, or hung up at or after `left_since`."""
+
     def get(self, job_id: str) -> JobRecord | None:
         ...
 

@@ -21,6 +21,7 @@ from .idempotency import MAX_KEY_CHARS
 from .jobs import JobRecord, JobStore
 from .limits import RateLimiter
 from .speech import VoiceStore
+from .waiting import Waiting
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Services:
     max_active_per_client: int
     max_pending: int
     api_key: str
+    waiting: Waiting
     voices: VoiceStore = field(default_factory=VoiceStore)
 
 

@@ -128,8 +128,26 @@ class SqlRecords:
 
     def delete(self, job_id: str) -> None:
         with self.pool.connection() as conn, self.dialect.write(conn):
-            conn.execute(self.dialect.sql("DELETE FROM results WHERE job_id = ?"), (job_id,))
-            conn.execute(self.dialect.sql("DELETE FROM jobs WHERE id = ?"), (job_id,))
+            for table, column in (("results", "job_id"), ("waiters", "job_id"), ("jobs", "id")):
+                conn.execute(self.dialect.sql(f"DELETE FROM {table} WHERE {column} = ?"), (job_id,))
+
+    # --- clients waiting on jobs -------------------------------------------------------------------------
+    def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+        with self.pool.connection() as conn, self.dialect.write(conn):
+            conn.execute(self.dialect.sql(sql), params)
+
+    def add_waiter(self, job_id: str, stream: str) -> None:
+        self._write_one("INSERT INTO waiters (job_id, stream, left_at) VALUES (?, ?, NULL)", (job_id, stream))
+
+    def leave_waiter(self, job_id: str, stream: str, at: float) -> None:
+        self._write_one("UPDATE waiters SET left_at = ? WHERE job_id = ? AND stream = ?", (at, job_id, stream))
+
+    def drop_waiter(self, job_id: str, stream: str) -> None:
+        self._write_one("DELETE FROM waiters WHERE job_id = ? AND stream = ?", (job_id, stream))
+
+    def others_waiting(self, job_id: str, stream: str, left_since: float) -> bool:
+        return bool(self._all("SELECT 1 FROM waiters WHERE job_id = ? AND stream <> ?"
+                              " AND (left_at IS NULL OR left_at >= ?) LIMIT 1", (job_id, stream, left_since)))
 
     # --- queries ------------------------------------------------------------------------------------------
     def versions(self, job_ids: Iterable[str]) -> dict[str, int]:
@@ -159,9 +177,10 @@ class SqlRecords:
 
     def drop_tombstones(self, before: float) -> int:
         with self.pool.connection() as conn, self.dialect.write(conn):
-            conn.execute(self.dialect.sql("DELETE FROM results WHERE job_id IN"
-                                          " (SELECT id FROM jobs WHERE state = 'expired' AND expires_at <= ?)"),
-                         (before,))
+            for table in ("results", "waiters"):
+                conn.execute(self.dialect.sql(f"DELETE FROM {table} WHERE job_id IN"
+                                              " (SELECT id FROM jobs WHERE state = 'expired' AND expires_at <= ?)"),
+                             (before,))
             cursor = conn.execute(self.dialect.sql("DELETE FROM jobs WHERE state = 'expired' AND expires_at <= ?"),
                                   (before,))
             return int(cursor.rowcount)
