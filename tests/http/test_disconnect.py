@@ -19,7 +19,7 @@ from tagcore import hookimpl, plugins
 
 from .test_cancel_and_idempotency import LONG, wait_state
 
-GRACE = 2.0
+GRACE = 3.0
 """The servers' disconnect_grace; waits "past the grace" below are GRACE + 1 s."""
 LONG_JOB = {"prompt": "a long drone", "duration": 1, "options": {"delay": LONG}}
 
