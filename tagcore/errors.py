@@ -64,6 +64,19 @@ class RequestTimedOut(TagError):
     code = "timed_out"
 
 
+class StartExpired(TagError):
+    """The request waited in the queue past its start deadline (the client's `start_timeout`), so it was answered
+    without running. Not the asker's mistake: the request was fine, the workers were busy."""
+
+    code = "expired"
+
+    @classmethod
+    def after(cls, seconds: float) -> "StartExpired":
+        """The error for a request whose start_timeout was `seconds` (one wording for workers and frontends)."""
+        return cls(f"the request did not start within its start_timeout of {round(seconds, 1):g} s (no worker was "
+                   "free); it was not run")
+
+
 class SubmitFailed(TagError):
     """The transport refused a request (broker down, queue full): nothing was queued, so nothing will answer."""
 

@@ -71,6 +71,10 @@ class SoundRequest:
     reply_to: str | None = None
     created_at: float = field(default_factory=time.time)
     deadline: float | None = None
+    """Unix time after which an answer is no longer useful (the worker answers `timed_out` instead of running)."""
+    start_deadline: float | None = None
+    """Unix time by which a worker must have started the request, or it is answered `expired` without running
+    (a client's `start_timeout`: a job that waited too long in the queue is no longer wanted)."""
     priority: int = 0
     """0 (lowest) to 9, set by the frontend (tagcore.fairness). Not part of the wire header: transports carry it
     as the order they hand requests out in (RabbitMQ: the priority's queue the request is published to)."""
@@ -148,7 +152,7 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "request_id": (_STR, False), "seed": (_INT, True), "options": ((dict,), False),
         "candidates": (_INT, False), "negative_prompt": (_STR, True), "context": ((dict,), False),
         "client": (_STR, False), "reply_to": (_STR, True),
-        "created_at": (_NUM, False), "deadline": (_NUM, True),
+        "created_at": (_NUM, False), "deadline": (_NUM, True), "start_deadline": (_NUM, True),
     },
     "progress": {
         "request_id": (_STR, False), "stage": (_STR, False), "fraction": (_NUM, False),
@@ -164,14 +168,19 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     },
 }
 _CLASSES = {"request": SoundRequest, "progress": ProgressEvent, "response": SoundResponse}
+_LEFT_OUT_WHEN_NONE = frozenset({"start_deadline"})
+"""Fields added to version 2 after its release: not sent while unset, so a worker of an earlier release (whose
+schema refuses unknown fields) still reads every request that does not use them."""
 
 
 def encode(message: Message) -> bytes:
-    """Serialise a message to the version-1 wire format."""
+    """Serialise a message to the version-2 wire format."""
     _check_context(message.context)
     header: dict[str, Any] = {"v": VERSION, "kind": message.kind}
     for name in _SCHEMAS[message.kind]:
-        header[name] = getattr(message, name)
+        value = getattr(message, name)
+        if value is not None or name not in _LEFT_OUT_WHEN_NONE:
+            header[name] = value
     audio = getattr(message, "audio_prompt", None) if message.kind == "request" else getattr(message, "audio", None)
     payload = b""
     if audio is not None:

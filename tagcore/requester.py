@@ -65,18 +65,24 @@ class Requester:
         """The one deadline rule: an answer is useful until `timeout` (default: this source's) after submission."""
         return time.time() + (timeout if timeout is not None else self.timeout)
 
+    @staticmethod
+    def start_deadline(start_timeout: float | None) -> float | None:
+        """By when a worker must start a request given `start_timeout` seconds from submission (None: any time
+        before its deadline)."""
+        return None if start_timeout is None else time.time() + start_timeout
+
     def request(self, prompt: str, *, backend: str | BackendSpec | None = None, duration: float | None = None,
                 seed: int | None = None, options: Mapping[str, Any] | None = None, candidates: int = 1,
                 negative_prompt: str | None = None, audio_prompt: Audio | None = None,
                 context: Mapping[str, Any] | None = None, request_id: str | None = None,
-                timeout: float | None = None) -> SoundRequest:
+                timeout: float | None = None, start_timeout: float | None = None) -> SoundRequest:
         """A validated request (InvalidRequest says what is wrong), ready for `submit`."""
         spec = self.spec(backend)
         request = SoundRequest(
             prompt=prompt, duration=duration if duration is not None else self.duration_for(spec),
             backend=spec.name, seed=seed, options=dict(options or {}), candidates=candidates,
             negative_prompt=negative_prompt, audio_prompt=audio_prompt, context=dict(context or {}),
-            client=self.source, deadline=self.deadline(timeout))
+            client=self.source, deadline=self.deadline(timeout), start_deadline=self.start_deadline(start_timeout))
         if request_id is not None:
             request.request_id = request_id
         validate_request(request, spec, self.config)
@@ -85,12 +91,14 @@ class Requester:
     # --- sending ------------------------------------------------------------------------------------------
     def submit(self, request: SoundRequest, user: str, *, undo: Callable[[], None] | None = None,
                on_progress: Callable[[ProgressEvent], None] | None = None, awaited: bool = False,
-               timeout: float | None = None) -> None:
-        """Rank `request` among `user`'s unfinished ones and send it, its deadline counted from now (a request
-        built before a model loaded does not lose that time). When the transport refuses it, the rank is given
-        back, `undo` reverts the caller's own bookkeeping, and SubmitFailed says why. `awaited` (or
-        `on_progress`) keeps its answer for `wait`."""
+               timeout: float | None = None, start_timeout: float | None = None) -> None:
+        """Rank `request` among `user`'s unfinished ones and send it, its deadline (and with `start_timeout`, its
+        start deadline) counted from now (a request built before a model loaded does not lose that time). When
+        the transport refuses it, the rank is given back, `undo` reverts the caller's own bookkeeping, and
+        SubmitFailed says why. `awaited` (or `on_progress`) keeps its answer for `wait`."""
         request.deadline = self.deadline(timeout)
+        if start_timeout is not None:
+            request.start_deadline = self.start_deadline(start_timeout)
         self.fair.assign(request, user)
         try:
             if awaited or on_progress is not None:
@@ -115,5 +123,6 @@ class Requester:
                  **fields: Any) -> SoundResponse:
         """Build, submit and wait: the answer to one request (`fields` as for `request`)."""
         request = self.request(prompt, **fields)
-        self.submit(request, user or self.source, on_progress=on_progress, awaited=True, timeout=fields.get("timeout"))
+        self.submit(request, user or self.source, on_progress=on_progress, awaited=True, timeout=fields.get("timeout"),
+                    start_timeout=fields.get("start_timeout"))
         return self.wait(request.request_id, fields.get("timeout"))

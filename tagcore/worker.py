@@ -18,7 +18,7 @@ from typing import Any
 from .audio import fit_duration
 from .backend import Backend, GenerationItem, GenerationResult, new_seed
 from .config import Config
-from .errors import Cancelled, GenerationFailed, InvalidRequest, RequestTimedOut, TagError
+from .errors import Cancelled, GenerationFailed, InvalidRequest, RequestTimedOut, StartExpired, TagError
 from .metrics import Metrics
 from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .scoring import Scorer, rank
@@ -97,6 +97,8 @@ class GeneratorService:
                                       audio_prompt=request.audio_prompt)
                 if request.deadline is not None and time.time() > request.deadline:
                     raise RequestTimedOut("the request timed out while waiting in the queue")
+                if (late := start_expired(request)) is not None:
+                    raise late
             except TagError as error:
                 self._fail(job, error)
                 continue
@@ -117,7 +119,21 @@ class GeneratorService:
             raise TagError(f"this worker does not serve backend {request.backend!r}", code="unknown_backend")
         return self.backends[name]
 
+    def _unexpired(self, members: list[tuple[Job, dict[str, Any]]]) -> list[tuple[Job, dict[str, Any]]]:
+        """The members still allowed to start; the others are answered `expired`. A batch may start long after
+        its jobs were taken (the batches taken with it ran first)."""
+        starting = []
+        for job, options in members:
+            if (late := start_expired(job.request)) is not None:
+                self._fail(job, late)
+            else:
+                starting.append((job, options))
+        return starting
+
     def _generate(self, backend: Backend, members: list[tuple[Job, dict[str, Any]]]) -> None:
+        members = self._unexpired(members)
+        if not members:
+            return
         jobs = [job for job, _ in members]
         requests = [job.request for job in jobs]
         items = [
@@ -211,6 +227,14 @@ class GeneratorService:
                                   seconds if started is not None else None)
         jobs_log.info("job %s backend=%s duration=%g batch=%d seconds=%.3f outcome=%s", r.request_id, r.backend,
                       r.duration, batch, seconds, "ok" if response.ok else response.error_code)
+
+
+def start_expired(request: SoundRequest) -> StartExpired | None:
+    """The answer for a request taken after its start deadline (None while it may still start): the client
+    asked for it not to run at all once it waited that long."""
+    if request.start_deadline is None or time.time() <= request.start_deadline:
+        return None
+    return StartExpired.after(request.start_deadline - request.created_at)  # both from the client's clock
 
 
 class _ProgressFanout:

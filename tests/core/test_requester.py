@@ -65,6 +65,20 @@ def test_a_request_gets_the_backends_own_name_the_default_duration_and_the_deadl
     assert speech.deadline == pytest.approx(time.time() + 7.0, abs=1.0)
 
 
+def test_a_start_timeout_sets_the_start_deadline_counted_from_submission():
+    client = RecordingClient()
+    req = requester(client)
+    assert req.request("a bell").start_deadline is None
+    request = req.request("a bell", start_timeout=5.0)
+    request.start_deadline = 0.0  # a stale value: submitting counts anew
+    before = time.time()
+    req.submit(request, "ann", start_timeout=5.0)
+    assert before + 5.0 <= client.sent[0].start_deadline <= time.time() + 5.0
+    untimed = req.request("b")
+    req.submit(untimed, "ann")
+    assert untimed.start_deadline is None
+
+
 def test_no_backend_means_the_configured_default_and_unknown_names_are_refused():
     assert requester().request("a bell").backend == "tone"
     with pytest.raises(UnknownBackend, match="unknown backend 'nope'"):

@@ -86,6 +86,38 @@ def test_every_bad_request_gets_an_error_response_and_the_worker_goes_on(setup):
     assert responses[-1].ok
 
 
+def test_a_job_taken_after_its_start_deadline_is_answered_expired_without_running(setup):
+    config, transport, backend = setup
+    now = time.time()
+    late = SoundRequest(prompt="too late", duration=1.0, backend="tone", created_at=now - 31, start_deadline=now - 1)
+    timely = SoundRequest(prompt="in time", duration=1.0, backend="tone", start_deadline=now + 600)
+    started = len(ToneBackend.started)
+    responses, _ = run_service(config, transport, backend, [late, timely])
+    assert not responses[0].ok and responses[0].error_code == "expired"
+    assert "start_timeout of 30 s" in responses[0].error_message
+    assert responses[1].ok
+    assert ToneBackend.started[started:] == ["in time"]  # the late one never reached the backend
+
+
+def test_a_batch_that_starts_after_a_members_start_deadline_drops_it(setup):
+    """Jobs taken together run batch after batch: one still waiting when its start deadline passes expires."""
+    config, transport, backend = setup
+    source = transport.job_source([ToneBackend.spec({})], prefetch=8)
+    waiter = ResponseWaiter(transport.client())
+    slow = SoundRequest(prompt="slow", duration=1.0, backend="tone", options={"delay": 1.0})
+    now = time.time()
+    waiting = SoundRequest(prompt="behind", duration=2.0, backend="tone", created_at=now - 9.5,
+                           start_deadline=now + 0.5)  # another duration: its own batch, after the slow one
+    for request in (slow, waiting):
+        waiter.submit(request)
+    service = GeneratorService({"tone": backend}, source, config)
+    started = len(ToneBackend.started)
+    service.process(source.next_jobs(8, 5.0))
+    answers = [waiter.wait(r.request_id, 5) for r in (slow, waiting)]
+    assert answers[0].ok and answers[1].error_code == "expired" and "of 10 s" in answers[1].error_message
+    assert ToneBackend.started[started:] == ["slow"]
+
+
 class QuietestWins(Scorer):
     name = "quietest"
 

@@ -151,6 +151,9 @@ def test_queue_position_and_not_ready(client: httpx.Client) -> None:
     ({"prompt": "x", "candidates": 9}, 400, "invalid_request", "candidates must be between 1 and 8"),
     ({"prompt": "x", "negative_prompt": "no"}, 400, "invalid_request", "negative prompt"),
     ({"prompt": "x", "durration": 3}, 422, "invalid_request", "durration"),
+    ({"prompt": "x", "start_timeout": 0}, 422, "invalid_request", "start_timeout"),
+    ({"prompt": "x", "start_timeout": "soon"}, 422, "invalid_request", "start_timeout"),
+    ({"prompt": "x", "start_timeout": 601}, 400, "invalid_request", "request timeout of 600 s"),
     ({}, 422, "invalid_request", "prompt"),
 ])
 def test_bad_requests_get_clear_errors(client: httpx.Client, body: dict, status: int, code: str, words: str) -> None:
@@ -244,6 +247,9 @@ def test_page_and_static_files_are_served(client: httpx.Client) -> None:
     script = client.get("/static/app.js")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
     assert client.get("/openapi.json").json()["info"]["title"] == "TAG"
+    for reply in (page, script, client.get("/v1/health"), client.get("/v1/jobs/" + "0" * 32)):
+        assert reply.headers["x-content-type-options"] == "nosniff", reply.url
+        assert reply.headers["referrer-policy"] == "no-referrer"
 
 
 # --- servers with tight limits ----------------------------------------------------------------------------------

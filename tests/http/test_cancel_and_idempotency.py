@@ -1,4 +1,5 @@
-"""Cancelling jobs over the REST API of a running server."""
+"""Cancelling jobs, start timeouts (a job not started in time expires without running) and idempotency, over the
+REST API of a running server."""
 from __future__ import annotations
 
 import time
@@ -68,3 +69,34 @@ def test_idempotency_key_and_put_create_a_job_once(make_server: Any) -> None:
             wait_state(c, job["id"], ("done",))
         assert len(ToneBackend.batches) - started <= 3  # three jobs, never a fourth generation
         assert sum(ToneBackend.batches[started:]) == 3
+
+
+def test_a_job_no_worker_starts_in_time_expires_without_running(make_server: Any) -> None:
+    with make_server({"max_active_per_client": 10}) as srv, srv.client() as c:
+        busy = c.post("/v1/jobs", json={"prompt": "busy", "duration": 1, "options": {"delay": LONG}}).json()
+        wait_state(c, busy["id"], ("running",))  # the only worker is taken
+        late = c.post("/v1/jobs", json={"prompt": "too late for http", "duration": 1, "start_timeout": 1})
+        assert late.status_code == 202 and late.json()["state"] == "queued", late.text
+        status = wait_state(c, late.json()["id"], ("expired", "done", "failed"))
+        assert status["state"] == "expired" and status["error"]["code"] == "expired"
+        assert "did not start within its start_timeout of 1 s" in status["error"]["message"]
+        audio = c.get(late.json()["links"]["audio"]["wav"])
+        assert audio.status_code == 410 and audio.json()["error"]["message"] == status["error"]["message"]
+        events = c.get(late.json()["links"]["events"]).text
+        assert '"state":"expired"' in events  # the stream ends with the final state
+        assert c.delete(f"/v1/jobs/{busy['id']}").status_code == 200
+        after = c.post("/v1/jobs", json={"prompt": "after", "duration": 1}).json()
+        assert wait_state(c, after["id"], ("done", "failed"))["state"] == "done"  # the worker went past it
+        assert "too late for http" not in ToneBackend.started
+
+
+def test_a_job_that_starts_in_time_is_unaffected(make_server: Any) -> None:
+    with make_server() as srv, srv.client() as c:
+        timed = c.post("/v1/jobs", json={"prompt": "in time", "duration": 1, "start_timeout": 60}).json()
+        form = c.post("/v1/jobs/upload", data={"prompt": "form in time", "duration": "1", "start_timeout": "60"})
+        assert form.status_code == 202, form.text
+        for job in (timed, form.json()):
+            status = wait_state(c, job["id"], ("done", "failed", "expired"))
+            assert status["state"] == "done" and status["error"] is None
+        refused = c.post("/v1/jobs/upload", data={"prompt": "x", "start_timeout": "-1"})
+        assert refused.status_code == 422 and "start_timeout" in refused.json()["error"]["message"]

@@ -4,6 +4,7 @@ tests/http/artifacts/ (git-ignored) for a human to look at."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,48 @@ def test_page_cancel_button_stops_the_job(server: Any, browser: Any) -> None:
     expect(page.locator("#cancel")).to_be_hidden()
     expect(page.locator("#generate")).to_be_enabled()  # well before the 100 s the job would have taken
     context.close()
+def test_an_open_page_keeps_its_job_and_closing_the_tab_cancels_it(make_server: Any, browser: Any) -> None:
+    """The page follows its job with an event stream, so the job lives as long as the tab (README: HTTP API)."""
+    with make_server({"disconnect_grace": 1}) as srv, srv.client() as api:
+        context, page = signed_in(srv, browser)
+        page.fill("#prompt", "a drone for an open tab")
+        page.fill("#duration", "2")
+        page.click("#options-box summary")
+        page.fill("[data-option=delay]", "100")
+        with page.expect_response(lambda r: r.url.endswith("/v1/jobs") and r.request.method == "POST") as posted:
+            page.click("#generate")
+        status_url = f"/v1/jobs/{posted.value.json()['id']}"
+        sync_api.expect(page.locator("#status")).to_contain_text("Generating")
+        time.sleep(2.5)  # past the grace
+        assert api.get(status_url).json()["state"] == "running"
+        page.close()
+        end = time.monotonic() + 30
+        while (state := api.get(status_url).json()["state"]) == "running" and time.monotonic() < end:
+            time.sleep(0.1)
+        assert state == "cancelled"
+        context.close()
+
+
+def test_page_reconnects_an_event_stream_that_breaks(server: Any, browser: Any) -> None:
+    context, page = signed_in(server, browser)
+    opened: list[str] = []
+
+    def cut_the_first(route: Any) -> None:  # a proxy ending the first stream before the job finished
+        opened.append(route.request.url)
+        if len(opened) == 1:
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body="retry: 300\n\n")
+        else:
+            route.continue_()
+
+    page.route("**/events", cut_the_first)
+    page.fill("#prompt", "a stream cut by a proxy")
+    page.fill("#duration", "1")
+    page.click("#generate")
+    sync_api.expect(page.locator("#status")).to_have_text("Done")
+    assert len(opened) == 2 and opened[0] == opened[1]
+    context.close()
+
+
 def test_page_says_when_no_worker_serves(make_server: Any, browser: Any) -> None:
     with make_server(serve=()) as srv:
         context, page, problems = _open_with_key(browser, srv)

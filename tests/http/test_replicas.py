@@ -7,6 +7,7 @@ PostgreSQL where its binaries are installed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -202,3 +203,30 @@ def test_sigterm_stops_taking_answers_before_the_store_closes(env, worker, apis,
     apis[0].process.wait(WAIT)
     apis.append(Api(env, tmp_path / "a2.log"))
     assert finished(apis[1], job_id)["state"] == "done"
+
+
+@contextlib.contextmanager
+def streaming(api: Api, job_id: str) -> Iterator[None]:
+    """A client following the job's event stream on `api` from its first event until the block ends (then it
+    hangs up)."""
+    with api.client() as http, http.stream("GET", f"/v1/jobs/{job_id}/events") as events:
+        lines = events.iter_lines()  # kept open: closing the line iterator early would close the connection
+        assert any(line.startswith("data: ") for line in lines)
+        yield
+
+
+def test_a_job_streamed_on_two_replicas_is_cancelled_once_the_last_stream_hangs_up(env, worker, apis, tmp_path):
+    env = {**env, "TAG_HTTP_DISCONNECT_GRACE": "1"}
+    apis += [Api(env, tmp_path / "a.log"), Api(env, tmp_path / "b.log")]
+    a, b = apis
+    job_id = a.client().post("/v1/jobs", json=job(delay=WAIT, prompt="watched on two replicas")).json()["id"]
+    until(lambda: httpx.get(f"{a.url}/v1/jobs/{job_id}").json()["state"] == "running", "the job running", a)
+    with streaming(b, job_id):
+        with streaming(a, job_id):
+            pass  # A's client hangs up while B's waits
+        time.sleep(3)  # past A's grace
+        assert httpx.get(f"{a.url}/v1/jobs/{job_id}").json()["state"] == "running"
+    assert finished(a, job_id)["state"] == "cancelled"  # by B, the replica whose client hung up last
+    after = a.client().post("/v1/jobs", json=job(prompt="after the cancel")).json()["id"]
+    assert finished(b, after)["state"] == "done"  # the worker was told: it stopped the long job
+    assert "watched on two replicas" not in ToneBackend.generated

@@ -6,6 +6,7 @@ database, each folding the events it receives.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import pytest
 from tag_http.dialects import dialect_for
 from tag_http.jobs import JobStore
 from tag_http.migrations import LATEST, MIGRATIONS
-from tag_http.records import StoreError
+from tag_http.records import LimitReached, Limits, StoreError
 from tag_http.sqlrecords import SqlRecords
 from tag_testkit.postgres import PostgresNode
 from tagcore import Audio
@@ -167,6 +168,82 @@ def test_unfinished_counts_and_live_positions(open_store: Callable[[], JobStore]
     assert (a.unfinished(), a.unfinished("c1"), b.unfinished("c2"), b.unfinished("nobody")) == (2, 1, 1, 0)
     assert a.cancel(a.get(second.request_id) or record) and b.get(second.request_id) is record
     assert record.state == "cancelled" and b.unfinished() == 1
+
+
+def test_job_limits_hold_for_submits_racing_on_two_replicas(open_store: Callable[[], JobStore]) -> None:
+    """The counts and the insert share a transaction that excludes other submits: never a sixth job."""
+    replicas = (open_store(), open_store())
+    start, outcomes = threading.Barrier(12), list[str]()
+
+    def submit(index: int) -> None:
+        start.wait(30)
+        try:
+            replicas[index % 2].add(request(f"job {index}"), f"c{index % 3}", limits=Limits(total=5, per_client=2))
+            outcomes.append(f"c{index % 3}")
+        except LimitReached as exc:
+            outcomes.append(exc.which)
+
+    threads = [threading.Thread(target=submit, args=(index,)) for index in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    created = [outcome for outcome in outcomes if outcome.startswith("c")]
+    assert len(outcomes) == 12 and len(created) == 5 and replicas[0].unfinished() == 5
+    assert all(created.count(client) <= 2 for client in ("c0", "c1", "c2"))
+    assert set(outcomes) - set(created) <= {"total", "per_client"}
+
+
+def test_a_store_written_before_this_release_is_migrated_and_read(store_url: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows and record documents of schema 1 (with fields this release dropped) stay readable and writable."""
+    import tag_http.migrations as migrations
+
+    with monkeypatch.context() as old_release:
+        old_release.setattr(migrations, "MIGRATIONS", MIGRATIONS[:1])
+        old_release.setattr(migrations, "LATEST", 1)
+        old = SqlRecords(store_url)
+    job_id = "ab" * 16
+    document = {"id": job_id, "client": "c", "prompt": "old", "duration": 1.0, "backend": "tone", "seed": 1,
+                "candidates": 1, "deadline": time.time() + 60, "created_at": time.time(), "state": "queued",
+                "reported_position": 3, "ahead": ["cd" * 16], "version": 1, "fingerprint": "f"}
+    with old.pool.connection() as conn:
+        conn.execute(old.dialect.sql("INSERT INTO jobs (id, client, state, backend, deadline, expires_at, version,"
+                                     " record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                     (job_id, "c", "queued", "tone", document["deadline"], None, 1, json.dumps(document)))
+    old.close()
+    store = JobStore(TTL, url=store_url)
+    try:
+        record = store.get(job_id)
+        assert record is not None and record.prompt == "old" and store.position(record) == 3
+        store.on_event(ProgressEvent(job_id, "generating", fraction=0.5))
+        assert record.state == "running" and record.version == 2 and store.unfinished("c") == 1
+    finally:
+        store.close()
+
+
+def test_waiters_count_until_they_leave_and_go_with_their_job(open_store: Callable[[], JobStore]) -> None:
+    a, b = open_store(), open_store()
+    job, other = request("watched"), request("discarded")
+    a.add(job, "c")
+    b.add(other, "c")
+    a.records.add_waiter(job.request_id, "s1")
+    b.records.add_waiter(job.request_id, "s2")  # the same job followed on another replica
+    assert a.records.others_waiting(job.request_id, "s1", left_since=0.0)
+    b.records.leave_waiter(job.request_id, "s2", at=100.0)
+    assert a.records.others_waiting(job.request_id, "s1", left_since=99.0)  # left within the grace: may be back
+    assert not a.records.others_waiting(job.request_id, "s1", left_since=101.0)
+    assert b.records.others_waiting(job.request_id, "s2", left_since=101.0)  # s1 still waits
+    a.records.drop_waiter(job.request_id, "s1")
+    assert not b.records.others_waiting(job.request_id, "s3", left_since=101.0)
+    a.records.add_waiter(other.request_id, "s4")
+    b.discard(other.request_id)
+    a.records.add_waiter(job.request_id, "s5")  # a replica killed while its stream was open
+    assert a.cancel(a.get(job.request_id) or request())
+    a.sweep(now=time.time() + TTL + 1)  # the TTL passes ...
+    a.sweep(now=time.time() + 2 * TTL + 2)  # ... and the tombstone's
+    with a.records.pool.connection() as conn:  # type: ignore[attr-defined]
+        assert conn.execute("SELECT count(*) FROM waiters").fetchone()[0] == 0
 
 
 def test_an_answer_is_committed_whole_or_not_at_all(open_store: Callable[[], JobStore]) -> None:

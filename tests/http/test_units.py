@@ -1,18 +1,21 @@
 """The HTTP frontend's building blocks without a server: settings, rate limiter, job store."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
 import pytest
 
 from tag_http.frontend import HttpFrontend
-from tag_http.jobs import TIMEOUT_GRACE, JobStore
+from tag_http.idempotency import fingerprint
+from tag_http.jobs import START_GRACE, TIMEOUT_GRACE, JobStore
 from tag_http.limits import RateLimiter
+from tag_http.schemas import GenerateRequest
 from tag_http.settings import HttpSettings
 from tagcore import Audio, plugins
 from tagcore.config import load_config
-from tagcore.errors import ConfigError
+from tagcore.errors import ConfigError, StartExpired
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse
 
 
@@ -30,6 +33,8 @@ def test_settings_from_config_file_and_environment(tmp_path) -> None:
     ({"port": "eighty"}, "port: 'eighty' is not a valid int"),
     ({"port": 70000}, "out of range"),
     ({"result_ttl": 0}, "result_ttl"),
+    ({"disconnect_grace": -1}, "disconnect_grace must be 0 to 3600"),
+    ({"disconnect_grace": "soon"}, "disconnect_grace"),
 ])
 def test_bad_settings_name_the_setting(values: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
@@ -93,6 +98,43 @@ def test_store_gives_up_on_unanswered_jobs_and_keeps_orphan_answers() -> None:
     store.on_event(SoundResponse("../../x", ok=False, error_code="e", error_message="m"))
     assert store.get("../../x") is None
     store.close()
+
+
+def test_jobs_not_started_by_their_start_deadline_expire_and_the_workers_are_told() -> None:
+    store = JobStore(result_ttl=100)
+    told: list[str] = []
+    loop = asyncio.new_event_loop()
+    store.start(loop, tell_workers=told.append)
+    try:
+        now = time.time()
+        waiting = SoundRequest(prompt="w", duration=1.0, backend="tone", created_at=now, start_deadline=now + 1000)
+        started = SoundRequest(prompt="s", duration=1.0, backend="tone", start_deadline=now + 1000)
+        untimed, answered = request(), SoundRequest(prompt="a", duration=1.0, backend="tone")
+        records = [store.add(job, "c")[0] for job in (waiting, started, untimed, answered)]
+        store.on_event(ProgressEvent(started.request_id, "generating", fraction=0.1))
+        assert store.expire_unstarted(now + 1000 + START_GRACE - 1) == []  # a worker may have just started it
+        assert store.expire_unstarted(now + 1000 + START_GRACE + 1) == [waiting.request_id]
+        assert told == [waiting.request_id] and store.expire_unstarted(now + 2000) == []  # once, only queued ones
+        expired = records[0]
+        assert (expired.state, expired.error_code) == ("expired", "expired")
+        assert expired.expires_at == now + 1001 + START_GRACE  # a tombstone from the start: nothing to keep
+        assert "start_timeout of 1000 s" in (expired.error_message or "")
+        assert [record.state for record in records[1:]] == ["running", "queued", "queued"]
+        store.on_event(SoundResponse.failure(answered, StartExpired.after(30)))  # a worker's own check
+        assert records[3].state == "expired" and "of 30 s" in (records[3].error_message or "")
+        assert store.unfinished() == 2
+        store.sweep(now=now + 1001 + START_GRACE + 100)  # one TTL later: the tombstone goes
+        assert store.get(waiting.request_id) is None
+    finally:
+        store.close()
+        loop.close()
+
+
+def test_a_fingerprint_without_the_fields_added_since_is_unchanged() -> None:
+    """An Idempotency-Key retried across the upgrade that added start_timeout still finds its job."""
+    body = GenerateRequest(prompt="rain", duration=2.0, seed=3, options={"steps": 5})
+    assert fingerprint(body, None) == "7af7838df498211eb86f60c1dff20ca7de0934ed2342dcbb0020e5e9727bab3a"  # eeb1f00
+    assert fingerprint(body.model_copy(update={"start_timeout": 5.0}), None) != fingerprint(body, None)
 
 
 def test_speech_like_backends_default_to_the_longest_clip_as_a_bound() -> None:

@@ -6,6 +6,7 @@ record. A finished job is final: late events from a worker (after a cancel or a 
 """
 from __future__ import annotations
 
+from tagcore.errors import StartExpired
 from tagcore.messages import ProgressEvent, SoundResponse
 
 from .records import FINISHED, UNFINISHED, Change, JobRecord
@@ -18,7 +19,7 @@ def progress(event: ProgressEvent, now: float) -> Change:
         if event.stage == "queued":
             if record.state != "queued":  # a worker may have started before the queued event arrived
                 return False
-            record.reported_position = event.position
+            record.reported_position, record.reported_at = event.position, now
         else:
             if record.state == "queued":
                 record.state, record.started_at = "running", now
@@ -68,6 +69,21 @@ def cancelled(ttl: float, now: float) -> Change:
             return False
         record.state, record.stage = "cancelled", "cancelled"
         record.finished_at, record.expires_at = now, now + ttl
+        return True
+
+    return change
+
+
+def not_started(message: str, now: float) -> Change:
+    """The job did not start by its start deadline (a worker answered so, or the sweep found it still queued):
+    expired at once, with nothing to keep, its record a tombstone for one more TTL (an `expired` error code tells
+    it from a result whose TTL passed)."""
+    def change(record: JobRecord) -> bool:
+        if record.state not in UNFINISHED:
+            return False
+        record.state, record.stage = "expired", "expired"
+        record.error_code, record.error_message = StartExpired.code, message
+        record.finished_at, record.expires_at = now, now
         return True
 
     return change

@@ -24,9 +24,11 @@ from .jobs import JobStore
 from .limits import BodySizeLimit, RateLimiter
 from .metrics import instrument
 from .settings import HttpSettings
+from .waiting import Waiting
 
 log = logging.getLogger(__name__)
 UPLOAD_PATHS = ("/v1/jobs/upload", "/v1/audio/voices")
+Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
 
 
 class HttpFrontend(Frontend):
@@ -54,10 +56,11 @@ class HttpFrontend(Frontend):
                               default_duration=self.http.default_duration)
         instrument(self.metrics, client, store, self.catalog)
         limiter = RateLimiter(self.http.rate_limit, self.http.rate_burst)
-        app = create_app(self.config, requester, store, self.catalog, limiter, transport_name=self.transport.name,
+        waiting = Waiting(store, self.http.disconnect_grace)
+        app = create_app(self.config, requester, waiting, self.catalog, limiter, transport_name=self.transport.name,
                          max_active_per_client=self.http.max_active_per_client, max_pending=self.http.max_pending,
                          api_key=self.http.api_key.reveal(), metrics=self.metrics)
-        app.router.lifespan_context = self._lifespan(store)
+        app.router.lifespan_context = self._lifespan(store, requester)
         limits = BodySizeLimit(app, lambda path: self.http.max_upload_bytes if path in UPLOAD_PATHS
                                else self.http.max_json_bytes)
         server = _Server(uvicorn.Config(
@@ -70,6 +73,7 @@ class HttpFrontend(Frontend):
         def watch() -> None:
             stop.wait()
             client.close()  # no answer is taken (and acked) any more: unacked ones go back to the queue
+            waiting.close()  # its streams' clients may reconnect elsewhere: their jobs are not cancelled here
             store.close()  # ends event streams first, so the graceful shutdown does not wait for them
             server.should_exit = True
 
@@ -81,13 +85,14 @@ class HttpFrontend(Frontend):
             stop.set()
             watcher.join(timeout=5)
             client.close()
+            waiting.close()
             store.close()
 
     @staticmethod
-    def _lifespan(store: JobStore) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    def _lifespan(store: JobStore, requester: Requester) -> Lifespan:
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            store.start(asyncio.get_running_loop())
+            store.start(asyncio.get_running_loop(), tell_workers=requester.cancel)
             yield
 
         return lifespan

@@ -23,9 +23,15 @@ def job_id_for_key(client: str, key: str) -> str:
     return hashlib.sha256(f"{client}\0{key}".encode()).hexdigest()[:32]
 
 
+ADDED_FIELDS = frozenset({"start_timeout"})
+"""Request fields added after fingerprints were first stored: left out of the digest while unset, so a retry
+sent before an upgrade and repeated after it still matches its job."""
+
+
 def fingerprint(body: GenerateRequest, audio_prompt: Audio | None) -> str:
     """A digest of everything that makes the request, so a retry can be told apart from a different request."""
-    digest = hashlib.sha256(body.model_dump_json().encode())
+    unset = {name for name in ADDED_FIELDS if getattr(body, name) is None}
+    digest = hashlib.sha256(body.model_dump_json(exclude=unset or None).encode())
     if audio_prompt is not None:
         digest.update(str(audio_prompt.sample_rate).encode())
         digest.update(audio_prompt.samples.tobytes())

@@ -18,16 +18,18 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tagcore import audio as audio_io
+from tagcore.errors import StartExpired
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse
 from tagcore.transport import Event
 
 from . import folding
 from .idempotency import CLIENT_JOB_ID
-from .records import FINISHED, UNFINISHED, Change, JobRecord, JobRecords, StoreError, copy_into
+from .records import FINISHED, UNFINISHED, Change, JobRecord, JobRecords, Limits, StoreError, copy_into
 from .sqlrecords import SqlRecords
 
 __all__ = ["JobRecord", "JobStore", "StoreError", "TERMINAL", "TIMEOUT_GRACE"]
@@ -35,6 +37,11 @@ log = logging.getLogger(__name__)
 TERMINAL = (*FINISHED, "expired")
 TIMEOUT_GRACE = 60.0
 """Seconds past a request's deadline before the server stops waiting for its answer."""
+START_GRACE = 2.0
+"""Seconds past a start deadline before a job still queued here expires: a worker's own check decides for a job it
+takes, and the first progress event of one it started just in time may still be on its way."""
+START_CHECK_S = 0.5
+"""How often queued jobs are checked against their start deadlines."""
 FORMATS = ("wav", "flac", "ogg")
 
 
@@ -58,16 +65,20 @@ class JobStore:
         self._lock = threading.RLock()
         self._live: weakref.WeakValueDictionary[str, JobRecord] = weakref.WeakValueDictionary()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tell_workers: Callable[[str], None] | None = None
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self.closed = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # --- life cycle ---------------------------------------------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Bind to the server's event loop; start the threads that expire results and poll for changes."""
+    def start(self, loop: asyncio.AbstractEventLoop, tell_workers: Callable[[str], None] | None = None) -> None:
+        """Bind to the server's event loop; start the threads that expire results and unstarted jobs and poll
+        for changes. `tell_workers(job_id)` asks the workers to drop a job that expired before it started."""
         self._loop = loop
-        for target, name in ((self._sweep_forever, "tag-http-sweeper"), (self._poll_forever, "tag-http-poller")):
+        self._tell_workers = tell_workers
+        for target, name in ((self._sweep_forever, "tag-http-sweeper"), (self._poll_forever, "tag-http-poller"),
+                             (self._expire_unstarted_forever, "tag-http-start-deadlines")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -111,6 +122,44 @@ class JobStore:
         self.records.drop_tombstones(now - ttl)
         self._clean_cache()
 
+    def _expire_unstarted_forever(self) -> None:
+        while not self._stop.wait(START_CHECK_S):
+            try:
+                self.expire_unstarted()
+            except Exception:  # like the sweeper: a database outage must not end the checks
+                log.exception("start deadline check failed")
+
+    def expire_unstarted(self, now: float | None = None) -> list[str]:
+        """Expire the jobs still queued START_GRACE past their start deadline, even when no worker ever takes
+        them, and ask the workers to drop each (so one that takes it later does not run it); the ids expired
+        here. Safe on several replicas at once: only the replica whose change commits tells the workers."""
+        now = time.time() if now is None else now
+        expired = []
+        for job_id in self.records.unstarted(now - START_GRACE):
+            applied = False
+
+            def change(record: JobRecord) -> bool:
+                nonlocal applied
+                applied = False  # a retried change starts over on a newer record
+                if record.state == "queued":
+                    allowed = (record.start_deadline or now) - record.created_at
+                    applied = folding.not_started(StartExpired.after(allowed).message, now)(record)
+                return applied
+
+            self._commit(job_id, change)
+            if applied:
+                expired.append(job_id)
+                self._drop_on_workers(job_id)
+        return expired
+
+    def _drop_on_workers(self, job_id: str) -> None:
+        if self._tell_workers is None:
+            return
+        try:
+            self._tell_workers(job_id)
+        except Exception:  # the job is finished here whatever a worker does with it
+            log.warning("could not tell the workers to drop job %s", job_id, exc_info=True)
+
     def _clean_cache(self) -> None:
         """Delete cached files of jobs no longer done (expired here or on another replica, or forgotten)."""
         cached: dict[str, list[Path]] = {}
@@ -126,14 +175,16 @@ class JobStore:
                         live.files = {}
 
     # --- submitting and reading -----------------------------------------------------------------------------
-    def add(self, request: SoundRequest, client: str, fingerprint: str = "") -> tuple[JobRecord, bool]:
+    def add(self, request: SoundRequest, client: str, fingerprint: str = "",
+            limits: Limits | None = None) -> tuple[JobRecord, bool]:
         """Record a request before it is submitted (in-process transports answer during `submit`); with an id
-        already known, the existing record and False (a retry: nothing must be submitted again)."""
+        already known, the existing record and False (a retry: nothing must be submitted again). With `limits`,
+        LimitReached instead when the new job would break them (counted in the insert's transaction)."""
         record = JobRecord(id=request.request_id, client=client, prompt=request.prompt,
                            duration=request.duration, backend=request.backend, seed=request.seed,
                            candidates=request.candidates, deadline=request.deadline or time.time(),
-                           ahead=self.records.queued_ids(request.backend), fingerprint=fingerprint)
-        stored, created = self.records.add(record)
+                           fingerprint=fingerprint, start_deadline=request.start_deadline)
+        stored, created = self.records.add(record, limits)
         return self._track(stored), created
 
     def discard(self, job_id: str) -> None:
@@ -146,6 +197,14 @@ class JobStore:
         stored = self._commit(record.id, folding.cancelled(self.result_ttl, time.time()))
         return stored is not None and stored.state == "cancelled"
 
+    def abandon(self, record: JobRecord) -> bool:
+        """Cancel an unfinished job here and ask the workers to drop it (best effort: a worker that does not
+        hear of it delivers a result that is then ignored); False when it had finished."""
+        if not self.cancel(record):
+            return False
+        self._drop_on_workers(record.id)
+        return True
+
     def get(self, job_id: str) -> JobRecord | None:
         """The job as stored now (the same object on every call while someone holds it, updated in place)."""
         if not CLIENT_JOB_ID.match(job_id):
@@ -154,18 +213,22 @@ class JobStore:
         return None if stored is None else self._track(stored)
 
     def position(self, record: JobRecord) -> int | None:
-        """The transport's queue position, lowered for each earlier job in the store that has left the queue."""
+        """The transport's queue position, lowered for each job created before this one (in this store) that
+        left the queue after the transport reported it."""
         if record.state != "queued" or record.reported_position is None:
             return None
-        states = self.records.states(record.ahead)
-        still = sum(1 for job_id in record.ahead if states.get(job_id) == "queued")
-        return max(1, record.reported_position - (len(record.ahead) - still))
+        since = record.reported_at if record.reported_at is not None else record.created_at
+        left = self.records.left_queue(record.backend, record.created_at, since)
+        return max(1, record.reported_position - left)
 
-    def snapshot(self, record: JobRecord) -> tuple[JobRecord, int | None]:
-        """A consistent copy of `record` and its live queue position, safe to read while events arrive."""
+    def snapshot(self, record: JobRecord, live: bool = True) -> tuple[JobRecord, int | None]:
+        """A consistent copy of `record` and its queue position, safe to read while events arrive: live, or
+        (`live=False`, for a job just submitted) as the transport reported it, with no query."""
         with self._lock:
             copy = self._copy(record)
-        return copy, self.position(copy)
+        if live:
+            return copy, self.position(copy)
+        return copy, copy.reported_position if copy.state == "queued" else None
 
     @staticmethod
     def _copy(record: JobRecord) -> JobRecord:
@@ -227,6 +290,9 @@ class JobStore:
         if not CLIENT_JOB_ID.match(response.request_id):
             return
         ttl = self.result_ttl
+        if response.error_code == StartExpired.code:
+            self._commit_answer(response, folding.not_started(response.error_message or "", now))
+            return
         if not response.ok or response.audio is None:
             self._commit_answer(response, folding.failed(
                 response.error_code or "generation_failed", response.error_message or "the worker reported an error",
@@ -280,8 +346,9 @@ class JobStore:
         """The one object this process hands out for `stored.id`, brought up to `stored`'s state."""
         with self._lock:
             live = self._live.get(stored.id)
-            if live is None:
-                stored.files = {fmt: path for fmt in FORMATS if (path := self.dir / f"{stored.id}.{fmt}").exists()}
+            if live is None:  # only a done job has files in the cache (the sweep deletes the others')
+                paths = (self.dir / f"{stored.id}.{fmt}" for fmt in FORMATS) if stored.state == "done" else ()
+                stored.files = {path.suffix[1:]: path for path in paths if path.exists()}
                 self._live[stored.id] = stored
                 return stored
             if stored.version >= live.version:

@@ -20,6 +20,20 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "CREATE INDEX jobs_by_state ON jobs (state, backend)",
         "CREATE TABLE results (job_id TEXT PRIMARY KEY, wav {blob} NOT NULL)",
     )),
+    (2, "live queue positions from when jobs were created and left the queue; limits from one index", (
+        "ALTER TABLE jobs ADD COLUMN created_at DOUBLE PRECISION",
+        "ALTER TABLE jobs ADD COLUMN left_queue_at DOUBLE PRECISION",
+        "CREATE INDEX jobs_leaving_queue ON jobs (backend, left_queue_at)",
+        "CREATE INDEX jobs_by_state_and_client ON jobs (state, client)",
+    )),
+    (3, "start deadlines (a job not started by then expires without running)", (
+        "ALTER TABLE jobs ADD COLUMN start_deadline DOUBLE PRECISION",
+        "CREATE INDEX jobs_by_start_deadline ON jobs (state, start_deadline)",
+    )),
+    (4, "clients waiting on jobs (event streams, speech calls), so a job nobody waits on any more is cancelled", (
+        "CREATE TABLE waiters (job_id TEXT NOT NULL, stream TEXT NOT NULL, left_at DOUBLE PRECISION,"
+        " PRIMARY KEY (job_id, stream))",
+    )),
 )
 LATEST = MIGRATIONS[-1][0]
 

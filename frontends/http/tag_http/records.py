@@ -37,12 +37,16 @@ class JobRecord:
     deadline: float
     created_at: float = field(default_factory=time.time)
     state: str = "queued"
-    """queued -> running -> done | failed | cancelled; those -> expired once the TTL passes."""
+    """queued -> running -> done | failed | cancelled; those -> expired once the TTL passes. queued (or running
+    on a worker that died) -> expired with error code `expired`: not started by `start_deadline`."""
     stage: str = "queued"
     progress: float = 0.0
     reported_position: int | None = None
-    ahead: frozenset[str] = frozenset()
-    """Jobs in the store for the same backend that were queued before this one (for a live position)."""
+    """The job's place in its backend's queue, as the transport reported it at `reported_at`."""
+    reported_at: float | None = None
+    left_queue_at: float | None = None
+    """When the job left the queue (started, or ended without starting). A column too: jobs created before a
+    queued one that left after its report lower its live position (see `JobRecords.left_queue`)."""
     started_at: float | None = None
     finished_at: float | None = None
     expires_at: float | None = None
@@ -60,11 +64,14 @@ class JobRecord:
     """Raised by one on every committed change: event-stream readers compare it to what they last sent."""
     fingerprint: str = ""
     """Digest of the submitted request (see idempotency.fingerprint): a retry must match it."""
+    start_deadline: float | None = None
+    """The client's start_timeout as a time: still queued then, the job expires without running."""
 
 
 Change = Callable[[JobRecord], bool]
 """Edits a record in place and says whether it changed anything (False: nothing is written)."""
 _NOT_STORED = ("files",)
+_FIELDS = frozenset(f.name for f in fields(JobRecord))
 
 
 def _jsonable(value: Any) -> Any:
@@ -76,16 +83,14 @@ def _jsonable(value: Any) -> Any:
 def to_json(record: JobRecord) -> str:
     """The record's fields as one JSON document (the stored form; `files` is per process and left out)."""
     data = {f.name: getattr(record, f.name) for f in fields(JobRecord) if f.name not in _NOT_STORED}
-    data["ahead"] = sorted(record.ahead)
     return json.dumps(data, default=_jsonable, separators=(",", ":"))
 
 
 def from_json(text: str) -> JobRecord:
+    """A record from its stored form; fields this release does not know (or no longer keeps) are skipped, and
+    fields it added since have their defaults."""
     data = json.loads(text)
-    known = {f.name for f in fields(JobRecord)}
-    record = JobRecord(**{key: value for key, value in data.items() if key in known})
-    record.ahead = frozenset(record.ahead)
-    return record
+    return JobRecord(**{key: value for key, value in data.items() if key in _FIELDS})
 
 
 def copy_into(target: JobRecord, source: JobRecord) -> None:
@@ -95,14 +100,48 @@ def copy_into(target: JobRecord, source: JobRecord) -> None:
             setattr(target, f.name, getattr(source, f.name))
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Unfinished jobs a store accepts: in all, and per API client."""
+
+    total: int
+    per_client: int
+
+
+class LimitReached(Exception):
+    """A new job would break a `Limits` (`which` is "total" or "per_client"); nothing was stored."""
+
+    def __init__(self, which: str) -> None:
+        super().__init__(f"the {which} limit of unfinished jobs is reached")
+        self.which = which
+
+
 class JobRecords(Protocol):
     """The durable part of the job store: what several API replicas share."""
 
-    def add(self, record: JobRecord) -> tuple[JobRecord, bool]:
-        """Insert `record` unless its id is known: (the new record, True) or (the stored one, False)."""
+    def add(self, record: JobRecord, limits: Limits | None = None) -> tuple[JobRecord, bool]:
+        """Insert `record` unless its id is known: (the new record, True) or (the stored one, False). With
+        `limits`, the unfinished jobs are counted in the insert's own transaction, which excludes every other
+        such insert: LimitReached when the record would break them (two submits cannot both take the last
+        place, on any replica)."""
 
-    def queued_ids(self, backend: str) -> frozenset[str]:
-        """Ids of the jobs for `backend` still queued (the new job's `ahead`)."""
+    def left_queue(self, backend: str, created_before: float, since: float) -> int:
+        """Jobs for `backend` created before `created_before` that left the queue at or after `since`."""
+
+    def unstarted(self, before: float) -> list[str]:
+        """Ids of queued jobs whose start deadline is before `before`."""
+
+    def add_waiter(self, job_id: str, stream: str) -> None:
+        """A client (`stream`, unique to it) waits on the job. Not part of the record: its version is unchanged."""
+
+    def leave_waiter(self, job_id: str, stream: str, at: float) -> None:
+        """The client hung up at `at` (it may come back, as another stream, within a grace period)."""
+
+    def drop_waiter(self, job_id: str, stream: str) -> None:
+        ...
+
+    def others_waiting(self, job_id: str, stream: str, left_since: float) -> bool:
+        """Whether a client other than `stream` waits on the job, or hung up at or after `left_since`."""
 
     def get(self, job_id: str) -> JobRecord | None:
         ...

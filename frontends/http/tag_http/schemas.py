@@ -10,6 +10,10 @@ from tagcore.messages import MAX_PROMPT_CHARS, MAX_WIRE_DURATION
 
 OptionValue = str | int | float | bool
 AudioFormat = Literal["wav", "flac", "ogg"]
+MAX_START_TIMEOUT = 86400.0
+START_TIMEOUT_HELP = ("seconds the job may wait for a worker to start it; one not started by then ends in state "
+                      "expired (error code expired) without running. At most the server's request timeout. "
+                      "Default: it waits until it runs or times out")
 
 
 class GenerateRequest(BaseModel):
@@ -28,6 +32,8 @@ class GenerateRequest(BaseModel):
     options: dict[str, OptionValue] = Field(default_factory=dict, description="request options of the backend")
     candidates: int = Field(1, ge=1, le=64, description="clips generated; the best-ranked one is returned")
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    start_timeout: float | None = Field(None, gt=0, le=MAX_START_TIMEOUT, allow_inf_nan=False,
+                                        description=START_TIMEOUT_HELP, examples=[30])
 
 
 class ErrorDetail(BaseModel):
@@ -47,7 +53,9 @@ class JobLinks(BaseModel):
 
 class JobStatus(BaseModel):
     id: str = Field(description="opaque job id (32 hex digits)")
-    state: Literal["queued", "running", "done", "failed", "cancelled", "expired"]
+    state: Literal["queued", "running", "done", "failed", "cancelled", "expired"] = Field(
+        description="expired: the result's TTL passed and its files were deleted, or (error code expired) the job "
+                    "did not start within its start_timeout")
     stage: str = Field(description="finer than state: queued, loading, generating, encoding, done, failed, "
                                    "cancelled")
     progress: float = Field(ge=0, le=1)

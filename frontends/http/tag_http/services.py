@@ -1,7 +1,8 @@
 """What every route shares, and the FastAPI dependencies that hand it out (key check, rate limit, job lookup).
 
 `create_app` puts one `Services` on `app.state`; routers reach it through `services`, so each router is a plain
-module of functions, testable and readable on its own.
+module of functions, testable and readable on its own. Dependencies that never block are `async def`: FastAPI
+runs a plain `def` one in the thread pool, a thread hop per dependency and request.
 """
 # No `from __future__ import annotations`: FastAPI evaluates the dependencies' annotations at import.
 import hmac
@@ -20,6 +21,7 @@ from .idempotency import MAX_KEY_CHARS
 from .jobs import JobRecord, JobStore
 from .limits import RateLimiter
 from .speech import VoiceStore
+from .waiting import Waiting
 
 
 @dataclass
@@ -35,10 +37,11 @@ class Services:
     max_active_per_client: int
     max_pending: int
     api_key: str
+    waiting: Waiting
     voices: VoiceStore = field(default_factory=VoiceStore)
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -48,7 +51,7 @@ key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the s
 bearer = HTTPBearer(auto_error=False, description="the server's API key as a bearer token")
 
 
-def authorize(state: Shared, key: Annotated[str | None, Security(key_header)] = None,
+async def authorize(state: Shared, key: Annotated[str | None, Security(key_header)] = None,
               token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None) -> None:
     """Accept the configured key from X-API-Key or Authorization: Bearer (constant-time comparison)."""
     if not state.api_key:
@@ -63,7 +66,7 @@ def client_id(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def rate_limited(request: Request, state: Shared) -> str:
+async def rate_limited(request: Request, state: Shared) -> str:
     """The caller's id, once the rate limiter lets this request through (429 with Retry-After otherwise)."""
     who = client_id(request)
     wait = state.limiter.take(who)

@@ -40,6 +40,9 @@ class HttpSettings:
     """Unfinished jobs the whole server accepts before answering 503."""
     max_connections: int = 1000
     """Open connections (event streams included) before new ones get 503."""
+    disconnect_grace: float = 5.0
+    """Seconds after an event stream hangs up before its job is cancelled, if no client waits on it by then: a
+    browser's EventSource reconnects by itself (the stream asks it to within half this time), on any replica."""
     result_ttl: float = 3600.0
     """Seconds a result stays downloadable; its files are deleted afterwards."""
     results_dir: str = ""
@@ -89,6 +92,8 @@ class HttpSettings:
             raise ConfigError("http reply_queue must be 1-64 letters, digits, '_', '-' or '.'")
         if self.rate_limit < 0 or self.result_ttl <= 0 or self.default_duration <= 0:
             raise ConfigError("http rate_limit must be >= 0, result_ttl and default_duration > 0")
+        if not 0 <= self.disconnect_grace <= 3600:
+            raise ConfigError("http disconnect_grace must be 0 to 3600 seconds")
 
 
 def default_store_path() -> Path:

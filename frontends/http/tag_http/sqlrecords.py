@@ -7,12 +7,13 @@ each other's writes.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .dialects import Dialect, Pool, dialect_for
+from .dialects import Connection, Dialect, Pool, dialect_for
 from .migrations import migrate
-from .records import FINISHED, UNFINISHED, Change, JobRecord, StoreError, from_json, to_json
+from .records import FINISHED, UNFINISHED, Change, JobRecord, LimitReached, Limits, StoreError, from_json, to_json
 
 MAX_RETRIES = 50
 """Optimistic retries of one change before giving up (each one means another writer committed meanwhile)."""
@@ -47,23 +48,46 @@ class SqlRecords:
         return rows
 
     # --- records ------------------------------------------------------------------------------------------
-    def add(self, record: JobRecord) -> tuple[JobRecord, bool]:
-        with self.pool.connection() as conn:
-            cursor = conn.execute(self.dialect.sql(
-                "INSERT INTO jobs (id, client, state, backend, deadline, expires_at, version, record)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"),
-                (record.id, record.client, record.state, record.backend, record.deadline, record.expires_at,
-                 record.version, to_json(record)))
-            if cursor.rowcount == 1:
-                return record, True
+    def add(self, record: JobRecord, limits: Limits | None = None) -> tuple[JobRecord, bool]:
+        broken = ""
+        with self.pool.connection() as conn, self.dialect.write(conn):
+            if limits is not None:
+                self.dialect.lock_submissions(conn)
+                broken = self._broken(conn, limits, record.client)
+            created = not broken and self._insert(conn, record)
+        if broken:  # raised here, not in the block: the pool keeps the connection
+            raise LimitReached(broken)
+        if created:
+            return record, True
         stored = self.get(record.id)
         if stored is None:  # inserted by someone else and deleted again in between: a rare race, try once more
-            return self.add(record)
+            return self.add(record, limits)
         return stored, False
 
-    def queued_ids(self, backend: str) -> frozenset[str]:
-        return frozenset(row[0] for row in self._all("SELECT id FROM jobs WHERE state = 'queued' AND backend = ?",
-                                                     (backend,)))
+    def _insert(self, conn: Connection, record: JobRecord) -> bool:
+        """Insert `record` unless its id is taken; whether it was inserted."""
+        cursor = conn.execute(self.dialect.sql(
+            "INSERT INTO jobs (id, client, state, backend, deadline, expires_at, version, record, created_at,"
+            " left_queue_at, start_deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"),
+            (record.id, record.client, record.state, record.backend, record.deadline, record.expires_at,
+             record.version, to_json(record), record.created_at, record.left_queue_at, record.start_deadline))
+        return bool(cursor.rowcount == 1)
+
+    def _broken(self, conn: Connection, limits: Limits, client: str) -> str:
+        """The limit one more unfinished job of `client` would break ("" for none), from one scan of the
+        unfinished jobs."""
+        total, mine = conn.execute(self.dialect.sql(
+            f"SELECT count(*), count(CASE WHEN client = ? THEN 1 END) FROM jobs"
+            f" WHERE state IN ({_marks(len(UNFINISHED))})"), (client, *UNFINISHED)).fetchone()
+        return "total" if total >= limits.total else "per_client" if mine >= limits.per_client else ""
+
+    def left_queue(self, backend: str, created_before: float, since: float) -> int:
+        return int(self._all("SELECT count(*) FROM jobs WHERE backend = ? AND left_queue_at >= ? AND created_at < ?",
+                             (backend, since, created_before))[0][0])
+
+    def unstarted(self, before: float) -> list[str]:
+        return [row[0] for row in self._all("SELECT id FROM jobs WHERE state = 'queued' AND start_deadline < ?",
+                                            (before,))]
 
     def get(self, job_id: str) -> JobRecord | None:
         rows = self._all("SELECT record FROM jobs WHERE id = ?", (job_id,))
@@ -75,9 +99,11 @@ class SqlRecords:
             record, base = base or self.get(job_id), None
             if record is None:
                 return None
-            seen = record.version
+            seen, queued = record.version, record.state == "queued"
             if not change(record):
                 return record
+            if queued and record.state != "queued":
+                record.left_queue_at = time.time()
             record.version = seen + 1
             if self._write(record, seen, wav, drop_result, durable):
                 return record
@@ -87,8 +113,10 @@ class SqlRecords:
         sql = self.dialect.sql
         with self.pool.connection() as conn, self.dialect.write(conn, durable):
             cursor = conn.execute(sql(
-                "UPDATE jobs SET state = ?, expires_at = ?, version = ?, record = ? WHERE id = ? AND version = ?"),
-                (record.state, record.expires_at, record.version, to_json(record), record.id, seen))
+                "UPDATE jobs SET state = ?, expires_at = ?, version = ?, record = ?, left_queue_at = ?"
+                " WHERE id = ? AND version = ?"),
+                (record.state, record.expires_at, record.version, to_json(record), record.left_queue_at, record.id,
+                 seen))
             if cursor.rowcount != 1:
                 return False
             if wav is not None:
@@ -100,8 +128,26 @@ class SqlRecords:
 
     def delete(self, job_id: str) -> None:
         with self.pool.connection() as conn, self.dialect.write(conn):
-            conn.execute(self.dialect.sql("DELETE FROM results WHERE job_id = ?"), (job_id,))
-            conn.execute(self.dialect.sql("DELETE FROM jobs WHERE id = ?"), (job_id,))
+            for table, column in (("results", "job_id"), ("waiters", "job_id"), ("jobs", "id")):
+                conn.execute(self.dialect.sql(f"DELETE FROM {table} WHERE {column} = ?"), (job_id,))
+
+    # --- clients waiting on jobs -------------------------------------------------------------------------
+    def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+        with self.pool.connection() as conn, self.dialect.write(conn):
+            conn.execute(self.dialect.sql(sql), params)
+
+    def add_waiter(self, job_id: str, stream: str) -> None:
+        self._write_one("INSERT INTO waiters (job_id, stream, left_at) VALUES (?, ?, NULL)", (job_id, stream))
+
+    def leave_waiter(self, job_id: str, stream: str, at: float) -> None:
+        self._write_one("UPDATE waiters SET left_at = ? WHERE job_id = ? AND stream = ?", (at, job_id, stream))
+
+    def drop_waiter(self, job_id: str, stream: str) -> None:
+        self._write_one("DELETE FROM waiters WHERE job_id = ? AND stream = ?", (job_id, stream))
+
+    def others_waiting(self, job_id: str, stream: str, left_since: float) -> bool:
+        return bool(self._all("SELECT 1 FROM waiters WHERE job_id = ? AND stream <> ?"
+                              " AND (left_at IS NULL OR left_at >= ?) LIMIT 1", (job_id, stream, left_since)))
 
     # --- queries ------------------------------------------------------------------------------------------
     def versions(self, job_ids: Iterable[str]) -> dict[str, int]:
@@ -131,9 +177,10 @@ class SqlRecords:
 
     def drop_tombstones(self, before: float) -> int:
         with self.pool.connection() as conn, self.dialect.write(conn):
-            conn.execute(self.dialect.sql("DELETE FROM results WHERE job_id IN"
-                                          " (SELECT id FROM jobs WHERE state = 'expired' AND expires_at <= ?)"),
-                         (before,))
+            for table in ("results", "waiters"):
+                conn.execute(self.dialect.sql(f"DELETE FROM {table} WHERE job_id IN"
+                                              " (SELECT id FROM jobs WHERE state = 'expired' AND expires_at <= ?)"),
+                             (before,))
             cursor = conn.execute(self.dialect.sql("DELETE FROM jobs WHERE state = 'expired' AND expires_at <= ?"),
                                   (before,))
             return int(cursor.rowcount)

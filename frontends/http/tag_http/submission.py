@@ -8,15 +8,16 @@ from __future__ import annotations
 from typing import Literal, cast
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from tagcore.audio_types import Audio
-from tagcore.errors import SubmitFailed, TagError
+from tagcore.errors import StartExpired, SubmitFailed, TagError
 from tagcore.spec import BackendSpec
 
 from .errors import ApiError
 from .idempotency import fingerprint
 from .jobs import JobRecord
+from .records import LimitReached, Limits
 from .schemas import ErrorDetail, GenerateRequest, JobLinks, JobStatus
 from .services import Services
 
@@ -32,17 +33,15 @@ def enqueue(state: Services, body: GenerateRequest, audio_prompt: Audio | None, 
     digest = fingerprint(body, audio_prompt)
     if job_id is not None and (known := replayed(state, job_id, digest)) is not None:
         return known, False
-    if store.unfinished() >= state.max_pending:
-        raise ApiError(503, "busy", "the server has too many unfinished jobs; try again in a minute",
-                       {"Retry-After": "30"})
-    if store.unfinished(who) >= state.max_active_per_client:
-        raise ApiError(429, "too_many_jobs", f"you already have {state.max_active_per_client} unfinished jobs; "
-                                             "wait for one to finish", {"Retry-After": "5"})
-    sound = state.requester.request(
+    check_start_timeout(state, body.start_timeout)
+    sound = state.requester.request(  # its start deadline, stored below, is the one the workers get
         body.prompt, backend=resolved or state.catalog.resolve(body.backend), duration=body.duration or None,
         seed=body.seed, options=body.options, candidates=body.candidates, negative_prompt=body.negative_prompt,
-        audio_prompt=audio_prompt, request_id=job_id)
-    record, created = store.add(sound, who, digest)
+        audio_prompt=audio_prompt, request_id=job_id, start_timeout=body.start_timeout)
+    try:
+        record, created = store.add(sound, who, digest, Limits(state.max_pending, state.max_active_per_client))
+    except LimitReached as exc:
+        raise limit_error(state, exc.which) from None
     if not created:  # the same id submitted concurrently: the first one won
         return replayed(state, job_id or record.id, digest) or record, False
     try:
@@ -50,6 +49,22 @@ def enqueue(state: Services, body: GenerateRequest, audio_prompt: Audio | None, 
     except SubmitFailed as exc:
         raise ApiError(503, "transport_unavailable", f"the job could not be queued: {exc.message}") from None
     return record, True
+
+
+def check_start_timeout(state: Services, seconds: float | None) -> None:
+    """A start_timeout beyond the request timeout could never apply (the job times out first): 400."""
+    if seconds is not None and seconds > state.requester.timeout:
+        raise ApiError(400, "invalid_request", f"start_timeout is {seconds:g} s, longer than this server's request "
+                                               f"timeout of {state.requester.timeout:g} s; send at most that")
+
+
+def limit_error(state: Services, which: str) -> ApiError:
+    """The answer to a submit refused by a limit of unfinished jobs: the server's (503) or the client's (429)."""
+    if which == "total":
+        return ApiError(503, "busy", "the server has too many unfinished jobs; try again in a minute",
+                        {"Retry-After": "30"})
+    return ApiError(429, "too_many_jobs", f"you already have {state.max_active_per_client} unfinished jobs; "
+                                          "wait for one to finish", {"Retry-After": "5"})
 
 
 def replayed(state: Services, job_id: str, digest: str) -> JobRecord | None:
@@ -73,9 +88,10 @@ def cancel(state: Services, record: JobRecord) -> None:
                                                      f"told: {exc.message}") from None
 
 
-def status_of(state: Services, request: Request, record: JobRecord) -> JobStatus:
-    """The job's public status, with links under the server's root path."""
-    snap, position = state.store.snapshot(record)
+def status_of(state: Services, request: Request, record: JobRecord, live: bool = True) -> JobStatus:
+    """The job's public status, with links under the server's root path; `live=False` for a job just submitted:
+    its queue position as the transport reported it, with no store query."""
+    snap, position = state.store.snapshot(record, live)
     base = request.scope.get("root_path", "") + request.app.url_path_for("job_status", job_id=snap.id)
     error = None
     if snap.state == "failed":
@@ -83,7 +99,7 @@ def status_of(state: Services, request: Request, record: JobRecord) -> JobStatus
     if snap.state == "cancelled":
         error = ErrorDetail(code="cancelled", message="the job was cancelled")
     if snap.state == "expired":
-        error = ErrorDetail(code="expired", message="the result expired and its files were deleted")
+        error = ErrorDetail(code="expired", message=expiry_message(snap))
     return JobStatus(
         id=snap.id, state=cast(JobState, snap.state), stage=snap.stage, progress=snap.progress, position=position,
         prompt=snap.prompt, duration=snap.duration, audio_seconds=snap.audio_seconds,
@@ -97,13 +113,20 @@ def status_of(state: Services, request: Request, record: JobRecord) -> JobStatus
     )
 
 
+def expiry_message(record: JobRecord) -> str:
+    """Why an expired job has no result: it never started in time (its stored message), or its TTL passed."""
+    if record.error_code == StartExpired.code and record.error_message:
+        return record.error_message
+    return "the result expired and its files were deleted"
+
+
 def submit(state: Services, request: Request, body: GenerateRequest, audio_prompt: Audio | None, who: str,
-           job_id: str | None = None, created_status: int = 202) -> JSONResponse:
+           job_id: str | None = None, created_status: int = 202) -> Response:
     """Enqueue and answer with the job: `created_status` for a new job, 200 for a retry of a known one."""
     record, created = enqueue(state, body, audio_prompt, who, job_id=job_id)
-    status = status_of(state, request, record)
+    status = status_of(state, request, record, live=not created)
     headers = {"Location": status.links.status}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(status.model_dump(mode="json"), status_code=created_status if created else 200,
-                        headers=headers)
+    return Response(status.model_dump_json(), media_type="application/json",
+                    status_code=created_status if created else 200, headers=headers)

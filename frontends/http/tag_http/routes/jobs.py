@@ -12,14 +12,15 @@ from pydantic import ValidationError
 
 from tagcore import audio as audio_io
 from tagcore.backend import MAX_SEED
+from tagcore.errors import StartExpired
 from tagcore.messages import MAX_PROMPT_CHARS, MAX_WIRE_DURATION
 
 from ..errors import ApiError, error_schemas, validation_message
 from ..idempotency import CLIENT_JOB_ID, job_id_for_key
-from ..jobs import TERMINAL
-from ..schemas import AudioFormat, GenerateRequest, JobStatus
-from ..services import Caller, IdempotencyKey, Job, Protected, Shared, job_or_404
-from ..submission import MEDIA_TYPES, cancel, status_of, submit
+from ..jobs import TERMINAL, JobRecord
+from ..schemas import MAX_START_TIMEOUT, START_TIMEOUT_HELP, AudioFormat, GenerateRequest, JobStatus
+from ..services import Caller, IdempotencyKey, Job, Protected, Services, Shared, job_or_404
+from ..submission import MEDIA_TYPES, cancel, expiry_message, status_of, submit
 
 KEEPALIVE_S = 15.0
 REPLAY_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -63,6 +64,8 @@ def create_job_with_audio(
     candidates: Annotated[int, Form(ge=1, le=64)] = 1,
     options: Annotated[str, Form(max_length=10_000, description='request options as a JSON object')] = "{}",
     negative_prompt: Annotated[str | None, Form(max_length=MAX_PROMPT_CHARS)] = None,
+    start_timeout: Annotated[float | None, Form(gt=0, le=MAX_START_TIMEOUT, allow_inf_nan=False,
+                                                description=START_TIMEOUT_HELP)] = None,
     key: IdempotencyKey = None,
     audio_prompt: Annotated[UploadFile | None, File(
         description="WAV/FLAC/OGG/MP3: a clip to continue, or a voice sample for speech backends")] = None,
@@ -71,7 +74,8 @@ def create_job_with_audio(
     try:
         parsed_options = json.loads(options or "{}")
         body = GenerateRequest(prompt=prompt, duration=duration, backend=backend or None, seed=seed,
-                               candidates=candidates, options=parsed_options, negative_prompt=negative_prompt)
+                               candidates=candidates, options=parsed_options, negative_prompt=negative_prompt,
+                               start_timeout=start_timeout)
     except json.JSONDecodeError:
         raise ApiError(422, "invalid_request", "options must be a JSON object such as {\"steps\": 50}") from None
     except ValidationError as exc:
@@ -97,28 +101,47 @@ def cancel_job(request: Request, record: Job, state: Shared) -> JobStatus:
 
 @router.get("/{job_id}/events", responses={
     200: {"content": {"text/event-stream": {}}, "description": "`status` events (JobStatus JSON) until the "
-          "job finishes; comment lines keep the connection alive"}, **error_schemas(401, 404)})
+          "job finishes; comment lines keep the connection alive. The stream waits on the job: when the last "
+          "client waiting on an unfinished job hangs up, the job is cancelled after the server's "
+          "disconnect_grace (a client that reconnects within it keeps the job)"}, **error_schemas(401, 404)})
 async def job_events(request: Request, record: Job, state: Shared) -> StreamingResponse:
     """Server-sent events: the job's status on every change, ending after the final state."""
-    store = state.store
+    return StreamingResponse(status_events(request, record, state), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    async def stream() -> AsyncIterator[str]:
-        seen = -1
+
+async def status_events(request: Request, record: JobRecord, state: Services) -> AsyncIterator[str]:
+    """The event stream of `job_events`, registered as a client waiting on the job while the job is unfinished
+    (see tag_http.waiting); a hang-up shows here as the server cancelling this generator."""
+    store, waiting = state.store, state.waiting
+    seen, hung_up = -1, True
+    stream = None if record.state in TERMINAL else waiting.new_stream(record.id)
+    try:
+        if stream is not None:
+            await waiting.begin(record.id, stream)  # before the first event
+        yield f"retry: {waiting.retry_ms}\n\n"
         while True:
             if record.version != seen:
                 seen = record.version
                 status = status_of(state, request, record)
                 yield f"event: status\nid: {seen}\ndata: {status.model_dump_json()}\n\n"
                 if status.state in TERMINAL:
+                    hung_up = False
                     return
-            if store.closed or await request.is_disconnected():
+            if store.closed:
+                hung_up = False
+                return
+            if await request.is_disconnected():
                 return
             await store.wait_for_change(record, seen, KEEPALIVE_S)
             if record.version == seen:
                 yield ": keep-alive\n\n"
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    except Exception:  # the server failed, not the client: it may reconnect, nothing is cancelled for it
+        hung_up = False
+        raise
+    finally:
+        if stream is not None:
+            waiting.end(record.id, stream, hung_up)
 
 
 @router.get("/{job_id}/audio", responses={
@@ -130,6 +153,8 @@ def job_audio(job_id: str, state: Shared, format: Annotated[AudioFormat, Query()
     data = state.store.result_bytes(record, format)
     if data is None:
         snap, _ = state.store.snapshot(record)
+        if snap.state == "expired" and snap.error_code == StartExpired.code:
+            raise ApiError(410, "expired", expiry_message(snap))
         if snap.state == "expired":
             raise ApiError(410, "expired", "the result expired and its files were deleted; generate it again "
                                            "with the same seed")

@@ -11,12 +11,12 @@ from tagcore import audio as audio_io
 from tagcore.spec import BackendSpec
 
 from ..errors import ApiError, error_schemas, status_for
-from ..jobs import TERMINAL
+from ..jobs import TERMINAL, JobRecord
 from ..schemas import GenerateRequest
 from ..services import Caller, Protected, Services, Shared
 from ..speech import MEDIA_TYPES, OPENAI_MODELS, SpeechRequest, VoiceSample, check_format, encode_speech, \
     speech_options
-from ..submission import cancel, enqueue
+from ..submission import enqueue
 
 router = APIRouter(prefix="/v1/audio", tags=["speech"], dependencies=Protected)
 
@@ -39,6 +39,24 @@ def speech_backend(state: Services, model: str) -> BackendSpec:
     return spec
 
 
+async def wait_until_finished(request: Request, record: JobRecord, state: Services) -> None:
+    """Wait on the job as one of its clients (tag_http.waiting) until it finished; a hang-up is decided at once,
+    as the caller cannot come back to this response."""
+    store, waiting = state.store, state.waiting
+    stream, hung_up = waiting.new_stream(record.id), False
+    try:
+        await waiting.begin(record.id, stream)
+        while record.state not in TERMINAL:
+            if store.closed:
+                raise ApiError(503, "shutting_down", "the server is shutting down")
+            if await request.is_disconnected():
+                hung_up = True
+                raise ApiError(499, "cancelled", "the client closed the connection")
+            await store.wait_for_change(record, record.version, 1.0)
+    finally:
+        waiting.end(record.id, stream, hung_up, delay=0.0)
+
+
 @router.post("/voices", response_model=VoiceSample, responses=error_schemas(400, 401, 413, 429))
 def upload_voice(who: Caller, state: Shared,
                  file: Annotated[UploadFile, File(description="a WAV/FLAC/OGG/MP3 sample of the voice")]
@@ -51,25 +69,19 @@ def upload_voice(who: Caller, state: Shared,
     200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "the spoken text"},
     **error_schemas(400, 401, 410, 422, 429, 503, 504)})
 async def speech(request: Request, body: SpeechRequest, who: Caller, state: Shared) -> Response:
-    """OpenAI-compatible text to speech: answers with the audio once the job is done."""
+    """OpenAI-compatible text to speech: answers with the audio once the job is done. A caller that hangs up
+    first cancels the job, unless another client waits on it (an event stream of the job)."""
     spec = speech_backend(state, body.model)
     sample = state.voices.get(body.voice)
     options = speech_options(spec, body, sample)
     check_format(body.response_format)
     generate = GenerateRequest.model_validate({"prompt": body.input, "backend": spec.name, "options": options})
     record, _ = await asyncio.to_thread(enqueue, state, generate, sample, who, spec)
-    store = state.store
-    while record.state not in TERMINAL:
-        if store.closed:
-            raise ApiError(503, "shutting_down", "the server is shutting down")
-        if await request.is_disconnected():  # the caller gave up: so do the workers
-            await asyncio.to_thread(cancel, state, record)
-            raise ApiError(499, "cancelled", "the client closed the connection")
-        await store.wait_for_change(record, record.version, 1.0)
-    snap, _ = store.snapshot(record)
+    await wait_until_finished(request, record, state)
+    snap, _ = state.store.snapshot(record)
     if snap.state != "done":
         raise ApiError(status_for(snap.error_code), snap.error_code or "failed", snap.error_message or "the job failed")
-    wav = await asyncio.to_thread(store.result_bytes, snap, "wav")  # from the store: any replica may hold the answer
+    wav = await asyncio.to_thread(state.store.result_bytes, snap, "wav")  # any replica may hold the answer
     if wav is None:
         raise ApiError(410, "expired", "the result expired before it could be sent")
     clip = await asyncio.to_thread(audio_io.decode, wav)

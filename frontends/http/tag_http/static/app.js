@@ -244,40 +244,42 @@ function repeatOf(job, seed) {
     audioPrompt: audioPrompt || null };
 }
 
+// The event stream is what keeps the job alive: the server cancels a job whose last stream hung up and did not
+// come back within its grace period (so closing the tab cancels it). A stream that breaks (a proxy cut it, a
+// server restarted) is opened again after the delay the server asked for in its `retry:` field.
 async function follow(job) {
   showProgress(job);
-  try {
-    const response = await api(job.links.events, { headers: { Accept: "text/event-stream" } });
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    let last = job;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
-        if (!data) continue;
-        last = JSON.parse(data);
-        showProgress(last);
-      }
+  const stream = { last: job, retryMs: 1000 };
+  for (;;) {
+    try {
+      await readEvents(job, stream);
+    } catch (error) {
+      if (error instanceof ApiError) throw error;  // an answer (the job is gone...), not a broken connection
     }
-    if (FINAL_STATES.includes(last.state)) return last;
-  } catch (error) {
-    if (error instanceof ApiError) throw error;
+    if (FINAL_STATES.includes(stream.last.state)) return stream.last;
+    await new Promise((resolve) => setTimeout(resolve, stream.retryMs));
   }
-  return poll(job);  // the stream broke (a proxy cut it): fall back to polling
 }
 
-async function poll(job) {
+async function readEvents(job, stream) {
+  const response = await api(job.links.events, { headers: { Accept: "text/event-stream" } });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
   for (;;) {
-    const status = await (await api(job.links.status)).json();
-    showProgress(status);
-    if (FINAL_STATES.includes(status.state)) return status;
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const lines = buffer.slice(0, end).split("\n");
+      buffer = buffer.slice(end + 2);
+      const retry = lines.find((l) => l.startsWith("retry: "));
+      if (retry) stream.retryMs = Number(retry.slice(7)) || stream.retryMs;
+      const data = lines.filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+      if (!data) continue;
+      stream.last = JSON.parse(data);
+      showProgress(stream.last);
+    }
   }
 }
 
