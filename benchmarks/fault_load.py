@@ -81,6 +81,8 @@ class Plan:
     seed: int
     sse_share: float
     malformed: int
+    late_share: float
+    upload_latency: float
 
 
 @dataclass
@@ -94,6 +96,12 @@ class HttpJob:
     key: str | None
     repeat: bool
     use_sse: bool
+    post_after: float = 0.0
+    """Seconds after the load's start when it is posted (0: at its client's start). Late jobs are spread over
+    the expected length of the run by the clock, not by progress, which stalls while the API is down."""
+    repeat_after: float = 0.0
+    """Seconds after the load's start when the keyed POST is sent again (spread the same way, so repeats also
+    come during and after the fault: after a restart the key must still find the job)."""
     ids: list[str] = field(default_factory=list)
     """Distinct job ids the server answered for this request (more than one: a duplicate job)."""
     created: int = 0
@@ -103,6 +111,8 @@ class HttpJob:
     post_errors: list[str] = field(default_factory=list)
     not_found: int = 0
     """Polls (or event streams) answered 404 for a job the server had accepted."""
+    unreachable: int = 0
+    """Polls or event streams that failed without an answer, or with a 5xx (the API was down or stopping)."""
     state: str = ""
     error: str = ""
     latency: float | None = None
@@ -117,7 +127,9 @@ class ChatPrompt:
     user: int
     prompt: str
     sent: int = 0
-    """How many times the user typed it (a resend after the bot lost the draft or the button press)."""
+    """How many times the user typed it: once, again after a "still being made" reply (`busy`), and again when
+    the bot lost the draft or the button press (a resend)."""
+    busy: int = 0
     resent_after_choice: bool = False
     """A resend after the bot showed the chosen duration but never said "queued" (it may have been submitted)."""
     submitted: bool = False
@@ -134,6 +146,12 @@ class Progress:
 
     def fraction(self) -> float:
         return self.done / max(1, self.total)
+
+
+def expected_run(plan: Plan) -> float:
+    """Seconds the workers need for all the work at the least (late jobs and repeats are spread over it)."""
+    work = plan.jobs * (plan.min_delay + plan.max_delay) / 2 + plan.prompts * CHAT_DELAY
+    return plan.ramp + work / max(1, plan.workers)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -183,6 +201,30 @@ def audio_mismatch(data: bytes, prompt: str) -> str:
 
 
 # --- the processes ---------------------------------------------------------------------------------------------
+class SlowUploads(FakeTelegram):
+    """The fake Bot API with uploads that take `latency` seconds on the wire, as a voice note to Telegram does.
+
+    The wait comes before the fake reads the request, so an upload whose bot is killed meanwhile never arrives
+    (Telegram acts only on a complete request): the bot must send it again after its restart. `uploading` counts
+    the uploads on the wire now, so a kill can be aimed at one."""
+
+    def __init__(self, latency: float) -> None:
+        super().__init__()
+        self.latency = latency
+        self.uploading = 0
+
+    def _gate(self, method: str) -> None:
+        if method in UPLOADS and self.latency > 0:
+            with self._lock:
+                self.uploading += 1
+            try:
+                time.sleep(self.latency)
+            finally:
+                with self._lock:
+                    self.uploading -= 1
+        super()._gate(method)
+
+
 class Cluster:
     """The broker, workers, API and bot of one run, each a child process logging to the run folder.
 
@@ -193,7 +235,7 @@ class Cluster:
         self.plan = plan
         self.root = root
         self.node = BrokerNode(root / "rabbitmq")
-        self.fake = FakeTelegram()
+        self.fake = SlowUploads(plan.upload_latency)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tag = str(Path(sys.executable).with_name("tag"))
@@ -392,9 +434,13 @@ def inject(cluster: Cluster, fault: str, rng: random.Random, malformed: int) -> 
         return {"serve_exit": code, "serve_down_s": round(time.monotonic() - began, 1)}
     if fault == "kill-bot":
         assert cluster.bot is not None
+        end = time.monotonic() + 20
+        while cluster.fake.uploading == 0 and time.monotonic() < end:  # aim at an upload on the wire
+            time.sleep(0.01)
+        uploading = cluster.fake.uploading
         os.kill(cluster.bot.pid, signal.SIGKILL)
         cluster.bot.wait()
-        cluster.note(f"kill -9 tag bot pid {cluster.bot.pid}")
+        cluster.note(f"kill -9 tag bot pid {cluster.bot.pid} ({uploading} uploads on the wire)")
         cluster.start_bot()
         cluster.note("tag bot polling again")
         return {}
@@ -423,12 +469,20 @@ class HttpDriver:
         self.progress = progress
         self.deadline = 0.0
         keyed = set(rng.sample(range(plan.jobs), min(plan.repeats, plan.jobs)))
+        late = set(rng.sample(range(plan.jobs), round(plan.late_share * plan.jobs)))
+        span = expected_run(plan)
         self.jobs = [HttpJob(index=i, client=i % plan.clients, prompt=prompt,
                              delay=round(rng.uniform(plan.min_delay, plan.max_delay), 2),
                              key=f"fl-{uuid.uuid4().hex}" if i in keyed else None, repeat=i in keyed,
-                             use_sse=rng.random() < plan.sse_share)
+                             use_sse=rng.random() < plan.sse_share,
+                             post_after=rng.uniform(0.05, 0.9) * span if i in late else 0.0,
+                             repeat_after=rng.uniform(0.05, 1.0) * span)
                      for i, prompt in enumerate(prompts)]
         self.rng = rng
+        self.began = 0.0
+
+    async def until(self, after: float) -> None:
+        await asyncio.sleep(max(0.0, self.began + after - time.monotonic()))
 
     def body(self, job: HttpJob) -> dict[str, Any]:
         return {"prompt": job.prompt, "backend": "tone", "duration": 1.0, "seed": job.index,
@@ -436,6 +490,7 @@ class HttpDriver:
 
     async def run(self, deadline: float) -> None:
         self.deadline = deadline
+        self.began = time.monotonic()
         by_client: dict[int, list[HttpJob]] = defaultdict(list)
         for job in self.jobs:
             by_client[job.client].append(job)
@@ -453,17 +508,19 @@ class HttpDriver:
             await asyncio.gather(*tasks)
 
     async def one(self, http: httpx.AsyncClient, job: HttpJob) -> None:
+        await self.until(job.post_after)
         job.submitted_at = time.monotonic()
         job_id = await self.post(http, job)
         if job_id is None:
             job.state = job.state or "not submitted"
             job.error = job.error or f"POST failed: {job.post_errors[-1] if job.post_errors else 'deadline'}"
-        else:
-            repeat = asyncio.create_task(self.repeat(http, job)) if job.repeat else None
-            await self.follow(http, job, job_id)
-            if repeat is not None:
-                await repeat
-        self.progress.done += 1
+            self.progress.done += 1
+            return
+        repeat = asyncio.create_task(self.repeat(http, job)) if job.repeat else None
+        await self.follow(http, job, job_id)
+        self.progress.done += 1  # before the repeat: the fault is due at a share of the work, repeats or not
+        if repeat is not None:
+            await repeat
 
     async def post(self, http: httpx.AsyncClient, job: HttpJob) -> str | None:
         """POST until the server answers with a job. Without a key only a refused connection is retried: any
@@ -498,8 +555,9 @@ class HttpDriver:
         return None
 
     async def repeat(self, http: httpx.AsyncClient, job: HttpJob) -> None:
-        """Send the same keyed POST again a few seconds later (a client retrying): it must return the same job."""
-        await asyncio.sleep(self.rng.uniform(0.5, max(1.0, self.plan.ramp)))
+        """Send the same keyed POST again later in the run (a client retrying): it must return the same job."""
+        await asyncio.sleep(0.5)
+        await self.until(job.repeat_after)
         before = (len(job.ids), job.created)
         job_id = await self.post(http, job)
         if job_id is not None and (len(job.ids), job.created) != before:
@@ -531,8 +589,10 @@ class HttpDriver:
             try:
                 reply = await http.get(f"/v1/jobs/{job_id}")
             except httpx.HTTPError:
+                job.unreachable += 1
                 await asyncio.sleep(0.5)
                 continue
+            job.unreachable += reply.status_code >= 500
             if reply.status_code == 404:
                 job.not_found += 1
             elif reply.status_code == 200 and reply.json()["state"] in TERMINAL:
@@ -544,6 +604,7 @@ class HttpDriver:
         while True:
             try:
                 async with http.stream("GET", f"/v1/jobs/{job_id}/events") as reply:
+                    job.unreachable += reply.status_code >= 500
                     if reply.status_code == 404:
                         job.not_found += 1
                     elif reply.status_code == 200:
@@ -553,7 +614,7 @@ class HttpDriver:
                                 if status["state"] in TERMINAL:
                                     return dict(status)
             except (httpx.HTTPError, json.JSONDecodeError):
-                pass
+                job.unreachable += 1
             await asyncio.sleep(0.5)
 
     async def download(self, http: httpx.AsyncClient, job: HttpJob, job_id: str) -> bytes | None:
@@ -641,6 +702,7 @@ class ChatDriver:
             self.fake.push_text(user, item.prompt)
             answer = await self.wait_for(user, mark, lambda c: is_question(c, item.prompt) or is_busy(c), 30)
             if answer is not None and is_busy(answer):  # an earlier clip is still on its way: wait for it
+                item.busy += 1
                 await asyncio.sleep(5)
                 continue
             tries += 1
@@ -708,6 +770,7 @@ def http_tally(jobs: list[HttpJob]) -> dict[str, Any]:
         "repeats": len(repeats),
         "repeats_second_job": sum(1 for j in repeats if j.repeat_made_second_job),
         "post_errors": sum(len(j.post_errors) for j in jobs),
+        "follow_errors": sum(j.unreachable for j in jobs),
         "p50": percentile(latencies, 0.5),
         "p95": percentile(latencies, 0.95),
     }
@@ -741,7 +804,8 @@ def chat_tally(items: list[ChatPrompt], inbox: dict[int, list[Call]]) -> tuple[d
         "duplicated": sum(1 for i in items if clips[i.prompt] > 1),
         "duplicated_after_resend": sum(1 for i in items if clips[i.prompt] > 1 and i.resent_after_choice),
         "mixed": len(mixed),
-        "resent": sum(max(0, i.sent - 1) for i in items),
+        "resent": sum(max(0, i.sent - 1 - i.busy) for i in items),
+        "busy_replies": sum(i.busy for i in items),
         "p50": percentile(latencies, 0.5),
         "p95": percentile(latencies, 0.95),
     }
@@ -825,6 +889,11 @@ async def drive(plan: Plan, cluster: Cluster, rng: random.Random) -> tuple[HttpD
     chat.index()
     watcher.cancel()
     outcome["workers_alive_end"] = sum(1 for worker in cluster.workers if worker.poll() is None)
+    try:
+        outcome["dead_letters"] = (await asyncio.to_thread(
+            cluster.queue_state, cluster.env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"]))[0]
+    except Exception as exc:  # the queue exists only once something was dead-lettered
+        outcome["dead_letters"] = f"unknown ({type(exc).__name__})"
     outcome["serve_alive_end"] = cluster.serve is not None and cluster.serve.poll() is None
     outcome["bot_alive_end"] = cluster.bot is not None and cluster.bot.poll() is None
     return http, chat, outcome
@@ -879,6 +948,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]
     parser.add_argument("--min-delay", type=float, default=0.5)
     parser.add_argument("--max-delay", type=float, default=2.0)
     parser.add_argument("--sse-share", type=float, default=0.5, help="share of HTTP jobs followed by event stream")
+    parser.add_argument("--late-share", type=float, default=0.25, help="share of HTTP jobs posted later in the "
+                        "run (at random points of its progress) instead of at their client's start")
+    parser.add_argument("--upload-latency", type=float, default=0.3, help="seconds each clip upload takes on "
+                        "the fake Bot API (kill-bot is aimed at one on the wire)")
     parser.add_argument("--malformed", type=int, default=500, help="messages published by --fault malformed")
     parser.add_argument("--seed", type=int, default=30)
     parser.add_argument("--dir", type=Path, default=None, help="run folder (logs, stores); default: a new one "
@@ -888,7 +961,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]
     args = parser.parse_args(argv)
     plan = Plan(args.fault, args.jobs, args.clients, args.prompts, args.users, args.workers, args.repeats,
                 args.fault_at, args.ramp, args.timeout, args.settle, args.min_delay, args.max_delay, args.seed,
-                args.sse_share, args.malformed)
+                args.sse_share, args.malformed, args.late_share, args.upload_latency)
     return plan, args
 
 
@@ -912,6 +985,7 @@ def main(argv: list[str] | None = None) -> int:
               "events": cluster.events, "anomalies": notes, "row": row}
     (root / "result.json").write_text(json.dumps(result, indent=2, default=str))
     (root / "jobs.json").write_text(json.dumps([asdict(j) for j in http.jobs], indent=1))
+    (root / "prompts.json").write_text(json.dumps([asdict(i) for i in chat.items], indent=1))
     print("\n".join(["", TABLE_HEADER, row, "", json.dumps({"http": http_counts, "chat": chat_counts,
                                                                "outcome": outcome}, default=str), *notes[:200]]))
     print(f"\nrun folder (logs, stores, result.json): {root}")
