@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -825,6 +826,23 @@ def log_lines(root: Path, needle: str, limit: int = 8) -> list[str]:
     return found
 
 
+def log_counts(root: Path) -> dict[str, int]:
+    """What the processes' logs say about the fault's effect: work generated twice (a request redelivered to a
+    worker), answers the bot sent again after a restart or dropped as duplicates, event streams uvicorn cut."""
+    generated: Counter[str] = Counter()
+    for log in root.glob("worker-*.log"):
+        generated.update(re.findall(r"tagcore\.jobs: job ([0-9a-f]+) ", log.read_text(errors="replace")))
+    bot = "".join(log.read_text(errors="replace") for log in root.glob("bot-*.log"))
+    serve = "".join(log.read_text(errors="replace") for log in root.glob("serve-*.log"))
+    return {"jobs_generated": sum(generated.values()),
+            "jobs_generated_twice": sum(1 for count in generated.values() if count > 1),
+            "bot_sent_again": bot.count("again: the bot stopped while it was being sent"),
+            "bot_dropped_duplicates": bot.count("dropped a duplicate answer"),
+            "serve_tasks_cancelled": sum(int(n) for n in re.findall(r"Cancel (\d+) running task", serve)),
+            "dead_lettered_logged": sum(log.read_text(errors="replace").count("dead-lettered")
+                                        for log in root.glob("*.log"))}
+
+
 def bot_answers(store: Path, chat: int) -> list[tuple[Any, ...]]:
     """The bot store's rows for a chat: (request id, state, attempts, message id, reason)."""
     if not store.exists():
@@ -981,6 +999,7 @@ def main(argv: list[str] | None = None) -> int:
     chat_counts, mixed = chat_tally(chat.items, chat.inbox)
     notes = evidence(root, http.jobs, chat.items, clip_counts(chat.items, chat.inbox)) + mixed
     row = table_row(plan, http_counts, chat_counts, outcome, root)
+    outcome["logs"] = log_counts(root)
     result = {"plan": asdict(plan), "http": http_counts, "chat": chat_counts, "outcome": outcome,
               "events": cluster.events, "anomalies": notes, "row": row}
     (root / "result.json").write_text(json.dumps(result, indent=2, default=str))
