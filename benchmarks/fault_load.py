@@ -9,7 +9,15 @@ with its `delay` option), one `tag serve` (SQLite job store) and one `tag bot` a
 this process. Then HTTP clients (each from its own 127.0.0.x address, so per-client limits apply as for separate
 machines) post jobs with unique prompts, some with an Idempotency-Key they repeat later, follow them by polling or
 by server-sent events and download the audio; chat users send prompts, press the duration button and collect the
-clips the bot uploads. When a fraction of the work is done (`--fault-at`), one fault is injected.
+clips the bot uploads. Most jobs are posted as their client starts (over `--ramp` seconds); `--late-share` of them,
+and every repeat of a key, are posted at random times over the run's expected length, so that some meet the fault.
+
+When `--fault-at` of the work is done, one fault is injected: kill-worker = kill -9 one worker (not restarted);
+broker-restart = stop the node and start it again on its data; malformed = publish `--malformed` bad messages to
+the workers' request queues (every priority) and the API's and bot's reply queues; restart-serve = SIGTERM `tag
+serve`, wait for it to exit, start it again on the same port and store; kill-bot = kill -9 `tag bot` while a clip
+upload is on the wire (each takes `--upload-latency` s on the fake, which drops an upload whose sender died, as
+Telegram does) and start it again on the same store.
 
 Every clip is checked against the prompt it claims to be for: the tone's measured frequency must be the prompt's
 (`tone_frequency`; prompts are chosen with distinct frequencies), and a chat clip must reach the chat that asked.
