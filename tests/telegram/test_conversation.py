@@ -206,3 +206,26 @@ def test_a_backend_whose_name_does_not_fit_a_button_can_be_chosen(start_bot):
     bot.fake.wait_method("editMessageText", 13, text=f"Generator set to {long_name}")
     bot.ask(13, "a long-named beep")
     assert long_name in bot.audio_for(13)[0].params["caption"]
+
+
+def test_a_prompt_sent_the_moment_the_clip_arrives_is_taken(start_bot, monkeypatch):
+    """The user sees the clip as soon as Telegram has it, before the bot has read Telegram's answer: a prompt
+    sent at that moment must get its duration question, not "still being made" (found by the fault load test)."""
+    bot = start_bot()
+    fake = bot.fake
+    replies: list[str] = []
+    upload = fake._api_sendVoice
+
+    def upload_then_ask_again(call):
+        result = upload(call)  # Telegram has the clip and shows it; its answer to the bot is not sent yet
+        if not replies:
+            fake.push_text(call.chat_id, "the next sound")
+            reply = fake.wait_for(lambda c: c.method == "sendMessage" and c.chat_id == call.chat_id and (
+                "the next sound" in c.params["text"] or "still being made" in c.params["text"]))[0]
+            replies.append(reply.params["text"])
+        return result
+
+    monkeypatch.setattr(fake, "_api_sendVoice", upload_then_ask_again)
+    bot.ask(7, "the first sound")
+    bot.audio_for(7)
+    assert len(replies) == 1 and "the next sound" in replies[0], replies

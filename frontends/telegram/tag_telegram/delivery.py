@@ -377,8 +377,10 @@ class Delivery:
                         else texts.FAILED.format(prompt=_short(prompt), error=error))
                 self.store.mark_delivered(response.request_id, self._replace_status(context, text, chat_id))
                 return
+            # The sound is made: free the slot before the upload, since the user sees the clip as soon as Telegram
+            # has it, before its answer reaches us, and may ask for the next one at once (not "still being made").
+            self._finish(response.request_id, user_id)
             message_id = self._send_audio(chat_id, response)
-            self._finish(response.request_id, user_id)  # the user may ask again while we tidy up
             recipe = Recipe(response.prompt, response.duration, response.backend, response.seed,
                             context.audio_prompt if context else None, context.options if context else None)
             try:
