@@ -7,6 +7,7 @@ import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -68,7 +69,7 @@ class HttpFrontend(Frontend):
             forwarded_allow_ips=self.http.forwarded_allow_ips or None, limit_concurrency=self.http.max_connections,
             timeout_graceful_shutdown=5, log_level="info",
             server_header=False,
-        ), self)
+        ), self, stop)
 
         def watch() -> None:
             stop.wait()
@@ -99,11 +100,22 @@ class HttpFrontend(Frontend):
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, reporting the bound port once it listens."""
+    """uvicorn's server, reporting the bound port once it listens and stopping through the frontend's `stop`."""
 
-    def __init__(self, config: uvicorn.Config, frontend: HttpFrontend) -> None:
+    def __init__(self, config: uvicorn.Config, frontend: HttpFrontend, stop: threading.Event) -> None:
         super().__init__(config)
         self.frontend = frontend
+        self.stop = stop
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT while serving. uvicorn takes these signals over from the command (which would set
+        `stop`) and starts its own shutdown, which waits out the open event streams for its whole graceful
+        timeout and then cancels them: `stop` is set instead, so answers stop being taken, the streams end, and
+        then the server exits. A second signal is uvicorn's own (a third forces the exit)."""
+        if self.stop.is_set():
+            super().handle_exit(sig, frame)
+        else:
+            self.stop.set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
