@@ -282,11 +282,13 @@ def _run_requests(requester: Requester, requests: list[SoundRequest], quiet: boo
     may come that many timeouts after submission: that is its deadline."""
     failures = mistakes = 0
     bars = {r.request_id: _progress_bar(r, quiet or as_json) for r in requests}
-    for request in requests:  # a prompts file yields to other people's single requests (tagcore.fairness)
-        requester.submit(request, "cli", on_progress=bars[request.request_id],
-                         timeout=requester.timeout * len(requests))
+    sent: list[SoundRequest] = []
     answered: set[str] = set()
     try:
+        for request in requests:  # a prompts file yields to other people's single requests (tagcore.fairness)
+            sent.append(request)  # before it goes: a Ctrl-C during the submit cancels it too
+            requester.submit(request, "cli", on_progress=bars[request.request_id],
+                             timeout=requester.timeout * len(requests))
         for number, request in enumerate(requests):
             response = requester.wait(request.request_id)
             answered.add(request.request_id)
@@ -307,7 +309,7 @@ def _run_requests(requester: Requester, requests: list[SoundRequest], quiet: boo
     except KeyboardInterrupt:
         for bar in bars.values():
             bar.close()
-        _cancel(requester, [r for r in requests if r.request_id not in answered])
+        _cancel(requester, [r for r in sent if r.request_id not in answered])
         click.get_current_context().exit(130)
     return failures, mistakes
 

@@ -43,8 +43,8 @@ class ResponseWaiter:
             self._expected.add(request.request_id)
         try:
             self.client.submit(request)
-        except BaseException:
-            self.forget(request.request_id)
+        except Exception:  # refused: nothing will answer. A Ctrl-C meanwhile may come after the transport sent
+            self.forget(request.request_id)  # it, so its answer (to the cancel that follows) is still awaited
             raise
 
     def forget(self, request_id: str) -> None:

@@ -185,3 +185,17 @@ def test_tag_generate_computes_the_backends_spec_once(tmp_path, monkeypatch):
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert calls == ["tone"]
+
+
+def test_a_ctrl_c_during_a_submit_keeps_waiting_for_the_answer_to_its_cancel():
+    """The transport may have sent the request before the interrupt (RabbitMQ publishes what `submit` accepted):
+    the CLI then cancels it and waits for that answer, which must not be thrown away as never sent."""
+    client = RecordingClient(refuse=KeyboardInterrupt())
+    asking = requester(client)
+    request = asking.request("a bell")
+    with pytest.raises(KeyboardInterrupt):
+        asking.submit(request, "me", awaited=True)
+    asking.cancel(request.request_id)
+    client.answer(SoundResponse(request_id=request.request_id, ok=False, error_code="cancelled"))
+    assert asking.wait(request.request_id, 1).error_code == "cancelled"
+    assert client.cancelled == [request.request_id]

@@ -52,7 +52,7 @@ def test_cancel_stops_the_running_job_drops_the_queued_one_and_the_worker_moves_
 
 def test_ctrl_c_in_tag_generate_cancels_the_remote_job(rabbitmq_node, env, tmp_path: Path):
     worker = ThreadWorker(env, ["tone"], worker_id="w")
-    started = len(ToneBackend.batches)
+    started = len(ToneBackend.started)  # prompts whose generation began, in this process (other tests' too)
     tag = Path(sys.executable).with_name("tag")
     child_env = {**os.environ, **env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"}
     process = subprocess.Popen(
@@ -61,11 +61,15 @@ def test_ctrl_c_in_tag_generate_cancels_the_remote_job(rabbitmq_node, env, tmp_p
         env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         end = time.monotonic() + 60
-        while len(ToneBackend.batches) == started and time.monotonic() < end:  # until the worker runs it
+        while "a long hum" not in ToneBackend.started[started:] and time.monotonic() < end:  # until it runs
             time.sleep(0.1)
-        assert len(ToneBackend.batches) > started, "the worker never started the job"
+        assert "a long hum" in ToneBackend.started[started:], "the worker never started the job"
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=LONG / 2)
+        try:
+            output, _ = process.communicate(timeout=LONG / 2)
+        except subprocess.TimeoutExpired:  # say what it was doing (communicate again keeps what it read)
+            process.kill()
+            pytest.fail(f"tag generate did not stop after SIGINT:\n{process.communicate()[0].decode()[-3000:]}")
         text = output.decode()
         assert process.returncode == 130, text
         assert "cancelled" in text and not (tmp_path / "hum.wav").exists()
