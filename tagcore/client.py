@@ -10,6 +10,10 @@ from .messages import ProgressEvent, SoundRequest, SoundResponse
 from .transport import Event, TransportClient
 
 
+SIGNAL_CHECK_S = 0.2
+"""Longest a waiting caller goes without checking for a signal (Ctrl-C) addressed to the process."""
+
+
 class ResponseWaiter:
     """Collects the answers to requests sent through it, so callers can block on one request.
 
@@ -65,7 +69,10 @@ class ResponseWaiter:
                     if remaining <= 0:
                         raise RequestTimedOut(f"no answer within {timeout:g} s (is a worker running for this "
                                               "backend?)")
-                    self._cond.wait(remaining)
+                    # In slices: a Ctrl-C that the kernel hands to another thread of the process does not wake
+                    # a waiting main thread, which only looks for it when its wait ends (seen: `tag generate`
+                    # ignoring SIGINT for its whole timeout).
+                    self._cond.wait(min(remaining, SIGNAL_CHECK_S))
                 self._expected.discard(request_id)
                 return self._responses.pop(request_id)
         finally:

@@ -199,3 +199,34 @@ def test_a_ctrl_c_during_a_submit_keeps_waiting_for_the_answer_to_its_cancel():
     client.answer(SoundResponse(request_id=request.request_id, ok=False, error_code="cancelled"))
     assert asking.wait(request.request_id, 1).error_code == "cancelled"
     assert client.cancelled == [request.request_id]
+
+
+WAITING_MAIN_THREAD = """
+import signal, threading, time
+from tagcore.client import ResponseWaiter
+
+class Silent:  # a transport client that never answers
+    def add_listener(self, listener): pass
+
+def interrupt_from_another_thread():
+    time.sleep(0.5)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # the kernel may hand a Ctrl-C to any thread
+
+threading.Thread(target=interrupt_from_another_thread).start()
+started = time.monotonic()
+try:
+    ResponseWaiter(Silent()).wait("never", 60)
+except KeyboardInterrupt:
+    print(f"interrupted after {time.monotonic() - started:.1f} s")
+"""
+
+
+def test_a_ctrl_c_reaches_a_caller_waiting_for_an_answer_even_when_another_thread_takes_the_signal():
+    """`tag generate` waits on its main thread while transport threads run; the interrupt must end the wait
+    (it used to be noticed only when the wait timed out: here after 60 s)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", WAITING_MAIN_THREAD], capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("interrupted after"), done.stdout + done.stderr
+    assert float(done.stdout.split()[2]) < 30, done.stdout  # 0.5 s plus one slice; never the whole minute
