@@ -9,10 +9,10 @@
 #
 # On the device: bundle first (benchmarks/gpu_bundle.sh), then see benchmarks/results/README.md for the one call.
 # Each stage runs under its own time limit, cut to what is left of the suite's budget (GPU_SUITE_BUDGET seconds,
-# default 420: a 9-minute call less the machine's start), so a slow stage cannot eat the others'; one that times
-# out, fails or finds no time left gets a row saying so. Every row lands in OUT as it is measured (rows.jsonl,
-# gpu_suite.csv, gpu_suite.md: tag_bench/gpu_suite.py), next to log.txt, cuda_tests.txt and pages.tgz (the
-# scripts' own pages): 6 files, the device tool brings back 8. Afterwards, here:
+# default 420: a 9-minute call less the machine's start; --smoke: 900 and 4x the limits), so a slow stage cannot
+# eat the others'; one that times out, fails or finds no time left gets a row saying so. Every row lands in OUT as
+# it is measured (rows.jsonl, gpu_suite.csv, gpu_suite.md: tag_bench/gpu_suite.py), next to log.txt, cuda_tests.txt
+# and pages.tgz (the scripts' own pages): 6 files, the device tool brings back 8. Afterwards, here:
 #   uv run python -m tag_bench.gpu_suite merge OUT      # appends to benchmarks/results/gpu_suite.{csv,md}
 # Random full-size weights in the official layouts are written on the machine by a background job that runs
 # while the first stages measure (speed does not depend on the values); each stage waits for its own.
@@ -45,6 +45,7 @@ DEADLINE=$((SECONDS + ${GPU_SUITE_BUDGET:-$([ $SMOKE = 1 ] && echo 900 || echo 4
 
 if [ $SMOKE = 1 ]; then  # the same stages at the tests' sizes on the CPU: checks the wiring, not the speed
   DEV=cpu DTYPE=fp32 AG=tiny MG_SMALL=musicgen-tiny MG_MEDIUM=musicgen-tiny SA=tiny DUR=1 LONG=2 AG_B=1,2 SA_B="1 2"
+  LIMIT_SCALE=4  # stage limits fit a GPU's budget; a loaded 2-core CI runner needs longer just to import
   REPEATS=1 TOKENS=0.5 SA_STEPS="--steps 2" MAA_SIZE="--tiny make_an_audio" MAA_SAMPLING=ddim:2 MAA_B="1 2"
   SHAPES="1:1" PREP_THREADS=1 ACE_SIZE=tiny ACE_DUR=10 ACE_B="1 2" ACE_STEPS="--steps 2"
   # Inductor compiles C++ for minutes on a CPU: the smoke runs the scope stage's processes and rows with
@@ -53,7 +54,7 @@ if [ $SMOKE = 1 ]; then  # the same stages at the tests' sizes on the CPU: check
   export OMP_NUM_THREADS=1
 else
   DEV=cuda DTYPE=bf16 AG=medium MG_SMALL=musicgen-small MG_MEDIUM=musicgen-medium SA=full DUR=10 LONG=120
-  AG_B=1,16 SA_B="1 8" REPEATS=2 TOKENS=2 SA_STEPS="" MAA_SIZE="" MAA_SAMPLING=ddim:100 MAA_B="1 8"
+  LIMIT_SCALE=1 AG_B=1,16 SA_B="1 8" REPEATS=2 TOKENS=2 SA_STEPS="" MAA_SIZE="" MAA_SAMPLING=ddim:100 MAA_B="1 8"
   SHAPES="10:1 10:8" PREP_THREADS=${GPU_SUITE_PREP_THREADS:-8} SCOPES_ENV="GPU_SUITE=1"
   ACE_SIZE=full ACE_DUR="60 240" ACE_B="1 4" ACE_STEPS=""  # songs: the 10 s minimum; turbo's 8 steps
 fi
@@ -88,6 +89,7 @@ stage() {  # stage NAME BACKEND LIMIT WEIGHTS COMMAND...: waits for WEIGHTS (- f
     $PY -m tag_bench.gpu_suite failed "$OUT" --stage "$name" --backend "$backend" --rc -1 >>"$LOG" 2>&1
     return 0
   fi
+  limit=$((limit * LIMIT_SCALE))
   [ "$limit" -gt "$left" ] && limit=$left
   say "== $name: start $(date +%T), limit ${limit}s"
   GPU_SUITE_STAGE=$name timeout -k 5 "$limit" bash -c \
