@@ -3,6 +3,7 @@ import time
 
 import pytest
 
+from tag_testkit.signals import interruptible
 from tag_testkit.tone import ToneBackend, VoiceToneBackend
 from tagcore.catalog import BackendCatalog
 from tagcore.config import Config
@@ -227,6 +228,7 @@ def test_a_ctrl_c_reaches_a_caller_waiting_for_an_answer_even_when_another_threa
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", WAITING_MAIN_THREAD], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(interruptible([sys.executable, "-c", WAITING_MAIN_THREAD]), capture_output=True, text=True,
+                          timeout=120)
     assert done.stdout.startswith("interrupted after"), done.stdout + done.stderr
     assert float(done.stdout.split()[2]) < 30, done.stdout  # 0.5 s plus one slice; never the whole minute

@@ -338,6 +338,8 @@ def test_page_reconnects_an_event_stream_that_breaks(server: Any, browser: Any) 
     page.route("**/events", cut_the_first)
     page.fill("#prompt", "a stream cut by a proxy")
     page.fill("#duration", "1")
+    page.click("#options-box summary")
+    page.fill("[data-option=delay]", "1")  # still running when the first stream ends (else it may be done at once)
     page.click("#generate")
     sync_api.expect(page.locator("#status")).to_have_text("Done")
     assert len(opened) == 2 and opened[0] == opened[1]

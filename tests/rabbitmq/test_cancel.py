@@ -12,6 +12,7 @@ import pytest
 
 from tag_testkit.tone import ToneBackend
 from tag_testkit.broker import EventLog, ThreadWorker, broker_client, stop_process
+from tag_testkit.signals import interruptible
 from tagcore.messages import SoundRequest
 
 pytestmark = pytest.mark.broker
@@ -56,8 +57,8 @@ def test_ctrl_c_in_tag_generate_cancels_the_remote_job(rabbitmq_node, env, tmp_p
     tag = Path(sys.executable).with_name("tag")
     child_env = {**os.environ, **env, "TAG_PLUGINS": "rabbitmq", "TAG_PLUGIN_MODULES": "tag_testkit.tone"}
     process = subprocess.Popen(
-        [str(tag), "generate", "a long hum", "-b", "tone", "-d", "1", "-O", f"delay={LONG}", "--transport",
-         "rabbitmq", "-o", str(tmp_path / "hum.wav")],
+        interruptible([str(tag), "generate", "a long hum", "-b", "tone", "-d", "1", "-O", f"delay={LONG}",
+                       "--transport", "rabbitmq", "-o", str(tmp_path / "hum.wav")]),
         env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         end = time.monotonic() + 60
