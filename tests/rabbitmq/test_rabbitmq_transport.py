@@ -34,12 +34,17 @@ def test_end_to_end_two_cli_workers(rabbitmq_node, env):
     transport, client, log = make_client(env)
     try:
         wait_workers(rabbitmq_node, env, 2)
-        requests = [tone_request(f"bell {i}", delay=0.4, seed=i) for i in range(8)]
-        for request in requests:
-            client.submit(request)
-        responses = log.wait_responses([r.request_id for r in requests], 60)
-        assert all(r.ok and r.audio.frames == 16000 for r in responses.values())
-        assert len({r.worker for r in responses.values()}) == 2  # both workers took jobs
+        served_by: set[str] = set()
+        for attempt in range(5):  # both take jobs; on a loaded machine one may be slow to wake for the first round
+            requests = [tone_request(f"bell {attempt}.{i}", delay=0.4, seed=i) for i in range(8)]
+            for request in requests:
+                client.submit(request)
+            responses = log.wait_responses([r.request_id for r in requests], 60)
+            assert all(r.ok and r.audio.frames == 16000 for r in responses.values())
+            served_by |= {r.worker for r in responses.values()}
+            if len(served_by) == 2:
+                break
+        assert len(served_by) == 2, f"one worker took every job of {attempt + 1} rounds"
         first = requests[0].request_id
         assert log.progress[first][0].stage == "queued" and log.progress[first][0].position >= 1
         assert any(e.stage == "generating" for e in log.progress[first])  # worker progress reached us
