@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from rabbitmq_submit import ROOT, baseline_tree, percentile
+from tag_bench.side_by_side import alternate, child_env, child_result, head_commit, percentile, round_table
 
 
 def child(state_dir: str, jobs: int, down: float) -> None:
@@ -77,16 +76,10 @@ def child(state_dir: str, jobs: int, down: float) -> None:
     print(json.dumps({"latencies_s": latencies}))
 
 
-def run_variant(state_dir: str, url: str, args: argparse.Namespace, pythonpath: str | None, tag: str) -> dict:
-    prefix = f"rec{os.getpid()}{tag}"
-    env = {**os.environ, "TAG_BROKER_URL": url, "TAG_CONFIG": "/nonexistent/tag-bench.toml",
-           "TAG_RABBITMQ_REQUEST_QUEUE": f"{prefix}Request", "TAG_RABBITMQ_RESPONSE_QUEUE": f"{prefix}Response",
-           "TAG_RABBITMQ_DEAD_LETTER_QUEUE": f"{prefix}Dead", "TAG_RABBITMQ_CATALOG_QUEUE": f"{prefix}Catalog"}
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    out = subprocess.run([sys.executable, __file__, "--child", state_dir, "--jobs", str(args.jobs), "--down",
-                          str(args.down)], env=env, check=True, capture_output=True, text=True, timeout=900).stdout
-    return json.loads(out.strip().splitlines()[-1])
+def run_variant(state_dir: str, url: str, args: argparse.Namespace, pythonpath: Path | None, tag: str) -> dict:
+    env = child_env(url, f"rec{os.getpid()}{tag}", pythonpath)
+    return child_result(__file__, ["--child", state_dir, "--jobs", str(args.jobs), "--down", str(args.down)], env,
+                        timeout=900)
 
 
 def summary(runs: list[dict]) -> tuple[float, float, float]:
@@ -114,19 +107,13 @@ def main() -> None:
     state_dir = tempfile.mkdtemp(prefix="tag-bench-rabbitmq-")
     node = BrokerNode(state_dir)
     url = node.start().url
-    base = baseline_tree(args.baseline)
-    results: dict[str, list[dict]] = {"baseline": [], "this tree": []}
     try:
-        for round_ in range(args.rounds):
-            results["baseline"].append(run_variant(state_dir, url, args, base, f"b{round_}"))
-            results["this tree"].append(run_variant(state_dir, url, args, None, f"t{round_}"))
-            print(f"round {round_ + 1}: " + ", ".join(
-                f"{name} p50 {summary([runs[-1]])[0]:.1f} s" for name, runs in results.items()), file=sys.stderr)
+        results = alternate(args.baseline, args.rounds,
+                            lambda path, tag: run_variant(state_dir, url, args, path, tag),
+                            lambda run: f"p50 {summary([run])[0]:.1f} s")
     finally:
         node.destroy()
-        shutil.rmtree(Path(base).parents[1], ignore_errors=True)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = head_commit()
     names = {"baseline": f"baseline ({args.baseline})", "this tree": f"this tree ({commit})"}
     lines = [
         "# RabbitMQ transport: serving again after a broker restart",
@@ -147,10 +134,7 @@ def main() -> None:
         "",
         "Per round (p50 / p90 / first answer, s):",
         "",
-        "| round | baseline | this tree |",
-        "|---|---|---|",
-        *[f"| {i + 1} | " + " | ".join("{:.2f} / {:.2f} / {:.2f}".format(*summary([results[name][i]]))
-                                       for name in results) + " |" for i in range(args.rounds)],
+        *round_table(results, lambda run: "{:.2f} / {:.2f} / {:.2f}".format(*summary([run]))),
     ]
     report = "\n".join(lines) + "\n"
     print(report)

@@ -53,6 +53,7 @@ import httpx
 import numpy as np
 import pika
 
+from tag_bench.side_by_side import percentile
 from tag_rabbitmq.devbroker import BrokerNode, free_port
 from tag_testkit.fake_telegram import Call, FakeTelegram
 from tag_testkit.tone import tone_frequency
@@ -163,11 +164,8 @@ def expected_run(plan: Plan) -> float:
     return plan.ramp + work / max(1, plan.workers)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+def percentile_or_none(values: list[float], q: float) -> float | None:
+    return percentile(values, q) if values else None
 
 
 def distinct_prompts(count: int, label: str, taken: set[int], rng: random.Random) -> list[str]:
@@ -780,8 +778,8 @@ def http_tally(jobs: list[HttpJob]) -> dict[str, Any]:
         "repeats_second_job": sum(1 for j in repeats if j.repeat_made_second_job),
         "post_errors": sum(len(j.post_errors) for j in jobs),
         "follow_errors": sum(j.unreachable for j in jobs),
-        "p50": percentile(latencies, 0.5),
-        "p95": percentile(latencies, 0.95),
+        "p50": percentile_or_none(latencies, 0.5),
+        "p95": percentile_or_none(latencies, 0.95),
     }
 
 
@@ -815,8 +813,8 @@ def chat_tally(items: list[ChatPrompt], inbox: dict[int, list[Call]]) -> tuple[d
         "mixed": len(mixed),
         "resent": sum(max(0, i.sent - 1 - i.busy) for i in items),
         "busy_replies": sum(i.busy for i in items),
-        "p50": percentile(latencies, 0.5),
-        "p95": percentile(latencies, 0.95),
+        "p50": percentile_or_none(latencies, 0.5),
+        "p95": percentile_or_none(latencies, 0.95),
     }
     return tally, mixed
 

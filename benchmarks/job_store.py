@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from tag_bench.side_by_side import percentile
 from tag_http.jobs import JobStore
 from tagcore import Audio
 from tagcore.messages import ProgressEvent, SoundRequest, SoundResponse
@@ -71,11 +72,6 @@ def lifecycle(store: Any, index: int) -> float:
     elapsed = (time.perf_counter() - start) * 1000
     assert status.state == "done" and data is not None and len(data) > 300_000
     return elapsed
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run(jobs: int, postgres_url: str) -> dict[str, list[float]]:

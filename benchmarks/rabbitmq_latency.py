@@ -27,6 +27,7 @@ from pathlib import Path
 import pika
 
 import tag_testkit.tone as tone
+from tag_bench.side_by_side import percentile
 from tag_rabbitmq.devbroker import BrokerNode
 from tagcore import plugins
 from tagcore.client import ResponseWaiter
@@ -34,11 +35,6 @@ from tagcore.config import load_config
 from tagcore.messages import SoundRequest
 from tagcore.runtime import build_backend, build_transport
 from tagcore.worker import GeneratorService, served_specs, start_embedded_worker
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure_latency(transport, requests: int) -> list[float]:

@@ -17,22 +17,14 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from importlib.metadata import version
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from tag_bench.side_by_side import alternate, child_env, child_result, head_commit, percentile, round_table
 
 
 def child(jobs: int) -> None:
@@ -76,25 +68,9 @@ def child(jobs: int) -> None:
     print(json.dumps({"latencies_ms": latencies, "wall_s": wall}))
 
 
-def run_variant(url: str, jobs: int, pythonpath: str | None, tag: str) -> dict:
-    prefix = f"sub{os.getpid()}{tag}"
-    env = {**os.environ, "TAG_BROKER_URL": url, "TAG_CONFIG": "/nonexistent/tag-bench.toml",
-           "TAG_RABBITMQ_REQUEST_QUEUE": f"{prefix}Request", "TAG_RABBITMQ_RESPONSE_QUEUE": f"{prefix}Response",
-           "TAG_RABBITMQ_DEAD_LETTER_QUEUE": f"{prefix}Dead", "TAG_RABBITMQ_CATALOG_QUEUE": f"{prefix}Catalog"}
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    out = subprocess.run([sys.executable, __file__, "--child", "--jobs", str(jobs)], env=env, check=True,
-                         capture_output=True, text=True, timeout=600).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def baseline_tree(commit: str) -> str:
-    """A folder holding the `tag_rabbitmq` package of `commit` (for PYTHONPATH)."""
-    folder = Path(tempfile.mkdtemp(prefix="tag-bench-baseline-"))
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "transports/rabbitmq/tag_rabbitmq"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return str(folder / "transports" / "rabbitmq")
+def run_variant(url: str, jobs: int, pythonpath: Path | None, tag: str) -> dict:
+    env = child_env(url, f"sub{os.getpid()}{tag}", pythonpath)
+    return child_result(__file__, ["--child", "--jobs", str(jobs)], env, timeout=600)
 
 
 def summary(runs: list[dict]) -> tuple[float, float, float]:
@@ -120,19 +96,12 @@ def main() -> None:
 
     node = BrokerNode(tempfile.mkdtemp(prefix="tag-bench-rabbitmq-"))
     url = node.start().url
-    base = baseline_tree(args.baseline)
-    results: dict[str, list[dict]] = {"baseline": [], "this tree": []}
     try:
-        for round_ in range(args.rounds):
-            results["baseline"].append(run_variant(url, args.jobs, base, f"b{round_}"))
-            results["this tree"].append(run_variant(url, args.jobs, None, f"t{round_}"))
-            print(f"round {round_ + 1}: " + ", ".join(
-                f"{name} p50 {summary([runs[-1]])[0]:.1f} ms" for name, runs in results.items()), file=sys.stderr)
+        results = alternate(args.baseline, args.rounds, lambda path, tag: run_variant(url, args.jobs, path, tag),
+                            lambda run: f"p50 {summary([run])[0]:.1f} ms")
     finally:
         node.destroy()
-        shutil.rmtree(Path(base).parents[1], ignore_errors=True)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = head_commit()
     lines = [
         "# RabbitMQ transport: submit latency with many submits at once",
         "",
@@ -152,10 +121,7 @@ def main() -> None:
         "",
         "Per round (p50 / p99 ms, submits/s):",
         "",
-        "| round | baseline | this tree |",
-        "|---|---|---|",
-        *[f"| {i + 1} | " + " | ".join("{:.1f} / {:.1f}, {:.0f}".format(*summary([results[name][i]]))
-                                       for name in results) + " |" for i in range(args.rounds)],
+        *round_table(results, lambda run: "{:.1f} / {:.1f}, {:.0f}".format(*summary([run]))),
     ]
     report = "\n".join(lines) + "\n"
     print(report)

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import httpx
 
+from tag_bench.side_by_side import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 120.0
 """Seconds allowed for a server to start, a worker to attach, or the submitted jobs to finish."""
@@ -57,8 +59,7 @@ class Run:
     seconds: float
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+        return percentile(self.latencies, q)
 
     @property
     def rate(self) -> float:
