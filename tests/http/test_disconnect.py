@@ -24,23 +24,31 @@ GRACE = 3.0
 LONG_JOB = {"prompt": "a long drone", "duration": 1, "options": {"delay": LONG}}
 
 
+@dataclasses.dataclass
+class Watch:
+    hung_up: float = float("nan")
+    """time.time() just before the connection was closed: the server cannot have seen the hang-up earlier."""
+
+
 @contextlib.contextmanager
-def watching(server: Any, job: dict[str, Any]) -> Iterator[None]:
+def watching(server: Any, job: dict[str, Any]) -> Iterator[Watch]:
     """A client following the job's event stream on a connection of its own, from its first status event (the
     server counts it as waiting by then) until the block ends: then it hangs up."""
+    watch = Watch()
     with server.client() as watcher, watcher.stream("GET", job["links"]["events"]) as stream:
         lines = stream.iter_lines()  # kept until the end: a line iterator closed early closes the connection
         head = list(itertools.takewhile(lambda line: not line.startswith("data: "), lines))
         retry = int(head[0].removeprefix("retry: "))
         assert 0 < retry < GRACE * 1000  # a browser's EventSource comes back well within the grace
-        yield
+        yield watch
+        watch.hung_up = time.time()
 
 
 def follow_then_hang_up(server: Any, job: dict[str, Any]) -> float:
     """Follow the job's event stream up to its first event, then hang up; when it hung up."""
-    with watching(server, job):
+    with watching(server, job) as watch:
         pass
-    return time.time()
+    return watch.hung_up
 
 
 def running_job(server: Any, client: httpx.Client) -> dict[str, Any]:
@@ -76,10 +84,10 @@ def test_a_job_stays_while_another_stream_waits_or_one_reconnects_in_time(server
             time.sleep(GRACE + 1)
             assert c.get(job["links"]["status"]).json()["state"] == "running"
         follow_then_hang_up(server, job)  # the last stream left, then a client came back at once ...
-        with watching(server, job):
+        with watching(server, job) as watch:
             time.sleep(GRACE + 1)
             assert c.get(job["links"]["status"]).json()["state"] == "running"  # ... within the grace
-        assert_cancelled_after_the_grace(c, job, time.time())
+        assert_cancelled_after_the_grace(c, job, watch.hung_up)
 
 
 def test_a_job_that_is_only_polled_is_never_cancelled(server: Any) -> None:
@@ -166,9 +174,9 @@ def test_a_speech_job_another_client_waits_on_stays_until_that_one_hangs_up(spee
     with speech_server.client() as c:
         call, raised = speak_then_hang_up(speech_server, "someone else is listening")
         job = running_speech(speech_server, c)
-        with watching(speech_server, job):
+        with watching(speech_server, job) as watch:
             call.join(30)
             assert len(raised) == 1 and isinstance(raised[0], httpx.ReadTimeout), raised
             time.sleep(GRACE + 1)
             assert c.get(job["links"]["status"]).json()["state"] == "running"
-        assert_cancelled_after_the_grace(c, job, time.time())
+        assert_cancelled_after_the_grace(c, job, watch.hung_up)
