@@ -13,20 +13,19 @@ then this tree, on the same node.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from importlib.metadata import version
 from pathlib import Path
 
-from tag_bench.side_by_side import alternate, child_env, child_result, head_commit, percentile, round_table
+from tag_bench.report import show
+from tag_bench.side_by_side import (alternate, child_env, child_result, code_table, percentile, report_head,
+                                     round_table)
 
 
 def child(state_dir: str, jobs: int, down: float) -> None:
@@ -113,34 +112,21 @@ def main() -> None:
                             lambda run: f"p50 {summary([run])[0]:.1f} s")
     finally:
         node.destroy()
-    commit = head_commit()
-    names = {"baseline": f"baseline ({args.baseline})", "this tree": f"this tree ({commit})"}
+    command = (f"uv run python benchmarks/broker_recovery.py --jobs {args.jobs} --rounds {args.rounds} "
+               f"--down {args.down:g} --baseline {args.baseline}")
     lines = [
-        "# RabbitMQ transport: serving again after a broker restart",
-        "",
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-        f"pika {version('pika')}, broker private node (Debian rabbitmq-server)",
-        f"- command: `uv run python benchmarks/broker_recovery.py --jobs {args.jobs} --rounds {args.rounds} "
-        f"--down {args.down:g} --baseline {args.baseline}`",
-        f"- one `tag worker` (tone backend, instant) and one client; the broker is stopped, kept down {args.down:g} s "
-        f"and started; {args.jobs} jobs are submitted at once as soon as it accepts connections; seconds from then "
-        "to each answer",
-        "",
-        "| code | p50 s | p90 s | first answer s |",
-        "|---|---|---|---|",
-        *[f"| {names[name]} | " + " | ".join(f"{v:.2f}" for v in summary(runs)) + " |"
-          for name, runs in results.items()],
+        *report_head("RabbitMQ transport: serving again after a broker restart", command,
+                     f"one `tag worker` (tone backend, instant) and one client; the broker is stopped, kept down "
+                     f"{args.down:g} s and started; {args.jobs} jobs are submitted at once as soon as it accepts "
+                     "connections; seconds from then to each answer"),
+        code_table(results, args.baseline, ["p50 s", "p90 s", "first answer s"],
+                   lambda runs: [f"{v:.2f}" for v in summary(runs)]),
         "",
         "Per round (p50 / p90 / first answer, s):",
         "",
-        *round_table(results, lambda run: "{:.2f} / {:.2f} / {:.2f}".format(*summary([run]))),
+        round_table(results, lambda run: "{:.2f} / {:.2f} / {:.2f}".format(*summary([run]))),
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.write_text(report)
-
+    show("\n".join(lines) + "\n", args.out)
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from tag_bench.report import show
 from tag_bench.side_by_side import percentile
 from tag_http.jobs import JobStore
 from tagcore import Audio
@@ -141,9 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     command = "uv run python benchmarks/job_store.py " + " ".join(sys.argv[1:])
     table = with_postgres(lambda url: report(run(args.jobs, url), command.strip()), args.postgres_url)
-    print(table)
-    if args.out:
-        args.out.write_text(table)
+    show(table, args.out)
 
 
 if __name__ == "__main__":

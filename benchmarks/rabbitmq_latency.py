@@ -27,6 +27,7 @@ from pathlib import Path
 import pika
 
 import tag_testkit.tone as tone
+from tag_bench.report import show
 from tag_bench.side_by_side import percentile
 from tag_rabbitmq.devbroker import BrokerNode
 from tagcore import plugins
@@ -198,10 +199,7 @@ def main() -> None:
         f"Targets: added p50 <= 10 ms ({'met' if added50 <= 10 else 'NOT met'}); "
         f"4 workers >= 3.6x one ({'met' if rates[4] / rates[1] >= 3.6 else 'NOT met'}).",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    show("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,17 @@ process whose PYTHONPATH puts that code's `tag_rabbitmq` first (the baseline is 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import tempfile
 import threading
 import time
-from importlib.metadata import version
 from pathlib import Path
 
-from tag_bench.side_by_side import alternate, child_env, child_result, head_commit, percentile, round_table
+from tag_bench.report import show
+from tag_bench.side_by_side import (alternate, child_env, child_result, code_table, percentile, report_head,
+                                     round_table)
 
 
 def child(jobs: int) -> None:
@@ -101,33 +100,20 @@ def main() -> None:
                             lambda run: f"p50 {summary([run])[0]:.1f} ms")
     finally:
         node.destroy()
-    commit = head_commit()
+    command = (f"uv run python benchmarks/rabbitmq_submit.py --jobs {args.jobs} --rounds {args.rounds} "
+               f"--baseline {args.baseline}")
     lines = [
-        "# RabbitMQ transport: submit latency with many submits at once",
-        "",
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-        f"pika {version('pika')}, broker private node (Debian rabbitmq-server)",
-        f"- command: `uv run python benchmarks/rabbitmq_submit.py --jobs {args.jobs} --rounds {args.rounds} "
-        f"--baseline {args.baseline}`",
-        f"- {args.jobs} threads call `client.submit` at once on one client, {args.rounds} rounds, each a fresh "
-        "process per code; a submit returns when the broker confirmed its request",
-        "",
-        "| code | p50 ms | p99 ms | submits/s |",
-        "|---|---|---|---|",
-        *[f"| {name if name != 'this tree' else f'this tree ({commit})'}"
-          f"{f' ({args.baseline})' if name == 'baseline' else ''} | "
-          + " | ".join(f"{v:.1f}" for v in summary(runs)) + " |" for name, runs in results.items()],
+        *report_head("RabbitMQ transport: submit latency with many submits at once", command,
+                     f"{args.jobs} threads call `client.submit` at once on one client, {args.rounds} rounds, each a "
+                     "fresh process per code; a submit returns when the broker confirmed its request"),
+        code_table(results, args.baseline, ["p50 ms", "p99 ms", "submits/s"],
+                   lambda runs: [f"{v:.1f}" for v in summary(runs)]),
         "",
         "Per round (p50 / p99 ms, submits/s):",
         "",
-        *round_table(results, lambda run: "{:.1f} / {:.1f}, {:.0f}".format(*summary([run]))),
+        round_table(results, lambda run: "{:.1f} / {:.1f}, {:.0f}".format(*summary([run]))),
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.write_text(report)
-
+    show("\n".join(lines) + "\n", args.out)
 
 if __name__ == "__main__":
     main()

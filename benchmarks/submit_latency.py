@@ -41,6 +41,7 @@ from pathlib import Path
 
 import httpx
 
+from tag_bench.report import show
 from tag_bench.side_by_side import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,9 +301,7 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     text = report(runs, {label: describe(tree) for label, tree in trees.items()}, args)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    show(text, args.out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "tests"))
 
 from rabbitmq_latency import start_workers, stop_workers, timed_batch, wait_consumers, workers_queue  # noqa: E402
+from tag_bench.report import show  # noqa: E402
 from tag_rabbitmq.devbroker import BrokerNode  # noqa: E402
 from tag_testkit import tiny_speech  # noqa: E402
 from tagcore.config import load_config  # noqa: E402
@@ -88,10 +89,7 @@ def main() -> None:
         f"Target: 2 workers >= 1.3x one worker: {'met' if rows[2][1] / base >= 1.3 else 'NOT met'} "
         f"({rows[2][1] / base:.2f}x).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    show("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,13 @@ def table(header: Sequence[str], body: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def show(text: str, out: Path | None) -> None:
+    """Print a result page, and write it to `out` when one was asked for."""
+    print(text)
+    if out is not None:
+        out.write_text(text)
+
+
 def markdown_table(rows: Sequence[Row]) -> str:
     values = (asdict(row) for row in rows)
     return table([HEADERS[c] for c in COLUMNS], ([_cell(v[c]) for c in COLUMNS] for v in values))

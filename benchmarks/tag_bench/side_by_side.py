@@ -2,15 +2,20 @@
 in fresh child processes taking turns (so load from elsewhere falls on both alike), and their percentiles."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+from .report import table
 
 ROOT = Path(__file__).resolve().parents[2]
 CODES = ("baseline", "this tree")
@@ -72,8 +77,23 @@ def alternate(baseline: str, rounds: int, run: Callable[[Path | None, str], dict
     return results
 
 
-def round_table(results: dict[str, list[dict[str, Any]]], cell: Callable[[dict[str, Any]], str]) -> list[str]:
-    """Markdown lines: one row per round, one `cell(result)` per code."""
+def report_head(title: str, command: str, setup: str) -> list[str]:
+    """The first lines of a result page: title, date, machine and versions, the command, what was measured."""
+    return [f"# {title}", "", f"- date: {datetime.date.today().isoformat()}",
+            f"- machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+            f"pika {version('pika')}, broker private node (Debian rabbitmq-server)",
+            f"- command: `{command}`", f"- {setup}", ""]
+
+
+def code_table(results: dict[str, list[dict[str, Any]]], baseline: str, header: Sequence[str],
+               cells: Callable[[list[dict[str, Any]]], Sequence[str]]) -> str:
+    """A markdown table with one row per code (named with its commit): `cells` of all its runs together."""
+    names = {"baseline": f"baseline ({baseline})", "this tree": f"this tree ({head_commit()})"}
+    return table(["code", *header], ([names[code], *cells(results[code])] for code in CODES))
+
+
+def round_table(results: dict[str, list[dict[str, Any]]], cell: Callable[[dict[str, Any]], str]) -> str:
+    """A markdown table with one row per round, one `cell(result)` per code."""
     rounds = len(results["baseline"])
-    return ["| round | " + " | ".join(CODES) + " |", "|---|---|---|",
-            *[f"| {i + 1} | " + " | ".join(cell(results[code][i]) for code in CODES) + " |" for i in range(rounds)]]
+    return table(["round", *CODES], ([str(i + 1), *(cell(results[code][i]) for code in CODES)]
+                                     for i in range(rounds)))
