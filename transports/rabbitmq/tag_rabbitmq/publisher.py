@@ -40,6 +40,7 @@ class Outcome(Enum):
 
 Done = Callable[[Outcome], None]
 
+
 class ConfirmedPublisher:
     """Pipelined confirmed publishes on one channel of a BlockingConnection (I/O thread only)."""
 
