@@ -152,8 +152,7 @@ class RabbitJobSource(JobSource, IOThread):
     # -- I/O thread ----------------------------------------------------------------------------------------
     def setup(self, connection: BlockingConnection) -> None:
         channel = connection.channel()
-        answers = connection.channel()
-        answers.confirm_delivery()
+        answers = _confirmed_channel(connection)
         declare_dead_letter_queue(answers, self.settings)
         for backend in self.backends:
             for priority in range(PRIORITIES):
@@ -449,8 +448,7 @@ class RabbitJobSource(JobSource, IOThread):
                 raise
             log.warning("the broker refused the %d-byte answer to %s (%s)", len(body), response.request_id,
                         exc.reply_text)
-            self._answers = self._channel.connection.channel()
-            self._answers.confirm_delivery()
+            self._answers = _confirmed_channel(self._channel.connection)
             refused = MessageError(f"the answer is {len(body)} bytes, over the broker's max_message_size of "
                                    f"{limit} bytes (raise max_message_size in rabbitmq.conf, or ask for a shorter "
                                    "clip)")
@@ -551,6 +549,13 @@ class RabbitJobSource(JobSource, IOThread):
     def close(self) -> None:
         """Stop taking jobs; every unanswered job and held delivery goes back to its queue (`before_close`)."""
         self.stop()
+
+
+def _confirmed_channel(connection: BlockingConnection) -> BlockingChannel:
+    """A channel for answers and dead letters: each publish returns once the broker confirmed it."""
+    channel = connection.channel()
+    channel.confirm_delivery()
+    return channel
 
 
 def _as_failure(response: SoundResponse, error: MessageError) -> SoundResponse:
