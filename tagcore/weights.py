@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,10 @@ class PublishedCheckpoints:
         `fetch` is the pull command of the variant it is (the default one for a folder or another repository)."""
         source = WeightsSource.locate(f"{self.backend} weights", weights, self.repo(self.default))
         return dataclasses.replace(source, fetch=self.pull_command(self.variant_of(source.hub_id)))
+
+    def configured(self, settings: Mapping[str, Any]) -> WeightsSource:
+        """The source a backend's settings name with their `weights` value (unset: the default variant's)."""
+        return self.source(str(settings.get("weights") or ""))
 
     def local(self, folder: Path) -> WeightsSource:
         """A folder named on the command line (`tag models check`): a folder even where it reads like a hub id."""

@@ -85,7 +85,7 @@ class AceStepBackend(Backend):
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
-        self.source = w.CHECKPOINTS.source(str(self.settings["weights"] or ""))
+        self.source = w.CHECKPOINTS.configured(self.settings)
         self.model: Any = None
         self.device: Any = None
         self.longest = self.spec(self.settings).max_duration
@@ -96,7 +96,7 @@ class AceStepBackend(Backend):
         """A worker announces the longest song its checkpoint makes and only the roles it can serve (variation
         needs the audio tokenizer); without readable weights, the family's bounds and roles."""
         family = BackendSpec.from_attributes(cls)
-        folder = w.CHECKPOINTS.complete_folder(w.CHECKPOINTS.source(str(settings.get("weights") or "")))
+        folder = w.CHECKPOINTS.complete_folder(w.CHECKPOINTS.configured(settings))
         if folder is None:
             return family
         longest = w.max_duration(folder)
@@ -105,7 +105,7 @@ class AceStepBackend(Backend):
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
-        source = w.CHECKPOINTS.source(str(settings.get("weights") or ""))
+        source = w.CHECKPOINTS.configured(settings)
         return w.CHECKPOINTS.status(source, lambda folder: f"up to {w.max_duration(folder):g} s")
 
     @property

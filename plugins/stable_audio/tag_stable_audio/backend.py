@@ -50,7 +50,7 @@ class DiffusersAudioBackend(Backend):
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
-        self.source = self.checkpoints.source(str(self.settings["weights"] or ""))
+        self.source = self.checkpoints.configured(self.settings)
         self.model: Any = None
         self.device: Any = None
         self.max_duration = self.native_max_duration = self.spec(self.settings).max_duration
@@ -60,7 +60,7 @@ class DiffusersAudioBackend(Backend):
         """A worker announces the longest clip its checkpoint makes (from the weights' configuration), not the
         family's bound; without readable weights, the family's."""
         family = BackendSpec.from_attributes(cls)
-        folder = cls.checkpoints.complete_folder(cls.checkpoints.source(str(settings.get("weights") or "")))
+        folder = cls.checkpoints.complete_folder(cls.checkpoints.configured(settings))
         if folder is None:
             return family
         longest = cls.limit(folder)
@@ -74,7 +74,7 @@ class DiffusersAudioBackend(Backend):
 
     @classmethod
     def weights_status(cls, settings: Mapping[str, Any]) -> WeightsStatus:
-        source = cls.checkpoints.source(str(settings.get("weights") or ""))
+        source = cls.checkpoints.configured(settings)
         return cls.checkpoints.status(source, lambda folder: f"up to {cls.limit(folder):g} s")
 
     @property
