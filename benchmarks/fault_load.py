@@ -55,6 +55,7 @@ import pika
 
 from tag_bench.side_by_side import percentile
 from tag_rabbitmq.devbroker import BrokerNode, free_port
+from tag_testkit.broker import queue_depth
 from tag_testkit.fake_telegram import Call, FakeTelegram
 from tag_testkit.tone import tone_frequency
 from tagcore import audio as audio_io
@@ -314,19 +315,10 @@ class Cluster:
     def wait_consumers(self, queue: str, count: int, timeout: float = 120.0) -> None:
         def enough() -> bool:
             try:
-                return self.queue_state(queue)[1] >= count
+                return queue_depth(self.node, queue)[1] >= count
             except Exception:
                 return False
         wait_until(enough, f"{count} consumers on {queue}", None, timeout)
-
-    def queue_state(self, queue: str) -> tuple[int, int]:
-        """(ready messages, consumers) of a queue."""
-        connection = pika.BlockingConnection(pika.URLParameters(self.node.spec().url))
-        try:
-            ok = connection.channel().queue_declare(queue, passive=True).method
-            return ok.message_count, ok.consumer_count
-        finally:
-            connection.close()
 
     def processes(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in (*self.workers, self.serve, self.bot) if p is not None]
@@ -915,7 +907,7 @@ async def drive(plan: Plan, cluster: Cluster, rng: random.Random) -> tuple[HttpD
     outcome["workers_alive_end"] = sum(1 for worker in cluster.workers if worker.poll() is None)
     try:
         outcome["dead_letters"] = (await asyncio.to_thread(
-            cluster.queue_state, cluster.env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"]))[0]
+            queue_depth, cluster.node, cluster.env["TAG_RABBITMQ_DEAD_LETTER_QUEUE"]))[0]
     except Exception as exc:  # the queue exists only once something was dead-lettered
         outcome["dead_letters"] = f"unknown ({type(exc).__name__})"
     outcome["serve_alive_end"] = cluster.serve is not None and cluster.serve.poll() is None

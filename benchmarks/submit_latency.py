@@ -28,7 +28,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import httpx
 
 from tag_bench.report import show
 from tag_bench.side_by_side import percentile
+from tag_rabbitmq.devbroker import BrokerNode, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 120.0
@@ -85,12 +85,6 @@ def describe(tree: Path) -> str:
     except (OSError, subprocess.CalledProcessError):
         return str(tree)
     return f"{tree} @ {commit}{' + uncommitted changes' if dirty else ''}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def tag_process(tree: Path, env: dict[str, str], args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -239,8 +233,6 @@ def broker(transport: str, scratch: Path) -> Iterator[str | None]:
     if transport != "rabbitmq":
         yield None
         return
-    from tag_rabbitmq.devbroker import BrokerNode
-
     node = BrokerNode(scratch / "rabbitmq")
     try:
         yield node.start().url
